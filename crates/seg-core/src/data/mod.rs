@@ -1,0 +1,12 @@
+//! Datasets, augmentation and labeled/unlabeled splits.
+//!
+//! - [`dataset`]: reading CamVid, PASCAL-VOC and Cityscapes-style folders into [`Sample`]s
+//!   whose masks hold train ids and [`crate::IGNORE`].
+//! - [`augment`]: seeded, deterministic training augmentation (scale, crop, flip, photometric).
+//! - [`splits`]: class-balanced labeled/unlabeled splits and their files.
+
+pub mod augment;
+pub mod dataset;
+pub mod splits;
+
+pub use dataset::*;

@@ -1,0 +1,307 @@
+//! Plain layer structs: `new(cfg, vb)` + `forward`, each with an ONNX emitter beside it so the
+//! exported graph cannot drift from the trained one. Weight names equal ONNX initializer names.
+
+use candle_core::{Result, Tensor, Var, D};
+use candle_nn::{Init, VarBuilder};
+use seg_onnx::{Attr, GraphBuilder};
+
+/// Output length of a convolution along one axis.
+pub fn conv_out(len: usize, k: usize, stride: usize, pad: usize) -> usize {
+    (len + 2 * pad - k) / stride + 1
+}
+
+fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+/// A 2-D convolution with "same"-style padding `k / 2`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+    name: String,
+}
+
+impl Conv2d {
+    /// `[c_out, c_in, k, k]` kernel named `<prefix>.weight` (+ `<prefix>.bias`).
+    pub fn new(c_in: usize, c_out: usize, k: usize, stride: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints((c_out, c_in, k, k), "weight", Init::Const(0.0))?;
+        let bias = if bias {
+            Some(vb.get_with_hints(c_out, "bias", Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            padding: k / 2,
+            name: vb.prefix(),
+        })
+    }
+
+    /// `[b, c_in, h, w] -> [b, c_out, h', w']`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// Kernel size.
+    pub fn kernel(&self) -> usize {
+        self.weight.dims()[2]
+    }
+
+    /// Spatial output size for an input of `(h, w)`.
+    pub fn out_hw(&self, (h, w): (usize, usize)) -> (usize, usize) {
+        let k = self.kernel();
+        (
+            conv_out(h, k, self.stride, self.padding),
+            conv_out(w, k, self.stride, self.padding),
+        )
+    }
+
+    /// Emits an ONNX `Conv`, with the weights optionally scaled per output channel and shifted
+    /// (used to fold BatchNorm): `w' = w · scale[o]`, `b' = b · scale[o] + shift[o]`.
+    fn emit_scaled(&self, g: &mut GraphBuilder, x: &str, scale: Option<(&[f32], &[f32])>) -> Result<String> {
+        let dims: Vec<i64> = self.weight.dims().iter().map(|&d| d as i64).collect();
+        let mut w = to_vec(&self.weight)?;
+        let c_out = dims[0] as usize;
+        let per = w.len() / c_out;
+        let mut b = match &self.bias {
+            Some(b) => to_vec(b)?,
+            None => vec![0.0; c_out],
+        };
+        if let Some((s, t)) = scale {
+            for o in 0..c_out {
+                w[o * per..(o + 1) * per].iter_mut().for_each(|v| *v *= s[o]);
+                b[o] = b[o] * s[o] + t[o];
+            }
+        }
+        let wn = g.init_f32(&format!("{}.weight", self.name), &dims, &w);
+        let bn = g.init_f32(&format!("{}.bias", self.name), &[c_out as i64], &b);
+        let p = self.padding as i64;
+        let s = self.stride as i64;
+        let k = dims[2];
+        let out = format!("{}.out", self.name);
+        Ok(g.node(
+            "Conv",
+            &[x, &wn, &bn],
+            &out,
+            &[
+                ("kernel_shape", Attr::Ints(vec![k, k])),
+                ("strides", Attr::Ints(vec![s, s])),
+                ("pads", Attr::Ints(vec![p, p, p, p])),
+                ("dilations", Attr::Ints(vec![1, 1])),
+                ("group", Attr::Int(1)),
+            ],
+        ))
+    }
+
+    /// Emits this convolution as an ONNX `Conv` node; returns the output name.
+    pub fn emit(&self, g: &mut GraphBuilder, x: &str) -> Result<String> {
+        self.emit_scaled(g, x, None)
+    }
+}
+
+/// Batch normalisation over `[b, c, h, w]`, with running statistics updated in training mode.
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm {
+    /// `weight`, `bias`, `running_mean`, `running_var` of `c` channels.
+    pub fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(c, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(c, "bias", Init::Const(0.0))?;
+        let running_mean = Var::from_tensor(&vb.get_with_hints(c, "running_mean", Init::Const(0.0))?)?;
+        let running_var = Var::from_tensor(&vb.get_with_hints(c, "running_var", Init::Const(1.0))?)?;
+        Ok(Self {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    /// Training mode normalises with the batch statistics (and updates the running ones);
+    /// evaluation mode uses the running statistics.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        let (mean, var) = if train {
+            let mean = x.mean_keepdim((0, 2, 3))?; // [1, c, 1, 1]
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim((0, 2, 3))?; // biased, [1, c, 1, 1]
+            let n = (x.elem_count() / c) as f64;
+            let m = self.momentum;
+            let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
+            self.running_mean
+                .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?)?;
+            self.running_var
+                .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+            let inv = (var + self.eps)?.sqrt()?.recip()?;
+            let scale = inv.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?;
+            return centered
+                .broadcast_mul(&scale)?
+                .broadcast_add(&self.bias.reshape((1, c, 1, 1))?);
+        } else {
+            (
+                self.running_mean.as_tensor().reshape((1, c, 1, 1))?,
+                self.running_var.as_tensor().reshape((1, c, 1, 1))?,
+            )
+        };
+        let inv = (var + self.eps)?.sqrt()?.recip()?;
+        let scale = inv.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?;
+        x.broadcast_sub(&mean)?
+            .broadcast_mul(&scale)?
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+    }
+
+    /// Per-channel `(scale, shift)` so that `bn(x) = scale · x + shift` in evaluation mode.
+    pub fn affine(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let g = to_vec(&self.weight)?;
+        let b = to_vec(&self.bias)?;
+        let m = to_vec(self.running_mean.as_tensor())?;
+        let v = to_vec(self.running_var.as_tensor())?;
+        let scale: Vec<f32> = g
+            .iter()
+            .zip(&v)
+            .map(|(g, v)| g / (v + self.eps as f32).sqrt())
+            .collect();
+        let shift = b.iter().zip(&m).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+        Ok((scale, shift))
+    }
+}
+
+/// Convolution → BatchNorm → optional ReLU; exported as a single folded `Conv` (+ `Relu`).
+#[derive(Debug, Clone)]
+pub struct ConvBn {
+    /// The convolution (`<prefix>.conv`).
+    pub conv: Conv2d,
+    /// Its batch norm (`<prefix>.bn`).
+    pub bn: BatchNorm,
+    relu: bool,
+}
+
+impl ConvBn {
+    /// A `k×k` conv without bias, its BN and an optional ReLU.
+    pub fn new(c_in: usize, c_out: usize, k: usize, stride: usize, relu: bool, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::new(c_in, c_out, k, stride, false, vb.pp("conv"))?,
+            bn: BatchNorm::new(c_out, vb.pp("bn"))?,
+            relu,
+        })
+    }
+
+    /// `[b, c_in, h, w] -> [b, c_out, h/stride, w/stride]`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
+        if self.relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// Emits the BN-folded conv (and ReLU).
+    pub fn emit(&self, g: &mut GraphBuilder, x: &str) -> Result<String> {
+        let (s, t) = self.bn.affine()?;
+        let y = self.conv.emit_scaled(g, x, Some((&s, &t)))?;
+        if self.relu {
+            let out = format!("{}.relu", self.conv.name);
+            Ok(g.node("Relu", &[&y], &out, &[]))
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// A ResNet basic block: two 3×3 ConvBn with a (projected when needed) shortcut.
+#[derive(Debug, Clone)]
+pub struct BasicBlock {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    down: Option<ConvBn>,
+    name: String,
+}
+
+impl BasicBlock {
+    /// `c_in -> c_out` with the given stride.
+    pub fn new(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let down = if stride != 1 || c_in != c_out {
+            Some(ConvBn::new(c_in, c_out, 1, stride, false, vb.pp("down"))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: ConvBn::new(c_in, c_out, 3, stride, true, vb.pp("conv1"))?,
+            conv2: ConvBn::new(c_out, c_out, 3, 1, false, vb.pp("conv2"))?,
+            down,
+            name: vb.prefix(),
+        })
+    }
+
+    /// `[b, c_in, h, w] -> [b, c_out, h/s, w/s]`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv2.forward_t(&self.conv1.forward_t(x, train)?, train)?;
+        let short = match &self.down {
+            Some(d) => d.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        (y + short)?.relu()
+    }
+
+    /// Spatial output size.
+    pub fn out_hw(&self, hw: (usize, usize)) -> (usize, usize) {
+        self.conv1.conv.out_hw(hw)
+    }
+
+    /// Emits the block.
+    pub fn emit(&self, g: &mut GraphBuilder, x: &str) -> Result<String> {
+        let y = self.conv1.emit(g, x)?;
+        let y = self.conv2.emit(g, &y)?;
+        let short = match &self.down {
+            Some(d) => d.emit(g, x)?,
+            None => x.to_string(),
+        };
+        let sum = g.node("Add", &[&y, &short], &format!("{}.add", self.name), &[]);
+        Ok(g.node("Relu", &[&sum], &format!("{}.out", self.name), &[]))
+    }
+}
+
+/// Emits an ONNX `Resize` (linear, half-pixel) to a fixed `[b, c, h, w]`, the exported twin of
+/// [`crate::bilinear::resize`].
+pub fn emit_resize(g: &mut GraphBuilder, x: &str, out: &str, size: [usize; 4]) -> String {
+    let sizes = g.init_i64(&format!("{out}.sizes"), &[4], &size.map(|v| v as i64));
+    g.node(
+        "Resize",
+        &[x, "", "", &sizes],
+        out,
+        &[
+            ("mode", Attr::Str("linear".into())),
+            ("coordinate_transformation_mode", Attr::Str("half_pixel".into())),
+        ],
+    )
+}
+
+/// Mean over the last two axes keeping them: `[b, c, h, w] -> [b, c, 1, 1]`.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)
+}

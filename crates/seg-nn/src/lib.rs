@@ -1,0 +1,20 @@
+//! edge-seg models, losses and optimiser on candle.
+//!
+//! - [`bilinear`]: trainable bilinear resize (matmuls with fixed interpolation matrices).
+//! - [`layers`]: plain layer structs (`new(cfg, vb)` + `forward`) with their ONNX emitters.
+//! - [`model`]: the encoder–decoder segmentation net ([`model::SegModel`]).
+//! - [`loss`]: loss functions (free functions with explicit ignore index / masks).
+//! - [`optim`]: SGD with momentum and weight decay, poly learning-rate schedule.
+//! - [`init`]: seeded weight initialisation.
+//! - [`export`]: ONNX export with BatchNorm folded.
+
+pub mod bilinear;
+pub mod export;
+pub mod init;
+pub mod layers;
+pub mod loss;
+pub mod model;
+pub mod optim;
+
+pub use candle_core::{DType, Device, Result, Tensor, Var};
+pub use model::{ModelConfig, SegModel, SegOutput};

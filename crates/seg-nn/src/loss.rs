@@ -1,0 +1,145 @@
+//! Losses: free functions with an explicit ignore index or mask, shared by the trainer and the
+//! runtime's on-device adaptation. Models never compute losses.
+
+use candle_core::{DType, Result, Tensor, D};
+
+/// `log_softmax` along `dim`, built from differentiable primitives (the max shift is detached:
+/// the result does not depend on it).
+pub fn log_softmax(x: &Tensor, dim: usize) -> Result<Tensor> {
+    let max = x.max_keepdim(dim)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(dim)?.log()?;
+    shifted.broadcast_sub(&lse)
+}
+
+/// Pixel-wise cross-entropy averaged over the pixels whose target is not `ignore_index`.
+///
+/// - `logits`: `[b, C, h, w]` scores;
+/// - `target`: `[b, h, w]` class ids (`u32`), `ignore_index` where there is no label;
+/// - `class_weights`: optional `[C]` weights; the mean is then weighted (PyTorch semantics).
+///
+/// Returns a scalar; 0 when every pixel is ignored.
+pub fn cross_entropy(
+    logits: &Tensor,
+    target: &Tensor,
+    ignore_index: u32,
+    class_weights: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, c, h, w) = logits.dims4()?;
+    let target = target.to_dtype(DType::U32)?;
+    let valid = target.ne(ignore_index)?; // [b, h, w] u8
+    let safe = valid.where_cond(&target, &target.zeros_like()?)?; // ignore -> class 0
+    let max = safe.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+    if max as usize >= c {
+        candle_core::bail!("cross_entropy: target id {max} is not a class (0..{c})");
+    }
+    let logp = log_softmax(logits, 1)?; // [b, C, h, w]
+    let picked = logp.gather(&safe.unsqueeze(1)?.contiguous()?, 1)?.squeeze(1)?; // [b, h, w]
+    let mut weight = valid.to_dtype(DType::F32)?; // [b, h, w]
+    if let Some(cw) = class_weights {
+        let per_pixel = cw.index_select(&safe.flatten_all()?, 0)?.reshape((b, h, w))?;
+        weight = (weight * per_pixel)?;
+    }
+    let denom = weight.sum_all()?.maximum(1e-12)?;
+    (picked * &weight)?.sum_all()?.neg()?.div(&denom)
+}
+
+/// Per-pixel cross-entropy against a target distribution: `-Σ_c p_c log q_c`, `[b, h, w]`.
+pub fn soft_cross_entropy_map(logits: &Tensor, target_prob: &Tensor) -> Result<Tensor> {
+    (log_softmax(logits, 1)? * target_prob)?.sum(1)?.neg()
+}
+
+/// Per-pixel entropy of the softmax of `logits`, `[b, h, w]`.
+pub fn entropy_map(logits: &Tensor) -> Result<Tensor> {
+    let logp = log_softmax(logits, 1)?;
+    (logp.exp()? * &logp)?.sum(1)?.neg()
+}
+
+/// Arg-max class per pixel, `[b, h, w]` (`u32`).
+pub fn argmax(logits: &Tensor) -> Result<Tensor> {
+    logits.argmax(1)
+}
+
+/// Softmax along dim 1 (classes), differentiable (uses `candle_nn::ops::softmax`, not the
+/// fused last-dim kernel that cuts the graph).
+pub fn softmax(logits: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::softmax(logits, 1)
+}
+
+/// Squared L2 normalisation along `dim`: `x / max(‖x‖, eps)`.
+pub fn l2_normalize(x: &Tensor, dim: usize) -> Result<Tensor> {
+    let n = x.sqr()?.sum_keepdim(dim)?.sqrt()?.maximum(1e-12)?;
+    x.broadcast_div(&n)
+}
+
+/// The mean of a tensor along the last dimension (helper for logging).
+pub fn mean_last(x: &Tensor) -> Result<Tensor> {
+    x.mean(D::Minus1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn reference_ce(logits: &[f32], c: usize, n: usize, target: &[u32], weights: &[f32], ignore: u32) -> f32 {
+        // logits laid out [C, n] (b = 1, h = 1, w = n)
+        let (mut num, mut den) = (0f64, 0f64);
+        for p in 0..n {
+            if target[p] == ignore {
+                continue;
+            }
+            let col: Vec<f64> = (0..c).map(|k| logits[k * n + p] as f64).collect();
+            let m = col.iter().cloned().fold(f64::MIN, f64::max);
+            let lse = col.iter().map(|v| (v - m).exp()).sum::<f64>().ln() + m;
+            let wt = weights[target[p] as usize] as f64;
+            num += wt * (lse - col[target[p] as usize]);
+            den += wt;
+        }
+        (num / den) as f32
+    }
+
+    #[test]
+    fn masked_weighted_ce_matches_reference_and_finite_differences() {
+        let dev = Device::Cpu;
+        let (c, n) = (3, 5);
+        let l0: Vec<f32> = (0..c * n).map(|i| ((i * 7 % 10) as f32) * 0.3 - 1.2).collect();
+        let target = [0u32, 2, 255, 1, 2];
+        let weights = [1.0f32, 2.0, 0.5];
+        let t = Tensor::new(&target, &dev).unwrap().reshape((1, 1, n)).unwrap();
+        let cw = Tensor::new(&weights, &dev).unwrap();
+        let f = |l: &Tensor| cross_entropy(l, &t, 255, Some(&cw)).unwrap();
+        let x = Var::from_vec(l0.clone(), (1, c, 1, n), &dev).unwrap();
+        let loss = f(x.as_tensor());
+        let want = reference_ce(&l0, c, n, &target, &weights, 255);
+        assert!((loss.to_scalar::<f32>().unwrap() - want).abs() < 1e-5);
+        let g = loss.backward().unwrap();
+        let g = g.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let eps = 1e-3;
+        for i in 0..l0.len() {
+            let (mut p, mut m) = (l0.clone(), l0.clone());
+            p[i] += eps;
+            m[i] -= eps;
+            let num = (reference_ce(&p, c, n, &target, &weights, 255) - reference_ce(&m, c, n, &target, &weights, 255))
+                / (2.0 * eps);
+            assert!((num - g[i]).abs() < 2e-3, "elem {i}: {num} vs {}", g[i]);
+        }
+        // the ignored pixel (p = 2) gets no gradient
+        for k in 0..c {
+            assert_eq!(g[k * n + 2], 0.0);
+        }
+    }
+
+    #[test]
+    fn all_ignored_is_zero_and_bad_id_is_an_error() {
+        let dev = Device::Cpu;
+        let l = Tensor::zeros((1, 3, 1, 2), DType::F32, &dev).unwrap();
+        let t = Tensor::new(&[[[255u32, 255]]], &dev).unwrap();
+        assert_eq!(
+            cross_entropy(&l, &t, 255, None).unwrap().to_scalar::<f32>().unwrap(),
+            0.0
+        );
+        let t = Tensor::new(&[[[7u32, 0]]], &dev).unwrap();
+        assert!(cross_entropy(&l, &t, 255, None).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! Model-level tests: candle ↔ tract parity of the exported graph, BatchNorm modes, gradients.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use seg_nn::{export, init, ModelConfig, SegModel};
+use tract_onnx::prelude::*;
+
+fn tiny_cfg() -> ModelConfig {
+    ModelConfig {
+        num_classes: 5,
+        widths: [4, 8, 8, 12, 16],
+        blocks: [1, 1, 1, 1],
+        aspp_channels: 8,
+        low_channels: 4,
+        decoder_channels: 8,
+    }
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// A model whose BN statistics and affine parameters are non-trivial.
+fn trained_looking_model(cfg: &ModelConfig, hw: (usize, usize)) -> (VarMap, SegModel) {
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let model = SegModel::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+    init::reseed(&vm, 7).unwrap();
+    {
+        let data = vm.data().lock().unwrap();
+        let mut names: Vec<_> = data.keys().cloned().collect();
+        names.sort();
+        for (i, n) in names.iter().enumerate() {
+            if n.contains("bn.weight") || n.contains("bn.bias") || n.ends_with("classifier.bias") {
+                let v = &data[n];
+                let r = pseudo_random(v.elem_count(), i as u64);
+                let base = if n.contains("weight") { 1.0 } else { 0.0 };
+                let r: Vec<f32> = r.iter().map(|x| base + 0.3 * x).collect();
+                v.set(&Tensor::from_vec(r, v.dims(), &dev).unwrap()).unwrap();
+            }
+        }
+    }
+    for s in 0..3 {
+        let x = Tensor::from_vec(pseudo_random(2 * 3 * hw.0 * hw.1, 100 + s), (2, 3, hw.0, hw.1), &dev).unwrap();
+        model.forward_t(&x, true).unwrap();
+    }
+    (vm, model)
+}
+
+fn tract_logits(bytes: &[u8], x: &[f32], hw: (usize, usize)) -> Vec<f32> {
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(bytes))
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let input = tract_ndarray::Array4::from_shape_vec((1, 3, hw.0, hw.1), x.to_vec())
+        .unwrap()
+        .into_tensor();
+    let out = plan.run(tvec!(input.into())).unwrap();
+    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+}
+
+/// Issue #2: the exported graph computes the trained model's function (≤ 1e-4 on logits).
+#[test]
+fn issue2_export_parity_candle_vs_tract() {
+    let cfg = tiny_cfg();
+    // 45x61 exercises odd sizes and non-integer resize ratios.
+    let hw = (45, 61);
+    let (_vm, model) = trained_looking_model(&cfg, hw);
+    let x = pseudo_random(3 * hw.0 * hw.1, 42);
+    let xt = Tensor::from_vec(x.clone(), (1, 3, hw.0, hw.1), &Device::Cpu).unwrap();
+    let want: Vec<f32> = model.logits(&xt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let onnx = export::to_onnx(&model, hw, &BTreeMap::new()).unwrap();
+    let got = tract_logits(&seg_onnx::encode(&onnx), &x, hw);
+    assert_eq!(got.len(), want.len());
+    let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    assert!(scale > 0.1, "degenerate logits");
+    assert!(max_diff <= 1e-4, "max |candle - tract| = {max_diff}");
+}
+
+/// The parity check notices a broken export (a transposed kernel).
+#[test]
+fn issue2_parity_detects_a_transposed_weight() {
+    let cfg = tiny_cfg();
+    let hw = (32, 32);
+    let (_vm, model) = trained_looking_model(&cfg, hw);
+    let x = pseudo_random(3 * hw.0 * hw.1, 1);
+    let xt = Tensor::from_vec(x.clone(), (1, 3, hw.0, hw.1), &Device::Cpu).unwrap();
+    let want: Vec<f32> = model.logits(&xt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let mut onnx = export::to_onnx(&model, hw, &BTreeMap::new()).unwrap();
+    let g = onnx.graph.as_mut().unwrap();
+    let w = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "decoder.fuse.conv.weight")
+        .unwrap();
+    // swap the two spatial axes of the 3x3 kernel
+    let mut v = seg_onnx::tensor_to_f32(w).unwrap();
+    let d: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
+    let orig = v.clone();
+    for o in 0..d[0] * d[1] {
+        for i in 0..3 {
+            for j in 0..3 {
+                v[o * 9 + i * 3 + j] = orig[o * 9 + j * 3 + i];
+            }
+        }
+    }
+    *w = seg_onnx::tensor_f32(&w.name.clone(), &w.dims.clone(), &v);
+    let got = tract_logits(&seg_onnx::encode(&onnx), &x, hw);
+    let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_diff > 1e-3, "a transposed kernel went unnoticed ({max_diff})");
+}
+
+#[test]
+fn batchnorm_train_and_eval_modes_differ_and_running_stats_move() {
+    let cfg = tiny_cfg();
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let model = SegModel::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+    init::reseed(&vm, 1).unwrap();
+    let rm = vm.data().lock().unwrap()["encoder.stem.0.bn.running_mean"]
+        .as_tensor()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(rm.iter().all(|v| *v == 0.0));
+    let x = (Tensor::from_vec(pseudo_random(2 * 3 * 32 * 32, 3), (2, 3, 32, 32), &dev).unwrap() + 0.5).unwrap();
+    let train = model.forward_t(&x, true).unwrap().logits;
+    let eval = model.forward_t(&x, false).unwrap().logits;
+    let d = (train - eval)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d > 1e-3);
+    let rm = vm.data().lock().unwrap()["encoder.stem.0.bn.running_mean"]
+        .as_tensor()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(rm.iter().any(|v| *v != 0.0));
+}
+
+#[test]
+fn seeded_init_is_reproducible() {
+    let cfg = tiny_cfg();
+    let make = |seed| {
+        let vm = VarMap::new();
+        SegModel::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        init::reseed(&vm, seed).unwrap();
+        let w = vm.data().lock().unwrap()["encoder.layer2.0.conv1.conv.weight"]
+            .as_tensor()
+            .flatten_all()
+            .unwrap();
+        w.to_vec1::<f32>().unwrap()
+    };
+    assert_eq!(make(3), make(3));
+    assert_ne!(make(3), make(4));
+}

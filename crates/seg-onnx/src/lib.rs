@@ -1,0 +1,330 @@
+//! ONNX graph building, reading and writing for edge-seg.
+//!
+//! Uses the protobuf types of `tract_onnx::pb` with `prost`, so what we write is what tract (and
+//! onnxruntime) read. Shared by the trainer's exporter and the `quantize` crate.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use prost::Message;
+pub use tract_onnx::pb;
+use tract_onnx::pb::tensor_proto::DataType;
+
+/// The ONNX opset we write.
+pub const OPSET: i64 = 17;
+/// IR version matching [`OPSET`].
+pub const IR_VERSION: i64 = 8;
+
+/// Errors reading or writing ONNX files.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The bytes are not an ONNX protobuf.
+    #[error("{path}: not a valid ONNX model: {reason}")]
+    Decode {
+        /// The file.
+        path: String,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// The graph is structurally unusable.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file (or model name).
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor of an unsupported data type was asked for as f32.
+    #[error("tensor '{name}': unsupported data type {data_type} (expected float32)")]
+    DataType {
+        /// Tensor name.
+        name: String,
+        /// The ONNX data type id.
+        data_type: i32,
+    },
+}
+
+/// An attribute value for [`GraphBuilder::node`].
+#[derive(Debug, Clone)]
+pub enum Attr {
+    /// A single int.
+    Int(i64),
+    /// A list of ints.
+    Ints(Vec<i64>),
+    /// A single float.
+    Float(f32),
+    /// A string.
+    Str(String),
+}
+
+/// Builds an ONNX graph node by node; names are kept as given (so weight names equal the
+/// training-side parameter names).
+#[derive(Debug, Default)]
+pub struct GraphBuilder {
+    graph: pb::GraphProto,
+    counter: usize,
+}
+
+impl GraphBuilder {
+    /// A new, empty graph.
+    pub fn new(name: &str) -> Self {
+        Self {
+            graph: pb::GraphProto {
+                name: name.to_string(),
+                ..Default::default()
+            },
+            counter: 0,
+        }
+    }
+
+    /// Declares a float32 graph input of a fixed shape.
+    pub fn input(&mut self, name: &str, shape: &[i64]) {
+        self.graph.input.push(value_info(name, DataType::Float, shape));
+    }
+
+    /// Declares a float32 graph output (shape optional).
+    pub fn output(&mut self, name: &str, shape: &[i64]) {
+        self.graph.output.push(value_info(name, DataType::Float, shape));
+    }
+
+    /// Adds a float32 initializer and returns its name.
+    pub fn init_f32(&mut self, name: &str, dims: &[i64], data: &[f32]) -> String {
+        self.graph.initializer.push(tensor_f32(name, dims, data));
+        name.to_string()
+    }
+
+    /// Adds an int64 initializer and returns its name.
+    pub fn init_i64(&mut self, name: &str, dims: &[i64], data: &[i64]) -> String {
+        self.graph.initializer.push(pb::TensorProto {
+            name: name.to_string(),
+            dims: dims.to_vec(),
+            data_type: DataType::Int64 as i32,
+            int64_data: data.to_vec(),
+            ..Default::default()
+        });
+        name.to_string()
+    }
+
+    /// A fresh tensor name with the given prefix.
+    pub fn fresh(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}_{}", self.counter)
+    }
+
+    /// Adds a node with one output named `out` and returns `out`.
+    pub fn node(&mut self, op: &str, inputs: &[&str], out: &str, attrs: &[(&str, Attr)]) -> String {
+        self.counter += 1;
+        let node = pb::NodeProto {
+            name: format!("{op}_{}", self.counter),
+            op_type: op.to_string(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.to_string()],
+            attribute: attrs.iter().map(|(n, a)| attribute(n, a)).collect(),
+            ..Default::default()
+        };
+        self.graph.node.push(node);
+        out.to_string()
+    }
+
+    /// Finishes the graph into a model with the given metadata.
+    pub fn finish(self, metadata: &BTreeMap<String, String>) -> pb::ModelProto {
+        pb::ModelProto {
+            ir_version: IR_VERSION,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            producer_name: "edge-seg".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            graph: Some(self.graph),
+            metadata_props: metadata
+                .iter()
+                .map(|(k, v)| pb::StringStringEntryProto {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
+fn attribute(name: &str, a: &Attr) -> pb::AttributeProto {
+    use pb::attribute_proto::AttributeType as T;
+    let mut p = pb::AttributeProto {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    match a {
+        Attr::Int(i) => {
+            p.r#type = T::Int as i32;
+            p.i = *i;
+        }
+        Attr::Ints(v) => {
+            p.r#type = T::Ints as i32;
+            p.ints = v.clone();
+        }
+        Attr::Float(f) => {
+            p.r#type = T::Float as i32;
+            p.f = *f;
+        }
+        Attr::Str(s) => {
+            p.r#type = T::String as i32;
+            p.s = s.as_bytes().to_vec();
+        }
+    }
+    p
+}
+
+/// A float32 tensor proto (data stored as raw little-endian bytes).
+pub fn tensor_f32(name: &str, dims: &[i64], data: &[f32]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.to_string(),
+        dims: dims.to_vec(),
+        data_type: DataType::Float as i32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Reads a float32 tensor proto's values (raw or typed storage).
+pub fn tensor_to_f32(t: &pb::TensorProto) -> Result<Vec<f32>, OnnxError> {
+    if t.data_type != DataType::Float as i32 {
+        return Err(OnnxError::DataType {
+            name: t.name.clone(),
+            data_type: t.data_type,
+        });
+    }
+    if !t.raw_data.is_empty() {
+        Ok(t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    } else {
+        Ok(t.float_data.clone())
+    }
+}
+
+fn value_info(name: &str, dt: DataType, shape: &[i64]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    pb::ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: dt as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: shape
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Serialises a model.
+pub fn encode(model: &pb::ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
+}
+
+/// Writes a model atomically (temp file + rename).
+pub fn save(model: &pb::ModelProto, path: &Path) -> Result<(), OnnxError> {
+    seg_core::io::write_atomic(path, &encode(model)).map_err(|source| OnnxError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Reads and decodes an ONNX file, checking that it has a graph.
+pub fn load(path: &Path) -> Result<pb::ModelProto, OnnxError> {
+    let p = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    let model = pb::ModelProto::decode(bytes.as_slice()).map_err(|e| OnnxError::Decode {
+        path: p.clone(),
+        reason: e.to_string(),
+    })?;
+    match &model.graph {
+        Some(g) if !g.node.is_empty() => Ok(model),
+        _ => Err(OnnxError::Invalid {
+            path: p,
+            reason: "the model has no graph nodes".into(),
+        }),
+    }
+}
+
+/// The model's `metadata_props` as a map.
+pub fn metadata(model: &pb::ModelProto) -> BTreeMap<String, String> {
+    model
+        .metadata_props
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::prelude::*;
+
+    #[test]
+    fn written_graph_runs_in_tract_and_keeps_metadata() {
+        let mut g = GraphBuilder::new("t");
+        g.input("x", &[1, 2]);
+        g.init_f32("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        g.init_f32("b", &[2], &[0.5, -0.5]);
+        let mm = g.node("MatMul", &["x", "w"], "mm", &[]);
+        g.node("Add", &[&mm, "b"], "y", &[]);
+        g.output("y", &[1, 2]);
+        let mut meta = BTreeMap::new();
+        meta.insert("classes".to_string(), "a,b".to_string());
+        let model = g.finish(&meta);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.onnx");
+        save(&model, &path).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!(metadata(&back)["classes"], "a,b");
+        let plan = tract_onnx::onnx()
+            .model_for_path(&path)
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let x = tract_ndarray::arr2(&[[1.0f32, 1.0]]).into_tensor();
+        let y = plan.run(tvec!(x.into())).unwrap();
+        let y = y[0].to_plain_array_view::<f32>().unwrap();
+        assert_eq!(y.as_slice().unwrap(), &[4.5, 5.5]);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.onnx");
+        std::fs::write(&path, b"\xff\xff\xff not onnx").unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("bad.onnx") && e.contains("not a valid ONNX"), "{e}");
+    }
+
+    #[test]
+    fn f32_tensor_round_trip() {
+        let t = tensor_f32("w", &[3], &[1.0, -2.5, 3.25]);
+        assert_eq!(tensor_to_f32(&t).unwrap(), vec![1.0, -2.5, 3.25]);
+    }
+}

@@ -1,0 +1,63 @@
+//! tract (CPU) backend.
+
+use tract_onnx::prelude::*;
+
+use super::{Backend, Logits};
+use crate::RuntimeError;
+
+/// An optimised tract plan for a fixed input shape.
+pub struct TractBackend {
+    plan: std::sync::Arc<TypedSimplePlan>,
+    input_shape: [usize; 4],
+}
+
+impl TractBackend {
+    /// Builds the plan from a decoded ONNX model with a fixed `[1, 3, h, w]` input.
+    pub fn new(proto: &seg_onnx::pb::ModelProto, origin: &str, hw: (u32, u32)) -> Result<Self, RuntimeError> {
+        let err = |e: TractError| RuntimeError::Model {
+            path: origin.to_string(),
+            reason: format!("{e:#}").replace('\n', " "),
+        };
+        let shape = [1usize, 3, hw.0 as usize, hw.1 as usize];
+        let plan = tract_onnx::onnx()
+            .model_for_proto_model(proto)
+            .map_err(err)?
+            .with_input_fact(0, f32::fact(shape).into())
+            .map_err(err)?
+            .into_optimized()
+            .map_err(err)?
+            .into_runnable()
+            .map_err(err)?;
+        Ok(Self {
+            plan,
+            input_shape: shape,
+        })
+    }
+}
+
+impl Backend for TractBackend {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn run(&mut self, input: &[f32]) -> Result<Logits, RuntimeError> {
+        let err = |e: TractError| RuntimeError::Backend(format!("tract: {e:#}").replace('\n', " "));
+        let x = tract_ndarray::Array4::from_shape_vec(self.input_shape, input.to_vec())
+            .map_err(|e| RuntimeError::Backend(format!("input: {e}")))?
+            .into_tensor();
+        let out = self.plan.run(tvec!(x.into())).map_err(err)?;
+        let view = out[0].to_plain_array_view::<f32>().map_err(err)?;
+        let s = view.shape();
+        if s.len() != 4 || s[0] != 1 {
+            return Err(RuntimeError::Backend(format!(
+                "expected logits [1, C, H, W], got {s:?}"
+            )));
+        }
+        Ok(Logits {
+            classes: s[1],
+            height: s[2],
+            width: s[3],
+            data: view.iter().copied().collect(),
+        })
+    }
+}

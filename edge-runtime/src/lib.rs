@@ -1,0 +1,55 @@
+//! edge-seg runtime: model loading, inference backends, frame sources, overlay drawing and
+//! evaluation, behind the `edge-seg` binary.
+
+pub mod backend;
+pub mod eval;
+pub mod overlay;
+pub mod segmenter;
+pub mod source;
+
+pub use segmenter::Segmenter;
+
+/// Errors of the runtime; every message names the file or the stage that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The model file is unreadable, malformed or unsupported.
+    #[error("{path}: {reason}")]
+    Model {
+        /// The model file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An input frame or file is unreadable or malformed.
+    #[error("{path}: {reason}")]
+    Input {
+        /// The input file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The backend failed while running.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// The model the binary embeds: trained by this project (see docs/BENCHMARKS.md).
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../assets/models/camvid-small.onnx");
+/// Its name.
+pub const DEFAULT_MODEL_NAME: &str = "assets/models/camvid-small.onnx (embedded)";
+
+/// Sample CamVid frames embedded in the binary (see assets/samples/README.md).
+pub const DEFAULT_SAMPLES: &[(&str, &[u8])] = &[
+    (
+        "0016E5_07959.png",
+        include_bytes!("../../assets/samples/0016E5_07959.png"),
+    ),
+    (
+        "0016E5_08057.png",
+        include_bytes!("../../assets/samples/0016E5_08057.png"),
+    ),
+    (
+        "0016E5_08159.png",
+        include_bytes!("../../assets/samples/0016E5_08159.png"),
+    ),
+];

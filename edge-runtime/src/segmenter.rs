@@ -1,0 +1,173 @@
+//! A loaded model: its metadata, a backend, and frame → class-map inference.
+
+use std::path::Path;
+
+use image::RgbImage;
+use seg_core::meta::ModelMeta;
+use seg_core::preprocess::{normalize_into, resize_rgb};
+
+use crate::backend::{tract::TractBackend, Backend, Logits};
+use crate::RuntimeError;
+
+/// A model ready to segment frames.
+pub struct Segmenter {
+    /// How to feed the model and draw its output (from the ONNX metadata).
+    pub meta: ModelMeta,
+    /// Where the model came from (file path or "embedded").
+    pub origin: String,
+    backend: Box<dyn Backend>,
+    input: Vec<f32>,
+}
+
+impl Segmenter {
+    /// Loads an ONNX file written by `edge-seg-train export` (or any ONNX with the same
+    /// metadata keys and a fixed `[1, 3, H, W]` input).
+    pub fn open(path: &Path) -> Result<Self, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Model {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Loads a model from memory; `origin` names it in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self, RuntimeError> {
+        use prost::Message;
+        let model_err = |reason: String| RuntimeError::Model {
+            path: origin.to_string(),
+            reason,
+        };
+        let proto =
+            seg_onnx::pb::ModelProto::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
+        if proto.graph.as_ref().is_none_or(|g| g.node.is_empty()) {
+            return Err(model_err("not a valid ONNX model: it has no graph nodes".into()));
+        }
+        let meta = ModelMeta::from_map(&seg_onnx::metadata(&proto))
+            .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
+        let backend = TractBackend::new(&proto, origin, meta.input_hw)?;
+        Ok(Self::with_backend(meta, origin, Box::new(backend)))
+    }
+
+    /// Wraps an already-built backend.
+    pub fn with_backend(meta: ModelMeta, origin: &str, backend: Box<dyn Backend>) -> Self {
+        let (h, w) = meta.input_hw;
+        Self {
+            meta,
+            origin: origin.to_string(),
+            backend,
+            input: vec![0.0; 3 * h as usize * w as usize],
+        }
+    }
+
+    /// The backend's name.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Class scores at the network resolution (the frame is resized to the network input).
+    pub fn logits(&mut self, frame: &RgbImage) -> Result<Logits, RuntimeError> {
+        let (h, w) = self.meta.input_hw;
+        if frame.dimensions() == (w, h) {
+            normalize_into(frame, self.meta.mean, self.meta.std, &mut self.input);
+        } else {
+            normalize_into(&resize_rgb(frame, h, w), self.meta.mean, self.meta.std, &mut self.input);
+        }
+        let l = self.backend.run(&self.input)?;
+        if l.classes != self.meta.classes.len() {
+            return Err(RuntimeError::Model {
+                path: self.origin.clone(),
+                reason: format!(
+                    "the model outputs {} classes, its metadata names {}",
+                    l.classes,
+                    self.meta.classes.len()
+                ),
+            });
+        }
+        Ok(l)
+    }
+
+    /// Class id per pixel of `frame` (row-major, frame resolution): the logits are resized
+    /// bilinearly (half-pixel) to the frame before the arg-max.
+    pub fn segment(&mut self, frame: &RgbImage) -> Result<Vec<u8>, RuntimeError> {
+        let l = self.logits(frame)?;
+        Ok(argmax_resized(&l, frame.height() as usize, frame.width() as usize))
+    }
+}
+
+/// Half-pixel linear taps `(i0, i1, w1)` for resizing `n_in` samples to `n_out`.
+fn taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
+    let scale = n_in as f64 / n_out as f64;
+    (0..n_out)
+        .map(|o| {
+            let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(n_in - 1);
+            (i0, (i0 + 1).min(n_in - 1), (src - i0 as f64) as f32)
+        })
+        .collect()
+}
+
+/// Arg-max over classes of the logits resized to `(h, w)`.
+pub fn argmax_resized(l: &Logits, h: usize, w: usize) -> Vec<u8> {
+    let plane = l.height * l.width;
+    if (l.height, l.width) == (h, w) {
+        return (0..plane)
+            .map(|p| {
+                let mut best = (f32::NEG_INFINITY, 0u8);
+                for c in 0..l.classes {
+                    let v = l.data[c * plane + p];
+                    if v > best.0 {
+                        best = (v, c as u8);
+                    }
+                }
+                best.1
+            })
+            .collect();
+    }
+    let ty = taps(l.height, h);
+    let tx = taps(l.width, w);
+    let mut out = vec![0u8; h * w];
+    let mut best = vec![f32::NEG_INFINITY; w];
+    let mut row = vec![0f32; l.width];
+    for (y, &(y0, y1, wy)) in ty.iter().enumerate() {
+        best.iter_mut().for_each(|b| *b = f32::NEG_INFINITY);
+        let out_row = &mut out[y * w..(y + 1) * w];
+        for c in 0..l.classes {
+            let p = &l.data[c * plane..(c + 1) * plane];
+            let (r0, r1) = (
+                &p[y0 * l.width..(y0 + 1) * l.width],
+                &p[y1 * l.width..(y1 + 1) * l.width],
+            );
+            for ((v, a), b) in row.iter_mut().zip(r0).zip(r1) {
+                *v = a + (b - a) * wy;
+            }
+            for (x, &(x0, x1, wx)) in tx.iter().enumerate() {
+                let v = row[x0] + (row[x1] - row[x0]) * wx;
+                if v > best[x] {
+                    best[x] = v;
+                    out_row[x] = c as u8;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_same_size_and_resized() {
+        // 2 classes, 1x2: class 1 wins on the right
+        let l = Logits {
+            classes: 2,
+            height: 1,
+            width: 2,
+            data: vec![1.0, 0.0, 0.0, 1.0],
+        };
+        assert_eq!(argmax_resized(&l, 1, 2), vec![0, 1]);
+        // upsampled to 1x4: half-pixel: x=0,1 -> left side, x=2,3 -> right side
+        assert_eq!(argmax_resized(&l, 1, 4), vec![0, 0, 1, 1]);
+        assert_eq!(argmax_resized(&l, 2, 4), vec![0, 0, 1, 1, 0, 0, 1, 1]);
+    }
+}

@@ -1,0 +1,83 @@
+//! Checkpoints: one safetensors file holding the model variables, the optimiser's momentum
+//! buffers and the step, written atomically, with the resolved config beside it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+
+use crate::config::TrainConfig;
+
+const VELOCITY: &str = "__optim__.velocity.";
+const ITERATION: &str = "__optim__.iteration";
+
+/// The resolved config file of a run folder.
+pub fn config_path(run: &Path) -> PathBuf {
+    run.join("config.toml")
+}
+
+/// Writes the resolved config beside the checkpoints (atomically).
+pub fn save_config(run: &Path, cfg: &TrainConfig) -> Result<()> {
+    let text = seg_core::config::to_toml(cfg)?;
+    seg_core::io::write_atomic(&config_path(run), text.as_bytes())
+        .with_context(|| format!("{}: cannot write", config_path(run).display()))
+}
+
+/// Reads a run's resolved config.
+pub fn load_config(run: &Path) -> Result<TrainConfig> {
+    let cfg: TrainConfig = seg_core::config::load_toml(&config_path(run))?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_path(run).display()))?;
+    Ok(cfg)
+}
+
+/// Saves model variables, momentum buffers and the number of completed steps to `path`
+/// (temp file + rename).
+pub fn save(path: &Path, varmap: &VarMap, velocity: &HashMap<String, Tensor>, completed: u64) -> Result<()> {
+    let mut all: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .expect("varmap lock poisoned")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    for (k, v) in velocity {
+        all.insert(format!("{VELOCITY}{k}"), v.clone());
+    }
+    all.insert(ITERATION.into(), Tensor::new(&[completed as u32], &Device::Cpu)?);
+    let tmp = path.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(&all, &tmp).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename into place", path.display()))?;
+    Ok(())
+}
+
+/// Loads a checkpoint into `varmap` (every model variable must be present with its shape) and
+/// returns `(momentum buffers, completed steps)`.
+pub fn load(path: &Path, varmap: &VarMap, dev: &Device) -> Result<(HashMap<String, Tensor>, u64)> {
+    let ctx = || format!("{}: not a readable edge-seg checkpoint", path.display());
+    let tensors = candle_core::safetensors::load(path, dev).with_context(ctx)?;
+    for (name, var) in varmap.data().lock().expect("varmap lock poisoned").iter() {
+        let t = tensors
+            .get(name)
+            .with_context(|| format!("{}: variable '{name}' is missing", path.display()))?;
+        anyhow::ensure!(
+            t.dims() == var.dims(),
+            "{}: variable '{name}' has shape {:?}, the model expects {:?}",
+            path.display(),
+            t.dims(),
+            var.dims()
+        );
+        var.set(t)?;
+    }
+    let velocity = tensors
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(VELOCITY).map(|n| (n.to_string(), v.clone())))
+        .collect();
+    let completed = match tensors.get(ITERATION) {
+        Some(t) => t.to_vec1::<u32>()?.first().copied().unwrap_or(0) as u64,
+        None => 0,
+    };
+    Ok((velocity, completed))
+}

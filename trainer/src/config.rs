@@ -1,0 +1,200 @@
+//! The training config: serde structs with defaults, nested by component, unknown keys denied.
+//! The resolved config is written beside every checkpoint and into the ONNX metadata.
+
+use std::path::PathBuf;
+
+use seg_core::classes::ClassTable;
+use seg_core::data::augment::AugmentConfig;
+use seg_core::data::Layout;
+use seg_core::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
+use seg_nn::ModelConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything a training run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Run / model name (goes into the ONNX metadata).
+    pub name: String,
+    /// Training method (see [`crate::methods::REGISTRY`]).
+    pub method: String,
+    /// Dataset.
+    pub data: DataConfig,
+    /// Training augmentation.
+    pub augment: AugmentConfig,
+    /// Architecture.
+    pub model: ModelConfig,
+    /// Optimiser.
+    pub optim: OptimConfig,
+    /// Iterations, batch, evaluation and checkpoint cadence.
+    pub schedule: ScheduleConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            name: "camvid-small".into(),
+            method: "supervised".into(),
+            data: DataConfig::default(),
+            augment: AugmentConfig::default(),
+            model: ModelConfig::default(),
+            optim: OptimConfig::default(),
+            schedule: ScheduleConfig::default(),
+        }
+    }
+}
+
+/// Where the data is and how to read and normalise it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Dataset folder (default `../shared/data/camvid`).
+    pub root: PathBuf,
+    /// Folder layout.
+    pub layout: Layout,
+    /// Training split: the layout's split name or a split-list file (labeled part).
+    pub train_split: String,
+    /// Validation split.
+    pub val_split: String,
+    /// Keep only training items whose name starts with one of these (e.g. video sequences).
+    pub train_prefixes: Vec<String>,
+    /// Void id in the mask files (11 for CamVid, 255 for VOC/Cityscapes).
+    pub ignore_id: u8,
+    /// Class names and colours.
+    pub classes: ClassTable,
+    /// Normalisation mean on 0..1 pixels.
+    pub mean: [f32; 3],
+    /// Normalisation std.
+    pub std: [f32; 3],
+    /// Network input `[h, w]` for evaluation and export; frames are resized to it.
+    pub input_size: [u32; 2],
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("../shared/data/camvid"),
+            layout: Layout::Camvid,
+            train_split: "train".into(),
+            val_split: "val".into(),
+            train_prefixes: Vec::new(),
+            ignore_id: 11,
+            classes: ClassTable::camvid(),
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            input_size: [360, 480],
+        }
+    }
+}
+
+/// SGD settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Base learning rate (decoder and classifier).
+    pub lr: f64,
+    /// Encoder learning rate = `lr · encoder_lr_mult`.
+    pub encoder_lr_mult: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Poly schedule power.
+    pub poly_power: f64,
+    /// Optional per-class loss weights (length = number of classes).
+    pub class_weights: Option<Vec<f32>>,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            lr: 0.01,
+            encoder_lr_mult: 1.0,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            poly_power: 0.9,
+            class_weights: None,
+        }
+    }
+}
+
+/// Schedule and bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Total optimiser steps.
+    pub iterations: u64,
+    /// Labeled images per step.
+    pub batch_size: usize,
+    /// Evaluate on the validation split every N steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Write `last.safetensors` every N steps (and at the end).
+    pub checkpoint_every: u64,
+    /// Log the losses every N steps.
+    pub log_every: u64,
+    /// Seed of initialisation, sampling and augmentation.
+    pub seed: u64,
+    /// Images per forward pass during evaluation.
+    pub eval_batch: usize,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            iterations: 3000,
+            batch_size: 8,
+            eval_every: 500,
+            checkpoint_every: 250,
+            log_every: 10,
+            seed: 0,
+            eval_batch: 2,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks cross-field consistency; the message names the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.data.classes.len();
+        if n != self.model.num_classes {
+            return Err(format!(
+                "data.classes has {n} classes but model.num_classes is {}",
+                self.model.num_classes
+            ));
+        }
+        if let Some(w) = &self.optim.class_weights {
+            if w.len() != n {
+                return Err(format!("optim.class_weights has {} values for {n} classes", w.len()));
+            }
+        }
+        if self.schedule.batch_size == 0 || self.schedule.iterations == 0 {
+            return Err("schedule.batch_size and schedule.iterations must be > 0".into());
+        }
+        if self.data.input_size.contains(&0) || self.augment.crop.contains(&0) {
+            return Err("data.input_size and augment.crop must be non-zero".into());
+        }
+        if crate::methods::build(&self.method).is_none() {
+            return Err(format!(
+                "method '{}' is unknown (known: {})",
+                self.method,
+                crate::methods::REGISTRY
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        self.augment.validate().map_err(|e| format!("augment: {e}"))
+    }
+
+    /// The model description for the exported ONNX metadata.
+    pub fn model_meta(&self) -> seg_core::meta::ModelMeta {
+        seg_core::meta::ModelMeta {
+            name: self.name.clone(),
+            classes: self.data.classes.clone(),
+            input_hw: (self.data.input_size[0], self.data.input_size[1]),
+            mean: self.data.mean,
+            std: self.data.std,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! edge-seg trainer: configs, data pipeline, training methods, the loop, checkpoints, export.
+//!
+//! The `edge-seg-train` binary is a thin CLI over this crate.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod export;
+pub mod methods;
+pub mod plot;
+pub mod split;
+pub mod train;
+
+pub use config::TrainConfig;

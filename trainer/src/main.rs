@@ -1,0 +1,223 @@
+//! `edge-seg-train`: train, export and split.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+/// The largest candle-vs-tract logit difference an export may show.
+const PARITY_TOLERANCE: f32 = 1e-4;
+use clap::{Parser, Subcommand};
+use edge_seg_trainer::{config::TrainConfig, export, split, train};
+
+#[derive(Parser)]
+#[command(
+    name = "edge-seg-train",
+    version,
+    about = "Train edge segmentation models on candle and export them to ONNX"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a model (SupOnly by default) and keep checkpoints, metrics and curves in --out.
+    Train(TrainArgs),
+    /// Export a run's checkpoint to ONNX (BatchNorm folded, metadata included).
+    Export {
+        /// Run folder written by `train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// Which checkpoint: `best` or `last`.
+        #[arg(long, default_value = "best")]
+        checkpoint: String,
+        /// Output ONNX file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the candle-vs-tract parity (`parity_max_abs_diff`) to this results file.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
+    /// Redraw a run's curves.png from its metrics.jsonl.
+    Plot {
+        /// Run folder written by `train`.
+        #[arg(long)]
+        run: PathBuf,
+    },
+    /// Write a class-balanced labeled/unlabeled split of the training pool.
+    Split {
+        /// Dataset folder (default: the config's, `../shared/data/camvid`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Split of the dataset to draw from.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Keep only items whose name starts with one of these (repeatable).
+        #[arg(long = "prefix")]
+        prefixes: Vec<String>,
+        /// Labeled fraction: `1/8`, `8` or `0.125`.
+        #[arg(long)]
+        ratio: String,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder for labeled.txt / unlabeled.txt.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// TOML config (defaults are used for anything it leaves out; no file = all defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Dataset folder (overrides data.root).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long, default_value = "runs/baseline")]
+    out: PathBuf,
+    /// Overrides schedule.iterations.
+    #[arg(long)]
+    iterations: Option<u64>,
+    /// Overrides schedule.batch_size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Overrides schedule.seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Overrides schedule.eval_every.
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Continue from <out>/last.safetensors.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many completed steps (checkpointed; continue with --resume).
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// No progress bars (logs only).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Train(a) => {
+            let mut cfg: TrainConfig = match &a.config {
+                Some(p) => seg_core::config::load_toml(p)?,
+                None => TrainConfig::default(),
+            };
+            if let Some(d) = a.data {
+                cfg.data.root = d;
+            }
+            if let Some(v) = a.iterations {
+                cfg.schedule.iterations = v;
+            }
+            if let Some(v) = a.batch_size {
+                cfg.schedule.batch_size = v;
+            }
+            if let Some(v) = a.seed {
+                cfg.schedule.seed = v;
+            }
+            if let Some(v) = a.eval_every {
+                cfg.schedule.eval_every = v;
+            }
+            let origin = a
+                .config
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "config".into());
+            cfg.validate().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+            let opts = train::RunOptions {
+                out: a.out.clone(),
+                resume: a.resume,
+                progress: !a.no_progress,
+                stop_after: a.stop_after,
+            };
+            let s = train::run(&cfg, &opts)?;
+            println!(
+                "trained {} steps in {:.0} s: final val mIoU {:.2}, best {:.2} at step {} -> {}",
+                s.steps,
+                s.seconds,
+                100.0 * s.final_miou,
+                100.0 * s.best.0,
+                s.best.1,
+                a.out.display()
+            );
+        }
+        Cmd::Export {
+            run,
+            checkpoint,
+            out,
+            record,
+        } => {
+            let (cfg, _vm, model) = export::load_model(&run, &checkpoint)?;
+            export::export(&model, &cfg, &out)?;
+            let diff = export::parity(&model, &cfg, &out)?;
+            println!(
+                "wrote {} (candle vs tract max |diff| on logits: {diff:.2e})",
+                out.display()
+            );
+            anyhow::ensure!(
+                diff <= PARITY_TOLERANCE,
+                "{}: parity check failed: {diff:e} > {PARITY_TOLERANCE:e}",
+                out.display()
+            );
+            if let Some(p) = record {
+                let rec = seg_core::results::Record::now(
+                    "parity_max_abs_diff",
+                    diff as f64,
+                    "abs logit difference",
+                    "random input",
+                );
+                seg_core::results::upsert(&p, &[rec])
+                    .with_context(|| format!("{}: cannot write record", p.display()))?;
+            }
+        }
+        Cmd::Plot { run } => {
+            let (loss, miou) = train::MetricsLog::read(&run.join("metrics.jsonl"))?;
+            anyhow::ensure!(
+                !loss.is_empty(),
+                "{}: no metrics logged",
+                run.join("metrics.jsonl").display()
+            );
+            let cfg = edge_seg_trainer::checkpoint::load_config(&run)?;
+            edge_seg_trainer::plot::plot_curves(&run.join("curves.png"), &loss, &miou, &cfg.name)?;
+            println!("wrote {}", run.join("curves.png").display());
+        }
+        Cmd::Split {
+            data,
+            split,
+            prefixes,
+            ratio,
+            seed,
+            out,
+        } => {
+            let mut cfg = TrainConfig::default().data;
+            if let Some(d) = data {
+                cfg.root = d;
+            }
+            let r = split::parse_ratio(&ratio)?;
+            let (l, u) = split::run(&cfg, &split, &prefixes, r, seed, &out)?;
+            println!("{l} labeled, {u} unlabeled -> {}", out.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! SupOnly: masked cross-entropy on the labeled batch.
+
+use candle_core::{Result, Tensor};
+use seg_nn::loss;
+
+use super::{Method, StepContext};
+
+/// Supervised baseline.
+#[derive(Debug, Default)]
+pub struct Supervised;
+
+impl Supervised {
+    /// Registry constructor.
+    pub fn boxed() -> Box<dyn Method> {
+        Box::new(Self)
+    }
+}
+
+impl Method for Supervised {
+    fn name(&self) -> &'static str {
+        "supervised"
+    }
+
+    fn losses(&mut self, ctx: &StepContext) -> Result<Vec<(&'static str, Tensor)>> {
+        let out = ctx.model.forward_t(&ctx.labeled.images, true)?;
+        let ce = loss::cross_entropy(
+            &out.logits,
+            &ctx.labeled.targets,
+            seg_core::IGNORE as u32,
+            ctx.class_weights,
+        )?;
+        Ok(vec![("ce", ce)])
+    }
+}

@@ -1,0 +1,250 @@
+//! The training loop: method losses → backward → SGD (momentum, poly LR), periodic evaluation,
+//! atomic checkpoints, a JSONL metrics log and a PNG of the curves.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use indicatif::{ProgressBar, ProgressStyle};
+use seg_nn::{init, optim, SegModel};
+use serde_json::json;
+
+use crate::checkpoint;
+use crate::config::TrainConfig;
+use crate::data;
+use crate::eval::evaluate;
+use crate::methods::{self, LabeledBatch, StepContext};
+
+/// Options of one run that are not part of the model's config.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output folder (checkpoints, config, metrics, plot).
+    pub out: PathBuf,
+    /// Continue from `out/last.safetensors`.
+    pub resume: bool,
+    /// Show progress bars.
+    pub progress: bool,
+    /// Stop (with a checkpoint) after this many completed steps, keeping the schedule of
+    /// `schedule.iterations` (continue later with `resume`).
+    pub stop_after: Option<u64>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Final validation mIoU (0..1).
+    pub final_miou: f64,
+    /// Best validation mIoU seen (0..1) and its step.
+    pub best: (f64, u64),
+    /// Wall-clock seconds of this invocation.
+    pub seconds: f64,
+    /// Steps run in this invocation.
+    pub steps: u64,
+}
+
+fn bar(len: u64, show: bool, template: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Trains according to `cfg`, writing everything under `opts.out`.
+pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
+    cfg.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    let started = Instant::now();
+    let dev = Device::Cpu;
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("{}: cannot create", opts.out.display()))?;
+
+    let train_ds = data::open(&cfg.data, &cfg.data.train_split, true)?;
+    let val_ds = data::open(&cfg.data, &cfg.data.val_split, false)?;
+    let pb = bar(
+        (train_ds.len() + val_ds.len()) as u64,
+        opts.progress,
+        "loading {bar:30} {pos}/{len} images",
+    );
+    let train = Arc::new(data::load_all(&train_ds, &pb)?);
+    let val = data::load_all(&val_ds, &pb)?;
+    pb.finish_and_clear();
+    tracing::info!(train = train.len(), val = val.len(), "data loaded");
+
+    let varmap = VarMap::new();
+    let model = SegModel::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    init::reseed(&varmap, cfg.schedule.seed)?;
+    let mut opt = optim::Sgd::new(
+        optim::encoder_rest_groups(&varmap, cfg.optim.encoder_lr_mult),
+        cfg.optim.momentum,
+        cfg.optim.weight_decay,
+    );
+    let last = opts.out.join("last.safetensors");
+    let mut start = 0;
+    if opts.resume {
+        let (velocity, done) = checkpoint::load(&last, &varmap, &dev)?;
+        let saved = checkpoint::load_config(&opts.out)?;
+        anyhow::ensure!(
+            saved.model == cfg.model,
+            "{}: the run was trained with another model config; resume with the same one",
+            checkpoint::config_path(&opts.out).display()
+        );
+        opt.set_velocity(velocity);
+        start = done;
+        tracing::info!(step = start, "resumed");
+    }
+    checkpoint::save_config(&opts.out, cfg)?;
+    let class_weights = match &cfg.optim.class_weights {
+        Some(w) => Some(Tensor::new(w.as_slice(), &dev)?),
+        None => None,
+    };
+    let mut method = methods::build(&cfg.method).context("unknown method")?;
+    let mut log = MetricsLog::open(&opts.out, opts.resume)?;
+    let total = cfg.schedule.iterations;
+    let end = opts.stop_after.map_or(total, |s| s.clamp(start, total));
+    let batches = data::spawn_producer(train.clone(), cfg.clone(), start, end);
+    let pb = bar(
+        total,
+        opts.progress,
+        "{elapsed_precise} {bar:30} {pos}/{len} it  ETA {eta}  {msg}",
+    );
+    pb.set_position(start);
+    let mut best = log.best();
+    let mut final_miou = best.0;
+    let mut smoothed: Option<f64> = None;
+    for it in start..end {
+        let hb = batches.recv().context("batch producer stopped")?;
+        debug_assert_eq!(hb.iteration, it);
+        let (b, h, w) = hb.shape;
+        let batch = LabeledBatch {
+            images: Tensor::from_vec(hb.images, (b, 3, h, w), &dev)?,
+            targets: Tensor::from_vec(hb.targets, (b, h, w), &dev)?,
+        };
+        let ctx = StepContext {
+            model: &model,
+            labeled: &batch,
+            class_weights: class_weights.as_ref(),
+            iteration: it,
+        };
+        let terms = method.losses(&ctx)?;
+        let mut total_loss = terms[0].1.clone();
+        for (_, t) in &terms[1..] {
+            total_loss = (total_loss + t)?;
+        }
+        let grads = total_loss.backward()?;
+        let lr = optim::poly_lr(cfg.optim.lr, it, total, cfg.optim.poly_power);
+        opt.step(&grads, lr)?;
+        let loss_v = total_loss.to_scalar::<f32>()? as f64;
+        anyhow::ensure!(loss_v.is_finite(), "step {it}: the loss is {loss_v}; lower optim.lr");
+        smoothed = Some(smoothed.map_or(loss_v, |s| 0.9 * s + 0.1 * loss_v));
+        let done = it + 1;
+        pb.set_message(format!("loss {:.4} lr {:.5}", smoothed.unwrap_or(loss_v), lr));
+        pb.inc(1);
+        if done % cfg.schedule.log_every.max(1) == 0 || done == total {
+            let mut rec = json!({"iter": done, "loss": loss_v, "lr": lr, "elapsed_s": started.elapsed().as_secs_f64()});
+            for (n, t) in &terms {
+                rec[*n] = json!(t.to_scalar::<f32>()?);
+            }
+            log.write(&rec)?;
+        }
+        let eval_now = (cfg.schedule.eval_every > 0 && done % cfg.schedule.eval_every == 0) || done == total;
+        if eval_now {
+            let cm = evaluate(&model, &val, &cfg.data, cfg.schedule.eval_batch, &dev)?;
+            let miou = cm.miou();
+            final_miou = miou;
+            let iou: Vec<Option<f64>> = cm.iou();
+            log.write(&json!({"iter": done, "val_miou": miou, "val_pixel_acc": cm.pixel_accuracy(), "val_iou": iou}))?;
+            pb.println(format!(
+                "step {done}: val mIoU {:.2}  pixel acc {:.2}",
+                100.0 * miou,
+                100.0 * cm.pixel_accuracy()
+            ));
+            if miou > best.0 || best.1 == 0 {
+                best = (miou, done);
+                checkpoint::save(&opts.out.join("best.safetensors"), &varmap, opt.velocity(), done)?;
+            }
+            log.plot(&opts.out.join("curves.png"), &cfg.name)?;
+        }
+        if done % cfg.schedule.checkpoint_every.max(1) == 0 || done == end {
+            checkpoint::save(&last, &varmap, opt.velocity(), done)?;
+        }
+    }
+    pb.finish_and_clear();
+    Ok(Summary {
+        final_miou,
+        best,
+        seconds: started.elapsed().as_secs_f64(),
+        steps: end - start,
+    })
+}
+
+/// The JSONL metrics log (appended to on resume) and the curve plot made from it.
+pub struct MetricsLog {
+    file: std::fs::File,
+    loss: Vec<(u64, f32)>,
+    miou: Vec<(u64, f32)>,
+}
+
+impl MetricsLog {
+    fn open(dir: &Path, resume: bool) -> Result<Self> {
+        let path = dir.join("metrics.jsonl");
+        let (loss, miou) = if resume { Self::read(&path)? } else { Default::default() };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(resume)
+            .write(true)
+            .truncate(!resume)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        Ok(Self { file, loss, miou })
+    }
+
+    /// Reads `(loss, val mIoU as a fraction)` series from a metrics log.
+    #[allow(clippy::type_complexity)]
+    pub fn read(path: &Path) -> Result<(Vec<(u64, f32)>, Vec<(u64, f32)>)> {
+        let (mut loss, mut miou) = (Vec::new(), Vec::new());
+        if path.exists() {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                Self::push(&mut loss, &mut miou, &v);
+            }
+        }
+        Ok((loss, miou))
+    }
+
+    fn push(loss: &mut Vec<(u64, f32)>, miou: &mut Vec<(u64, f32)>, v: &serde_json::Value) {
+        let it = v["iter"].as_u64().unwrap_or(0);
+        if let Some(l) = v["loss"].as_f64() {
+            loss.push((it, l as f32));
+        }
+        if let Some(m) = v["val_miou"].as_f64() {
+            miou.push((it, m as f32));
+        }
+    }
+
+    fn write(&mut self, v: &serde_json::Value) -> Result<()> {
+        Self::push(&mut self.loss, &mut self.miou, v);
+        writeln!(self.file, "{v}")?;
+        Ok(())
+    }
+
+    fn best(&self) -> (f64, u64) {
+        self.miou
+            .iter()
+            .fold((0.0, 0), |b, &(it, m)| if m as f64 > b.0 { (m as f64, it) } else { b })
+    }
+
+    fn plot(&self, path: &Path, title: &str) -> Result<()> {
+        crate::plot::plot_curves(path, &self.loss, &self.miou, title)
+    }
+}
