@@ -46,6 +46,18 @@ pub struct Summary {
     pub steps: u64,
 }
 
+/// The training device: GPU 0 when built with the `cuda` feature, else the CPU.
+pub fn device() -> Result<Device> {
+    #[cfg(feature = "cuda")]
+    {
+        Ok(Device::new_cuda(0)?)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Ok(Device::Cpu)
+    }
+}
+
 fn bar(len: u64, show: bool, template: &str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
@@ -63,7 +75,7 @@ fn bar(len: u64, show: bool, template: &str) -> ProgressBar {
 pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     cfg.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
     let started = Instant::now();
-    let dev = Device::Cpu;
+    let dev = device()?;
     std::fs::create_dir_all(&opts.out).with_context(|| format!("{}: cannot create", opts.out.display()))?;
 
     let train_ds = data::open(&cfg.data, &cfg.data.train_split, true)?;
