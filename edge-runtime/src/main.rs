@@ -30,6 +30,42 @@ enum Cmd {
     Run(RunArgs),
     /// Evaluate a model on a labeled split: mIoU, per-class IoU, confusion matrix.
     Eval(EvalArgs),
+    /// Quantize a float ONNX model to an int8 QDQ graph with calibration images.
+    Quantize(QuantizeArgs),
+}
+
+#[derive(clap::Args)]
+struct QuantizeArgs {
+    /// Float ONNX model (edge-seg metadata gives the preprocessing).
+    #[arg(long)]
+    model: PathBuf,
+    /// Folder of calibration images.
+    #[arg(long)]
+    calib: PathBuf,
+    /// Output QDQ ONNX file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Activation range: minmax | percentile | entropy.
+    #[arg(long, default_value = "minmax")]
+    method: String,
+    /// Percentile for --method percentile.
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
+    /// Per-channel weight scales (onnxruntime / tensorrt targets; tract is per-tensor).
+    #[arg(long)]
+    per_channel: bool,
+    /// Target runtime: tract | onnxruntime | tensorrt.
+    #[arg(long, default_value = "tract")]
+    target: String,
+    /// Node names to keep in float (repeatable).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Keep the first and last weight layers in float.
+    #[arg(long)]
+    keep_first_last_float: bool,
+    /// Write the per-tensor report (scale, clipping, SQNR) as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Default)]
@@ -96,6 +132,7 @@ fn main() -> ExitCode {
         }),
         Some(Cmd::Run(a)) => run(a),
         Some(Cmd::Eval(a)) => evaluate(a),
+        Some(Cmd::Quantize(a)) => quantize(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -200,6 +237,50 @@ fn evaluate(a: EvalArgs) -> Result<()> {
         );
         upsert(p, &[Record::now(&a.record_name, 100.0 * cm.miou(), "mIoU %", &split)])
             .with_context(|| format!("{}: cannot write record", p.display()))?;
+    }
+    Ok(())
+}
+
+fn quantize(a: QuantizeArgs) -> Result<()> {
+    use edge_seg_quantize::{
+        compare_outputs, load_images, quantize_model, Method, Preprocess, QuantizeOptions, Target,
+    };
+    let method = match a.method.as_str() {
+        "minmax" => Method::MinMax,
+        "percentile" => Method::Percentile,
+        "entropy" => Method::Entropy,
+        m => anyhow::bail!("--method {m}: expected minmax, percentile or entropy"),
+    };
+    let target = match a.target.as_str() {
+        "tract" => Target::Tract,
+        "onnxruntime" => Target::OnnxRuntime,
+        "tensorrt" => Target::TensorRt,
+        t => anyhow::bail!("--target {t}: expected tract, onnxruntime or tensorrt"),
+    };
+    let model = seg_onnx::load(&a.model)?;
+    let calib = load_images(&a.calib)?;
+    let opts = QuantizeOptions {
+        method,
+        percentile: a.percentile,
+        per_channel: a.per_channel,
+        target,
+        exclude: a.exclude,
+        keep_first_last_float: a.keep_first_last_float,
+    };
+    let (qdq, report) = quantize_model(&model, &calib, &opts).with_context(|| a.model.display().to_string())?;
+    seg_onnx::save(&qdq, &a.out)?;
+    print!("{}", report.table());
+    let cmp = compare_outputs(&model, &qdq, &calib, Preprocess::from_model(&model)?)?;
+    println!(
+        "wrote {}: argmax agreement with the float model {:.2} %, output SQNR {:.1} dB ({} calibration images)",
+        a.out.display(),
+        100.0 * cmp.argmax_agreement,
+        cmp.sqnr_db,
+        calib.len()
+    );
+    if let Some(p) = &a.report {
+        seg_core::io::write_atomic(p, report.to_json().as_bytes())
+            .with_context(|| format!("{}: cannot write", p.display()))?;
     }
     Ok(())
 }

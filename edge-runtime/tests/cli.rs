@@ -161,3 +161,38 @@ fn issue2_eval_prints_miou_and_writes_confusion_and_record() {
     assert_eq!(rec[0]["name"], "x_miou");
     assert!(rec[0]["date"].as_str().unwrap().len() == 10);
 }
+
+/// `edge-seg quantize` writes a QDQ model that `edge-seg run` can use (issue #3 groundwork).
+#[test]
+fn quantize_then_run_the_int8_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.onnx"), edge_seg_runtime::DEFAULT_MODEL).unwrap();
+    std::fs::create_dir_all(dir.path().join("calib")).unwrap();
+    for (name, bytes) in edge_seg_runtime::DEFAULT_SAMPLES.iter().take(2) {
+        std::fs::write(dir.path().join("calib").join(name), bytes).unwrap();
+    }
+    let out = edge_seg(
+        &[
+            "quantize", "--model", "m.onnx", "--calib", "calib", "--out", "q.onnx", "--report", "q.json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("argmax agreement"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("q.json")).unwrap()).unwrap();
+    assert!(report.is_object());
+    let out = edge_seg(
+        &["run", "--model", "q.onnx", "--input", "calib", "--output", "o"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_dir(dir.path().join("o")).unwrap().count(), 2);
+    let bad = edge_seg(
+        &[
+            "quantize", "--model", "m.onnx", "--calib", "calib", "--out", "x.onnx", "--method", "kl",
+        ],
+        dir.path(),
+    );
+    assert_user_error(&bad, "--method kl");
+}

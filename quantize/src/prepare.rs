@@ -1,0 +1,321 @@
+//! Graph preparation before quantization, written over the `pb` graph: validation,
+//! `Constant` nodes → initializers, BatchNormalization folded into a preceding Conv.
+//!
+//! Not done here (left to tract, which folds them when it loads the graph): Shape / Gather /
+//! Concat / Unsqueeze / Cast chains over constants or static shapes. They never carry f32
+//! activations, so the QDQ pass leaves them alone.
+
+use std::collections::{BTreeSet, HashMap};
+
+use seg_onnx::pb;
+use tract_onnx::pb::tensor_proto::DataType;
+
+use crate::QuantizeError;
+
+/// The name used for a node in errors: its name, or `#index` (first output) if it has none.
+pub(crate) fn node_label(index: usize, node: &pb::NodeProto) -> String {
+    if node.name.is_empty() {
+        format!("#{index} ({})", node.output.first().map(String::as_str).unwrap_or(""))
+    } else {
+        node.name.clone()
+    }
+}
+
+pub(crate) fn node_err(index: usize, node: &pb::NodeProto, reason: impl Into<String>) -> QuantizeError {
+    QuantizeError::Node {
+        node: node_label(index, node),
+        op: node.op_type.clone(),
+        reason: reason.into(),
+    }
+}
+
+/// What [`prepare`] changed.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PrepareSummary {
+    /// BatchNormalization nodes folded into their Conv (`bn node → conv node`).
+    pub folded_bn: Vec<String>,
+    /// `Constant` nodes turned into initializers.
+    pub constants_to_initializers: usize,
+}
+
+/// Checks that every node input exists (graph input, initializer or a node output) and that
+/// no tensor is produced twice.
+pub fn validate(graph: &pb::GraphProto) -> Result<(), QuantizeError> {
+    let mut defined: BTreeSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+    defined.extend(graph.initializer.iter().map(|t| t.name.as_str()));
+    let mut produced: HashMap<&str, usize> = HashMap::new();
+    for (i, node) in graph.node.iter().enumerate() {
+        for o in node.output.iter().filter(|o| !o.is_empty()) {
+            if let Some(&j) = produced.get(o.as_str()) {
+                return Err(node_err(
+                    i,
+                    node,
+                    format!(
+                        "output '{o}' is also produced by node '{}'",
+                        node_label(j, &graph.node[j])
+                    ),
+                ));
+            }
+            produced.insert(o, i);
+        }
+    }
+    for (i, node) in graph.node.iter().enumerate() {
+        for inp in node.input.iter().filter(|s| !s.is_empty()) {
+            if !defined.contains(inp.as_str()) && !produced.contains_key(inp.as_str()) {
+                return Err(node_err(
+                    i,
+                    node,
+                    format!("input '{inp}' is not a graph input, an initializer or any node's output"),
+                ));
+            }
+        }
+    }
+    for o in &graph.output {
+        if !defined.contains(o.name.as_str()) && !produced.contains_key(o.name.as_str()) {
+            return Err(QuantizeError::Tensor {
+                name: o.name.clone(),
+                reason: "graph output is not produced by any node".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Validates, turns `Constant` nodes (with a `value` tensor) into initializers and folds
+/// BatchNormalization into a preceding Conv whose output feeds only that BN.
+pub fn prepare(proto: &pb::ModelProto) -> Result<(pb::ModelProto, PrepareSummary), QuantizeError> {
+    let mut model = proto.clone();
+    let graph = model.graph.as_mut().ok_or(QuantizeError::NoGraph)?;
+    validate(graph)?;
+    let mut summary = PrepareSummary::default();
+    constants_to_initializers(graph, &mut summary)?;
+    fold_batch_norms(graph, &mut summary)?;
+    validate(graph)?;
+    Ok((model, summary))
+}
+
+fn constants_to_initializers(graph: &mut pb::GraphProto, summary: &mut PrepareSummary) -> Result<(), QuantizeError> {
+    let mut keep = Vec::with_capacity(graph.node.len());
+    for (i, node) in std::mem::take(&mut graph.node).into_iter().enumerate() {
+        let value = (node.op_type == "Constant" && node.domain.is_empty())
+            .then(|| {
+                node.attribute
+                    .iter()
+                    .find(|a| a.name == "value")
+                    .and_then(|a| a.t.clone())
+            })
+            .flatten();
+        match (value, node.output.first()) {
+            (Some(mut t), Some(out)) if node.output.len() == 1 => {
+                if t.data_location == Some(1) {
+                    return Err(node_err(i, &node, "external tensor data is not supported"));
+                }
+                t.name = out.clone();
+                graph.initializer.push(t);
+                summary.constants_to_initializers += 1;
+            }
+            _ => keep.push(node),
+        }
+    }
+    graph.node = keep;
+    Ok(())
+}
+
+/// An initializer's f32 values, or an error naming the node that needs them.
+pub(crate) fn init_f32(
+    graph: &pb::GraphProto,
+    name: &str,
+    index: usize,
+    node: &pb::NodeProto,
+    role: &str,
+) -> Result<Vec<f32>, QuantizeError> {
+    let t = graph
+        .initializer
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| node_err(index, node, format!("{role} '{name}' is not an initializer")))?;
+    if t.data_type != DataType::Float as i32 {
+        let dt = DataType::try_from(t.data_type)
+            .map(|d| d.as_str_name().to_string())
+            .unwrap_or_else(|_| t.data_type.to_string());
+        return Err(node_err(
+            index,
+            node,
+            format!("{role} '{name}' has data type {dt}, expected FLOAT"),
+        ));
+    }
+    let v = seg_onnx::tensor_to_f32(t).map_err(|e| node_err(index, node, e.to_string()))?;
+    let expect: i64 = t.dims.iter().product();
+    if v.len() as i64 != expect {
+        return Err(node_err(
+            index,
+            node,
+            format!("{role} '{name}' has {} values for dims {:?}", v.len(), t.dims),
+        ));
+    }
+    Ok(v)
+}
+
+pub(crate) fn init_dims<'a>(graph: &'a pb::GraphProto, name: &str) -> Option<&'a [i64]> {
+    graph
+        .initializer
+        .iter()
+        .find(|t| t.name == name)
+        .map(|t| t.dims.as_slice())
+}
+
+fn fold_batch_norms(graph: &mut pb::GraphProto, summary: &mut PrepareSummary) -> Result<(), QuantizeError> {
+    loop {
+        let consumers = consumer_counts(graph);
+        let producer: HashMap<&str, usize> = graph
+            .node
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+            .collect();
+        let outputs: BTreeSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+        let mut found = None;
+        for (bi, bn) in graph.node.iter().enumerate() {
+            if bn.op_type != "BatchNormalization" || bn.input.len() != 5 {
+                continue;
+            }
+            if bn.output.iter().skip(1).any(|o| !o.is_empty()) {
+                continue; // training-mode outputs requested
+            }
+            let Some(&ci) = producer.get(bn.input[0].as_str()) else {
+                continue;
+            };
+            let conv = &graph.node[ci];
+            let x = conv.output[0].as_str();
+            if conv.op_type == "Conv"
+                && conv.output.len() == 1
+                && consumers.get(x).copied().unwrap_or(0) == 1
+                && !outputs.contains(x)
+                && conv.input.len() >= 2
+                && init_dims(graph, &conv.input[1]).is_some()
+                && (conv.input.len() < 3 || conv.input[2].is_empty() || init_dims(graph, &conv.input[2]).is_some())
+            {
+                found = Some((ci, bi));
+                break;
+            }
+        }
+        let Some((ci, bi)) = found else {
+            return Ok(());
+        };
+        fold_one(graph, ci, bi, &consumers, summary)?;
+    }
+}
+
+fn consumer_counts(graph: &pb::GraphProto) -> HashMap<String, usize> {
+    let mut c = HashMap::new();
+    for n in &graph.node {
+        for i in n.input.iter().filter(|s| !s.is_empty()) {
+            *c.entry(i.clone()).or_insert(0) += 1;
+        }
+    }
+    c
+}
+
+fn fold_one(
+    graph: &mut pb::GraphProto,
+    ci: usize,
+    bi: usize,
+    consumers: &HashMap<String, usize>,
+    summary: &mut PrepareSummary,
+) -> Result<(), QuantizeError> {
+    let (conv, bn) = (graph.node[ci].clone(), graph.node[bi].clone());
+    let w_name = conv.input[1].clone();
+    let w_dims = init_dims(graph, &w_name).unwrap_or_default().to_vec();
+    let w = init_f32(graph, &w_name, ci, &conv, "weight")?; // [c_out, c_in/g, kh, kw]
+    let c_out = *w_dims
+        .first()
+        .ok_or_else(|| node_err(ci, &conv, format!("weight '{w_name}' has no dimensions")))? as usize;
+    if c_out == 0 || w.len() % c_out != 0 {
+        return Err(node_err(
+            ci,
+            &conv,
+            format!("weight '{w_name}' dims {w_dims:?} are unusable"),
+        ));
+    }
+    let bias = match conv.input.get(2).filter(|s| !s.is_empty()) {
+        Some(b) => init_f32(graph, b, ci, &conv, "bias")?,
+        None => vec![0.0; c_out],
+    };
+    let p = |k: usize, role: &str| -> Result<Vec<f32>, QuantizeError> {
+        let v = init_f32(graph, &bn.input[k], bi, &bn, role)?;
+        if v.len() != c_out {
+            return Err(node_err(
+                bi,
+                &bn,
+                format!(
+                    "{role} '{}' has {} values, conv has {c_out} output channels",
+                    bn.input[k],
+                    v.len()
+                ),
+            ));
+        }
+        Ok(v)
+    };
+    let (gamma, beta, mean, var) = (p(1, "scale")?, p(2, "bias")?, p(3, "mean")?, p(4, "var")?);
+    let eps = bn
+        .attribute
+        .iter()
+        .find(|a| a.name == "epsilon")
+        .map(|a| a.f)
+        .unwrap_or(1e-5);
+    let per = w.len() / c_out;
+    let mut w2 = w;
+    let mut b2 = bias;
+    for o in 0..c_out {
+        let s = gamma[o] / (var[o] + eps).sqrt();
+        w2[o * per..(o + 1) * per].iter_mut().for_each(|v| *v *= s);
+        b2[o] = (b2[o] - mean[o]) * s + beta[o];
+    }
+    // Reuse the weight's name when the conv is its only user (keeps the conv's names, as the
+    // exporter does), else write new initializers.
+    let shared = |n: &str| consumers.get(n).copied().unwrap_or(0) > 1;
+    let new_w = if shared(&w_name) {
+        format!("{w_name}.bn_folded")
+    } else {
+        w_name.clone()
+    };
+    let old_b = conv.input.get(2).filter(|s| !s.is_empty()).cloned();
+    let new_b = match &old_b {
+        Some(b) if !shared(b) => b.clone(),
+        _ => format!(
+            "{}.bias_bn_folded",
+            if conv.name.is_empty() {
+                &conv.output[0]
+            } else {
+                &conv.name
+            }
+        ),
+    };
+    graph.initializer.retain(|t| t.name != new_w && t.name != new_b);
+    graph.initializer.push(seg_onnx::tensor_f32(&new_w, &w_dims, &w2));
+    graph
+        .initializer
+        .push(seg_onnx::tensor_f32(&new_b, &[c_out as i64], &b2));
+    let c = &mut graph.node[ci];
+    c.input.truncate(2);
+    c.input[1] = new_w;
+    c.input.push(new_b);
+    c.output[0] = bn.output[0].clone();
+    summary
+        .folded_bn
+        .push(format!("{} → {}", node_label(bi, &bn), node_label(ci, &conv)));
+    graph.node.remove(bi);
+    remove_unused_initializers(graph);
+    Ok(())
+}
+
+/// Drops initializers no node uses (and that are not graph outputs).
+pub(crate) fn remove_unused_initializers(graph: &mut pb::GraphProto) {
+    let used: BTreeSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(graph.output.iter().map(|o| o.name.clone()))
+        .collect();
+    graph.initializer.retain(|t| used.contains(&t.name));
+}
