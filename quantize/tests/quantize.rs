@@ -241,3 +241,324 @@ fn options_deny_unknown_fields() {
     assert_eq!((o.method, o.percentile), (Method::Percentile, 99.9));
     assert!(serde_json::from_str::<QuantizeOptions>(r#"{"methdo":"entropy"}"#).is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The PyTorch-style fixture (quantize/fixtures/make_pytorch_style.py): torch.onnx.export layout,
+// unfolded BN, Constant nodes, a Shape → Gather → Unsqueeze → Concat → Cast chain feeding
+// Resize `sizes`, no edge-seg metadata.
+
+const FIXTURE_HW: (u32, u32) = (64, 96);
+
+fn fixture_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pytorch_style.onnx")
+}
+
+fn fixture() -> pb::ModelProto {
+    seg_onnx::load(&fixture_path()).unwrap()
+}
+
+fn fixture_pre() -> Preprocess {
+    Preprocess {
+        input_hw: FIXTURE_HW,
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    }
+}
+
+/// Seeded synthetic street-like images: smooth gradients, a few flat rectangles, pixel noise.
+fn synthetic_images(n: usize, seed: u64) -> Vec<RgbImage> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    let mut next = move || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 33) as u32
+    };
+    let (h, w) = FIXTURE_HW;
+    (0..n)
+        .map(|_| {
+            let base = [next() % 256, next() % 256, next() % 256];
+            let (gx, gy) = (next() % 5, next() % 5);
+            let rects: Vec<[u32; 7]> = (0..4)
+                .map(|_| {
+                    let (x0, y0) = (next() % w, next() % h);
+                    [
+                        x0,
+                        y0,
+                        x0 + 8 + next() % 40,
+                        y0 + 6 + next() % 30,
+                        next() % 256,
+                        next() % 256,
+                        next() % 256,
+                    ]
+                })
+                .collect();
+            let mut img = RgbImage::from_fn(w, h, |x, y| {
+                let mut p = [0u8; 3];
+                for c in 0..3 {
+                    p[c] = ((base[c] + gx * x + gy * y) % 256) as u8;
+                }
+                for r in &rects {
+                    if (r[0]..r[2]).contains(&x) && (r[1]..r[3]).contains(&y) {
+                        p = [r[4] as u8, r[5] as u8, r[6] as u8];
+                    }
+                }
+                image::Rgb(p)
+            });
+            for px in img.pixels_mut() {
+                for c in px.0.iter_mut() {
+                    *c = c.saturating_add((next() % 9) as u8).saturating_sub(4);
+                }
+            }
+            img
+        })
+        .collect()
+}
+
+#[test]
+fn pytorch_fixture_prepare_folds_bn_and_keeps_the_output() {
+    let model = fixture();
+    assert!(
+        seg_onnx::metadata(&model).is_empty(),
+        "the fixture has no edge-seg metadata"
+    );
+    let g = model.graph.as_ref().unwrap();
+    let count = |g: &pb::GraphProto, op: &str| g.node.iter().filter(|n| n.op_type == op).count();
+    assert_eq!(count(g, "BatchNormalization"), 6);
+    assert!(count(g, "Constant") > 0 && count(g, "Shape") > 0 && count(g, "Resize") == 2);
+
+    let (prepared, summary) = prepare(&model).unwrap();
+    let pg = prepared.graph.as_ref().unwrap();
+    assert_eq!(summary.folded_bn.len(), 6, "{summary:?}");
+    assert!(
+        summary
+            .folded_bn
+            .iter()
+            .any(|s| s == "/layer1/1/bn/BatchNormalization → /layer1/1/conv/Conv"),
+        "{summary:?}"
+    );
+    assert_eq!(summary.constants_to_initializers, count(g, "Constant"), "{summary:?}");
+    assert_eq!(count(pg, "BatchNormalization"), 0);
+    assert_eq!(count(pg, "Constant"), 0);
+    assert_eq!(count(pg, "Conv"), 7);
+    // The shape chain is still there (left to tract).
+    for op in ["Shape", "Gather", "Unsqueeze", "Cast", "Slice"] {
+        assert_eq!(count(pg, op), count(g, op), "{op}");
+    }
+
+    let (h, w) = (FIXTURE_HW.0 as usize, FIXTURE_HW.1 as usize);
+    let x = fixture_pre().tensor(&synthetic_images(1, 42)[0]);
+    let x: Vec<f32> = x.to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+    let (a, b) = (run(&model, [1, 3, h, w], &x), run(&prepared, [1, 3, h, w], &x));
+    assert_eq!(a.len(), 6 * h * w);
+    assert_eq!(a.len(), b.len());
+    let max = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+    assert!(max <= 1e-4, "max difference {max}");
+    let spread = a.iter().copied().fold(f32::NEG_INFINITY, f32::max) - a.iter().copied().fold(f32::INFINITY, f32::min);
+    assert!(spread > 1.0, "the fixture output should not be flat: {spread}");
+}
+
+/// Tensors computed from shapes (int64): outputs of Shape, and of Gather / Unsqueeze / Slice
+/// over them and Concat / Cast of them.
+fn shape_tensors(g: &pb::GraphProto) -> std::collections::BTreeSet<String> {
+    let mut set = std::collections::BTreeSet::new();
+    loop {
+        let before = set.len();
+        for n in &g.node {
+            let data_from_shape = n.input.first().is_some_and(|i| set.contains(i));
+            let any_from_shape = n.input.iter().any(|i| set.contains(i));
+            let from_shape = match n.op_type.as_str() {
+                "Shape" => true,
+                "Gather" | "Unsqueeze" | "Slice" => data_from_shape,
+                "Concat" | "Cast" => any_from_shape,
+                _ => false,
+            };
+            if from_shape {
+                set.extend(n.output.iter().cloned());
+            }
+        }
+        if set.len() == before {
+            return set;
+        }
+    }
+}
+
+#[test]
+fn pytorch_fixture_quantizes_and_agrees_with_float() {
+    let model = fixture();
+    // No metadata: the plain entry point refuses, the explicit one works.
+    let e = quantize_model(&model, &synthetic_images(1, 1), &QuantizeOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("model metadata"), "{e}");
+
+    let calib = synthetic_images(4, 1);
+    let held_out = synthetic_images(3, 2);
+    let (q, report) = quantize_model_with(&model, &calib, &QuantizeOptions::default(), fixture_pre()).unwrap();
+    assert_eq!(report.prepare.folded_bn.len(), 6);
+
+    // Round trip through a file, then run in tract against the float model on held-out images.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.onnx");
+    seg_onnx::save(&q, &path).unwrap();
+    let q = seg_onnx::load(&path).unwrap();
+    assert!(seg_onnx::metadata(&q).contains_key(META_QUANTIZATION));
+    let cmp = compare_outputs(&model, &q, &held_out, fixture_pre()).unwrap();
+    assert!(
+        cmp.argmax_agreement >= 0.95 && cmp.sqnr_db > 15.0,
+        "{cmp:?}\n{}",
+        report.table()
+    );
+
+    let g = q.graph.as_ref().unwrap();
+    let count = |op: &str| g.node.iter().filter(|n| n.op_type == op).count();
+    assert_eq!(report.weights.len(), 7, "every conv weight is int8");
+    assert_eq!(count("Conv"), 7);
+    assert!(g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv")
+        .all(|n| n.input[1].ends_with("_dequantized")));
+    // input, stem, layer1 (Add ×2 inputs + relu), pools, layer2/3, Resize inputs, Concat, head.
+    assert!(count("QuantizeLinear") >= 12, "{}", report.table());
+    assert_eq!(count("QuantizeLinear"), report.activations.len());
+    for a in &report.activations {
+        assert!(a.sqnr_db > 15.0, "{a:?}");
+    }
+    for n in g
+        .node
+        .iter()
+        .filter(|n| matches!(n.op_type.as_str(), "Add" | "Concat" | "Resize"))
+    {
+        if n.op_type == "Concat" && n.input.iter().all(|i| !i.ends_with("_dequantized")) {
+            continue; // the int64 size Concats
+        }
+        assert!(n.input[0].ends_with("_dequantized"), "{n:?}");
+    }
+
+    // The Shape → Gather → Unsqueeze → Concat → Cast chain stays int64 and unquantized.
+    let shapes = shape_tensors(g);
+    assert!(shapes.iter().any(|s| s.starts_with("/Cast")), "{shapes:?}");
+    for n in g.node.iter().filter(|n| n.op_type == "QuantizeLinear") {
+        assert!(
+            !shapes.contains(&n.input[0]),
+            "QuantizeLinear on the int64 tensor '{}'",
+            n.input[0]
+        );
+    }
+    let resize = g
+        .node
+        .iter()
+        .find(|n| n.op_type == "Resize" && n.input.len() == 4)
+        .unwrap();
+    assert!(shapes.contains(&resize.input[3]), "Resize sizes {:?}", resize.input);
+    assert!(!resize.input[3].ends_with("_dequantized"));
+    assert!(!report.not_float.is_empty());
+    for t in &report.not_float {
+        assert!(
+            shapes.contains(t),
+            "'{t}' was planned, found not f32, but is not a shape tensor"
+        );
+    }
+}
+
+fn fixture_error(edit: impl FnOnce(&mut pb::GraphProto)) -> String {
+    let mut m = fixture();
+    edit(m.graph.as_mut().unwrap());
+    let r = std::panic::catch_unwind(|| {
+        quantize_model_with(&m, &synthetic_images(1, 3), &QuantizeOptions::default(), fixture_pre())
+    });
+    match r {
+        Ok(Ok(_)) => panic!("the corrupt fixture quantized"),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => panic!("the quantizer panicked"),
+    }
+}
+
+fn node_mut<'a>(g: &'a mut pb::GraphProto, name: &str) -> &'a mut pb::NodeProto {
+    g.node.iter_mut().find(|n| n.name == name).unwrap()
+}
+
+#[test]
+fn corrupt_pytorch_fixtures_name_the_node_and_op() {
+    // A Conv whose weight is missing.
+    let e = fixture_error(|g| node_mut(g, "/layer2/conv/Conv").input[1] = "layer2.conv.gone".into());
+    assert!(
+        e.contains("node '/layer2/conv/Conv' (op Conv)") && e.contains("'layer2.conv.gone'"),
+        "{e}"
+    );
+
+    // An unknown op between the max pool and a Conv.
+    let e = fixture_error(|g| {
+        let conv = g.node.iter().position(|n| n.name == "/layer2/conv/Conv").unwrap();
+        let x = g.node[conv].input[0].clone();
+        g.node[conv].input[0] = "/fancy/FancyOp_output_0".into();
+        g.node.insert(
+            conv,
+            pb::NodeProto {
+                name: "/fancy/FancyOp".into(),
+                op_type: "FancyOp".into(),
+                input: vec![x],
+                output: vec!["/fancy/FancyOp_output_0".into()],
+                ..Default::default()
+            },
+        );
+    });
+    assert!(
+        e.contains("node '/fancy/FancyOp' (op FancyOp)") && e.contains("unsupported"),
+        "{e}"
+    );
+
+    // INT64 Conv weights: one under a BN (caught while folding), one without (caught by the plan).
+    let int64 = |g: &mut pb::GraphProto, name: &str| {
+        let t = g.initializer.iter_mut().find(|t| t.name == name).unwrap();
+        let n: i64 = t.dims.iter().product();
+        *t = pb::TensorProto {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            data_type: 7,
+            raw_data: vec![0; n as usize * 8],
+            ..Default::default()
+        };
+    };
+    let e = fixture_error(|g| int64(g, "layer3.conv.weight"));
+    assert!(
+        e.contains("node '/layer3/conv/Conv' (op Conv)") && e.contains("'layer3.conv.weight'") && e.contains("INT64"),
+        "{e}"
+    );
+    let e = fixture_error(|g| int64(g, "classifier.weight"));
+    assert!(
+        e.contains("node '/classifier/Conv' (op Conv)") && e.contains("'classifier.weight'") && e.contains("INT64"),
+        "{e}"
+    );
+
+    // BN statistics of the wrong length.
+    let e = fixture_error(|g| {
+        let t = g
+            .initializer
+            .iter_mut()
+            .find(|t| t.name == "layer2.bn.running_var")
+            .unwrap();
+        *t = seg_onnx::tensor_f32(&t.name, &[3], &[1.0, 1.0, 1.0]);
+    });
+    assert!(
+        e.contains("node '/layer2/bn/BatchNormalization' (op BatchNormalization)")
+            && e.contains("'layer2.bn.running_var'"),
+        "{e}"
+    );
+
+    // A Conv with no weight input at all (no BN after it).
+    let e = fixture_error(|g| node_mut(g, "/classifier/Conv").input.truncate(1));
+    assert!(
+        e.contains("node '/classifier/Conv' (op Conv)") && e.contains("weight"),
+        "{e}"
+    );
+
+    // Truncated protobuf bytes: a decode error, not a panic.
+    let bytes = std::fs::read(fixture_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for cut in [bytes.len() / 2, bytes.len() - 3, 17] {
+        let path = dir.path().join(format!("cut{cut}.onnx"));
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let e = seg_onnx::load(&path).unwrap_err().to_string();
+        assert!(e.contains("not a valid ONNX model"), "cut at {cut}: {e}");
+    }
+}
