@@ -1,7 +1,7 @@
 //! Losses: free functions with an explicit ignore index or mask, shared by the trainer and the
 //! runtime's on-device adaptation. Models never compute losses.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor};
 
 /// `log_softmax` along `dim`, built from differentiable primitives (the max shift is detached:
 /// the result does not depend on it).
@@ -42,39 +42,6 @@ pub fn cross_entropy(
     }
     let denom = weight.sum_all()?.maximum(1e-12)?;
     (picked * &weight)?.sum_all()?.neg()?.div(&denom)
-}
-
-/// Per-pixel cross-entropy against a target distribution: `-Σ_c p_c log q_c`, `[b, h, w]`.
-pub fn soft_cross_entropy_map(logits: &Tensor, target_prob: &Tensor) -> Result<Tensor> {
-    (log_softmax(logits, 1)? * target_prob)?.sum(1)?.neg()
-}
-
-/// Per-pixel entropy of the softmax of `logits`, `[b, h, w]`.
-pub fn entropy_map(logits: &Tensor) -> Result<Tensor> {
-    let logp = log_softmax(logits, 1)?;
-    (logp.exp()? * &logp)?.sum(1)?.neg()
-}
-
-/// Arg-max class per pixel, `[b, h, w]` (`u32`).
-pub fn argmax(logits: &Tensor) -> Result<Tensor> {
-    logits.argmax(1)
-}
-
-/// Softmax along dim 1 (classes), differentiable (uses `candle_nn::ops::softmax`, not the
-/// fused last-dim kernel that cuts the graph).
-pub fn softmax(logits: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::softmax(logits, 1)
-}
-
-/// Squared L2 normalisation along `dim`: `x / max(‖x‖, eps)`.
-pub fn l2_normalize(x: &Tensor, dim: usize) -> Result<Tensor> {
-    let n = x.sqr()?.sum_keepdim(dim)?.sqrt()?.maximum(1e-12)?;
-    x.broadcast_div(&n)
-}
-
-/// The mean of a tensor along the last dimension (helper for logging).
-pub fn mean_last(x: &Tensor) -> Result<Tensor> {
-    x.mean(D::Minus1)
 }
 
 #[cfg(test)]
