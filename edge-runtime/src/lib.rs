@@ -28,6 +28,9 @@ pub enum RuntimeError {
         /// What is wrong.
         reason: String,
     },
+    /// A dataset file is missing or malformed (the message names the file).
+    #[error(transparent)]
+    Data(#[from] seg_core::data::DataError),
     /// The backend failed while running.
     #[error("{0}")]
     Backend(String),

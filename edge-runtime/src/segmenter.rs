@@ -4,7 +4,7 @@ use std::path::Path;
 
 use image::RgbImage;
 use seg_core::meta::ModelMeta;
-use seg_core::preprocess::{normalize_into, resize_rgb};
+use seg_core::preprocess::{half_pixel_taps, normalize_into, resize_rgb};
 
 use crate::backend::{tract::TractBackend, Backend, Logits};
 use crate::RuntimeError;
@@ -94,18 +94,6 @@ impl Segmenter {
     }
 }
 
-/// Half-pixel linear taps `(i0, i1, w1)` for resizing `n_in` samples to `n_out`.
-fn taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
-    let scale = n_in as f64 / n_out as f64;
-    (0..n_out)
-        .map(|o| {
-            let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
-            let i0 = (src.floor() as usize).min(n_in - 1);
-            (i0, (i0 + 1).min(n_in - 1), (src - i0 as f64) as f32)
-        })
-        .collect()
-}
-
 /// Arg-max over classes of the logits resized to `(h, w)`.
 pub fn argmax_resized(l: &Logits, h: usize, w: usize) -> Vec<u8> {
     let plane = l.height * l.width;
@@ -123,8 +111,8 @@ pub fn argmax_resized(l: &Logits, h: usize, w: usize) -> Vec<u8> {
             })
             .collect();
     }
-    let ty = taps(l.height, h);
-    let tx = taps(l.width, w);
+    let ty = half_pixel_taps(l.height, h);
+    let tx = half_pixel_taps(l.width, w);
     let mut out = vec![0u8; h * w];
     let mut best = vec![f32::NEG_INFINITY; w];
     let mut row = vec![0f32; l.width];

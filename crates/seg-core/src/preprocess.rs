@@ -49,18 +49,19 @@ pub fn normalize(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
     out
 }
 
-/// Source coordinate table for one axis of a bilinear resize (half-pixel centres, like
-/// `align_corners=False`): for each output index, the two source indices and the weight of
-/// the second one.
-fn bilinear_axis(src: u32, dst: u32) -> Vec<(usize, usize, f32)> {
-    let scale = src as f32 / dst as f32;
-    let last = src.saturating_sub(1) as usize;
+/// Source taps for one axis of a linear resize with half-pixel centres (ONNX `Resize`
+/// `half_pixel`, PyTorch `align_corners=False`): for each output index, the two source indices
+/// and the weight of the second one. Shared by image resizing, the runtime's logit upsampling
+/// and the trainable resize in `seg-nn`, so all three agree with the exported graph.
+pub fn half_pixel_taps(src: usize, dst: usize) -> Vec<(usize, usize, f32)> {
+    let scale = src as f64 / dst as f64;
+    let last = src.saturating_sub(1);
     (0..dst)
         .map(|d| {
-            let s = ((d as f32 + 0.5) * scale - 0.5).max(0.0);
+            let s = ((d as f64 + 0.5) * scale - 0.5).max(0.0);
             let i0 = (s.floor() as usize).min(last);
             let i1 = (i0 + 1).min(last);
-            (i0, i1, s - i0 as f32)
+            (i0, i1, (s - i0 as f64) as f32)
         })
         .collect()
 }
@@ -88,8 +89,8 @@ pub fn resize_rgb(img: &RgbImage, h: u32, w: u32) -> RgbImage {
     if sw == 0 || sh == 0 || w == 0 || h == 0 {
         return out;
     }
-    let xs = bilinear_axis(sw, w);
-    let ys = bilinear_axis(sh, h);
+    let xs = half_pixel_taps(sw as usize, w as usize);
+    let ys = half_pixel_taps(sh as usize, h as usize);
     let src = img.as_raw();
     let stride = sw as usize * 3;
     // Horizontal pass into two f32 rows, reused for every output row.

@@ -7,15 +7,14 @@
 
 use candle_core::{Device, Result, Tensor};
 
-/// The `[out, in]` half-pixel linear interpolation matrix, row-major.
+/// The `[out, in]` half-pixel linear interpolation matrix, row-major (built from
+/// [`seg_core::preprocess::half_pixel_taps`]).
 pub fn interp_matrix(in_len: usize, out_len: usize) -> Vec<f32> {
     let mut m = vec![0f32; out_len * in_len];
-    let scale = in_len as f64 / out_len as f64;
-    for o in 0..out_len {
-        let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
-        let i0 = (src.floor() as usize).min(in_len - 1);
-        let i1 = (i0 + 1).min(in_len - 1);
-        let l = (src - i0 as f64) as f32;
+    for (o, (i0, i1, l)) in seg_core::preprocess::half_pixel_taps(in_len, out_len)
+        .into_iter()
+        .enumerate()
+    {
         m[o * in_len + i0] += 1.0 - l;
         m[o * in_len + i1] += l;
     }
