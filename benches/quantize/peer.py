@@ -224,6 +224,26 @@ def machine():
     return f"{cpu}, {cores} cores"
 
 
+def merge_records(path, recs):
+    """Replace-by-name merge of `recs` into the JSON list at `path`, written atomically."""
+    out = Path(path)
+    all_recs = json.loads(out.read_text()) if out.exists() else []
+    if not isinstance(all_recs, list) or not all(isinstance(x, dict) and "name" in x for x in all_recs):
+        sys.exit(f"{out}: exists and is not a list of result records; not overwriting it")
+    for r in recs:
+        for i, x in enumerate(all_recs):
+            if x["name"] == r["name"]:
+                all_recs[i] = r
+                break
+        else:
+            all_recs.append(r)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(all_recs, indent=2) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
 def cmd_records(a):
     w = Path(a.work)
     load = lambda f: json.loads((w / f).read_text()) if (w / f).exists() else {}
@@ -282,21 +302,7 @@ def cmd_records(a):
     add("edge_vs_ort_int8_ratio", ratio(e_i8, o_i8), "x (edge ms / ort ms)", "-")
     add("edge_vs_ort_f32_1thread_ratio", ratio(e_f32, lat(ort1, "f32")), "x (edge ms / ort ms)", "-")
 
-    out = Path(a.results)
-    all_recs = json.loads(out.read_text()) if out.exists() else []
-    if not isinstance(all_recs, list) or not all(isinstance(x, dict) and "name" in x for x in all_recs):
-        sys.exit(f"{out}: exists and is not a list of result records; not overwriting it")
-    for r in recs:
-        for i, x in enumerate(all_recs):
-            if x["name"] == r["name"]:
-                all_recs[i] = r
-                break
-        else:
-            all_recs.append(r)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(all_recs, indent=2) + "\n")
-    os.replace(tmp, out)
+    out = merge_records(a.results, recs)
     print(f"\n{len(recs)} records -> {out}")
     for r in recs:
         print(f"  {r['name']:<34} {r['value']:>10.3f}  {r['unit']}  [{r['split']}]")

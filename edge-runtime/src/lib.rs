@@ -2,8 +2,14 @@
 //! evaluation, behind the `edge-seg` binary.
 
 pub mod backend;
+#[cfg(target_os = "linux")]
+pub mod camera;
 pub mod eval;
+pub mod frame;
+pub mod output;
 pub mod overlay;
+pub mod pipeline;
+pub mod queue;
 pub mod segmenter;
 pub mod source;
 
@@ -24,6 +30,14 @@ pub enum RuntimeError {
     #[error("{path}: {reason}")]
     Input {
         /// The input file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An output (folder, framebuffer, HTTP address) cannot be written.
+    #[error("{path}: {reason}")]
+    Output {
+        /// The output.
         path: String,
         /// What is wrong.
         reason: String,

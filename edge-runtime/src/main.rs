@@ -1,13 +1,21 @@
 //! `edge-seg`: run a segmentation model on frames and draw the result; evaluate a model.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use edge_seg_runtime::overlay::{self, Legend, OverlayMode, RenderOptions};
-use edge_seg_runtime::source::Source;
+use edge_seg_runtime::output::fb::{FbGeometry, FbOutput, Framebuffer};
+use edge_seg_runtime::output::serve::MjpegServer;
+use edge_seg_runtime::output::{Output, PngDir};
+use edge_seg_runtime::overlay::{OverlayMode, RenderOptions};
+use edge_seg_runtime::pipeline::{self, PipelineOptions};
+use edge_seg_runtime::queue::Policy;
+use edge_seg_runtime::source::{open_input, Embedded, FrameSource, InputOptions, Paced, Reconnecting, StreamFormat};
 use edge_seg_runtime::{eval, Segmenter, DEFAULT_MODEL, DEFAULT_MODEL_NAME, DEFAULT_SAMPLES};
 use seg_core::data::Layout;
 use seg_core::results::{upsert, Record};
@@ -73,12 +81,46 @@ struct RunArgs {
     /// ONNX model (default: the embedded camvid-small model).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// An image or a folder of images (default: the embedded sample frames).
-    #[arg(long)]
+    /// An image, a folder of images (sorted), a Y4M / MJPEG / raw .rgb / .yuyv stream file, or
+    /// `-` for stdin (Y4M unless --stream-format says otherwise). Default: the embedded samples.
+    #[arg(long, conflicts_with = "camera")]
     input: Option<PathBuf>,
-    /// Output folder for the rendered PNGs.
-    #[arg(long, default_value = "edge-seg-out")]
-    output: PathBuf,
+    /// V4L2 camera: a number (0 = /dev/video0) or a device path.
+    #[arg(long)]
+    camera: Option<String>,
+    /// Camera frame size, or the frame size of raw RGB24/YUYV input: WIDTHxHEIGHT.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(u32, u32)>,
+    /// Camera frame rate to request.
+    #[arg(long)]
+    fps: Option<u32>,
+    /// Camera pixel format: auto | yuyv | mjpeg.
+    #[arg(long, default_value = "auto")]
+    pixel_format: String,
+    /// Format of --input when the file extension does not say (and of stdin): y4m | mjpeg | rgb24 | yuyv.
+    #[arg(long)]
+    stream_format: Option<StreamFormat>,
+    /// Keep retrying (with back-off) when the camera is missing or unplugged, instead of exiting.
+    #[arg(long)]
+    reconnect: bool,
+    /// Play a recorded --input at this rate like a camera (stale frames are dropped).
+    #[arg(long)]
+    pace: Option<f64>,
+    /// Output folder for rendered PNGs (default for file input: edge-seg-out).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Draw on a display: `fb` (/dev/fb0) or `fb:/dev/fbN`.
+    #[arg(long)]
+    display: Option<String>,
+    /// Framebuffer geometry WxH[xBPP] when it cannot be read from sysfs.
+    #[arg(long)]
+    fb_geometry: Option<String>,
+    /// Serve an MJPEG stream and a page at this address (e.g. 127.0.0.1:8080; port 0 picks one).
+    #[arg(long)]
+    serve: Option<String>,
+    /// JPEG quality of the HTTP stream.
+    #[arg(long, default_value_t = 80)]
+    jpeg_quality: u8,
     /// overlay | mask | side-by-side.
     #[arg(long, default_value = "overlay")]
     mode: OverlayMode,
@@ -88,6 +130,28 @@ struct RunArgs {
     /// Do not draw the legend.
     #[arg(long)]
     no_legend: bool,
+    /// Capacity of the queues between pipeline stages.
+    #[arg(long, default_value_t = 2)]
+    queue: usize,
+    /// When a queue is full: auto (drop for cameras, pipes and --pace; wait for files) | drop | wait.
+    #[arg(long, default_value = "auto")]
+    drop: String,
+    /// Stop after this many frames.
+    #[arg(long)]
+    max_frames: Option<u64>,
+    /// Write per-frame timings and the final summary as JSON lines here (`-` = stdout).
+    #[arg(long)]
+    stats: Option<PathBuf>,
+}
+
+fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("'{s}': expected WIDTHxHEIGHT"))?;
+    match (w.parse::<u32>(), h.parse::<u32>()) {
+        (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => Err(format!("'{s}': expected WIDTHxHEIGHT")),
+    }
 }
 
 #[derive(clap::Args)]
@@ -126,8 +190,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         None => run(RunArgs {
-            output: "edge-seg-out".into(),
             alpha: 0.5,
+            queue: 2,
+            drop: "auto".into(),
+            pixel_format: "auto".into(),
+            jpeg_quality: 80,
             ..Default::default()
         }),
         Some(Cmd::Run(a)) => run(a),
@@ -150,65 +217,177 @@ fn load_model(path: &Option<PathBuf>) -> Result<Segmenter> {
     })
 }
 
+fn open_source(a: &RunArgs, stop: &Arc<AtomicBool>) -> Result<Box<dyn FrameSource>> {
+    if let Some(spec) = &a.camera {
+        #[cfg(target_os = "linux")]
+        {
+            use edge_seg_runtime::camera::{device_path, Camera, CameraConfig};
+            let cfg = CameraConfig {
+                device: device_path(spec),
+                size: a.size,
+                fps: a.fps,
+                format: a
+                    .pixel_format
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--pixel-format {e}"))?,
+            };
+            if !a.reconnect {
+                return Ok(Box::new(Camera::open(&cfg)?));
+            }
+            let name = cfg.device.display().to_string();
+            return Ok(Box::new(Reconnecting::new(
+                name,
+                Box::new(move || Ok(Box::new(Camera::open(&cfg)?) as Box<dyn FrameSource>)),
+                stop.clone(),
+                (Duration::from_millis(500), Duration::from_secs(10)),
+                Box::new(|e, wait| eprintln!("warning: {e}; retrying in {:.1} s", wait.as_secs_f64())),
+            )));
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = stop;
+            anyhow::bail!("--camera {spec}: V4L2 cameras need Linux");
+        }
+    }
+    let src: Box<dyn FrameSource> = match &a.input {
+        Some(p) => open_input(
+            p,
+            &InputOptions {
+                format: a.stream_format,
+                size: a.size,
+            },
+        )?,
+        None => Box::new(Embedded::new(DEFAULT_SAMPLES)),
+    };
+    Ok(match a.pace {
+        Some(fps) => {
+            anyhow::ensure!(fps > 0.0, "--pace {fps}: must be positive");
+            Box::new(Paced::new(src, fps))
+        }
+        None => src,
+    })
+}
+
 fn run(a: RunArgs) -> Result<()> {
     anyhow::ensure!((0.0..=1.0).contains(&a.alpha), "--alpha {} is outside 0..1", a.alpha);
-    let mut seg = load_model(&a.model)?;
-    let source = match &a.input {
-        Some(p) => Source::from_path(p)?,
-        None => Source::Embedded(DEFAULT_SAMPLES),
+    anyhow::ensure!(a.queue >= 1, "--queue must be at least 1");
+    let policy = match a.drop.as_str() {
+        "auto" => None,
+        "drop" => Some(Policy::DropOldest),
+        "wait" => Some(Policy::Block),
+        d => anyhow::bail!("--drop {d}: expected auto, drop or wait"),
     };
-    std::fs::create_dir_all(&a.output).with_context(|| format!("{}: cannot create", a.output.display()))?;
-    let model_name = seg.meta.name.clone();
-    let names = seg.meta.classes.names.clone();
-    let palette = seg.meta.classes.palette.clone();
-    let legend = Legend {
-        names: &names,
-        palette: &palette,
-    };
-    let opts = RenderOptions {
-        mode: a.mode,
-        alpha: a.alpha,
-        legend: !a.no_legend,
-        status: true,
-    };
-    let (mut total_ms, mut infer_total_ms) = (0.0, 0.0);
-    println!(
-        "model {} ({}), {} frame(s) -> {}",
-        model_name,
-        seg.origin,
-        source.len(),
-        a.output.display()
-    );
-    for i in 0..source.len() {
-        let t0 = Instant::now();
-        let (name, frame) = source.frame(i)?;
-        let t_infer = Instant::now();
-        let classes = seg.segment(&frame)?;
-        let infer_ms = t_infer.elapsed().as_secs_f64() * 1e3;
-        let fps = if i == 0 {
-            1e3 / infer_ms
-        } else {
-            1e3 * i as f64 / total_ms
-        };
-        let status = format!("{model_name} | {} | {fps:.1} FPS", seg.backend_name());
-        let out = overlay::render_with(&frame, &classes, &legend, &status, &opts);
-        let path = a.output.join(format!("{name}.png"));
-        let mut png = Vec::new();
-        out.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .with_context(|| format!("{}: cannot encode PNG", path.display()))?;
-        seg_core::io::write_atomic(&path, &png).with_context(|| format!("{}: cannot write", path.display()))?;
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        total_ms += ms;
-        infer_total_ms += infer_ms;
-        println!("{}  {ms:7.1} ms (inference {infer_ms:.1} ms)", path.display());
+    let seg = load_model(&a.model)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // first Ctrl-C: stop capturing, drain, flush outputs; second: exit at once
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping (Ctrl-C again to quit at once)");
+        })
+        .context("cannot install the Ctrl-C handler")?;
     }
-    let n = source.len().max(1) as f64;
+    let source = open_source(&a, &stop)?;
+    let mut outputs: Vec<Box<dyn Output>> = Vec::new();
+    let output_dir = match (&a.output, &a.display, &a.serve, source.is_live()) {
+        (Some(d), ..) => Some(d.clone()),
+        (None, None, None, false) => Some(PathBuf::from("edge-seg-out")),
+        _ => None,
+    };
+    if let Some(d) = &output_dir {
+        outputs.push(Box::new(PngDir::new(d)?));
+    }
+    if let Some(spec) = &a.display {
+        let path = match spec.as_str() {
+            "fb" => PathBuf::from("/dev/fb0"),
+            s => match s.strip_prefix("fb:") {
+                Some(p) => PathBuf::from(p),
+                None => anyhow::bail!("--display {s}: expected fb or fb:/dev/fbN"),
+            },
+        };
+        let geom = a
+            .fb_geometry
+            .as_deref()
+            .map(FbGeometry::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--fb-geometry {e}"))?;
+        outputs.push(Box::new(FbOutput(Framebuffer::open(&path, geom)?)));
+    }
+    if let Some(addr) = &a.serve {
+        anyhow::ensure!((1..=100).contains(&a.jpeg_quality), "--jpeg-quality must be 1..100");
+        let server = MjpegServer::bind(addr, a.jpeg_quality)?;
+        println!("serving http://{}/", server.addr());
+        outputs.push(Box::new(server));
+    }
+    if outputs.is_empty() {
+        eprintln!("warning: no output (use --output DIR, --display fb or --serve ADDR); printing statistics only");
+    }
     println!(
-        "mean {:.1} ms/frame ({:.1} FPS), inference {:.1} ms",
-        total_ms / n,
-        1e3 * n / total_ms.max(1e-9),
-        infer_total_ms / n
+        "model {} ({}, {}) <- {}",
+        seg.meta.name,
+        seg.origin,
+        seg.backend_name(),
+        source.describe()
     );
+    for o in &outputs {
+        println!("  -> {}", o.describe());
+    }
+    let opts = PipelineOptions {
+        queue: a.queue,
+        policy,
+        render: RenderOptions {
+            mode: a.mode,
+            alpha: a.alpha,
+            legend: !a.no_legend,
+            status: true,
+        },
+        max_frames: a.max_frames,
+        status_suffix: None,
+    };
+    let mut stats: Option<Box<dyn Write + Send>> = match &a.stats {
+        Some(p) if p == Path::new("-") => Some(Box::new(std::io::stdout())),
+        Some(p) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?,
+        ))),
+        None => None,
+    };
+    let quiet = a.stats.as_deref() == Some(Path::new("-"));
+    let mut stats_err = None;
+    let summary = pipeline::run(source, seg, outputs, &opts, stop, |t| {
+        if let Some(w) = stats.as_mut() {
+            if let Err(e) = serde_json::to_writer(&mut *w, t)
+                .map_err(std::io::Error::from)
+                .and_then(|_| writeln!(w))
+            {
+                stats_err.get_or_insert(e);
+            }
+        } else if !quiet && output_dir.is_some() {
+            println!("{}  {:7.1} ms (inference {:.1} ms)", t.name, t.latency_ms, t.infer_ms);
+        }
+    })?;
+    if let Some(w) = stats.as_mut() {
+        serde_json::to_writer(&mut *w, &serde_json::json!({ "summary": &summary }))?;
+        writeln!(w)?;
+        w.flush()?;
+    }
+    if let Some(e) = stats_err {
+        anyhow::bail!(
+            "{}: cannot write statistics: {e}",
+            a.stats.unwrap_or_default().display()
+        );
+    }
+    if !quiet {
+        println!("{}", summary.report());
+        println!(
+            "mean {:.1} ms/frame end to end ({:.1} FPS), inference {:.1} ms",
+            if summary.fps > 0.0 { 1e3 / summary.fps } else { 0.0 },
+            summary.fps,
+            summary.mean_infer_ms
+        );
+    }
     Ok(())
 }
 

@@ -64,15 +64,18 @@ impl Segmenter {
         self.backend.name()
     }
 
-    /// Class scores at the network resolution (the frame is resized to the network input).
-    pub fn logits(&mut self, frame: &RgbImage) -> Result<Logits, RuntimeError> {
-        let (h, w) = self.meta.input_hw;
-        if frame.dimensions() == (w, h) {
-            normalize_into(frame, self.meta.mean, self.meta.std, &mut self.input);
-        } else {
-            normalize_into(&resize_rgb(frame, h, w), self.meta.mean, self.meta.std, &mut self.input);
+    /// The frame → input-tensor step, usable on another thread.
+    pub fn preprocessor(&self) -> Preprocessor {
+        Preprocessor {
+            input_hw: self.meta.input_hw,
+            mean: self.meta.mean,
+            std: self.meta.std,
         }
-        let l = self.backend.run(&self.input)?;
+    }
+
+    /// Runs the backend on a prepared `[1, 3, h, w]` input and checks the class count.
+    pub fn infer(&mut self, input: &[f32]) -> Result<Logits, RuntimeError> {
+        let l = self.backend.run(input)?;
         if l.classes != self.meta.classes.len() {
             return Err(RuntimeError::Model {
                 path: self.origin.clone(),
@@ -86,11 +89,44 @@ impl Segmenter {
         Ok(l)
     }
 
+    /// Class scores at the network resolution (the frame is resized to the network input).
+    pub fn logits(&mut self, frame: &RgbImage) -> Result<Logits, RuntimeError> {
+        let mut input = std::mem::take(&mut self.input);
+        self.preprocessor().run(frame, &mut input);
+        let l = self.infer(&input);
+        self.input = input;
+        l
+    }
+
     /// Class id per pixel of `frame` (row-major, frame resolution): the logits are resized
     /// bilinearly (half-pixel) to the frame before the arg-max.
     pub fn segment(&mut self, frame: &RgbImage) -> Result<Vec<u8>, RuntimeError> {
         let l = self.logits(frame)?;
         Ok(argmax_resized(&l, frame.height() as usize, frame.width() as usize))
+    }
+}
+
+/// Resize + normalisation of frames into the network input, from the model metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Preprocessor {
+    /// Network input `(h, w)`.
+    pub input_hw: (u32, u32),
+    /// Normalisation mean.
+    pub mean: [f32; 3],
+    /// Normalisation std.
+    pub std: [f32; 3],
+}
+
+impl Preprocessor {
+    /// Fills `out` (`3 * h * w`, resized as needed) with the normalised frame.
+    pub fn run(&self, frame: &RgbImage, out: &mut Vec<f32>) {
+        let (h, w) = self.input_hw;
+        out.resize(3 * h as usize * w as usize, 0.0);
+        if frame.dimensions() == (w, h) {
+            normalize_into(frame, self.mean, self.std, out);
+        } else {
+            normalize_into(&resize_rgb(frame, h, w), self.mean, self.std, out);
+        }
     }
 }
 

@@ -196,3 +196,247 @@ fn quantize_then_run_the_int8_graph() {
     );
     assert_user_error(&bad, "--method kl");
 }
+
+// ---------------------------------------------------------------- issue #4: camera runtime
+
+/// `n` distinct 64×48 test frames.
+fn test_frames(n: usize) -> Vec<RgbImage> {
+    (0..n)
+        .map(|i| RgbImage::from_fn(64, 48, |x, y| Rgb([(x * 4) as u8, (y * 5) as u8, (i * 40) as u8])))
+        .collect()
+}
+
+fn jpeg_bytes(img: &RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(img)
+        .unwrap();
+    out
+}
+
+fn stats_lines(path: &Path) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let summary = lines.pop().unwrap()["summary"].clone();
+    (lines, summary)
+}
+
+fn pngs_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue #4: a recorded YUYV stream (a camera's format) goes through the capture → preprocess →
+/// inference → draw → output pipeline: every frame is written, timings are logged as JSON lines.
+#[test]
+fn issue4_recorded_yuyv_stream_drives_the_camera_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = Vec::new();
+    for f in test_frames(3) {
+        rec.extend(edge_seg_runtime::frame::rgb_to_yuyv(&f));
+    }
+    std::fs::write(dir.path().join("cam.yuyv"), &rec).unwrap();
+    let out = edge_seg(
+        &[
+            "run", "--input", "cam.yuyv", "--size", "64x48", "--output", "o", "--stats", "s.jsonl",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        pngs_in(&dir.path().join("o")),
+        ["frame_000000.png", "frame_000001.png", "frame_000002.png"]
+    );
+    let (frames, summary) = stats_lines(&dir.path().join("s.jsonl"));
+    assert_eq!(frames.len(), 3);
+    assert_eq!(summary["frames_out"], 3);
+    assert_eq!(summary["dropped"], 0, "recorded input waits instead of dropping");
+    for f in &frames {
+        assert!(f["infer_ms"].as_f64().unwrap() > 0.0);
+        assert!(f["latency_ms"].as_f64().unwrap() >= f["infer_ms"].as_f64().unwrap());
+    }
+    assert!(summary["peak_rss_mib"].as_f64().unwrap() > 1.0);
+    // no --size for raw frames: one-line error
+    assert_user_error(&edge_seg(&["run", "--input", "cam.yuyv"], dir.path()), "--size");
+}
+
+/// Issue #4: MJPEG stream files and Y4M on stdin.
+#[test]
+fn issue4_mjpeg_file_and_y4m_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = test_frames(2);
+    let mjpeg: Vec<u8> = frames.iter().flat_map(jpeg_bytes).collect();
+    std::fs::write(dir.path().join("rec.mjpeg"), mjpeg).unwrap();
+    let out = edge_seg(&["run", "--input", "rec.mjpeg", "--output", "m"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pngs_in(&dir.path().join("m")).len(), 2);
+
+    // Y4M 4:4:4 through a pipe
+    let mut y4m = b"YUV4MPEG2 W64 H48 F30:1 C444\n".to_vec();
+    for f in &frames {
+        y4m.extend_from_slice(b"FRAME\n");
+        let yuv: Vec<[u8; 3]> = f.pixels().map(|p| edge_seg_runtime::frame::rgb_to_ycbcr(p.0)).collect();
+        for c in 0..3 {
+            y4m.extend(yuv.iter().map(|p| p[c]));
+        }
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edge-seg"))
+        .args(["run", "--input", "-", "--output", "y"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&y4m).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = pngs_in(&dir.path().join("y"));
+    assert_eq!(written, ["frame_000000.png", "frame_000001.png"]);
+    // the overlay blends the decoded frame: the frame's blue channel differs between the frames
+    let a = image::open(dir.path().join("y/frame_000000.png")).unwrap().to_rgb8();
+    let b = image::open(dir.path().join("y/frame_000001.png")).unwrap().to_rgb8();
+    assert_ne!(a.get_pixel(32, 40), b.get_pixel(32, 40));
+}
+
+/// Issue #4: a corrupt frame stops a recorded run with a one-line error naming the frame, but a
+/// live feed (here a recording played at camera pace) skips it and goes on.
+#[test]
+fn issue4_corrupt_frames_fatal_for_files_skipped_when_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = test_frames(3);
+    let mut bad = jpeg_bytes(&frames[1]);
+    // zero the image height in the SOF0 segment: structurally a JPEG, undecodable
+    let sof = bad.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    bad[sof + 5] = 0;
+    bad[sof + 6] = 0;
+    let mut rec = jpeg_bytes(&frames[0]);
+    rec.extend(&bad);
+    rec.extend(jpeg_bytes(&frames[2]));
+    std::fs::write(dir.path().join("rec.mjpg"), rec).unwrap();
+    assert_user_error(
+        &edge_seg(&["run", "--input", "rec.mjpg", "--output", "a"], dir.path()),
+        "rec.mjpg frame 1",
+    );
+    let out = edge_seg(
+        &[
+            "run", "--input", "rec.mjpg", "--pace", "20", "--queue", "8", "--output", "b", "--stats", "s.jsonl",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pngs_in(&dir.path().join("b")), ["frame_000000.png", "frame_000002.png"]);
+    assert_eq!(stats_lines(&dir.path().join("s.jsonl")).1["skipped"], 1);
+}
+
+/// Issue #4: the MJPEG-over-HTTP output, read by a real HTTP client while the pipeline runs.
+#[test]
+fn issue4_serve_streams_frames_to_an_http_client() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mjpeg: Vec<u8> = test_frames(40).iter().flat_map(jpeg_bytes).collect();
+    std::fs::write(dir.path().join("rec.mjpeg"), mjpeg).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edge-seg"))
+        .args(["run", "--input", "rec.mjpeg", "--pace", "10", "--serve", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "no 'serving' line");
+        if let Some(rest) = line.trim().strip_prefix("serving http://") {
+            break rest.trim_end_matches('/').parse::<std::net::SocketAddr>().unwrap();
+        }
+    };
+    let parts =
+        edge_seg_runtime::output::serve::read_stream_parts(addr, 2, std::time::Duration::from_secs(30)).unwrap();
+    assert_eq!(parts.len(), 2);
+    for p in &parts {
+        let img = image::load_from_memory_with_format(p, image::ImageFormat::Jpeg).unwrap();
+        assert_eq!((img.width(), img.height()), (64, 48));
+    }
+    let page = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut v = String::new();
+        s.read_to_string(&mut v).unwrap();
+        v
+    };
+    assert!(page.contains("/stream.mjpg"), "{page}");
+    let status = child.wait().unwrap();
+    assert!(status.success());
+}
+
+/// Issue #4: `--display fb` draws through the framebuffer DrawTarget (a file stands in for
+/// /dev/fb0, with its geometry given).
+#[test]
+fn issue4_framebuffer_output() {
+    let dir = tempfile::tempdir().unwrap();
+    test_frames(1)[0].save(dir.path().join("f.png")).unwrap();
+    let out = edge_seg(
+        &[
+            "run",
+            "--input",
+            "f.png",
+            "--display",
+            "fb:fb0",
+            "--fb-geometry",
+            "80x60x32",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fb = std::fs::read(dir.path().join("fb0")).unwrap();
+    assert_eq!(fb.len(), 80 * 60 * 4);
+    // 64x48 centred in 80x60: the corner is black, the centre is drawn (alpha byte set)
+    assert_eq!(&fb[..4], &[0, 0, 0, 0xFF]);
+    let centre = (30 * 80 + 40) * 4;
+    assert_ne!(&fb[centre..centre + 3], &[0, 0, 0]);
+    assert!(
+        !dir.path().join("edge-seg-out").exists(),
+        "--display alone writes no PNGs"
+    );
+}
+
+/// Issue #4: a missing camera is a one-line error; with --reconnect the process stays up,
+/// retrying, and Ctrl-C (SIGINT) ends it cleanly.
+#[test]
+fn issue4_missing_camera_and_reconnect_until_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_user_error(&edge_seg(&["run", "--camera", "97"], dir.path()), "/dev/video97");
+    assert_user_error(
+        &edge_seg(&["run", "--camera", "/dev/null"], dir.path()),
+        "not a V4L2 device",
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_edge-seg"))
+        .args(["run", "--camera", "97", "--reconnect", "--stats", "s.jsonl"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.matches("retrying in").count() >= 2, "{err}");
+    let (_, summary) = stats_lines(&dir.path().join("s.jsonl"));
+    assert_eq!(summary["interrupted"], true);
+    assert_eq!(summary["frames_out"], 0);
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Issue #4 measurements in one command: end-to-end FPS, per-stage latency and peak RSS of
+# `edge-seg run` on 480x360 frames (CamVid val as a raw YUYV recording, the camera code path),
+# f32 and int8 models, as fast as possible (no frame dropped) and paced like a 30 FPS camera
+# (stale frames dropped); the onnxruntime peer on the same recording; writes
+# docs/results/runtime.json (see benches/runtime/README.md).
+#
+#   bash benches/runtime/run.sh [--data ../shared/data/camvid] [--model assets/models/camvid-small.onnx]
+#                               [--pace 30] [--limit N] [--results docs/results/runtime.json]
+#                               [--work target/runtime-bench]
+set -euo pipefail
+
+ORIG_ARGS="$*"
+DATA=../shared/data/camvid
+MODEL=assets/models/camvid-small.onnx
+PACE=30
+LIMIT=0
+RESULTS=docs/results/runtime.json
+WORK=target/runtime-bench
+PY=${PYTHON:-python3}
+
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --data) DATA=$2; shift 2 ;;
+        --model) MODEL=$2; shift 2 ;;
+        --pace) PACE=$2; shift 2 ;;
+        --limit) LIMIT=$2; shift 2 ;;
+        --results) RESULTS=$2; shift 2 ;;
+        --work) WORK=$2; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+done
+COMMAND="bash benches/runtime/run.sh${ORIG_ARGS:+ $ORIG_ARGS}"
+
+[[ -f Cargo.toml && -d benches/runtime ]] || { echo "run.sh: run from the repository root" >&2; exit 2; }
+[[ -f $MODEL ]] || { echo "run.sh: model $MODEL not found" >&2; exit 2; }
+[[ -d $DATA/val && -d $DATA/train ]] || { echo "run.sh: $DATA has no val/ and train/ (CamVid layout)" >&2; exit 2; }
+"$PY" -c 'import onnxruntime, onnx, numpy, PIL' 2>/dev/null || {
+    echo "run.sh: needs onnxruntime, onnx, numpy, pillow: pip install -r benches/quantize/requirements.txt" >&2
+    exit 2
+}
+T0=$(date +%s)
+step() { echo; echo "== [$(( $(date +%s) - T0 ))s] $*"; }
+read -r LOAD1 _ < /proc/loadavg
+if awk -v l="$LOAD1" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "warning: load average $LOAD1 — other processes compete for the CPU; figures will be low" >&2
+fi
+
+step "build edge-seg (release)"
+cargo build --release -p edge-seg-runtime --bin edge-seg
+EDGE=target/release/edge-seg
+
+if [[ -d $WORK && -n $(ls -A "$WORK") && ! -f $WORK/.runtime-bench ]]; then
+    echo "run.sh: --work $WORK exists and was not made by run.sh; not wiping it" >&2
+    exit 2
+fi
+rm -rf "$WORK"
+mkdir -p "$WORK/calib"
+touch "$WORK/.runtime-bench"
+
+step "inputs: YUYV recording of $DATA/val, int8 model (per-tensor, MinMax, 20 train frames)"
+"$PY" benches/runtime/peer.py record --data "$DATA" --split val --limit "$LIMIT" --out "$WORK/val.yuyv"
+find "$DATA/train" -maxdepth 1 -type f -name '*.png' | LC_ALL=C sort | awk 'NR % 18 == 1 && ++n <= 20' |
+    while read -r f; do cp "$f" "$WORK/calib/"; done
+F32=$WORK/f32.onnx
+INT8=$WORK/int8.onnx
+cp "$MODEL" "$F32"
+"$EDGE" quantize --model "$F32" --calib "$WORK/calib" --out "$INT8" --target tract > "$WORK/quantize.log" 2>&1 ||
+    { cat "$WORK/quantize.log" >&2; exit 1; }
+tail -n 1 "$WORK/quantize.log"
+
+# the display stands in for a 480x360 32-bit framebuffer (a file), so output costs what a screen would
+edge_run() { # name model extra-args...
+    local name=$1 model=$2
+    shift 2
+    step "edge-seg run: $name"
+    "$EDGE" run --model "$model" --input "$WORK/val.yuyv" --size 480x360 --display "fb:$WORK/fb_$name" \
+        --fb-geometry 480x360x32 --stats "$WORK/$name.jsonl" "$@" | tail -n 3
+}
+edge_run f32_throughput "$F32" --drop wait
+edge_run int8_throughput "$INT8" --drop wait
+edge_run f32_camera "$F32" --pace "$PACE" --drop drop
+edge_run int8_camera "$INT8" --pace "$PACE" --drop drop
+
+step "onnxruntime peer (2 threads), same recording"
+"$PY" benches/runtime/peer.py e2e --model "$F32" --input "$WORK/val.yuyv" --size 480x360 --threads 2 \
+    --out "$WORK/ort_f32_e2e.json"
+"$PY" benches/runtime/peer.py e2e --model "$INT8" --input "$WORK/val.yuyv" --size 480x360 --threads 2 \
+    --out "$WORK/ort_int8_e2e.json"
+
+step "records"
+NFRAMES=$(( $(stat -c %s "$WORK/val.yuyv") / (480 * 360 * 2) ))
+"$PY" benches/runtime/peer.py records --work "$WORK" --results "$RESULTS" --command "$COMMAND" \
+    --split "$(basename "$DATA") val as YUYV 480x360 ($NFRAMES frames)" --pace "$PACE"
+echo "raw stats kept in $WORK; total $(( $(date +%s) - T0 )) s"

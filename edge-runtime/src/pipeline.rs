@@ -1,0 +1,465 @@
+//! The `edge-seg run` pipeline: capture → decode/preprocess → inference → post-process/draw →
+//! output, each on its own thread, joined by bounded [`Queue`]s. With a live source the queues
+//! drop their oldest frame instead of growing, so the picture shown is always recent. The
+//! pipeline only knows the [`Backend`](crate::backend::Backend) trait, through [`Segmenter`].
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use image::RgbImage;
+use serde::Serialize;
+
+use crate::backend::Logits;
+use crate::frame::RawFrame;
+use crate::output::{Output, Rendered};
+use crate::overlay::{self, Legend, RenderOptions};
+use crate::queue::{Policy, Queue};
+use crate::segmenter::argmax_resized;
+use crate::source::FrameSource;
+use crate::{RuntimeError, Segmenter};
+
+/// Extra text for the status line (e.g. the adaptation state), asked once per frame.
+pub type StatusSuffix = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// How to run.
+#[derive(Clone)]
+pub struct PipelineOptions {
+    /// Capacity of each queue between stages.
+    pub queue: usize,
+    /// Full-queue behaviour; `None`: drop for live sources, block for recorded ones.
+    pub policy: Option<Policy>,
+    /// Drawing.
+    pub render: RenderOptions,
+    /// Stop after this many captured frames.
+    pub max_frames: Option<u64>,
+    /// Appended to the status line.
+    pub status_suffix: Option<StatusSuffix>,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            queue: 2,
+            policy: None,
+            render: RenderOptions::default(),
+            max_frames: None,
+            status_suffix: None,
+        }
+    }
+}
+
+/// Per-frame timings (milliseconds).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FrameTiming {
+    /// Frame index in the source.
+    pub index: u64,
+    /// Frame name.
+    pub name: String,
+    /// Capture → output done.
+    pub latency_ms: f64,
+    /// Decode to RGB + resize + normalise.
+    pub preprocess_ms: f64,
+    /// Backend run.
+    pub infer_ms: f64,
+    /// Logit resize + arg-max.
+    pub post_ms: f64,
+    /// Overlay drawing.
+    pub draw_ms: f64,
+    /// All outputs.
+    pub output_ms: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Model name.
+    pub model: String,
+    /// Backend name.
+    pub backend: String,
+    /// Source description.
+    pub source: String,
+    /// Frames the source delivered.
+    pub frames_in: u64,
+    /// Frames that reached the outputs.
+    pub frames_out: u64,
+    /// Frames dropped by full queues.
+    pub dropped: u64,
+    /// Corrupt frames skipped (live sources only).
+    pub skipped: u64,
+    /// First capture → last output, seconds.
+    pub wall_s: f64,
+    /// Output frames per second over `wall_s`.
+    pub fps: f64,
+    /// Latency percentiles (ms).
+    pub latency_p50_ms: f64,
+    /// 90th percentile.
+    pub latency_p90_ms: f64,
+    /// 99th percentile.
+    pub latency_p99_ms: f64,
+    /// Mean per-stage times (ms).
+    pub mean_preprocess_ms: f64,
+    /// Mean inference time.
+    pub mean_infer_ms: f64,
+    /// Mean post-processing time.
+    pub mean_post_ms: f64,
+    /// Mean drawing time.
+    pub mean_draw_ms: f64,
+    /// Mean output time.
+    pub mean_output_ms: f64,
+    /// Peak resident memory of the process (MiB), from /proc/self/status.
+    pub peak_rss_mib: Option<f64>,
+    /// True when the run ended by a stop request (Ctrl-C).
+    pub interrupted: bool,
+}
+
+impl Summary {
+    /// A human summary.
+    pub fn report(&self) -> String {
+        let rss = self
+            .peak_rss_mib
+            .map(|m| format!(", peak RSS {m:.0} MiB"))
+            .unwrap_or_default();
+        format!(
+            "{} frames in {:.1} s: {:.1} FPS; latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms\n\
+             stages (mean ms): preprocess {:.1}, inference {:.1}, post {:.1}, draw {:.1}, output {:.1}; \
+             dropped {}, skipped {}{rss}",
+            self.frames_out,
+            self.wall_s,
+            self.fps,
+            self.latency_p50_ms,
+            self.latency_p90_ms,
+            self.latency_p99_ms,
+            self.mean_preprocess_ms,
+            self.mean_infer_ms,
+            self.mean_post_ms,
+            self.mean_draw_ms,
+            self.mean_output_ms,
+            self.dropped,
+            self.skipped,
+        )
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Peak resident set size of this process (VmHWM), MiB; `None` off Linux.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+struct Prepared {
+    raw_captured: Instant,
+    index: u64,
+    name: String,
+    frame: RgbImage,
+    input: Vec<f32>,
+    t: FrameTiming,
+}
+
+struct Inferred {
+    p: Prepared,
+    logits: Logits,
+}
+
+struct Drawn {
+    captured: Instant,
+    rendered: Rendered,
+    t: FrameTiming,
+}
+
+/// Shared failure slot: the first error wins and stops the run.
+struct Failure {
+    first: Mutex<Option<RuntimeError>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Failure {
+    fn set(&self, e: RuntimeError) {
+        let mut f = self.first.lock().expect("failure lock");
+        if f.is_none() {
+            *f = Some(e);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `source` through `seg` into `outputs` until the source ends, `stop` is set, or a
+/// stage fails (the first error is returned after every thread has finished and the outputs
+/// are flushed). `on_frame` sees each output frame's timings (for `--stats`).
+pub fn run(
+    mut source: Box<dyn FrameSource>,
+    mut seg: Segmenter,
+    mut outputs: Vec<Box<dyn Output>>,
+    opts: &PipelineOptions,
+    stop: Arc<AtomicBool>,
+    mut on_frame: impl FnMut(&FrameTiming) + Send,
+) -> Result<Summary, RuntimeError> {
+    let live = source.is_live();
+    let policy = opts
+        .policy
+        .unwrap_or(if live { Policy::DropOldest } else { Policy::Block });
+    let q_raw: Queue<RawFrame> = Queue::new(opts.queue, policy);
+    let q_pre: Queue<Prepared> = Queue::new(opts.queue, policy);
+    let q_inf: Queue<Inferred> = Queue::new(opts.queue, policy);
+    let q_drawn: Queue<Drawn> = Queue::new(opts.queue, policy);
+    let fail = Failure {
+        first: Mutex::new(None),
+        stop: stop.clone(),
+    };
+    let fps_bits = AtomicU64::new(0f64.to_bits());
+    let (frames_in, skipped) = (AtomicU64::new(0), AtomicU64::new(0));
+    let pre = seg.preprocessor();
+    let model = seg.meta.name.clone();
+    let backend = seg.backend_name();
+    let names = seg.meta.classes.names.clone();
+    let palette = seg.meta.classes.palette.clone();
+    let source_name = source.describe();
+    let mut timings: Vec<FrameTiming> = Vec::new();
+    let (mut first_capture, mut last_output): (Option<Instant>, Option<Instant>) = (None, None);
+
+    std::thread::scope(|s| {
+        // capture
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn_scoped(s, || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && opts.max_frames.is_none_or(|m| n < m) {
+                    match source.next_frame() {
+                        Ok(Some(f)) => {
+                            n += 1;
+                            frames_in.store(n, Ordering::Relaxed);
+                            if q_raw.push(f).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            fail.set(e);
+                            break;
+                        }
+                    }
+                }
+                q_raw.close();
+            })
+            .expect("spawn capture");
+        // decode + preprocess
+        std::thread::Builder::new()
+            .name("preprocess".into())
+            .spawn_scoped(s, || {
+                while let Some(raw) = q_raw.pop() {
+                    let t0 = Instant::now();
+                    let frame = match raw.to_rgb() {
+                        Ok(f) => f,
+                        Err(reason) => {
+                            let e = RuntimeError::Input {
+                                path: raw.origin.clone(),
+                                reason,
+                            };
+                            if live {
+                                let k = skipped.fetch_add(1, Ordering::Relaxed);
+                                if k < 3 || k % 100 == 0 {
+                                    tracing::warn!("skipping a corrupt frame: {e}");
+                                }
+                                continue;
+                            }
+                            fail.set(e);
+                            q_raw.abandon();
+                            break;
+                        }
+                    };
+                    let mut input = Vec::new();
+                    pre.run(&frame, &mut input);
+                    let t = FrameTiming {
+                        index: raw.index,
+                        name: raw.name.clone(),
+                        preprocess_ms: ms(t0),
+                        ..Default::default()
+                    };
+                    let p = Prepared {
+                        raw_captured: raw.captured,
+                        index: raw.index,
+                        name: raw.name,
+                        frame,
+                        input,
+                        t,
+                    };
+                    if q_pre.push(p).is_err() {
+                        q_raw.abandon();
+                        break;
+                    }
+                }
+                q_pre.close();
+            })
+            .expect("spawn preprocess");
+        // inference
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn_scoped(s, || {
+                while let Some(mut p) = q_pre.pop() {
+                    let t0 = Instant::now();
+                    match seg.infer(&p.input) {
+                        Ok(logits) => {
+                            p.t.infer_ms = ms(t0);
+                            if q_inf.push(Inferred { p, logits }).is_err() {
+                                q_pre.abandon();
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            fail.set(e);
+                            q_pre.abandon();
+                            break;
+                        }
+                    }
+                }
+                q_inf.close();
+            })
+            .expect("spawn inference");
+        // post-process + draw
+        std::thread::Builder::new()
+            .name("draw".into())
+            .spawn_scoped(s, || {
+                let legend = Legend {
+                    names: &names,
+                    palette: &palette,
+                };
+                while let Some(Inferred { mut p, logits }) = q_inf.pop() {
+                    let t0 = Instant::now();
+                    let classes = argmax_resized(&logits, p.frame.height() as usize, p.frame.width() as usize);
+                    p.t.post_ms = ms(t0);
+                    let t1 = Instant::now();
+                    let fps = f64::from_bits(fps_bits.load(Ordering::Relaxed));
+                    let mut status = format!("{model} | {backend} | {fps:.1} FPS");
+                    if let Some(extra) = &opts.status_suffix {
+                        status.push_str(" | ");
+                        status.push_str(&extra());
+                    }
+                    let image = overlay::render_with(&p.frame, &classes, &legend, &status, &opts.render);
+                    p.t.draw_ms = ms(t1);
+                    let d = Drawn {
+                        captured: p.raw_captured,
+                        rendered: Rendered {
+                            index: p.index,
+                            name: p.name,
+                            image,
+                            status,
+                            fps,
+                        },
+                        t: p.t,
+                    };
+                    if q_drawn.push(d).is_err() {
+                        q_inf.abandon();
+                        break;
+                    }
+                }
+                q_drawn.close();
+            })
+            .expect("spawn draw");
+        // outputs, on this thread
+        let mut ewma_dt: Option<f64> = None;
+        while let Some(mut d) = q_drawn.pop() {
+            let t0 = Instant::now();
+            let mut failed = false;
+            for o in outputs.iter_mut() {
+                if let Err(e) = o.write(&d.rendered) {
+                    fail.set(e);
+                    failed = true;
+                    break;
+                }
+            }
+            if failed {
+                q_drawn.abandon();
+                break;
+            }
+            let now = Instant::now();
+            d.t.output_ms = ms(t0);
+            d.t.latency_ms = (now - d.captured).as_secs_f64() * 1e3;
+            first_capture = Some(first_capture.map_or(d.captured, |f| f.min(d.captured)));
+            if let Some(prev) = last_output {
+                let dt = (now - prev).as_secs_f64();
+                let e = ewma_dt.map_or(dt, |e| 0.9 * e + 0.1 * dt);
+                ewma_dt = Some(e);
+                fps_bits.store((1.0 / e.max(1e-6)).to_bits(), Ordering::Relaxed);
+            }
+            last_output = Some(now);
+            on_frame(&d.t);
+            timings.push(d.t);
+        }
+    });
+
+    // flush outputs even after an error or Ctrl-C
+    let mut finish_err = None;
+    for o in outputs.iter_mut() {
+        if let Err(e) = o.finish() {
+            finish_err.get_or_insert(e);
+        }
+    }
+    if let Some(e) = fail.first.into_inner().expect("failure lock").or(finish_err) {
+        return Err(e);
+    }
+    let frames_out = timings.len() as u64;
+    let wall_s = match (first_capture, last_output) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let mut lat: Vec<f64> = timings.iter().map(|t| t.latency_ms).collect();
+    lat.sort_by(f64::total_cmp);
+    let mean = |f: fn(&FrameTiming) -> f64| {
+        if timings.is_empty() {
+            0.0
+        } else {
+            timings.iter().map(f).sum::<f64>() / timings.len() as f64
+        }
+    };
+    Ok(Summary {
+        model,
+        backend: backend.to_string(),
+        source: source_name,
+        frames_in: frames_in.load(Ordering::Relaxed),
+        frames_out,
+        dropped: q_raw.dropped() + q_pre.dropped() + q_inf.dropped() + q_drawn.dropped(),
+        skipped: skipped.load(Ordering::Relaxed),
+        wall_s,
+        fps: if wall_s > 0.0 { frames_out as f64 / wall_s } else { 0.0 },
+        latency_p50_ms: percentile(&lat, 50.0),
+        latency_p90_ms: percentile(&lat, 90.0),
+        latency_p99_ms: percentile(&lat, 99.0),
+        mean_preprocess_ms: mean(|t| t.preprocess_ms),
+        mean_infer_ms: mean(|t| t.infer_ms),
+        mean_post_ms: mean(|t| t.post_ms),
+        mean_draw_ms: mean(|t| t.draw_ms),
+        mean_output_ms: mean(|t| t.output_ms),
+        peak_rss_mib: peak_rss_mib(),
+        interrupted: stop.load(Ordering::Relaxed),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v, 100.0), 100.0);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+}
