@@ -440,3 +440,81 @@ fn issue4_missing_camera_and_reconnect_until_ctrl_c() {
     assert_eq!(summary["interrupted"], true);
     assert_eq!(summary["frames_out"], 0);
 }
+
+/// Issue #4 end to end: the page served by `--serve`, rendered by headless Chromium, shows the
+/// live segmentation stream. Needs Debian's `chromium` (.ci/run installs it); without it the
+/// test says so and passes, unless EDGE_SEG_REQUIRE_CHROMIUM=1.
+#[test]
+fn issue4_headless_chromium_renders_the_stream_page() {
+    use std::io::BufRead;
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(chromium) = chromium else {
+        assert_ne!(
+            std::env::var("EDGE_SEG_REQUIRE_CHROMIUM").as_deref(),
+            Ok("1"),
+            "chromium is required but not installed"
+        );
+        eprintln!("skipping: no chromium (apt-get install chromium)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let frames: Vec<RgbImage> = (0..80)
+        .map(|i| RgbImage::from_fn(160, 120, |x, y| Rgb([(x + i) as u8, (y * 2) as u8, 200])))
+        .collect();
+    let mjpeg: Vec<u8> = frames.iter().flat_map(jpeg_bytes).collect();
+    std::fs::write(dir.path().join("rec.mjpeg"), mjpeg).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edge-seg"))
+        .args(["run", "--input", "rec.mjpeg", "--pace", "10", "--serve", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "no 'serving' line");
+        if let Some(rest) = line.trim().strip_prefix("serving ") {
+            break rest.to_string();
+        }
+    };
+    // wait for the first frame, so the page has something to show
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
+    edge_seg_runtime::output::serve::read_stream_parts(addr, 1, std::time::Duration::from_secs(30)).unwrap();
+    let shot = dir.path().join("shot.png");
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=400,320",
+            "--timeout=3000",
+        ])
+        .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    child.kill().ok();
+    child.wait().ok();
+    let img = image::open(&shot)
+        .unwrap_or_else(|e| panic!("no screenshot ({e}): {}", String::from_utf8_lossy(&out.stderr)))
+        .to_rgb8();
+    // the page itself is grey (background #111, text #ddd): coloured pixels come from the stream
+    let coloured = img
+        .pixels()
+        .filter(|p| p.0.iter().max().unwrap() - p.0.iter().min().unwrap() > 40)
+        .count();
+    assert!(
+        coloured > 160 * 120 / 2,
+        "only {coloured} coloured pixels: the stream is not on the page"
+    );
+}
