@@ -1,5 +1,6 @@
 //! Checkpoints: one safetensors file holding the model variables, the optimiser's momentum
-//! buffers and the step, written atomically, with the resolved config beside it.
+//! buffers, the step and the training method's state (`__method__.*`: a projector, a second
+//! network, an EMA teacher, a memory bank), written atomically, with the resolved config beside it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use crate::config::TrainConfig;
 
 const VELOCITY: &str = "__optim__.velocity.";
 const ITERATION: &str = "__optim__.iteration";
+const METHOD: &str = "__method__.";
 
 /// The resolved config file of a run folder.
 pub fn config_path(run: &Path) -> PathBuf {
@@ -36,6 +38,17 @@ pub fn load_config(run: &Path) -> Result<TrainConfig> {
 /// Saves model variables, momentum buffers and the number of completed steps to `path`
 /// (temp file + rename).
 pub fn save(path: &Path, varmap: &VarMap, velocity: &HashMap<String, Tensor>, completed: u64) -> Result<()> {
+    save_with_state(path, varmap, velocity, completed, &[])
+}
+
+/// [`save`] plus the training method's state (see [`crate::methods::Method::state`]).
+pub fn save_with_state(
+    path: &Path,
+    varmap: &VarMap,
+    velocity: &HashMap<String, Tensor>,
+    completed: u64,
+    method_state: &[(String, Tensor)],
+) -> Result<()> {
     let mut all: HashMap<String, Tensor> = varmap
         .data()
         .lock()
@@ -45,6 +58,9 @@ pub fn save(path: &Path, varmap: &VarMap, velocity: &HashMap<String, Tensor>, co
         .collect();
     for (k, v) in velocity {
         all.insert(format!("{VELOCITY}{k}"), v.clone());
+    }
+    for (k, v) in method_state {
+        all.insert(format!("{METHOD}{k}"), v.clone());
     }
     all.insert(ITERATION.into(), Tensor::new(&[completed as u32], &Device::Cpu)?);
     let tmp = path.with_extension("safetensors.tmp");
@@ -56,6 +72,17 @@ pub fn save(path: &Path, varmap: &VarMap, velocity: &HashMap<String, Tensor>, co
 /// Loads a checkpoint into `varmap` (every model variable must be present with its shape) and
 /// returns `(momentum buffers, completed steps)`.
 pub fn load(path: &Path, varmap: &VarMap, dev: &Device) -> Result<(HashMap<String, Tensor>, u64)> {
+    let (velocity, completed, _) = load_with_state(path, varmap, dev)?;
+    Ok((velocity, completed))
+}
+
+/// [`load`] plus the training method's state saved by [`save_with_state`].
+#[allow(clippy::type_complexity)]
+pub fn load_with_state(
+    path: &Path,
+    varmap: &VarMap,
+    dev: &Device,
+) -> Result<(HashMap<String, Tensor>, u64, HashMap<String, Tensor>)> {
     let ctx = || format!("{}: not a readable edge-seg checkpoint", path.display());
     let tensors = candle_core::safetensors::load(path, dev).with_context(ctx)?;
     for (name, var) in varmap.data().lock().expect("varmap lock poisoned").iter() {
@@ -79,5 +106,9 @@ pub fn load(path: &Path, varmap: &VarMap, dev: &Device) -> Result<(HashMap<Strin
         Some(t) => t.to_vec1::<u32>()?.first().copied().unwrap_or(0) as u64,
         None => 0,
     };
-    Ok((velocity, completed))
+    let state = tensors
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(METHOD).map(|n| (n.to_string(), v.clone())))
+        .collect();
+    Ok((velocity, completed, state))
 }

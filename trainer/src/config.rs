@@ -10,6 +10,10 @@ use seg_core::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
 use seg_nn::ModelConfig;
 use serde::{Deserialize, Serialize};
 
+pub use crate::methods::cac::CacConfig;
+pub use crate::methods::cps::CpsConfig;
+pub use crate::methods::mean_teacher::MeanTeacherConfig;
+
 /// Everything a training run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +32,12 @@ pub struct TrainConfig {
     pub optim: OptimConfig,
     /// Iterations, batch, evaluation and checkpoint cadence.
     pub schedule: ScheduleConfig,
+    /// Settings of the `cac` method.
+    pub cac: CacConfig,
+    /// Settings of the `cps` method.
+    pub cps: CpsConfig,
+    /// Settings of the `mean_teacher` method (DARS included).
+    pub mean_teacher: MeanTeacherConfig,
 }
 
 impl Default for TrainConfig {
@@ -40,6 +50,9 @@ impl Default for TrainConfig {
             model: ModelConfig::default(),
             optim: OptimConfig::default(),
             schedule: ScheduleConfig::default(),
+            cac: CacConfig::default(),
+            cps: CpsConfig::default(),
+            mean_teacher: MeanTeacherConfig::default(),
         }
     }
 }
@@ -58,6 +71,12 @@ pub struct DataConfig {
     pub val_split: String,
     /// Keep only training items whose name starts with one of these (e.g. video sequences).
     pub train_prefixes: Vec<String>,
+    /// Keep only validation items whose name starts with one of these (e.g. `["0006R0"]` with
+    /// `val_split = "train"`: the held-out drive of the cross-sequence protocol).
+    pub val_prefixes: Vec<String>,
+    /// Unlabeled images for semi-supervised methods: split names or split-list files (e.g.
+    /// `["splits/camvid-xseq/1_8/seed0/unlabeled.txt", "val"]`); only the images are read.
+    pub unlabeled_splits: Vec<String>,
     /// Void id in the mask files (11 for CamVid, 255 for VOC/Cityscapes).
     pub ignore_id: u8,
     /// Class names and colours.
@@ -78,6 +97,8 @@ impl Default for DataConfig {
             train_split: "train".into(),
             val_split: "val".into(),
             train_prefixes: Vec::new(),
+            val_prefixes: Vec::new(),
+            unlabeled_splits: Vec::new(),
             ignore_id: 11,
             classes: ClassTable::camvid(),
             mean: IMAGENET_MEAN,
@@ -126,6 +147,8 @@ pub struct ScheduleConfig {
     pub iterations: u64,
     /// Labeled images per step.
     pub batch_size: usize,
+    /// Unlabeled images per step (semi-supervised methods; CAC takes two crops of each).
+    pub unlabeled_batch_size: usize,
     /// Evaluate on the validation split every N steps (0 = only at the end).
     pub eval_every: u64,
     /// Write `last.safetensors` every N steps (and at the end).
@@ -143,6 +166,7 @@ impl Default for ScheduleConfig {
         Self {
             iterations: 3000,
             batch_size: 8,
+            unlabeled_batch_size: 4,
             eval_every: 500,
             checkpoint_every: 250,
             log_every: 10,
@@ -173,7 +197,10 @@ impl TrainConfig {
         if self.data.input_size.contains(&0) || self.augment.crop.contains(&0) {
             return Err("data.input_size and augment.crop must be non-zero".into());
         }
-        if crate::methods::build(&self.method).is_none() {
+        if self.schedule.unlabeled_batch_size == 0 {
+            return Err("schedule.unlabeled_batch_size must be > 0".into());
+        }
+        if !crate::methods::is_known(&self.method) {
             return Err(format!(
                 "method '{}' is unknown (known: {})",
                 self.method,
@@ -184,7 +211,13 @@ impl TrainConfig {
                     .join(", ")
             ));
         }
-        self.augment.validate().map_err(|e| format!("augment: {e}"))
+        self.augment.validate().map_err(|e| format!("augment: {e}"))?;
+        match self.method.as_str() {
+            "cac" => self.cac.validate(self.augment.crop),
+            "cps" => self.cps.validate(),
+            "mean_teacher" => self.mean_teacher.validate(),
+            _ => Ok(()),
+        }
     }
 
     /// The model description for the exported ONNX metadata.

@@ -4,10 +4,11 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use image::{GrayImage, RgbImage};
+use image::{GrayImage, Luma, RgbImage};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use seg_core::data::pair::{self, PairConfig, PairGeometry};
 use seg_core::data::{augment, Dataset};
 use seg_core::preprocess::normalize_into;
 
@@ -36,19 +37,45 @@ impl Samples {
     }
 }
 
-/// Opens a split of the configured dataset (training prefixes applied when `train`).
-pub fn open(cfg: &DataConfig, split: &str, train: bool) -> Result<Dataset> {
+/// Opens a split of the configured dataset, keeping only the items whose name starts with one
+/// of `prefixes` (all when empty); `key` names the config key in the error.
+pub fn open(cfg: &DataConfig, split: &str, prefixes: &[String], key: &str) -> Result<Dataset> {
     let mut ds = Dataset::open(&cfg.root, cfg.layout, split, cfg.classes.len(), cfg.ignore_id)?;
-    if train && !cfg.train_prefixes.is_empty() {
-        ds.retain(|it| cfg.train_prefixes.iter().any(|p| it.name.starts_with(p.as_str())));
+    if !prefixes.is_empty() {
+        ds.retain(|it| prefixes.iter().any(|p| it.name.starts_with(p.as_str())));
         anyhow::ensure!(
             !ds.is_empty(),
-            "{}: no '{split}' item matches data.train_prefixes {:?}",
+            "{}: no '{split}' item matches data.{key} {prefixes:?}",
             cfg.root.display(),
-            cfg.train_prefixes
         );
     }
     Ok(ds)
+}
+
+/// Loads the images (not the masks) of every item of `ds` into memory; `masks` stays empty.
+pub fn load_images(ds: &Dataset, progress: &indicatif::ProgressBar) -> Result<Samples> {
+    let mut s = Samples::default();
+    for i in 0..ds.len() {
+        let sample = ds.load_image_only(i)?;
+        s.names.push(sample.name);
+        s.images.push(sample.image);
+        progress.inc(1);
+    }
+    Ok(s)
+}
+
+/// Per-class pixel frequencies of labeled samples (summing to 1 over the classes; void left out).
+pub fn class_frequencies(samples: &Samples, num_classes: usize) -> Vec<f64> {
+    let mut counts = vec![0u64; num_classes];
+    for m in &samples.masks {
+        for &v in m.as_raw() {
+            if (v as usize) < num_classes {
+                counts[v as usize] += 1;
+            }
+        }
+    }
+    let total = counts.iter().sum::<u64>().max(1) as f64;
+    counts.into_iter().map(|c| c as f64 / total).collect()
 }
 
 /// Loads every labeled sample of `ds` into memory (a mask is required).
@@ -78,6 +105,115 @@ pub struct HostBatch {
     pub targets: Vec<u32>,
     /// `(b, h, w)`.
     pub shape: (usize, usize, usize),
+    /// The unlabeled part of the step, in the view its method asked for.
+    pub unlabeled: Option<HostUnlabeled>,
+}
+
+/// Which unlabeled view a method needs (built on the producer thread).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum UnlabeledView {
+    /// No unlabeled images.
+    #[default]
+    None,
+    /// One crop per image: a weak view (scale, crop, flip) and a strong view (the same crop
+    /// plus photometric jitter), with the mask of pixels inside the image (not padding).
+    Views,
+    /// Two overlapping crops per image (CAC), see [`seg_core::data::pair`].
+    Pairs(PairConfig),
+}
+
+/// An unlabeled batch on the host, flat, `(b, h, w)` = `shape`.
+#[derive(Debug)]
+pub enum HostUnlabeled {
+    /// [`UnlabeledView::Views`].
+    Views {
+        /// `[b, 3, h, w]` photometrically jittered crops.
+        strong: Vec<f32>,
+        /// `[b, 3, h, w]` the same crops without photometric jitter.
+        weak: Vec<f32>,
+        /// `[b, h, w]` 1 inside the image, 0 in padding.
+        valid: Vec<u32>,
+        /// `(b, h, w)`.
+        shape: (usize, usize, usize),
+    },
+    /// [`UnlabeledView::Pairs`].
+    Pairs {
+        /// `[b, 3, h, w]` first crops.
+        first: Vec<f32>,
+        /// `[b, 3, h, w]` second crops.
+        second: Vec<f32>,
+        /// Geometry of each pair.
+        geometry: Vec<PairGeometry>,
+        /// `(b, h, w)`.
+        shape: (usize, usize, usize),
+    },
+}
+
+/// Mixes into labeled-batch seeds so unlabeled sampling is independent of them.
+const UNLABELED_SALT: u64 = 0x005e_ed0f_0a11_ab1e;
+
+/// Builds the unlabeled part of step `it` (deterministic in `(seed, it)`), or `None` when the
+/// view is [`UnlabeledView::None`] or there are no unlabeled images.
+pub fn make_unlabeled(images: &Samples, view: &UnlabeledView, cfg: &TrainConfig, it: u64) -> Option<HostUnlabeled> {
+    if images.is_empty() || *view == UnlabeledView::None {
+        return None;
+    }
+    let b = cfg.schedule.unlabeled_batch_size.max(1);
+    let [h, w] = cfg.augment.crop;
+    let (h, w) = (h as usize, w as usize);
+    let seed = cfg.schedule.seed ^ UNLABELED_SALT;
+    let idx = batch_indices(images.len(), b, seed, it);
+    let rng_of = |k: usize| ChaCha8Rng::seed_from_u64(seed ^ (it << 16) ^ k as u64);
+    let n = 3 * h * w;
+    let norm = |img: &RgbImage, out: &mut [f32]| normalize_into(img, cfg.data.mean, cfg.data.std, out);
+    match view {
+        UnlabeledView::None => None,
+        UnlabeledView::Views => {
+            let (mut strong, mut weak, mut valid) = (vec![0f32; b * n], vec![0f32; b * n], vec![0u32; b * h * w]);
+            let geometric = augment::AugmentConfig {
+                color_jitter_prob: 0.0,
+                blur_prob: 0.0,
+                grayscale_prob: 0.0,
+                ..cfg.augment.clone()
+            };
+            for (k, &i) in idx.iter().enumerate() {
+                let mut rng = rng_of(k);
+                let img = &images.images[i];
+                // an all-zero mask rides along to mark padding (IGNORE) after the crop
+                let inside = GrayImage::from_pixel(img.width(), img.height(), Luma([0]));
+                let (weak_img, mask) = augment::augment(img, Some(&inside), &geometric, &mut rng);
+                let mut strong_img = weak_img.clone();
+                augment::photometric(&mut strong_img, &cfg.augment, &mut rng);
+                norm(&weak_img, &mut weak[k * n..(k + 1) * n]);
+                norm(&strong_img, &mut strong[k * n..(k + 1) * n]);
+                let mask = mask.expect("augment keeps the mask");
+                for (v, &m) in valid[k * h * w..(k + 1) * h * w].iter_mut().zip(mask.as_raw()) {
+                    *v = (m != seg_core::IGNORE) as u32;
+                }
+            }
+            Some(HostUnlabeled::Views {
+                strong,
+                weak,
+                valid,
+                shape: (b, h, w),
+            })
+        }
+        UnlabeledView::Pairs(pc) => {
+            let (mut first, mut second, mut geometry) = (vec![0f32; b * n], vec![0f32; b * n], Vec::with_capacity(b));
+            for (k, &i) in idx.iter().enumerate() {
+                let p = pair::make_pair(&images.images[i], &cfg.augment, pc, &mut rng_of(k));
+                norm(&p.crops[0], &mut first[k * n..(k + 1) * n]);
+                norm(&p.crops[1], &mut second[k * n..(k + 1) * n]);
+                geometry.push(p.geometry);
+            }
+            Some(HostUnlabeled::Pairs {
+                first,
+                second,
+                geometry,
+                shape: (b, h, w),
+            })
+        }
+    }
 }
 
 /// The sample indices of step `it`: epochs are seeded permutations, so a resumed run sees the
@@ -123,15 +259,27 @@ pub fn make_batch(samples: &Samples, cfg: &TrainConfig, it: u64) -> HostBatch {
         images,
         targets,
         shape: (b, h, w),
+        unlabeled: None,
     }
 }
 
-/// Produces batches for steps `start..end` on a background thread, two ahead.
-pub fn spawn_producer(samples: Arc<Samples>, cfg: TrainConfig, start: u64, end: u64) -> Receiver<HostBatch> {
+/// Produces batches for steps `start..end` on a background thread, two ahead; with
+/// `unlabeled = Some((images, view))` each batch also carries its unlabeled part.
+pub fn spawn_producer(
+    samples: Arc<Samples>,
+    unlabeled: Option<(Arc<Samples>, UnlabeledView)>,
+    cfg: TrainConfig,
+    start: u64,
+    end: u64,
+) -> Receiver<HostBatch> {
     let (tx, rx) = sync_channel(2);
     std::thread::spawn(move || {
         for it in start..end {
-            if tx.send(make_batch(&samples, &cfg, it)).is_err() {
+            let mut batch = make_batch(&samples, &cfg, it);
+            if let Some((images, view)) = &unlabeled {
+                batch.unlabeled = make_unlabeled(images, view, &cfg, it);
+            }
+            if tx.send(batch).is_err() {
                 break;
             }
         }

@@ -17,7 +17,7 @@ use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::data;
 use crate::eval::evaluate;
-use crate::methods::{self, LabeledBatch, StepContext};
+use crate::methods::{self, LabeledBatch, MethodInit, StepContext, UnlabeledBatch, UnlabeledView};
 
 /// Options of one run that are not part of the model's config.
 #[derive(Debug, Clone)]
@@ -78,8 +78,13 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     let dev = device()?;
     std::fs::create_dir_all(&opts.out).with_context(|| format!("{}: cannot create", opts.out.display()))?;
 
-    let train_ds = data::open(&cfg.data, &cfg.data.train_split, true)?;
-    let val_ds = data::open(&cfg.data, &cfg.data.val_split, false)?;
+    let train_ds = data::open(
+        &cfg.data,
+        &cfg.data.train_split,
+        &cfg.data.train_prefixes,
+        "train_prefixes",
+    )?;
+    let val_ds = data::open(&cfg.data, &cfg.data.val_split, &cfg.data.val_prefixes, "val_prefixes")?;
     let pb = bar(
         (train_ds.len() + val_ds.len()) as u64,
         opts.progress,
@@ -93,15 +98,33 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     let varmap = VarMap::new();
     let model = SegModel::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     init::reseed(&varmap, cfg.schedule.seed)?;
-    let mut opt = optim::Sgd::new(
-        optim::encoder_rest_groups(&varmap, cfg.optim.encoder_lr_mult),
-        cfg.optim.momentum,
-        cfg.optim.weight_decay,
+    let class_frequencies = data::class_frequencies(&train, cfg.data.classes.len());
+    let init = MethodInit {
+        cfg,
+        model_vars: &varmap,
+        device: &dev,
+        class_frequencies: &class_frequencies,
+    };
+    let mut method = methods::build(&cfg.method, &init).context("unknown method")??;
+    let view = method.unlabeled_view();
+    let unlabeled = Arc::new(if view == UnlabeledView::None {
+        data::Samples::default()
+    } else {
+        load_unlabeled(cfg, opts.progress)?
+    });
+    anyhow::ensure!(
+        view == UnlabeledView::None || !unlabeled.is_empty(),
+        "method '{}' needs unlabeled images: set data.unlabeled_splits",
+        cfg.method
     );
+    let mut groups = optim::encoder_rest_groups(&varmap, cfg.optim.encoder_lr_mult);
+    groups.extend(method.param_groups());
+    let mut opt = optim::Sgd::new(groups, cfg.optim.momentum, cfg.optim.weight_decay);
     let last = opts.out.join("last.safetensors");
     let mut start = 0;
     if opts.resume {
-        let (velocity, done) = checkpoint::load(&last, &varmap, &dev)?;
+        let (velocity, done, state) = checkpoint::load_with_state(&last, &varmap, &dev)?;
+        method.load_state(&state)?;
         let saved = checkpoint::load_config(&opts.out)?;
         anyhow::ensure!(
             saved.model == cfg.model,
@@ -117,11 +140,11 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         Some(w) => Some(Tensor::new(w.as_slice(), &dev)?),
         None => None,
     };
-    let mut method = methods::build(&cfg.method).context("unknown method")?;
     let mut log = MetricsLog::open(&opts.out, opts.resume)?;
     let total = cfg.schedule.iterations;
     let end = opts.stop_after.map_or(total, |s| s.clamp(start, total));
-    let batches = data::spawn_producer(train.clone(), cfg.clone(), start, end);
+    let producer_unlabeled = (view != UnlabeledView::None).then(|| (unlabeled.clone(), view.clone()));
+    let batches = data::spawn_producer(train.clone(), producer_unlabeled, cfg.clone(), start, end);
     let pb = bar(
         total,
         opts.progress,
@@ -139,9 +162,14 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
             images: Tensor::from_vec(hb.images, (b, 3, h, w), &dev)?,
             targets: Tensor::from_vec(hb.targets, (b, h, w), &dev)?,
         };
+        let unlabeled_batch = match hb.unlabeled {
+            Some(u) => Some(to_device(u, &dev)?),
+            None => None,
+        };
         let ctx = StepContext {
             model: &model,
             labeled: &batch,
+            unlabeled: unlabeled_batch.as_ref(),
             class_weights: class_weights.as_ref(),
             iteration: it,
         };
@@ -153,6 +181,8 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         let grads = total_loss.backward()?;
         let lr = optim::poly_lr(cfg.optim.lr, it, total, cfg.optim.poly_power);
         opt.step(&grads, lr)?;
+        drop(grads);
+        method.after_step(it)?;
         let loss_v = total_loss.to_scalar::<f32>()? as f64;
         anyhow::ensure!(loss_v.is_finite(), "step {it}: the loss is {loss_v}; lower optim.lr");
         smoothed = Some(smoothed.map_or(loss_v, |s| 0.9 * s + 0.1 * loss_v));
@@ -163,6 +193,9 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
             let mut rec = json!({"iter": done, "loss": loss_v, "lr": lr, "elapsed_s": started.elapsed().as_secs_f64()});
             for (n, t) in &terms {
                 rec[*n] = json!(t.to_scalar::<f32>()?);
+            }
+            for (n, v) in method.metrics() {
+                rec[n] = json!(v);
             }
             log.write(&rec)?;
         }
@@ -180,12 +213,18 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
             ));
             if miou > best.0 || best.1 == 0 {
                 best = (miou, done);
-                checkpoint::save(&opts.out.join("best.safetensors"), &varmap, opt.velocity(), done)?;
+                checkpoint::save_with_state(
+                    &opts.out.join("best.safetensors"),
+                    &varmap,
+                    opt.velocity(),
+                    done,
+                    &method.state()?,
+                )?;
             }
             log.plot(&opts.out.join("curves.png"), &cfg.name)?;
         }
         if done % cfg.schedule.checkpoint_every.max(1) == 0 || done == end {
-            checkpoint::save(&last, &varmap, opt.velocity(), done)?;
+            checkpoint::save_with_state(&last, &varmap, opt.velocity(), done, &method.state()?)?;
         }
     }
     pb.finish_and_clear();
@@ -194,6 +233,58 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         best,
         seconds: started.elapsed().as_secs_f64(),
         steps: end - start,
+    })
+}
+
+/// Loads the images of every `data.unlabeled_splits` entry (in order, duplicates kept).
+fn load_unlabeled(cfg: &TrainConfig, progress: bool) -> Result<data::Samples> {
+    let sets = cfg
+        .data
+        .unlabeled_splits
+        .iter()
+        .map(|s| data::open(&cfg.data, s, &[], "unlabeled_splits"))
+        .collect::<Result<Vec<_>>>()?;
+    let pb = bar(
+        sets.iter().map(|d| d.len()).sum::<usize>() as u64,
+        progress,
+        "loading unlabeled {bar:30} {pos}/{len} images",
+    );
+    let mut all = data::Samples::default();
+    for ds in &sets {
+        let s = data::load_images(ds, &pb)?;
+        all.names.extend(s.names);
+        all.images.extend(s.images);
+    }
+    pb.finish_and_clear();
+    tracing::info!(unlabeled = all.len(), "unlabeled images loaded");
+    Ok(all)
+}
+
+/// Moves a host unlabeled batch to the device.
+fn to_device(u: data::HostUnlabeled, dev: &Device) -> Result<UnlabeledBatch> {
+    Ok(match u {
+        data::HostUnlabeled::Views {
+            strong,
+            weak,
+            valid,
+            shape: (b, h, w),
+        } => UnlabeledBatch::Views {
+            strong: Tensor::from_vec(strong, (b, 3, h, w), dev)?,
+            weak: Tensor::from_vec(weak, (b, 3, h, w), dev)?,
+            valid: Tensor::from_vec(valid, (b, h, w), dev)?,
+        },
+        data::HostUnlabeled::Pairs {
+            first,
+            second,
+            geometry,
+            shape: (b, h, w),
+        } => UnlabeledBatch::Pairs {
+            crops: [
+                Tensor::from_vec(first, (b, 3, h, w), dev)?,
+                Tensor::from_vec(second, (b, 3, h, w), dev)?,
+            ],
+            geometry,
+        },
     })
 }
 

@@ -110,3 +110,254 @@ fn issue2_train_then_export_records_parity() {
     assert!((0.0..=1e-4).contains(&v), "{v}");
     assert!(dir.path().join("m.onnx").exists());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue #6: semi-supervised methods, a few steps each on a synthetic CamVid-layout dataset.
+
+mod semi {
+    use std::path::Path;
+
+    use candle_core::Device;
+    use edge_seg_trainer::config::TrainConfig;
+    use edge_seg_trainer::{checkpoint, train};
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+
+    /// CamVid layout: class 0 (top) over class 3 (bottom) with a class-8 box; void (11) on the
+    /// last row. `n` train and `n / 2` val frames, plus an `unlabeled.txt` list of train frames.
+    fn synthetic_camvid(root: &Path, n: usize) {
+        for (split, count) in [("train", n), ("val", n / 2)] {
+            std::fs::create_dir_all(root.join(split)).unwrap();
+            std::fs::create_dir_all(root.join(format!("{split}annot"))).unwrap();
+            for i in 0..count {
+                let bx = (i as u32 * 7) % 40;
+                let class_at = |x: u32, y: u32| -> u8 {
+                    if x >= bx && x < bx + 16 && (20..34).contains(&y) {
+                        8
+                    } else if y < 20 {
+                        0
+                    } else if y == 47 {
+                        11
+                    } else {
+                        3
+                    }
+                };
+                let img = RgbImage::from_fn(64, 48, |x, y| {
+                    let n = ((x * 31 + y * 17 + i as u32 * 13) % 23) as u8;
+                    match class_at(x, y) {
+                        0 => Rgb([200 + n, 210 + n, 220 + n]),
+                        8 => Rgb([180 + n, 20 + n, 30 + n]),
+                        _ => Rgb([60 + n, 60 + n, 70 + n]),
+                    }
+                });
+                let name = format!("SYN_{i:05}.png");
+                img.save(root.join(split).join(&name)).unwrap();
+                GrayImage::from_fn(64, 48, |x, y| Luma([class_at(x, y)]))
+                    .save(root.join(format!("{split}annot")).join(&name))
+                    .unwrap();
+            }
+        }
+        let list: String = (n / 2..n).map(|i| format!("SYN_{i:05}.png\n")).collect();
+        std::fs::write(root.join("unlabeled.txt"), list).unwrap();
+        let labeled: String = (0..n / 2).map(|i| format!("SYN_{i:05}.png\n")).collect();
+        std::fs::write(root.join("labeled.txt"), labeled).unwrap();
+    }
+
+    fn tiny_config(root: &Path, method: &str, iterations: u64) -> TrainConfig {
+        let mut cfg = TrainConfig {
+            name: format!("semi-{method}"),
+            method: method.into(),
+            ..Default::default()
+        };
+        cfg.data.root = root.to_path_buf();
+        cfg.data.train_split = root.join("labeled.txt").display().to_string();
+        cfg.data.val_split = "train".into();
+        cfg.data.val_prefixes = vec!["SYN_0000".into()];
+        cfg.data.unlabeled_splits = vec![root.join("unlabeled.txt").display().to_string(), "val".into()];
+        cfg.data.input_size = [48, 64];
+        cfg.augment.crop = [32, 32];
+        cfg.augment.scale_min = 0.75;
+        cfg.augment.scale_max = 1.25;
+        cfg.model.widths = [8, 8, 16, 16, 24];
+        cfg.model.blocks = [1, 1, 1, 1];
+        cfg.model.aspp_channels = 16;
+        cfg.model.low_channels = 8;
+        cfg.model.decoder_channels = 16;
+        cfg.optim.lr = 0.05;
+        cfg.schedule.iterations = iterations;
+        cfg.schedule.batch_size = 2;
+        cfg.schedule.unlabeled_batch_size = 3;
+        cfg.schedule.eval_every = 0;
+        cfg.schedule.checkpoint_every = 2;
+        cfg.schedule.log_every = 1;
+        // small bank and chunks so that wrapping and chunking happen in a few steps
+        cfg.cac.memory_bank = 40;
+        cfg.cac.bank_push = 16;
+        cfg.cac.negative_chunk = 24;
+        cfg.cac.gamma = 0.0; // untrained nets are not confident: keep the positives
+        cfg.mean_teacher.threshold = 0.0;
+        cfg
+    }
+
+    fn opts(out: &Path, resume: bool, stop_after: Option<u64>) -> train::RunOptions {
+        train::RunOptions {
+            out: out.to_path_buf(),
+            resume,
+            progress: false,
+            stop_after,
+        }
+    }
+
+    fn log_records(run: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &serde_json::Value| v.get("loss").is_some())
+            .collect()
+    }
+
+    /// Every tensor of a checkpoint (model, momentum, method state), sorted by name.
+    fn checkpoint_tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
+        let t = candle_core::safetensors::load(run.join("last.safetensors"), &Device::Cpu).unwrap();
+        let mut v: Vec<(String, Vec<f32>)> = t
+            .iter()
+            .map(|(k, v)| {
+                let v = v.to_dtype(candle_core::DType::F32).unwrap();
+                (k.clone(), v.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn smoke(method: &str, terms: &[&str], metrics: &[&str], tweak: impl Fn(&mut TrainConfig)) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 8);
+        let mut cfg = tiny_config(&data, method, 4);
+        tweak(&mut cfg);
+        let run = dir.path().join("run");
+        let s = train::run(&cfg, &opts(&run, false, None)).unwrap();
+        assert_eq!(s.steps, 4);
+        let recs = log_records(&run);
+        assert_eq!(recs.len(), 4, "one log record per step");
+        for r in &recs {
+            let mut sum = 0.0;
+            for t in terms {
+                let v = r[*t]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{method}: term '{t}' not logged: {r}"));
+                assert!(v.is_finite(), "{method}: {t} = {v}");
+                sum += v;
+            }
+            let loss = r["loss"].as_f64().unwrap();
+            assert!(
+                (sum - loss).abs() < 1e-4 * loss.abs().max(1.0),
+                "{method}: terms do not add up: {r}"
+            );
+            for m in metrics {
+                let v = r[*m]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{method}: metric '{m}' not logged: {r}"));
+                assert!(v.is_finite(), "{method}: {m} = {v}");
+            }
+        }
+        // the consistency part is active, not a constant zero
+        let first = recs.last().unwrap()[metrics[0]].as_f64().unwrap();
+        assert!(first > 0.0, "{method}: {} is {first}", metrics[0]);
+        // the resolved config keeps the method's section
+        let saved = checkpoint::load_config(&run).unwrap();
+        assert_eq!(saved, cfg);
+    }
+
+    #[test]
+    fn issue6_cac_smoke() {
+        smoke(
+            "cac",
+            &["ce", "dc"],
+            &["dc_raw", "dc_positive_ratio", "dc_negatives"],
+            |_| {},
+        );
+    }
+
+    #[test]
+    fn issue6_cac_ablations_smoke() {
+        smoke("cac", &["ce", "dc"], &["dc_raw"], |c| {
+            c.cac.projector = false;
+            c.cac.directional = false;
+            c.cac.negative_sampling = false;
+            c.cac.positive_filter = false;
+            c.cac.iou_range = [1.0, 1.0];
+            c.cac.memory_bank = 0;
+        });
+    }
+
+    #[test]
+    fn issue6_cps_smoke() {
+        smoke(
+            "cps",
+            &["sup1", "sup2", "cps"],
+            &["cps_raw", "cps_unlabeled_raw"],
+            |_| {},
+        );
+        smoke("cps", &["sup1", "sup2", "cps"], &["cps_raw"], |c| {
+            c.cps.cutmix = false;
+            c.cps.on_labeled = false;
+        });
+    }
+
+    #[test]
+    fn issue6_mean_teacher_and_dars_smoke() {
+        smoke("mean_teacher", &["ce", "unsup"], &["unsup_raw", "mask_ratio"], |_| {});
+        smoke("mean_teacher", &["ce", "unsup"], &["mask_ratio"], |c| {
+            c.mean_teacher.dars = true;
+            c.mean_teacher.dars_ratio = 0.5;
+        });
+    }
+
+    /// A stopped-and-resumed run equals an uninterrupted one, method state (teacher, second
+    /// network, projector and bank) and its momentum included.
+    #[test]
+    fn issue6_resume_with_method_state_reproduces_an_uninterrupted_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 8);
+        for method in ["mean_teacher", "cps", "cac"] {
+            let mut cfg = tiny_config(&data, method, 5);
+            cfg.mean_teacher.dars = true;
+            cfg.mean_teacher.dars_ratio = 0.3;
+            let full = dir.path().join(format!("{method}-full"));
+            train::run(&cfg, &opts(&full, false, None)).unwrap();
+            let half = dir.path().join(format!("{method}-half"));
+            train::run(&cfg, &opts(&half, false, Some(2))).unwrap();
+            let stopped = checkpoint_tensors(&half);
+            train::run(&cfg, &opts(&half, true, None)).unwrap();
+            let (a, b) = (checkpoint_tensors(&full), checkpoint_tensors(&half));
+            let names: Vec<&String> = a.iter().map(|(n, _)| n).collect();
+            let state = names.iter().filter(|n| n.starts_with("__method__.")).count();
+            assert!(state > 0, "{method}: no method state in the checkpoint");
+            assert_ne!(stopped, a, "{method}: the stopped run already equals the full one");
+            assert_eq!(a.len(), b.len(), "{method}");
+            for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+                assert_eq!(na, nb);
+                assert_eq!(va, vb, "{method}: '{na}' differs after resume");
+            }
+        }
+    }
+
+    #[test]
+    fn issue6_semi_method_without_unlabeled_data_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 4);
+        let mut cfg = tiny_config(&data, "cps", 2);
+        cfg.data.unlabeled_splits.clear();
+        let err = train::run(&cfg, &opts(&dir.path().join("r"), false, None)).unwrap_err();
+        assert!(format!("{err:#}").contains("data.unlabeled_splits"), "{err:#}");
+        // unknown keys in a method section are rejected; crops must suit CAC's stride
+        assert!(toml::from_str::<TrainConfig>("[cac]\nlambda = 0.1\n").is_err());
+        let mut cfg = tiny_config(&data, "cac", 2);
+        cfg.augment.crop = [36, 32];
+        assert!(cfg.validate().unwrap_err().contains("augment.crop"));
+    }
+}

@@ -4,11 +4,14 @@
 //! - [`layers`]: plain layer structs (`new(cfg, vb)` + `forward`) with their ONNX emitters.
 //! - [`model`]: the encoder–decoder segmentation net ([`model::SegModel`]).
 //! - [`loss`]: loss functions (free functions with explicit ignore index / masks).
+//! - [`consistency`]: semi-supervised losses (CAC directional contrastive, CPS), DARS thresholds,
+//!   a memory bank of past features.
 //! - [`optim`]: SGD with momentum and weight decay, poly learning-rate schedule.
 //! - [`init`]: seeded weight initialisation.
 //! - [`export`]: ONNX export with BatchNorm folded.
 
 pub mod bilinear;
+pub mod consistency;
 pub mod export;
 pub mod init;
 pub mod layers;

@@ -44,6 +44,24 @@ pub fn cross_entropy(
     (picked * &weight)?.sum_all()?.neg()?.div(&denom)
 }
 
+/// Per-pixel negative log-likelihood `−log softmax(logits)[target]` as `[b, h, w]`, 0 where the
+/// target is `ignore_index` (methods reduce it with their own masks and normalisers).
+///
+/// - `logits`: `[b, C, h, w]` scores; `target`: `[b, h, w]` class ids (`u32`).
+pub fn pixel_nll(logits: &Tensor, target: &Tensor, ignore_index: u32) -> Result<Tensor> {
+    let c = logits.dim(1)?;
+    let target = target.to_dtype(DType::U32)?;
+    let valid = target.ne(ignore_index)?; // [b, h, w] u8
+    let safe = valid.where_cond(&target, &target.zeros_like()?)?; // ignore -> class 0
+    let max = safe.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+    if max as usize >= c {
+        candle_core::bail!("pixel_nll: target id {max} is not a class (0..{c})");
+    }
+    let logp = log_softmax(logits, 1)?; // [b, C, h, w]
+    let picked = logp.gather(&safe.unsqueeze(1)?.contiguous()?, 1)?.squeeze(1)?; // [b, h, w]
+    picked.neg()? * valid.to_dtype(DType::F32)?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +113,20 @@ mod tests {
         for k in 0..c {
             assert_eq!(g[k * n + 2], 0.0);
         }
+    }
+
+    #[test]
+    fn pixel_nll_averages_to_cross_entropy() {
+        let dev = Device::Cpu;
+        let l0: Vec<f32> = (0..2 * 3 * 4).map(|i| ((i * 5 % 9) as f32) * 0.4 - 1.5).collect();
+        let l = Tensor::from_vec(l0, (2, 3, 1, 4), &dev).unwrap();
+        let t = Tensor::new(&[[[0u32, 2, 255, 1]], [[1, 1, 0, 255]]], &dev).unwrap();
+        let nll = pixel_nll(&l, &t, 255).unwrap();
+        let v = nll.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!((v[2], v[7]), (0.0, 0.0));
+        let mean = v.iter().sum::<f32>() / 6.0;
+        let ce = cross_entropy(&l, &t, 255, None).unwrap().to_scalar::<f32>().unwrap();
+        assert!((mean - ce).abs() < 1e-6, "{mean} vs {ce}");
     }
 
     #[test]

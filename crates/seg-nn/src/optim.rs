@@ -106,6 +106,22 @@ impl Sgd {
     }
 }
 
+/// Exponential moving average of a model's variables (mean teacher):
+/// `t ← decay · t + (1 − decay) · s` for every variable of `teacher`, BatchNorm running
+/// statistics included; `student` must hold every name of `teacher` with the same shape.
+pub fn ema_update(teacher: &VarMap, student: &VarMap, decay: f64) -> Result<()> {
+    let t = teacher.data().lock().expect("varmap lock poisoned");
+    let s = student.data().lock().expect("varmap lock poisoned");
+    for (name, tv) in t.iter() {
+        let Some(sv) = s.get(name) else {
+            candle_core::bail!("ema_update: the student has no variable '{name}'");
+        };
+        let new = ((tv.as_tensor().detach() * decay)? + (sv.as_tensor().detach() * (1.0 - decay))?)?;
+        tv.set(&new)?;
+    }
+    Ok(())
+}
+
 /// Poly learning rate: `base · (1 − iter/max_iter)^power`.
 pub fn poly_lr(base: f64, iter: u64, max_iter: u64, power: f64) -> f64 {
     base * (1.0 - iter as f64 / max_iter.max(1) as f64).max(0.0).powf(power)
@@ -139,6 +155,39 @@ mod tests {
         // regression: the momentum buffer must not hold the autograd graph (it leaked 0.5 GB/step)
         assert!(!opt.velocity()["w"].track_op());
         assert!((got[0] - k).abs() < 1e-6 && (got[1] + 2.0 * k).abs() < 1e-5, "{got:?}");
+    }
+
+    #[test]
+    fn ema_update_math() {
+        let dev = Device::Cpu;
+        let (t, s) = (VarMap::new(), VarMap::new());
+        let put = |vm: &VarMap, n: &str, v: &[f32]| {
+            vm.data().lock().unwrap().insert(n.into(), Var::new(v, &dev).unwrap());
+        };
+        put(&t, "a.weight", &[1.0, 2.0]);
+        put(&t, "a.bn.running_mean", &[0.0]);
+        put(&s, "a.weight", &[3.0, -2.0]);
+        put(&s, "a.bn.running_mean", &[10.0]);
+        ema_update(&t, &s, 0.9).unwrap();
+        ema_update(&t, &s, 0.9).unwrap();
+        let get = |n: &str| t.data().lock().unwrap()[n].as_tensor().to_vec1::<f32>().unwrap();
+        // two steps toward a fixed student: t2 = s + 0.81 (t0 - s)
+        let w = get("a.weight");
+        assert!(
+            (w[0] - (3.0 - 0.81 * 2.0)).abs() < 1e-6 && (w[1] - (-2.0 + 0.81 * 4.0)).abs() < 1e-6,
+            "{w:?}"
+        );
+        assert!((get("a.bn.running_mean")[0] - 10.0 * 0.19).abs() < 1e-5);
+        // the student is untouched; a missing name is an error
+        assert_eq!(
+            s.data().lock().unwrap()["a.weight"]
+                .as_tensor()
+                .to_vec1::<f32>()
+                .unwrap(),
+            [3.0, -2.0]
+        );
+        put(&t, "extra", &[0.0]);
+        assert!(ema_update(&t, &s, 0.9).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use candle_core::{Result, Tensor};
 use seg_nn::loss;
 
-use super::{Method, StepContext};
+use super::{Method, MethodInit, StepContext};
 
 /// Supervised baseline.
 #[derive(Debug, Default)]
@@ -11,8 +11,8 @@ pub struct Supervised;
 
 impl Supervised {
     /// Registry constructor.
-    pub fn boxed() -> Box<dyn Method> {
-        Box::new(Self)
+    pub fn boxed(_init: &MethodInit) -> Result<Box<dyn Method>> {
+        Ok(Box::new(Self))
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod augment;
 pub mod dataset;
+pub mod pair;
 pub mod splits;
 
 pub use dataset::*;
