@@ -130,15 +130,20 @@ struct RunArgs {
     /// Do not draw the legend.
     #[arg(long)]
     no_legend: bool,
-    /// Capacity of the queues between pipeline stages.
-    #[arg(long, default_value_t = 2)]
-    queue: usize,
+    /// Capacity of the queues between pipeline stages (default: 1 for live input, where the
+    /// newest frame is what matters, 2 for recorded input).
+    #[arg(long)]
+    queue: Option<usize>,
     /// When a queue is full: auto (drop for cameras, pipes and --pace; wait for files) | drop | wait.
     #[arg(long, default_value = "auto")]
     drop: String,
     /// Stop after this many frames.
     #[arg(long)]
     max_frames: Option<u64>,
+    /// Threads for tract's matrix products (default: all cores; 1 leaves the other pipeline
+    /// stages a core of their own).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Write per-frame timings and the final summary as JSON lines here (`-` = stdout).
     #[arg(long)]
     stats: Option<PathBuf>,
@@ -191,7 +196,6 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         None => run(RunArgs {
             alpha: 0.5,
-            queue: 2,
             drop: "auto".into(),
             pixel_format: "auto".into(),
             jpeg_quality: 80,
@@ -270,13 +274,18 @@ fn open_source(a: &RunArgs, stop: &Arc<AtomicBool>) -> Result<Box<dyn FrameSourc
 
 fn run(a: RunArgs) -> Result<()> {
     anyhow::ensure!((0.0..=1.0).contains(&a.alpha), "--alpha {} is outside 0..1", a.alpha);
-    anyhow::ensure!(a.queue >= 1, "--queue must be at least 1");
+    anyhow::ensure!(a.queue != Some(0), "--queue must be at least 1");
     let policy = match a.drop.as_str() {
         "auto" => None,
         "drop" => Some(Policy::DropOldest),
         "wait" => Some(Policy::Block),
         d => anyhow::bail!("--drop {d}: expected auto, drop or wait"),
     };
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    edge_seg_runtime::backend::tract::set_threads(threads);
     let seg = load_model(&a.model)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -336,7 +345,7 @@ fn run(a: RunArgs) -> Result<()> {
         println!("  -> {}", o.describe());
     }
     let opts = PipelineOptions {
-        queue: a.queue,
+        queue: a.queue.unwrap_or(if source.is_live() { 1 } else { 2 }),
         policy,
         render: RenderOptions {
             mode: a.mode,

@@ -5,6 +5,17 @@ use tract_onnx::prelude::*;
 use super::{Backend, Logits};
 use crate::RuntimeError;
 
+/// Threads tract uses for its matrix products, process-wide (1 = single-threaded, the default).
+/// Values above 1 run them on a rayon pool of that size.
+pub fn set_threads(n: usize) {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    set_default_executor(if n <= 1 {
+        Executor::SingleThread
+    } else {
+        Executor::multithread(n)
+    });
+}
+
 /// An optimised tract plan for a fixed input shape.
 pub struct TractBackend {
     plan: std::sync::Arc<TypedSimplePlan>,
