@@ -91,7 +91,7 @@ pub struct Summary {
     pub wall_s: f64,
     /// Output frames per second over `wall_s`.
     pub fps: f64,
-    /// Latency percentiles (ms).
+    /// Latency percentiles (ms), over the last [`LATENCY_WINDOW`] frames.
     pub latency_p50_ms: f64,
     /// 90th percentile.
     pub latency_p90_ms: f64,
@@ -140,6 +140,10 @@ impl Summary {
         )
     }
 }
+
+/// Latency percentiles cover at most this many recent frames, so a camera running for days keeps
+/// a bounded memory (the means cover every frame).
+pub const LATENCY_WINDOW: usize = 100_000;
 
 /// Nearest-rank percentile of sorted values.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -229,7 +233,9 @@ pub fn run(
     let names = seg.meta.classes.names.clone();
     let palette = seg.meta.classes.palette.clone();
     let source_name = source.describe();
-    let mut timings: Vec<FrameTiming> = Vec::new();
+    let mut latencies: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
+    let mut sums = [0.0f64; 5]; // preprocess, infer, post, draw, output
+    let mut frames_out = 0u64;
     let (mut first_capture, mut last_output): (Option<Instant>, Option<Instant>) = (None, None);
 
     std::thread::scope(|s| {
@@ -398,7 +404,17 @@ pub fn run(
             }
             last_output = Some(now);
             on_frame(&d.t);
-            timings.push(d.t);
+            if latencies.len() == LATENCY_WINDOW {
+                latencies.pop_front();
+            }
+            latencies.push_back(d.t.latency_ms);
+            for (acc, v) in
+                sums.iter_mut()
+                    .zip([d.t.preprocess_ms, d.t.infer_ms, d.t.post_ms, d.t.draw_ms, d.t.output_ms])
+            {
+                *acc += v;
+            }
+            frames_out += 1;
         }
     });
 
@@ -412,20 +428,13 @@ pub fn run(
     if let Some(e) = fail.first.into_inner().expect("failure lock").or(finish_err) {
         return Err(e);
     }
-    let frames_out = timings.len() as u64;
     let wall_s = match (first_capture, last_output) {
         (Some(a), Some(b)) => (b - a).as_secs_f64(),
         _ => 0.0,
     };
-    let mut lat: Vec<f64> = timings.iter().map(|t| t.latency_ms).collect();
+    let mut lat: Vec<f64> = latencies.into_iter().collect();
     lat.sort_by(f64::total_cmp);
-    let mean = |f: fn(&FrameTiming) -> f64| {
-        if timings.is_empty() {
-            0.0
-        } else {
-            timings.iter().map(f).sum::<f64>() / timings.len() as f64
-        }
-    };
+    let mean = |i: usize| sums[i] / frames_out.max(1) as f64;
     Ok(Summary {
         model,
         backend: backend.to_string(),
@@ -439,11 +448,11 @@ pub fn run(
         latency_p50_ms: percentile(&lat, 50.0),
         latency_p90_ms: percentile(&lat, 90.0),
         latency_p99_ms: percentile(&lat, 99.0),
-        mean_preprocess_ms: mean(|t| t.preprocess_ms),
-        mean_infer_ms: mean(|t| t.infer_ms),
-        mean_post_ms: mean(|t| t.post_ms),
-        mean_draw_ms: mean(|t| t.draw_ms),
-        mean_output_ms: mean(|t| t.output_ms),
+        mean_preprocess_ms: mean(0),
+        mean_infer_ms: mean(1),
+        mean_post_ms: mean(2),
+        mean_draw_ms: mean(3),
+        mean_output_ms: mean(4),
         peak_rss_mib: peak_rss_mib(),
         interrupted: stop.load(Ordering::Relaxed),
     })
