@@ -134,7 +134,7 @@ struct RunArgs {
     /// newest frame is what matters, 2 for recorded input).
     #[arg(long)]
     queue: Option<usize>,
-    /// When a queue is full: auto (drop for cameras, pipes and --pace; wait for files) | drop | wait.
+    /// When a queue is full: auto (drop for cameras and --pace; wait for files and pipes) | drop | wait.
     #[arg(long, default_value = "auto")]
     drop: String,
     /// Stop after this many frames.

@@ -85,7 +85,7 @@ pub struct Summary {
     pub frames_out: u64,
     /// Frames dropped by full queues.
     pub dropped: u64,
-    /// Corrupt frames skipped (live sources only).
+    /// Corrupt frames skipped (only while dropping stale frames).
     pub skipped: u64,
     /// First capture → last output, seconds.
     pub wall_s: f64,
@@ -217,6 +217,8 @@ pub fn run(
     let policy = opts
         .policy
         .unwrap_or(if live { Policy::DropOldest } else { Policy::Block });
+    // dropping frames means latency over completeness: a corrupt frame is skipped, not fatal
+    let skip_bad = policy == Policy::DropOldest;
     let q_raw: Queue<RawFrame> = Queue::new(opts.queue, policy);
     let q_pre: Queue<Prepared> = Queue::new(opts.queue, policy);
     let q_inf: Queue<Inferred> = Queue::new(opts.queue, policy);
@@ -276,7 +278,7 @@ pub fn run(
                                 path: raw.origin.clone(),
                                 reason,
                             };
-                            if live {
+                            if skip_bad {
                                 let k = skipped.fetch_add(1, Ordering::Relaxed);
                                 if k < 3 || k % 100 == 0 {
                                     tracing::warn!("skipping a corrupt frame: {e}");

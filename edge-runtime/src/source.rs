@@ -25,8 +25,8 @@ pub const MAX_FRAME_BYTES: usize = 64 << 20;
 pub trait FrameSource: Send {
     /// What it is, for the start-up line and errors (`/dev/video0 (YUYV 640x480)`, a path, ...).
     fn describe(&self) -> String;
-    /// True for cameras and pipes: frames keep coming whether or not we keep up, so stale
-    /// frames are dropped, and a corrupt frame is skipped rather than fatal.
+    /// True for cameras (and paced recordings): frames keep coming whether or not we keep up, so
+    /// by default stale frames are dropped, and a corrupt frame is skipped rather than fatal.
     fn is_live(&self) -> bool;
     /// The next frame, `None` at the end of the stream.
     fn next_frame(&mut self) -> Result<Option<RawFrame>, RuntimeError>;
@@ -107,8 +107,10 @@ pub fn open_input(path: &Path, opts: &InputOptions) -> Result<Box<dyn FrameSourc
         reason,
     };
     if path == Path::new("-") {
+        // a pipe applies back-pressure, so it is read like a file (every frame); a live feed
+        // behind it wants `--drop drop`
         let fmt = opts.format.unwrap_or(StreamFormat::Y4m);
-        return stream_source(Box::new(std::io::stdin()), "stdin".into(), fmt, opts.size, true);
+        return stream_source(Box::new(std::io::stdin()), "stdin".into(), fmt, opts.size, false);
     }
     let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
     if meta.is_dir() {
@@ -117,9 +119,7 @@ pub fn open_input(path: &Path, opts: &InputOptions) -> Result<Box<dyn FrameSourc
     match opts.format.or_else(|| StreamFormat::from_extension(path)) {
         Some(fmt) => {
             let f = File::open(path).map_err(|e| err(e.to_string()))?;
-            // FIFOs and character devices behave like a live feed
-            let live = !meta.is_file();
-            stream_source(Box::new(f), name, fmt, opts.size, live)
+            stream_source(Box::new(f), name, fmt, opts.size, false)
         }
         None => Ok(Box::new(ImageFiles {
             files: vec![path.to_path_buf()],
