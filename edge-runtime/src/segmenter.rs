@@ -44,6 +44,24 @@ impl Segmenter {
         }
         let meta = ModelMeta::from_map(&seg_onnx::metadata(&proto))
             .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
+        let mut proto = proto;
+        strip_final_resize(&mut proto);
+        let backend = TractBackend::new(&proto, origin, meta.input_hw)?;
+        Ok(Self::with_backend(meta, origin, Box::new(backend)))
+    }
+
+    /// Like [`Segmenter::from_bytes`], but runs the graph exactly as written, final `Resize`
+    /// included (for comparisons).
+    pub fn from_bytes_unmodified(bytes: &[u8], origin: &str) -> Result<Self, RuntimeError> {
+        use prost::Message;
+        let model_err = |reason: String| RuntimeError::Model {
+            path: origin.to_string(),
+            reason,
+        };
+        let proto =
+            seg_onnx::pb::ModelProto::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
+        let meta = ModelMeta::from_map(&seg_onnx::metadata(&proto))
+            .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
         let backend = TractBackend::new(&proto, origin, meta.input_hw)?;
         Ok(Self::with_backend(meta, origin, Box::new(backend)))
     }
@@ -104,6 +122,72 @@ impl Segmenter {
         let l = self.logits(frame)?;
         Ok(argmax_resized(&l, frame.height() as usize, frame.width() as usize))
     }
+}
+
+/// When the graph's only output is a bilinear, half-pixel, spatial-only `Resize` of the class
+/// scores (edge-seg's exports end so, as do many PyTorch exports with `align_corners=False`), the
+/// node is removed and the low-resolution scores become the output. [`argmax_resized`] then does
+/// the same half-pixel bilinear interpolation straight to the frame size, row by row, without
+/// building the full-resolution `[C, H, W]` tensor: tract's Resize was about a quarter of the
+/// inference time (docs/BENCHMARKS.md). Returns the removed node's name.
+pub fn strip_final_resize(proto: &mut seg_onnx::pb::ModelProto) -> Option<String> {
+    use seg_onnx::pb::type_proto::Value;
+    let graph = proto.graph.as_mut()?;
+    if graph.output.len() != 1 {
+        return None;
+    }
+    let out_name = graph.output[0].name.clone();
+    let idx = graph.node.iter().position(|n| n.output.first() == Some(&out_name))?;
+    let node = &graph.node[idx];
+    if node.op_type != "Resize" || node.input.is_empty() {
+        return None;
+    }
+    let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
+    let text = |name: &str| attr(name).map(|a| String::from_utf8_lossy(&a.s).into_owned());
+    let linear = text("mode").as_deref() == Some("linear");
+    let half_pixel = matches!(
+        text("coordinate_transformation_mode").as_deref(),
+        Some("half_pixel") | Some("pytorch_half_pixel")
+    );
+    let antialias = attr("antialias").is_some_and(|a| a.i != 0);
+    let axes = attr("axes").is_some();
+    // ROI must be absent; scales (input 2) or sizes (input 3) must be initializers that keep
+    // batch and channels
+    let input = |i: usize| node.input.get(i).filter(|s| !s.is_empty());
+    let init = |name: &String| graph.initializer.iter().find(|t| &t.name == name);
+    let keeps_nc = match (input(2), input(3)) {
+        (Some(scales), None) => init(scales)
+            .and_then(|t| seg_onnx::tensor_to_f32(t).ok())
+            .is_some_and(|v| v.len() == 4 && v[0] == 1.0 && v[1] == 1.0),
+        (None, Some(sizes)) => init(sizes).is_some_and(|t| {
+            let v: Vec<i64> = if t.int64_data.is_empty() {
+                t.raw_data
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect()
+            } else {
+                t.int64_data.clone()
+            };
+            v.len() == 4 && v[0] == 1
+        }),
+        _ => false,
+    };
+    if !linear || !half_pixel || antialias || axes || input(1).is_some() || !keeps_nc {
+        return None;
+    }
+    let node = graph.node.remove(idx);
+    let src = node.input[0].clone();
+    // nothing else may read the full-resolution output
+    if graph.node.iter().any(|n| n.input.contains(&out_name)) {
+        graph.node.insert(idx, node);
+        return None;
+    }
+    let out = &mut graph.output[0];
+    out.name = src;
+    if let Some(Value::TensorType(t)) = out.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+        t.shape = None;
+    }
+    Some(node.name)
 }
 
 /// Resize + normalisation of frames into the network input, from the model metadata.
@@ -179,6 +263,29 @@ pub fn argmax_resized(l: &Logits, h: usize, w: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shipped model ends in a Resize; without it, the runtime's own interpolation gives the
+    /// same class map (up to float rounding at near-ties) on a real frame.
+    #[test]
+    fn stripping_the_final_resize_keeps_the_segmentation() {
+        use prost::Message;
+        let mut proto = seg_onnx::pb::ModelProto::decode(crate::DEFAULT_MODEL).unwrap();
+        assert_eq!(strip_final_resize(&mut proto).as_deref(), Some("Resize_56"));
+        assert!(strip_final_resize(&mut proto).is_none(), "the next node is a Conv");
+        let frame = image::load_from_memory(crate::DEFAULT_SAMPLES[0].1).unwrap().to_rgb8();
+        let mut fast = Segmenter::from_bytes(crate::DEFAULT_MODEL, "m").unwrap();
+        let mut full = Segmenter::from_bytes_unmodified(crate::DEFAULT_MODEL, "m").unwrap();
+        let l = fast.logits(&frame).unwrap();
+        assert_eq!((l.classes, l.height, l.width), (11, 90, 120));
+        assert_eq!(full.logits(&frame).unwrap().height, 360);
+        let (a, b) = (fast.segment(&frame).unwrap(), full.segment(&frame).unwrap());
+        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        assert!(
+            same as f64 >= 0.999 * a.len() as f64,
+            "{same} of {} pixels agree",
+            a.len()
+        );
+    }
 
     #[test]
     fn argmax_same_size_and_resized() {
