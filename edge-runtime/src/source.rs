@@ -110,7 +110,7 @@ pub fn open_input(path: &Path, opts: &InputOptions) -> Result<Box<dyn FrameSourc
         // a pipe applies back-pressure, so it is read like a file (every frame); a live feed
         // behind it wants `--drop drop`
         let fmt = opts.format.unwrap_or(StreamFormat::Y4m);
-        return stream_source(Box::new(std::io::stdin()), "stdin".into(), fmt, opts.size, false);
+        return stream_source(Box::new(std::io::stdin()), "stdin".into(), fmt, opts.size);
     }
     let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
     if meta.is_dir() {
@@ -119,7 +119,7 @@ pub fn open_input(path: &Path, opts: &InputOptions) -> Result<Box<dyn FrameSourc
     match opts.format.or_else(|| StreamFormat::from_extension(path)) {
         Some(fmt) => {
             let f = File::open(path).map_err(|e| err(e.to_string()))?;
-            stream_source(Box::new(f), name, fmt, opts.size, false)
+            stream_source(Box::new(f), name, fmt, opts.size)
         }
         None => Ok(Box::new(ImageFiles {
             files: vec![path.to_path_buf()],
@@ -133,11 +133,10 @@ fn stream_source(
     name: String,
     fmt: StreamFormat,
     size: Option<(u32, u32)>,
-    live: bool,
 ) -> Result<Box<dyn FrameSource>, RuntimeError> {
     Ok(match fmt {
-        StreamFormat::Y4m => Box::new(Y4mReader::new(r, name, live)?),
-        StreamFormat::Mjpeg => Box::new(MjpegReader::new(r, name, live)),
+        StreamFormat::Y4m => Box::new(Y4mReader::new(r, name)?),
+        StreamFormat::Mjpeg => Box::new(MjpegReader::new(r, name)),
         StreamFormat::Rgb24 | StreamFormat::Yuyv => {
             let (w, h) = size.ok_or_else(|| RuntimeError::Input {
                 path: name.clone(),
@@ -148,7 +147,7 @@ fn stream_source(
             } else {
                 PixelFormat::Yuyv
             };
-            Box::new(RawReader::new(r, name, pf, w, h, live))
+            Box::new(RawReader::new(r, name, pf, w, h))
         }
     })
 }
@@ -300,20 +299,18 @@ pub struct RawReader {
     format: PixelFormat,
     w: u32,
     h: u32,
-    live: bool,
     next: u64,
 }
 
 impl RawReader {
     /// Frames of `w × h` in `format` (must be a raw format).
-    pub fn new(r: Box<dyn Read + Send>, name: String, format: PixelFormat, w: u32, h: u32, live: bool) -> Self {
+    pub fn new(r: Box<dyn Read + Send>, name: String, format: PixelFormat, w: u32, h: u32) -> Self {
         Self {
             r,
             name,
             format,
             w,
             h,
-            live,
             next: 0,
         }
     }
@@ -324,7 +321,7 @@ impl FrameSource for RawReader {
         format!("{} ({} {}x{})", self.name, self.format.name(), self.w, self.h)
     }
     fn is_live(&self) -> bool {
-        self.live
+        false
     }
     fn next_frame(&mut self) -> Result<Option<RawFrame>, RuntimeError> {
         let len = self.format.frame_len(self.w, self.h).expect("raw format");
@@ -355,13 +352,12 @@ pub struct Y4mReader {
     w: u32,
     h: u32,
     format: PixelFormat,
-    live: bool,
     next: u64,
 }
 
 impl Y4mReader {
     /// Reads and checks the stream header.
-    pub fn new(r: Box<dyn Read + Send>, name: String, live: bool) -> Result<Self, RuntimeError> {
+    pub fn new(r: Box<dyn Read + Send>, name: String) -> Result<Self, RuntimeError> {
         let mut r = BufReader::new(r);
         let err = |reason: String| RuntimeError::Input {
             path: name.clone(),
@@ -404,7 +400,6 @@ impl Y4mReader {
             w,
             h,
             format,
-            live,
             next: 0,
         })
     }
@@ -438,7 +433,7 @@ impl FrameSource for Y4mReader {
         format!("{} (Y4M {} {}x{})", self.name, self.format.name(), self.w, self.h)
     }
     fn is_live(&self) -> bool {
-        self.live
+        false
     }
     fn next_frame(&mut self) -> Result<Option<RawFrame>, RuntimeError> {
         let err = |reason: String| RuntimeError::Input {
@@ -476,17 +471,15 @@ impl FrameSource for Y4mReader {
 pub struct MjpegReader {
     r: BufReader<Box<dyn Read + Send>>,
     name: String,
-    live: bool,
     next: u64,
 }
 
 impl MjpegReader {
     /// A reader over `r`.
-    pub fn new(r: Box<dyn Read + Send>, name: String, live: bool) -> Self {
+    pub fn new(r: Box<dyn Read + Send>, name: String) -> Self {
         Self {
             r: BufReader::with_capacity(1 << 16, r),
             name,
-            live,
             next: 0,
         }
     }
@@ -584,7 +577,7 @@ impl FrameSource for MjpegReader {
         format!("{} (MJPEG)", self.name)
     }
     fn is_live(&self) -> bool {
-        self.live
+        false
     }
     fn next_frame(&mut self) -> Result<Option<RawFrame>, RuntimeError> {
         let data = self.read_jpeg().map_err(|e| RuntimeError::Input {
@@ -803,7 +796,7 @@ mod tests {
         let mut stream = a.clone();
         stream.extend_from_slice(b"\r\n--frame\r\nContent-Type: image/jpeg\r\n\r\n");
         stream.extend_from_slice(&b);
-        let mut r = MjpegReader::new(reader(stream), "s.mjpeg".into(), false);
+        let mut r = MjpegReader::new(reader(stream), "s.mjpeg".into());
         let f0 = r.next_frame().unwrap().unwrap();
         let f1 = r.next_frame().unwrap().unwrap();
         assert_eq!(f0.data, a);
@@ -816,7 +809,7 @@ mod tests {
     #[test]
     fn mjpeg_truncated_frame_is_an_error_naming_the_stream() {
         let a = jpeg(16, 8, 10);
-        let mut r = MjpegReader::new(reader(a[..a.len() / 2].to_vec()), "cam.mjpeg".into(), false);
+        let mut r = MjpegReader::new(reader(a[..a.len() / 2].to_vec()), "cam.mjpeg".into());
         let e = r.next_frame().unwrap_err().to_string();
         assert!(e.starts_with("cam.mjpeg: frame 0:"), "{e}");
     }
@@ -829,7 +822,7 @@ mod tests {
             s.extend(std::iter::repeat_n(v, 8));
             s.extend(std::iter::repeat_n(128, 4));
         }
-        let mut r = Y4mReader::new(reader(s.clone()), "v.y4m".into(), false).unwrap();
+        let mut r = Y4mReader::new(reader(s.clone()), "v.y4m".into()).unwrap();
         assert!(r.describe().contains("4x2"));
         let f = r.next_frame().unwrap().unwrap().to_rgb().unwrap();
         assert_eq!(f.get_pixel(0, 0).0, [0, 0, 0]);
@@ -837,15 +830,13 @@ mod tests {
         assert_eq!(f.get_pixel(3, 1).0, [255, 255, 255]);
         assert!(r.next_frame().unwrap().is_none());
         // truncated last frame
-        let mut r = Y4mReader::new(reader(s[..s.len() - 3].to_vec()), "v.y4m".into(), false).unwrap();
+        let mut r = Y4mReader::new(reader(s[..s.len() - 3].to_vec()), "v.y4m".into()).unwrap();
         r.next_frame().unwrap();
         assert!(r.next_frame().unwrap_err().to_string().contains("truncated"));
         // not a Y4M stream
-        let e = Y4mReader::new(reader(b"hello\n".to_vec()), "x".into(), false)
-            .err()
-            .unwrap();
+        let e = Y4mReader::new(reader(b"hello\n".to_vec()), "x".into()).err().unwrap();
         assert!(e.to_string().contains("not a Y4M stream"));
-        let e = Y4mReader::new(reader(b"YUV4MPEG2 W4 H2 C410\n".to_vec()), "x".into(), false)
+        let e = Y4mReader::new(reader(b"YUV4MPEG2 W4 H2 C410\n".to_vec()), "x".into())
             .err()
             .unwrap();
         assert!(e.to_string().contains("C410 is not supported"));
@@ -859,7 +850,6 @@ mod tests {
             PixelFormat::Yuyv,
             4,
             2,
-            false,
         );
         assert!(r.next_frame().unwrap().is_some());
         assert!(r

@@ -19,9 +19,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use seg_core::data::pair::PairConfig;
 use seg_nn::consistency::{self, DcConfig, MemoryBank};
+use seg_nn::init;
 use seg_nn::layers::Conv2d;
 use seg_nn::optim::ParamGroup;
-use seg_nn::{init, loss};
 use serde::{Deserialize, Serialize};
 
 use super::{Method, MethodInit, StepContext, UnlabeledBatch, UnlabeledView};
@@ -194,13 +194,7 @@ impl Method for Cac {
     }
 
     fn losses(&mut self, ctx: &StepContext) -> Result<Vec<(&'static str, Tensor)>> {
-        let out = ctx.model.forward_t(&ctx.labeled.images, true)?;
-        let ce = loss::cross_entropy(
-            &out.logits,
-            &ctx.labeled.targets,
-            seg_core::IGNORE as u32,
-            ctx.class_weights,
-        )?;
+        let (out, ce) = super::supervised_ce(ctx)?;
         let dev = out.logits.device().clone();
         self.stats.clear();
         let Some(UnlabeledBatch::Pairs { crops, geometry }) = ctx.unlabeled else {

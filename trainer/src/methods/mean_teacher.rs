@@ -153,13 +153,7 @@ impl Method for MeanTeacher {
     }
 
     fn losses(&mut self, ctx: &StepContext) -> Result<Vec<(&'static str, Tensor)>> {
-        let out = ctx.model.forward_t(&ctx.labeled.images, true)?;
-        let ce = loss::cross_entropy(
-            &out.logits,
-            &ctx.labeled.targets,
-            seg_core::IGNORE as u32,
-            ctx.class_weights,
-        )?;
+        let (out, ce) = super::supervised_ce(ctx)?;
         let dev = out.logits.device().clone();
         self.stats.clear();
         let Some(UnlabeledBatch::Views { strong, weak, valid }) = ctx.unlabeled else {

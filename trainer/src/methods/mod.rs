@@ -174,6 +174,19 @@ pub fn load_vars(vars: &VarMap, state: &HashMap<String, Tensor>, prefix: &str) -
     Ok(())
 }
 
+/// The model's training-mode forward pass on the labeled batch and its masked cross-entropy: the
+/// supervised term every method starts from.
+pub fn supervised_ce(ctx: &StepContext) -> Result<(seg_nn::SegOutput, Tensor)> {
+    let out = ctx.model.forward_t(&ctx.labeled.images, true)?;
+    let ce = seg_nn::loss::cross_entropy(
+        &out.logits,
+        &ctx.labeled.targets,
+        seg_core::IGNORE as u32,
+        ctx.class_weights,
+    )?;
+    Ok((out, ce))
+}
+
 /// A scalar 0 on `dev` (the value of a loss term that is off at this step).
 pub fn zero(dev: &Device) -> Result<Tensor> {
     Tensor::new(0f32, dev)

@@ -1,7 +1,6 @@
 //! SupOnly: masked cross-entropy on the labeled batch.
 
 use candle_core::{Result, Tensor};
-use seg_nn::loss;
 
 use super::{Method, MethodInit, StepContext};
 
@@ -22,13 +21,7 @@ impl Method for Supervised {
     }
 
     fn losses(&mut self, ctx: &StepContext) -> Result<Vec<(&'static str, Tensor)>> {
-        let out = ctx.model.forward_t(&ctx.labeled.images, true)?;
-        let ce = loss::cross_entropy(
-            &out.logits,
-            &ctx.labeled.targets,
-            seg_core::IGNORE as u32,
-            ctx.class_weights,
-        )?;
+        let (_, ce) = super::supervised_ce(ctx)?;
         Ok(vec![("ce", ce)])
     }
 }
