@@ -44,7 +44,7 @@ impl Conv2d {
 
     /// `[b, c_in, h, w] -> [b, c_out, h', w']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = crate::conv::conv2d(x, &self.weight, self.padding, self.stride)?; // [b, c_out, h', w']
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(y),
@@ -144,23 +144,35 @@ impl BatchNorm {
     /// Training mode normalises with the batch statistics (and updates the running ones);
     /// evaluation mode uses the running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_relu_t(x, train, false)
+    }
+
+    /// [`Self::forward_t`] followed by a ReLU when `relu`; on CPU, training mode runs as one
+    /// fused op ([`crate::fused`]).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let c = x.dim(1)?;
-        let (mean, var) = if train {
+        let (mean, var) = if train && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+            let (y, mean, var) = crate::fused::batch_norm_train(x, &self.weight, &self.bias, self.eps, relu)?;
+            let n = (x.elem_count() / c) as f64;
+            let dev = x.device();
+            self.update_running(
+                &Tensor::new(mean, dev)?,
+                &(Tensor::new(var, dev)? * (n / (n - 1.0).max(1.0)))?,
+            )?;
+            return Ok(y);
+        } else if train {
             let mean = x.mean_keepdim((0, 2, 3))?; // [1, c, 1, 1]
             let centered = x.broadcast_sub(&mean)?;
             let var = centered.sqr()?.mean_keepdim((0, 2, 3))?; // biased, [1, c, 1, 1]
             let n = (x.elem_count() / c) as f64;
-            let m = self.momentum;
             let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
-            self.running_mean
-                .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?)?;
-            self.running_var
-                .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+            self.update_running(&mean.detach().flatten_all()?, &unbiased)?;
             let inv = (var + self.eps)?.sqrt()?.recip()?;
             let scale = inv.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?;
-            return centered
+            let y = centered
                 .broadcast_mul(&scale)?
-                .broadcast_add(&self.bias.reshape((1, c, 1, 1))?);
+                .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+            return if relu { y.relu() } else { Ok(y) };
         } else {
             (
                 self.running_mean.as_tensor().reshape((1, c, 1, 1))?,
@@ -169,9 +181,24 @@ impl BatchNorm {
         };
         let inv = (var + self.eps)?.sqrt()?.recip()?;
         let scale = inv.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?;
-        x.broadcast_sub(&mean)?
+        let y = x
+            .broadcast_sub(&mean)?
             .broadcast_mul(&scale)?
-            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// `running ← (1 − m) running + m batch` for the mean and the unbiased variance `[c]`.
+    fn update_running(&self, mean: &Tensor, unbiased_var: &Tensor) -> Result<()> {
+        let m = self.momentum;
+        self.running_mean
+            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+        self.running_var
+            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased_var * m)?)?)
     }
 
     /// Per-channel `(scale, shift)` so that `bn(x) = scale · x + shift` in evaluation mode.
@@ -212,12 +239,7 @@ impl ConvBn {
 
     /// `[b, c_in, h, w] -> [b, c_out, h/stride, w/stride]`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
-        if self.relu {
-            y.relu()
-        } else {
-            Ok(y)
-        }
+        self.bn.forward_relu_t(&self.conv.forward(x)?, train, self.relu)
     }
 
     /// Emits the BN-folded conv (and ReLU).

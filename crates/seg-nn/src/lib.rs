@@ -12,7 +12,9 @@
 
 pub mod bilinear;
 pub mod consistency;
+pub mod conv;
 pub mod export;
+pub mod fused;
 pub mod init;
 pub mod layers;
 pub mod loss;
