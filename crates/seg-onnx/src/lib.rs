@@ -278,6 +278,98 @@ pub fn metadata(model: &pb::ModelProto) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The part of `model` that computes `outputs`: the nodes they depend on, walking back until a
+/// graph input, an initializer or one of `inputs` (named tensors that become the new graph's
+/// float32 inputs, with the given shapes). Node order, initializers and metadata are kept. Used to
+/// split a network (e.g. the encoder for frozen features, the head that adaptation trains).
+pub fn extract(
+    model: &pb::ModelProto,
+    inputs: &[(&str, &[i64])],
+    outputs: &[&str],
+) -> Result<pb::ModelProto, OnnxError> {
+    use std::collections::{HashMap, HashSet};
+    let invalid = |reason: String| OnnxError::Invalid {
+        path: "extract".into(),
+        reason,
+    };
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| invalid("the model has no graph".into()))?;
+    let producer: HashMap<&str, usize> = graph
+        .node
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let cut: HashSet<&str> = inputs.iter().map(|(n, _)| *n).collect();
+    for (n, _) in inputs {
+        if !producer.contains_key(n) && !graph.input.iter().any(|i| i.name == *n) {
+            return Err(invalid(format!("no tensor named '{n}' to start from")));
+        }
+    }
+    let (mut keep, mut used_inits, mut used_inputs) = (HashSet::new(), HashSet::new(), Vec::new());
+    let mut stack: Vec<&str> = outputs.to_vec();
+    let mut seen = HashSet::new();
+    while let Some(t) = stack.pop() {
+        if t.is_empty() || !seen.insert(t) {
+            continue;
+        }
+        if cut.contains(t) {
+            continue;
+        }
+        if inits.contains(t) {
+            used_inits.insert(t);
+        } else if let Some(&i) = producer.get(t) {
+            keep.insert(i);
+            stack.extend(graph.node[i].input.iter().map(String::as_str));
+        } else if let Some(inp) = graph.input.iter().find(|i| i.name == t) {
+            used_inputs.push(inp.clone());
+        } else {
+            return Err(invalid(format!("tensor '{t}' is produced by nothing in the graph")));
+        }
+    }
+    let mut new_inputs: Vec<pb::ValueInfoProto> = inputs
+        .iter()
+        .map(|(n, shape)| value_info(n, DataType::Float, shape))
+        .collect();
+    used_inputs.sort_by_key(|i| graph.input.iter().position(|g| g.name == i.name));
+    new_inputs.extend(used_inputs);
+    let g = pb::GraphProto {
+        name: graph.name.clone(),
+        node: graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, n)| n.clone())
+            .collect(),
+        initializer: graph
+            .initializer
+            .iter()
+            .filter(|t| used_inits.contains(t.name.as_str()))
+            .cloned()
+            .collect(),
+        input: new_inputs,
+        output: outputs
+            .iter()
+            .map(|o| {
+                let mut v = value_info(o, DataType::Float, &[]);
+                if let Some(pb::type_proto::Value::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+                    t.shape = None;
+                }
+                v
+            })
+            .collect(),
+        ..Default::default()
+    };
+    Ok(pb::ModelProto {
+        graph: Some(g),
+        ..model.clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +418,66 @@ mod tests {
     fn f32_tensor_round_trip() {
         let t = tensor_f32("w", &[3], &[1.0, -2.5, 3.25]);
         assert_eq!(tensor_to_f32(&t).unwrap(), vec![1.0, -2.5, 3.25]);
+    }
+
+    /// The shipped model cut at the encoder's two outputs: encoder then head computes what the
+    /// whole graph computes.
+    #[test]
+    fn extracted_encoder_and_head_compose_to_the_model() {
+        let model = load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../assets/models/camvid-small.onnx"
+        )))
+        .unwrap();
+        let (low, high) = ("encoder.layer1.0.out", "encoder.layer4.0.out");
+        let encoder = extract(&model, &[], &[low, high]).unwrap();
+        let head = extract(
+            &model,
+            &[(low, &[1, 32, 90, 120]), (high, &[1, 192, 12, 15])],
+            &["classifier.out"],
+        )
+        .unwrap();
+        let full = extract(&model, &[], &["classifier.out"]).unwrap();
+        let eg = encoder.graph.as_ref().unwrap();
+        assert!(eg
+            .node
+            .iter()
+            .all(|n| !n.name.is_empty() && !n.output.iter().any(|o| o.starts_with("decoder"))));
+        assert!(eg.initializer.iter().all(|t| t.name.starts_with("encoder.")));
+        let hg = head.graph.as_ref().unwrap();
+        assert!(hg
+            .node
+            .iter()
+            .all(|n| n.output.iter().all(|o| !o.starts_with("encoder."))));
+        assert_eq!(hg.input.len(), 2);
+        let run = |m: &pb::ModelProto, inputs: TVec<TValue>| -> TVec<TValue> {
+            let mut p = tract_onnx::onnx().model_for_proto_model(m).unwrap();
+            for (i, v) in inputs.iter().enumerate() {
+                p = p.with_input_fact(i, TypedFact::shape_and_dt_of(v).into()).unwrap();
+            }
+            p.into_optimized()
+                .unwrap()
+                .into_runnable()
+                .unwrap()
+                .run(inputs)
+                .unwrap()
+        };
+        let x: Vec<f32> = (0..3 * 360 * 480)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        let x = tract_ndarray::Array4::from_shape_vec((1, 3, 360, 480), x)
+            .unwrap()
+            .into_tensor();
+        let feats = run(&encoder, tvec!(x.clone().into()));
+        let composed = run(&head, feats);
+        let whole = run(&full, tvec!(x.into()));
+        let (a, b) = (
+            composed[0].to_plain_array_view::<f32>().unwrap(),
+            whole[0].to_plain_array_view::<f32>().unwrap(),
+        );
+        assert_eq!(a.shape(), &[1, 11, 90, 120]);
+        let d = a.iter().zip(b.iter()).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(d < 1e-4, "max |diff| {d}");
+        assert!(extract(&model, &[("nope", &[1])], &["classifier.out"]).is_err());
     }
 }
