@@ -10,6 +10,7 @@ pub mod output;
 pub mod overlay;
 pub mod pipeline;
 pub mod queue;
+pub mod rewrite;
 pub mod segmenter;
 pub mod source;
 

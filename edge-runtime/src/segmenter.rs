@@ -45,7 +45,7 @@ impl Segmenter {
         let meta = ModelMeta::from_map(&seg_onnx::metadata(&proto))
             .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
         let mut proto = proto;
-        strip_final_resize(&mut proto);
+        crate::rewrite::prepare_graph(&mut proto, meta.input_hw).map_err(model_err)?;
         let backend = TractBackend::new(&proto, origin, meta.input_hw)?;
         Ok(Self::with_backend(meta, origin, Box::new(backend)))
     }
@@ -124,72 +124,6 @@ impl Segmenter {
     }
 }
 
-/// When the graph's only output is a bilinear, half-pixel, spatial-only `Resize` of the class
-/// scores (edge-seg's exports end so, as do many PyTorch exports with `align_corners=False`), the
-/// node is removed and the low-resolution scores become the output. [`argmax_resized`] then does
-/// the same half-pixel bilinear interpolation straight to the frame size, row by row, without
-/// building the full-resolution `[C, H, W]` tensor: tract's Resize was about a quarter of the
-/// inference time (docs/BENCHMARKS.md). Returns the removed node's name.
-pub fn strip_final_resize(proto: &mut seg_onnx::pb::ModelProto) -> Option<String> {
-    use seg_onnx::pb::type_proto::Value;
-    let graph = proto.graph.as_mut()?;
-    if graph.output.len() != 1 {
-        return None;
-    }
-    let out_name = graph.output[0].name.clone();
-    let idx = graph.node.iter().position(|n| n.output.first() == Some(&out_name))?;
-    let node = &graph.node[idx];
-    if node.op_type != "Resize" || node.input.is_empty() {
-        return None;
-    }
-    let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
-    let text = |name: &str| attr(name).map(|a| String::from_utf8_lossy(&a.s).into_owned());
-    let linear = text("mode").as_deref() == Some("linear");
-    let half_pixel = matches!(
-        text("coordinate_transformation_mode").as_deref(),
-        Some("half_pixel") | Some("pytorch_half_pixel")
-    );
-    let antialias = attr("antialias").is_some_and(|a| a.i != 0);
-    let axes = attr("axes").is_some();
-    // ROI must be absent; scales (input 2) or sizes (input 3) must be initializers that keep
-    // batch and channels
-    let input = |i: usize| node.input.get(i).filter(|s| !s.is_empty());
-    let init = |name: &String| graph.initializer.iter().find(|t| &t.name == name);
-    let keeps_nc = match (input(2), input(3)) {
-        (Some(scales), None) => init(scales)
-            .and_then(|t| seg_onnx::tensor_to_f32(t).ok())
-            .is_some_and(|v| v.len() == 4 && v[0] == 1.0 && v[1] == 1.0),
-        (None, Some(sizes)) => init(sizes).is_some_and(|t| {
-            let v: Vec<i64> = if t.int64_data.is_empty() {
-                t.raw_data
-                    .chunks_exact(8)
-                    .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-                    .collect()
-            } else {
-                t.int64_data.clone()
-            };
-            v.len() == 4 && v[0] == 1
-        }),
-        _ => false,
-    };
-    if !linear || !half_pixel || antialias || axes || input(1).is_some() || !keeps_nc {
-        return None;
-    }
-    let node = graph.node.remove(idx);
-    let src = node.input[0].clone();
-    // nothing else may read the full-resolution output
-    if graph.node.iter().any(|n| n.input.contains(&out_name)) {
-        graph.node.insert(idx, node);
-        return None;
-    }
-    let out = &mut graph.output[0];
-    out.name = src;
-    if let Some(Value::TensorType(t)) = out.r#type.as_mut().and_then(|t| t.value.as_mut()) {
-        t.shape = None;
-    }
-    Some(node.name)
-}
-
 /// Resize + normalisation of frames into the network input, from the model metadata.
 #[derive(Debug, Clone, Copy)]
 pub struct Preprocessor {
@@ -263,6 +197,7 @@ pub fn argmax_resized(l: &Logits, h: usize, w: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rewrite::strip_final_resize;
 
     /// The shipped model ends in a Resize; without it, the runtime's own interpolation gives the
     /// same class map (up to float rounding at near-ties) on a real frame.
@@ -285,6 +220,36 @@ mod tests {
             "{same} of {} pixels agree",
             a.len()
         );
+    }
+
+    /// The int8 (QDQ) graph of the shipped model: with the runtime's rewrites (Q→DQ pairs fused,
+    /// Resizes as MatMuls, final Resize stripped) it segments like the graph as written.
+    #[test]
+    fn rewritten_int8_graph_keeps_the_segmentation() {
+        use prost::Message;
+        let frames: Vec<RgbImage> = crate::DEFAULT_SAMPLES
+            .iter()
+            .map(|(_, b)| image::load_from_memory(b).unwrap().to_rgb8())
+            .collect();
+        let proto = seg_onnx::pb::ModelProto::decode(crate::DEFAULT_MODEL).unwrap();
+        let (qdq, _) =
+            edge_seg_quantize::quantize_model(&proto, &frames, &edge_seg_quantize::QuantizeOptions::default()).unwrap();
+        let bytes = seg_onnx::encode(&qdq);
+        let mut rewritten = qdq.clone();
+        let done = crate::rewrite::prepare_graph(&mut rewritten, (360, 480)).unwrap();
+        assert!(done.fused_qdq >= 20 && done.resizes_as_matmuls == 1, "{done:?}");
+        assert!(done.stripped_resize.is_some());
+        let mut fast = Segmenter::from_bytes(&bytes, "int8").unwrap();
+        let mut full = Segmenter::from_bytes_unmodified(&bytes, "int8").unwrap();
+        for frame in &frames {
+            let (a, b) = (fast.segment(frame).unwrap(), full.segment(frame).unwrap());
+            let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+            assert!(
+                same as f64 >= 0.999 * a.len() as f64,
+                "{same} of {} pixels agree",
+                a.len()
+            );
+        }
     }
 
     #[test]
