@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::methods::cac::CacConfig;
 pub use crate::methods::cps::CpsConfig;
+pub use crate::methods::distill::DistillConfig;
 pub use crate::methods::mean_teacher::MeanTeacherConfig;
 
 /// Everything a training run needs.
@@ -38,6 +39,8 @@ pub struct TrainConfig {
     pub cps: CpsConfig,
     /// Settings of the `mean_teacher` method (DARS included).
     pub mean_teacher: MeanTeacherConfig,
+    /// Settings of the `distill` method (the teacher).
+    pub distill: DistillConfig,
 }
 
 impl Default for TrainConfig {
@@ -53,6 +56,7 @@ impl Default for TrainConfig {
             cac: CacConfig::default(),
             cps: CpsConfig::default(),
             mean_teacher: MeanTeacherConfig::default(),
+            distill: DistillConfig::default(),
         }
     }
 }
@@ -216,6 +220,7 @@ impl TrainConfig {
             "cac" => self.cac.validate(self.augment.crop),
             "cps" => self.cps.validate(),
             "mean_teacher" => self.mean_teacher.validate(),
+            "distill" => self.distill.validate(),
             _ => Ok(()),
         }
     }

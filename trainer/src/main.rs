@@ -92,6 +92,10 @@ struct TrainArgs {
     /// Overrides schedule.eval_every.
     #[arg(long)]
     eval_every: Option<u64>,
+    /// Sets any config key, after the file and the flags above: `--set data.input_size=[180,240]`
+    /// (the value is TOML; repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Continue from <out>/last.safetensors.
     #[arg(long)]
     resume: bool,
@@ -139,6 +143,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(v) = a.eval_every {
                 cfg.schedule.eval_every = v;
             }
+            cfg = seg_core::config::apply_overrides(&cfg, &a.set)?;
             let origin = a
                 .config
                 .as_ref()

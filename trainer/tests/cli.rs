@@ -345,6 +345,59 @@ mod semi {
         }
     }
 
+    /// Distillation (the edge student of issue #4): a tiny teacher is trained, then a narrower
+    /// student learns from it; both terms are logged and add up, the KD term is live, and a
+    /// missing or incompatible teacher is a clear error.
+    #[test]
+    fn issue4_distilled_student_learns_from_its_teacher() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 8);
+        let teacher_run = dir.path().join("teacher");
+        let teacher_cfg = tiny_config(&data, "supervised", 4);
+        train::run(&teacher_cfg, &opts(&teacher_run, false, None)).unwrap();
+
+        let mut cfg = tiny_config(&data, "distill", 4);
+        cfg.model.widths = [8, 8, 8, 16, 16];
+        cfg.model.decoder_channels = 8;
+        cfg.distill.teacher = teacher_run.join("last.safetensors");
+        cfg.distill.temperature = 2.0;
+        let run = dir.path().join("student");
+        let s = train::run(&cfg, &opts(&run, false, None)).unwrap();
+        assert_eq!(s.steps, 4);
+        let recs = log_records(&run);
+        assert_eq!(recs.len(), 4);
+        for r in &recs {
+            let (ce, kd, loss) = (
+                r["ce"].as_f64().unwrap(),
+                r["kd"].as_f64().unwrap(),
+                r["loss"].as_f64().unwrap(),
+            );
+            assert!(ce.is_finite() && kd > 0.0 && kd.is_finite(), "{r}");
+            assert!((ce + kd - loss).abs() < 1e-4 * loss.max(1.0), "{r}");
+        }
+        assert_eq!(checkpoint::load_config(&run).unwrap(), cfg);
+
+        // no teacher, a missing file, other classes: errors that name the teacher
+        let mut bad = cfg.clone();
+        bad.distill.teacher = Default::default();
+        assert!(bad.validate().unwrap_err().contains("distill.teacher"));
+        bad.distill.teacher = dir.path().join("nowhere/last.safetensors");
+        let e = format!(
+            "{:#}",
+            train::run(&bad, &opts(&dir.path().join("s2"), false, None)).unwrap_err()
+        );
+        assert!(e.contains("distill.teacher") && e.contains("nowhere"), "{e}");
+        let mut other = teacher_cfg.clone();
+        other.data.mean = [0.5, 0.5, 0.5];
+        checkpoint::save_config(&teacher_run, &other).unwrap();
+        let e = format!(
+            "{:#}",
+            train::run(&cfg, &opts(&dir.path().join("s3"), false, None)).unwrap_err()
+        );
+        assert!(e.contains("other classes or normalisation"), "{e}");
+    }
+
     #[test]
     fn issue6_semi_method_without_unlabeled_data_is_an_error() {
         let dir = tempfile::tempdir().unwrap();

@@ -55,6 +55,47 @@ pub fn to_toml<T: serde::Serialize>(value: &T) -> Result<String, ConfigError> {
     })
 }
 
+/// Applies `key.path=VALUE` overrides (command-line `--set`) to a config: `VALUE` is read as a
+/// TOML value (`3`, `0.5`, `true`, `[180, 240]`, `"text"`; anything that does not parse is taken
+/// as a string) and written at the dotted path, creating missing tables. The result is
+/// deserialised again, so an unknown key or a wrong type is an error naming the override.
+pub fn apply_overrides<T: serde::Serialize + DeserializeOwned>(value: &T, sets: &[String]) -> Result<T, ConfigError> {
+    if sets.is_empty() {
+        return parse_toml(&to_toml(value)?, "<config>");
+    }
+    let err = |set: &str, message: String| ConfigError {
+        path: format!("--set {set}"),
+        location: String::new(),
+        message,
+    };
+    let mut table: toml::Table = toml::from_str(&to_toml(value)?).map_err(|e| err("", e.message().to_string()))?;
+    for set in sets {
+        let (key, raw) = set
+            .split_once('=')
+            .ok_or_else(|| err(set, "expected KEY=VALUE, e.g. schedule.iterations=800".into()))?;
+        let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+            Ok(mut t) => t.remove("v").expect("parsed one key"),
+            Err(_) => toml::Value::String(raw.to_string()),
+        };
+        let parts: Vec<&str> = key.trim().split('.').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(err(set, format!("'{key}' is not a dotted key")));
+        }
+        let mut cur = &mut table;
+        for p in &parts[..parts.len() - 1] {
+            let entry = cur
+                .entry(p.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cur = entry
+                .as_table_mut()
+                .ok_or_else(|| err(set, format!("'{p}' is a value, not a section")))?;
+        }
+        cur.insert(parts[parts.len() - 1].to_string(), parsed);
+    }
+    let text = toml::to_string(&table).map_err(|e| err("", e.to_string()))?;
+    toml::from_str(&text).map_err(|e| err(&sets.join(" "), e.message().replace('\n', " ").trim().to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +113,55 @@ mod tests {
         let e = parse_toml::<C>("a = 1\nbogus = 2\n", "x.toml").unwrap_err().to_string();
         assert!(e.starts_with("x.toml:2:1: unknown field `bogus`"), "{e}");
         assert!(!e.contains('\n'));
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Nested {
+        name: String,
+        sched: Sched,
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sched {
+        steps: u64,
+        size: [u32; 2],
+        rate: f64,
+    }
+
+    #[test]
+    fn overrides_set_nested_values_and_reject_unknown_keys() {
+        let c = Nested {
+            name: "a".into(),
+            sched: Sched {
+                steps: 10,
+                size: [1, 2],
+                rate: 0.5,
+            },
+        };
+        let sets = [
+            "sched.steps=800",
+            "sched.size=[180, 240]",
+            "name=run b",
+            "sched.rate=2e-3",
+        ]
+        .map(String::from);
+        let got = apply_overrides(&c, &sets).unwrap();
+        assert_eq!(got.sched.steps, 800);
+        assert_eq!(got.sched.size, [180, 240]);
+        assert_eq!(got.name, "run b");
+        assert_eq!(got.sched.rate, 2e-3);
+        let e = apply_overrides(&c, &["sched.stepz=3".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--set sched.stepz=3") && e.contains("stepz"), "{e}");
+        let e = apply_overrides(&c, &["sched.steps=many".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--set"), "{e}");
+        assert!(apply_overrides(&c, &["steps".to_string()]).is_err());
+        assert!(apply_overrides(&c, &["name.x=1".to_string()]).is_err());
+        assert_eq!(apply_overrides(&c, &[]).unwrap(), c);
     }
 }

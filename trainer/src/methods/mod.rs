@@ -21,6 +21,7 @@ pub use crate::data::UnlabeledView;
 
 pub mod cac;
 pub mod cps;
+pub mod distill;
 pub mod mean_teacher;
 pub mod supervised;
 
@@ -122,6 +123,7 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("cac", cac::Cac::boxed),
     ("cps", cps::Cps::boxed),
     ("mean_teacher", mean_teacher::MeanTeacher::boxed),
+    ("distill", distill::Distill::boxed),
 ];
 
 /// Whether `name` is in [`REGISTRY`].
