@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""Issue #6 benchmark driver: trains, exports and evaluates every run of the semi-supervised
+comparison on the cross-sequence protocol (docs/SEMI.md) and writes docs/results/semi.json.
+
+  python3 benches/semi/run.py [--plan cpu|paper] [--only REGEX] [--runs runs/semi]
+                              [--results docs/results/semi.json] [--data ../shared/data/camvid]
+                              [--list] [--collect]
+
+Resumable and idempotent: a finished run (its `done.json`) is skipped; an interrupted one is
+continued with `--resume` (same seed, same result as an uninterrupted run). Stop it at any time
+and start it again. Runs go in priority order: 1/16 seed 0 of every method, 1/8 seed 0, the
+full-pool ceiling, seed 1 of both ratios, the CAC ablations at 1/8, then 1/32.
+
+Plans (the model, crops and schedule are the same for every method of a plan):
+  cpu    what finishes on 2 CPU cores: frames at half resolution (input 180x240, random scale
+         0.25-1.0 of the full 360x480 frame, i.e. 0.5-2.0 of the half-resolution one), 128x128
+         crops, batch 8 labeled + 4 unlabeled, 1,600 steps, semi-supervised losses after a
+         400-step SupOnly warm-up; evaluation at 180x240, scored at the label resolution.
+  paper  the configs in trainer/configs/xseq_*.toml as written (360x480, 256x256 crops, 1,600
+         steps): about 3x-4x the compute; for a GPU (build the trainer with --features cuda).
+
+The cross-sequence mIoU of a run is the mean of its last three evaluations on the 101 0006R0
+frames (steps 1,200, 1,400 and 1,600), because single checkpoints are noisy at short schedules;
+`val` mIoU is `edge-seg eval` of the exported last checkpoint. Records: per seed
+`<run>_xseq_miou` / `<run>_val_miou`; per method and ratio, the mean over the seeds done
+(`<method>_<ratio>_xseq_miou`, `..._val_miou`) with `..._xseq_spread` (half the max-min range);
+training time per run (`<run>_train_s`).
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
+from peer import machine, merge_records  # noqa: E402
+
+TRAIN = "target/release/edge-seg-train"
+EDGE = "target/release/edge-seg"
+METHODS = {  # name -> config template
+    "suponly": "trainer/configs/xseq_supervised.toml",
+    "cac": "trainer/configs/xseq_cac.toml",
+    "cps": "trainer/configs/xseq_cps.toml",
+    "mt": "trainer/configs/xseq_mt.toml",
+    "mt_dars": "trainer/configs/xseq_mt_dars.toml",
+}
+ABLATIONS = {  # variant -> override of the CAC config
+    "no_projector": "cac.projector=false",
+    "no_directional": "cac.directional=false",
+    "no_negative_sampling": "cac.negative_sampling=false",
+    "no_positive_filter": "cac.positive_filter=false",
+    "no_context": "cac.iou_range=[1.0, 1.0]",
+}
+PLANS = {
+    "cpu": [
+        "data.input_size=[180, 240]",
+        "augment.crop=[128, 128]",
+        "augment.scale_min=0.25",
+        "augment.scale_max=1.0",
+        "schedule.iterations=1600",
+        "schedule.eval_every=200",
+    ],
+    "paper": [],
+}
+WARMUP = {"cac": "cac.warmup_iterations=400", "cps": "cps.warmup_iterations=400",
+          "mt": "mean_teacher.warmup_iterations=400", "mt_dars": "mean_teacher.warmup_iterations=400"}
+LAST_EVALS = 3
+
+
+def split_sets(ratio, seed):
+    base = f"splits/camvid-xseq/{ratio}/seed{seed}"
+    return [f'data.train_split="{base}/labeled.txt"',
+            f'data.unlabeled_splits=["{base}/unlabeled.txt", "val"]',
+            f"schedule.seed={seed}"]
+
+
+def plan_runs(plan):
+    """(name, method, ratio, seed, template, overrides) in priority order."""
+    runs = []
+
+    def add(name, method, ratio, seed, extra=()):
+        sets = list(PLANS[plan]) + split_sets(ratio if ratio != "full" else "1_8", seed)
+        if plan == "cpu" and method in WARMUP:
+            sets.append(WARMUP[method])
+        if ratio == "full":  # the ceiling: every frame of the 266-frame pool labeled
+            sets += ['data.train_split="train"', 'data.train_prefixes=["0016E5", "0001TP"]']
+        runs.append((name, method, ratio, seed, METHODS[method], sets + list(extra)))
+
+    for ratio, seed in (("1_16", 0), ("1_8", 0)):
+        for m in METHODS:
+            add(f"{m}_{ratio}_s{seed}", m, ratio, seed)
+    add("suponly_full_s0", "suponly", "full", 0)
+    for ratio in ("1_16", "1_8"):
+        for m in METHODS:
+            add(f"{m}_{ratio}_s1", m, ratio, 1)
+    for v, o in ABLATIONS.items():
+        add(f"cac_ablation_{v}_1_8_s0", "cac", "1_8", 0, [o])
+    for seed in (0, 1):
+        for m in METHODS:
+            add(f"{m}_1_32_s{seed}", m, "1_32", seed)
+    return runs
+
+
+def read_metrics(run_dir):
+    p = run_dir / "metrics.jsonl"
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def xseq_miou(run_dir, iterations):
+    evals = {}
+    for r in read_metrics(run_dir):
+        if "val_miou" in r:
+            evals[r["iter"]] = r["val_miou"]  # a resumed run may repeat an evaluation
+    steps = sorted(evals)
+    if not steps or steps[-1] != iterations:
+        return None, steps
+    last = steps[-LAST_EVALS:]
+    return 100.0 * sum(evals[s] for s in last) / len(last), last
+
+
+def sh(cmd, log):
+    print("  $", " ".join(cmd), flush=True)
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+
+
+def do_run(a, name, template, sets):
+    d = Path(a.runs) / name
+    if (d / "done.json").exists():
+        return json.loads((d / "done.json").read_text())
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "overrides.json").write_text(json.dumps({"template": template, "set": sets}, indent=1) + "\n")
+    cmd = [TRAIN, "train", "--config", template, "--out", str(d), "--data", a.data, "--no-progress"]
+    for s in sets:
+        cmd += ["--set", s]
+    if (d / "last.safetensors").exists():
+        cmd.append("--resume")
+    timing = d / "driver_time.json"
+    spent = json.loads(timing.read_text())["train_s"] if timing.exists() else 0.0
+    t0 = time.time()
+    rc = sh(cmd, d / "driver.log")
+    spent += time.time() - t0
+    timing.write_text(json.dumps({"train_s": spent}) + "\n")
+    if rc != 0:
+        print(f"  {name}: training failed (exit {rc}), see {d / 'driver.log'}", file=sys.stderr)
+        return None
+    iterations = int(re.search(r"^iterations = (\d+)", (d / "config.toml").read_text(), re.M)[1])
+    xs, steps = xseq_miou(d, iterations)
+    if xs is None:
+        print(f"  {name}: no final evaluation in metrics.jsonl (evaluations at {steps})", file=sys.stderr)
+        return None
+    onnx = d / "last.onnx"
+    if sh([TRAIN, "export", "--run", str(d), "--checkpoint", "last", "--out", str(onnx)], d / "driver.log"):
+        return None
+    val_json = d / "val_eval.json"
+    if sh([EDGE, "eval", "--model", str(onnx), "--data", a.data, "--split", "val", "--record", str(val_json),
+           "--record-name", "val_miou"], d / "driver.log"):
+        return None
+    val = json.loads(val_json.read_text())[0]["value"]
+    done = {"xseq_miou": xs, "xseq_evals_at": steps, "val_miou": val, "train_s": spent,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine()}
+    (d / "done.json").write_text(json.dumps(done, indent=1) + "\n")
+    return done
+
+
+def collect(a, runs, command):
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    recs, groups = [], {}
+    protocol = f"{a.plan} plan (benches/semi/run.py)"
+    for name, method, ratio, seed, _, _ in runs:
+        p = Path(a.runs) / name / "done.json"
+        if not p.exists():
+            continue
+        d = json.loads(p.read_text())
+
+        def add(n, v, unit, split):
+            recs.append({"name": n, "value": round(float(v), 4), "unit": unit, "split": split,
+                         "command": command, "date": date, "machine": d.get("machine", machine())})
+
+        xs_split = f"CamVid train frames of 0006R0 (101, unseen drive), mean of the last {LAST_EVALS} evaluations; {protocol}"
+        add(f"{name}_xseq_miou", d["xseq_miou"], "mIoU %", xs_split)
+        add(f"{name}_val_miou", d["val_miou"], "mIoU %", f"CamVid val (101 frames), last checkpoint; {protocol}")
+        add(f"{name}_train_s", d["train_s"], "s", f"wall time of training on this machine; {protocol}")
+        key = name.rsplit("_s", 1)[0]  # drop the seed
+        groups.setdefault(key, []).append(d)
+    for key, ds in groups.items():
+        xs = [d["xseq_miou"] for d in ds]
+        vs = [d["val_miou"] for d in ds]
+        n = len(ds)
+        split = f"mean over {n} seed(s); {protocol}"
+        for nm, v, unit in ((f"{key}_xseq_miou", sum(xs) / n, "mIoU %"),
+                            (f"{key}_xseq_spread", (max(xs) - min(xs)) / 2, "mIoU % (half range)"),
+                            (f"{key}_val_miou", sum(vs) / n, "mIoU %")):
+            recs.append({"name": nm, "value": round(v, 4), "unit": unit, "split": split, "command": command,
+                         "date": date, "machine": ds[0].get("machine", machine())})
+    if recs:
+        out = merge_records(a.results, recs)
+        print(f"{len(recs)} records -> {out}")
+    return groups
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plan", choices=sorted(PLANS), default="cpu")
+    ap.add_argument("--only", default="", help="regex on run names")
+    ap.add_argument("--runs", default="runs/semi")
+    ap.add_argument("--results", default="docs/results/semi.json")
+    ap.add_argument("--data", default="../shared/data/camvid")
+    ap.add_argument("--list", action="store_true", help="print the plan and what is done, run nothing")
+    ap.add_argument("--collect", action="store_true", help="only write the records of finished runs")
+    a = ap.parse_args()
+    if not Path("Cargo.toml").exists() or not Path("benches/semi").is_dir():
+        sys.exit("run.py: run from the repository root")
+    if a.plan == "paper":
+        a.runs = a.runs.rstrip("/") + "-paper"
+    command = "python3 benches/semi/run.py" + "".join(f" {x}" for x in sys.argv[1:] if x != "--collect")
+    runs = [r for r in plan_runs(a.plan) if re.search(a.only, r[0])]
+    if a.list:
+        for name, *_ in runs:
+            d = Path(a.runs) / name
+            state = "done" if (d / "done.json").exists() else ("partial" if (d / "last.safetensors").exists() else "-")
+            print(f"{state:8} {name}")
+        return
+    if not a.collect:
+        if not Path(a.data, "train").is_dir():
+            sys.exit(f"run.py: {a.data} has no train/ (CamVid layout); pass --data")
+        subprocess.run(["cargo", "build", "--release", "-p", "edge-seg-trainer", "-p", "edge-seg-runtime"], check=True)
+        for name, method, ratio, seed, template, sets in runs:
+            print(f"== {name}", flush=True)
+            done = do_run(a, name, template, sets)
+            if done:
+                print(f"  {name}: xseq {done['xseq_miou']:.2f}, val {done['val_miou']:.2f}, "
+                      f"{done['train_s'] / 60:.0f} min", flush=True)
+            collect(a, runs, command)
+    collect(a, runs, command)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RUST_LOG", "info")
+    main()
