@@ -6,10 +6,15 @@
 //! - [`loss`]: loss functions (free functions with explicit ignore index / masks).
 //! - [`consistency`]: semi-supervised losses (CAC directional contrastive, CPS), DARS thresholds,
 //!   a memory bank of past features.
+//! - [`conv`], [`fused`]: CPU training kernels — convolution as im2col + matmul with a col2im
+//!   backward, training BatchNorm(+ReLU) as one op with a hand-written backward.
+//! - [`adapt`]: the exported model's decoder and classifier as a light trainable head (on-device
+//!   adaptation).
 //! - [`optim`]: SGD with momentum and weight decay, poly learning-rate schedule.
 //! - [`init`]: seeded weight initialisation.
 //! - [`export`]: ONNX export with BatchNorm folded.
 
+pub mod adapt;
 pub mod bilinear;
 pub mod consistency;
 pub mod conv;

@@ -169,3 +169,73 @@ fn seeded_init_is_reproducible() {
     assert_eq!(make(3), make(3));
     assert_ne!(make(3), make(4));
 }
+
+/// Issue #5: the adaptation head rebuilt from the exported (BN-folded) initializers computes the
+/// trained model's stride-4 scores; after changing its trainable parts, its folded weights
+/// written back into the graph give tract the same scores as the head in candle.
+#[test]
+fn issue5_adapt_head_matches_the_model_and_folds_back_into_the_graph() {
+    use seg_nn::adapt::AdaptHead;
+    use std::collections::HashMap;
+    let cfg = tiny_cfg();
+    let hw = (40, 56);
+    let dev = Device::Cpu;
+    let (_vm, model) = trained_looking_model(&cfg, hw);
+    let mut onnx = export::to_onnx(&model, hw, &BTreeMap::new()).unwrap();
+    let weights: HashMap<String, Tensor> = onnx
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == 1)
+        .map(|t| {
+            let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+            let v = seg_onnx::tensor_to_f32(t).unwrap();
+            (t.name.clone(), Tensor::from_vec(v, dims, &dev).unwrap())
+        })
+        .collect();
+    let head = AdaptHead::new(&cfg, &weights, &dev).unwrap();
+    let x = pseudo_random(3 * hw.0 * hw.1, 9);
+    let xt = Tensor::from_vec(x.clone(), (1, 3, hw.0, hw.1), &dev).unwrap();
+    let (low, high) = model.encoder.forward_t(&xt, false).unwrap();
+    let max_diff = |a: &Tensor, b: &[f32]| -> f32 {
+        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max)
+    };
+    let want: Vec<f32> = model
+        .forward_t(&xt, false)
+        .unwrap()
+        .logits_low
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let out = head.forward(&low, &high).unwrap();
+    assert!(max_diff(&out.logits_low, &want) <= 1e-4);
+    assert_eq!(out.embedding.dims(), &[1, cfg.decoder_channels, 10, 14]);
+
+    // "adapt": move every trainable value, then fold into the graph and compare with tract
+    for (i, (_, v)) in head.trainable().iter().enumerate() {
+        let r: Vec<f32> = pseudo_random(v.elem_count(), 300 + i as u64)
+            .iter()
+            .map(|x| 0.2 * x)
+            .collect();
+        v.set(&(v.as_tensor() + Tensor::from_vec(r, v.dims(), &dev).unwrap()).unwrap())
+            .unwrap();
+    }
+    let adapted = head.forward(&low, &high).unwrap().logits_low;
+    assert!(
+        max_diff(&adapted, &want) > 1e-2,
+        "the trainable parts change the output"
+    );
+    for (name, t) in head.folded().unwrap() {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        seg_onnx::set_initializer(&mut onnx, &name, &v).unwrap();
+    }
+    let cut = seg_onnx::extract(&onnx, &[], &["classifier.out"]).unwrap();
+    let got = tract_logits(&seg_onnx::encode(&cut), &x, hw);
+    assert!(max_diff(&adapted, &got) <= 1e-4);
+    assert!(seg_onnx::set_initializer(&mut onnx, "classifier.weight", &[1.0]).is_err());
+}

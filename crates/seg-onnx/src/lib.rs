@@ -278,6 +278,30 @@ pub fn metadata(model: &pb::ModelProto) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Replaces the float32 initializer `name` by `data` (same shape): how adapted weights go into
+/// a graph.
+pub fn set_initializer(model: &mut pb::ModelProto, name: &str, data: &[f32]) -> Result<(), OnnxError> {
+    let invalid = |reason: String| OnnxError::Invalid {
+        path: "set_initializer".into(),
+        reason,
+    };
+    let t = model
+        .graph
+        .as_mut()
+        .and_then(|g| g.initializer.iter_mut().find(|t| t.name == name))
+        .ok_or_else(|| invalid(format!("the model has no initializer '{name}'")))?;
+    let n: i64 = t.dims.iter().product();
+    if t.data_type != DataType::Float as i32 || n as usize != data.len() {
+        return Err(invalid(format!(
+            "initializer '{name}' is {n} values of type {}, got {} float32 values",
+            t.data_type,
+            data.len()
+        )));
+    }
+    *t = tensor_f32(name, &t.dims.clone(), data);
+    Ok(())
+}
+
 /// The part of `model` that computes `outputs`: the nodes they depend on, walking back until a
 /// graph input, an initializer or one of `inputs` (named tensors that become the new graph's
 /// float32 inputs, with the given shapes). Node order, initializers and metadata are kept. Used to

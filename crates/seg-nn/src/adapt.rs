@@ -1,0 +1,215 @@
+//! The exported model's decoder and classifier as a light, trainable head: the part on-device
+//! adaptation (issue #5) trains while the encoder stays frozen (its features can come from the
+//! f32 or int8 graph in tract).
+//!
+//! The exported graph has BatchNorm folded into its convolutions, so the head is rebuilt from
+//! the ONNX initializers (names as in the export: `decoder.aspp.b1.conv.weight`, …): every
+//! decoder convolution is frozen and followed by a trainable per-channel affine `γ · y + β`
+//! (initialised to the identity — the head starts as the source model), and the classifier is
+//! trainable. That is BatchNorm's affine part, TENT's choice of parameters, plus the last layer:
+//! a few hundred values, cheap to train, and foldable back into the graph
+//! ([`AdaptHead::folded`]) so the inference path keeps its plain convolutions.
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Result, Tensor, Var};
+
+use crate::bilinear;
+use crate::layers::global_avg_pool;
+use crate::ModelConfig;
+
+/// A frozen convolution with bias and its trainable per-channel affine.
+#[derive(Debug, Clone)]
+struct AffineConv {
+    name: String,
+    weight: Tensor,
+    bias: Tensor,
+    gamma: Var,
+    beta: Var,
+    relu: bool,
+}
+
+impl AffineConv {
+    fn new(weights: &HashMap<String, Tensor>, name: &str, relu: bool, dev: &Device) -> Result<Self> {
+        let get = |suffix: &str| -> Result<Tensor> {
+            let key = format!("{name}.{suffix}");
+            weights
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg(format!("the model has no initializer '{key}'")))
+        };
+        let (weight, bias) = (get("weight")?, get("bias")?);
+        let c = weight.dim(0)?;
+        Ok(Self {
+            name: name.to_string(),
+            weight,
+            bias,
+            gamma: Var::ones(c, candle_core::DType::F32, dev)?,
+            beta: Var::zeros(c, candle_core::DType::F32, dev)?,
+            relu,
+        })
+    }
+
+    /// `[b, c_in, h, w] -> [b, c_out, h, w]` (stride 1, same padding).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        let k = self.weight.dim(2)?;
+        let y = crate::conv::conv2d(x, &self.weight, k / 2, 1)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+        let y = y
+            .broadcast_mul(&self.gamma.as_tensor().reshape((1, c, 1, 1))?)?
+            .broadcast_add(&self.beta.as_tensor().reshape((1, c, 1, 1))?)?; // [b, c_out, h, w]
+        if self.relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// `(weight · γ[o], bias · γ + β)`.
+    fn folded(&self) -> Result<[(String, Tensor); 2]> {
+        let c = self.weight.dim(0)?;
+        let g = self.gamma.as_tensor();
+        Ok([
+            (
+                format!("{}.weight", self.name),
+                self.weight.broadcast_mul(&g.reshape((c, 1, 1, 1))?)?,
+            ),
+            (
+                format!("{}.bias", self.name),
+                ((&self.bias * g)? + self.beta.as_tensor())?,
+            ),
+        ])
+    }
+}
+
+/// What the head computes.
+#[derive(Debug, Clone)]
+pub struct HeadOutput {
+    /// Class scores at stride 4, `[b, C, h, w]`.
+    pub logits_low: Tensor,
+    /// Decoder pixel embedding before the classifier, `[b, d, h, w]`.
+    pub embedding: Tensor,
+}
+
+/// Decoder + classifier of an exported edge-seg model with trainable affines (see the module
+/// doc). Input: the encoder's low-level (`[b, w1, H/4, W/4]`) and high-level
+/// (`[b, w4, H/32, W/32]`) features.
+#[derive(Debug, Clone)]
+pub struct AdaptHead {
+    aspp_b1: AffineConv,
+    aspp_b2: AffineConv,
+    aspp_pool: AffineConv,
+    aspp_proj: AffineConv,
+    low: AffineConv,
+    fuse: AffineConv,
+    classifier_w: Var,
+    classifier_b: Var,
+}
+
+impl AdaptHead {
+    /// Builds the head from the exported initializers (by name, f32 tensors on `dev`). The
+    /// architecture is fixed by the export; `cfg` is only checked against it.
+    pub fn new(cfg: &ModelConfig, weights: &HashMap<String, Tensor>, dev: &Device) -> Result<Self> {
+        let conv = |name: &str, relu: bool| AffineConv::new(weights, name, relu, dev);
+        let get = |key: &str| {
+            weights
+                .get(key)
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg(format!("the model has no initializer '{key}'")))
+        };
+        let head = Self {
+            aspp_b1: conv("decoder.aspp.b1.conv", true)?,
+            aspp_b2: conv("decoder.aspp.b2.conv", true)?,
+            aspp_pool: conv("decoder.aspp.pool", true)?,
+            aspp_proj: conv("decoder.aspp.proj.conv", true)?,
+            low: conv("decoder.low.conv", true)?,
+            fuse: conv("decoder.fuse.conv", true)?,
+            classifier_w: Var::from_tensor(&get("classifier.weight")?)?,
+            classifier_b: Var::from_tensor(&get("classifier.bias")?)?,
+        };
+        let classes = head.classifier_w.dim(0)?;
+        if classes != cfg.num_classes || head.fuse.weight.dim(0)? != cfg.decoder_channels {
+            candle_core::bail!(
+                "the head has {classes} classes and {} decoder channels, the config says {} and {}",
+                head.fuse.weight.dim(0)?,
+                cfg.num_classes,
+                cfg.decoder_channels
+            );
+        }
+        Ok(head)
+    }
+
+    /// `(low [b, w1, h4, w4], high [b, w4, h32, w32]) -> HeadOutput` at stride 4.
+    pub fn forward(&self, low: &Tensor, high: &Tensor) -> Result<HeadOutput> {
+        let b1 = self.aspp_b1.forward(high)?; // [b, a, h32, w32]
+        let b2 = self.aspp_b2.forward(high)?; // [b, a, h32, w32]
+        let pool = self.aspp_pool.forward(&global_avg_pool(high)?)?; // [b, a, 1, 1]
+        let aspp = self
+            .aspp_proj
+            .forward(&Tensor::cat(&[&b1, &b2], 1)?)?
+            .broadcast_add(&pool)?; // [b, a, h32, w32]
+        let (_, _, h4, w4) = low.dims4()?;
+        let up = bilinear::resize(&aspp, h4, w4)?; // [b, a, h4, w4]
+        let low = self.low.forward(low)?; // [b, l, h4, w4]
+        let embedding = self.fuse.forward(&Tensor::cat(&[&up, &low], 1)?)?; // [b, d, h4, w4]
+        let c = self.classifier_w.dim(0)?;
+        let logits_low = crate::conv::conv2d(&embedding, self.classifier_w.as_tensor(), 0, 1)?
+            .broadcast_add(&self.classifier_b.as_tensor().reshape((1, c, 1, 1))?)?; // [b, C, h4, w4]
+        Ok(HeadOutput { logits_low, embedding })
+    }
+
+    /// The trainable variables, by name (`<conv>.gamma`, `<conv>.beta`, `classifier.weight`,
+    /// `classifier.bias`).
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        let mut v = Vec::new();
+        for c in self.convs() {
+            v.push((format!("{}.gamma", c.name), c.gamma.clone()));
+            v.push((format!("{}.beta", c.name), c.beta.clone()));
+        }
+        v.push(("classifier.weight".into(), self.classifier_w.clone()));
+        v.push(("classifier.bias".into(), self.classifier_b.clone()));
+        v
+    }
+
+    /// Sets the trainable variables from `state` (names as in [`Self::trainable`]; all present,
+    /// same shapes).
+    pub fn load(&self, state: &HashMap<String, Tensor>) -> Result<()> {
+        for (name, var) in self.trainable() {
+            let t = state
+                .get(&name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("adapted state has no '{name}'")))?;
+            if t.dims() != var.dims() {
+                candle_core::bail!(
+                    "adapted state '{name}' has shape {:?}, expected {:?}",
+                    t.dims(),
+                    var.dims()
+                );
+            }
+            var.set(t)?;
+        }
+        Ok(())
+    }
+
+    /// The head's weights as the exported graph names them, with the affines folded into the
+    /// convolutions: what replaces the graph's initializers to run the adapted model.
+    pub fn folded(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for c in self.convs() {
+            out.extend(c.folded()?);
+        }
+        out.push(("classifier.weight".into(), self.classifier_w.as_tensor().clone()));
+        out.push(("classifier.bias".into(), self.classifier_b.as_tensor().clone()));
+        Ok(out)
+    }
+
+    fn convs(&self) -> [&AffineConv; 6] {
+        [
+            &self.aspp_b1,
+            &self.aspp_b2,
+            &self.aspp_pool,
+            &self.aspp_proj,
+            &self.low,
+            &self.fuse,
+        ]
+    }
+}
