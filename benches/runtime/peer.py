@@ -138,15 +138,19 @@ def cmd_records(a):
     recs = []
 
     def add(name, value, unit, split):
+        name = a.prefix + name
         if value is None:
             print(f"no figure for {name}", file=sys.stderr)
             return
-        recs.append({"name": name, "value": round(float(value), 4), "unit": unit, "split": split,
-                     "command": a.command, "date": date, "machine": mach})
+        recs.append({"name": name, "value": round(float(value), 4), "unit": unit,
+                     "split": f"{split}; model {a.model}", "command": a.command, "date": date,
+                     "machine": mach})
 
     f32, i8 = summary("f32_throughput.jsonl"), summary("int8_throughput.jsonl")
     f32c, i8c = summary("f32_camera.jsonl"), summary("int8_camera.jsonl")
     o32, o8 = load("ort_f32_e2e.json"), load("ort_int8_e2e.json")
+    ev = load("eval.json")
+    miou = {r["name"]: r["value"] for r in ev} if isinstance(ev, list) else {}
     sp = a.split
     cam = f"{sp}, paced at {a.pace:g} FPS, stale frames dropped"
     add("e2e_fps_f32", f32.get("fps"), "FPS", sp)
@@ -166,6 +170,9 @@ def cmd_records(a):
     add("ort_e2e_fps_f32", o32.get("fps"), "FPS", sp + f" (onnxruntime, {o32.get('threads')} threads)")
     add("ort_e2e_fps_int8", o8.get("fps"), "FPS", sp + f" (onnxruntime, {o8.get('threads')} threads)")
     add("ort_peak_rss_mib", max(o32.get("peak_rss_mib", 0), o8.get("peak_rss_mib", 0)) or None, "MiB", sp)
+    val = "CamVid val (101 frames, edge-seg eval)"
+    add("val_miou_f32", miou.get("val_miou_f32"), "mIoU %", val)
+    add("val_miou_int8", miou.get("val_miou_int8"), "mIoU %", val)
     ratio = lambda x, y: None if not x or not y else x / y
     add("edge_vs_ort_e2e_fps_f32", ratio(f32.get("fps"), o32.get("fps")), "x (edge FPS / ort FPS)", sp)
     add("edge_vs_ort_e2e_fps_int8", ratio(i8.get("fps"), o8.get("fps")), "x (edge FPS / ort FPS)", sp)
@@ -195,6 +202,8 @@ def main():
     c.add_argument("--command", required=True)
     c.add_argument("--split", required=True)
     c.add_argument("--pace", type=float, required=True)
+    c.add_argument("--model", required=True, help="the model file's name, for the records' split")
+    c.add_argument("--prefix", default="", help="prefix of the record names")
     a = ap.parse_args()
     {"record": cmd_record, "e2e": cmd_e2e, "records": cmd_records}[a.cmd](a)
 

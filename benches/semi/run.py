@@ -239,7 +239,9 @@ def main():
     if not a.collect:
         if not Path(a.data, "train").is_dir():
             sys.exit(f"run.py: {a.data} has no train/ (CamVid layout); pass --data")
-        subprocess.run(["cargo", "build", "--release", "-p", "edge-seg-trainer", "-p", "edge-seg-runtime"], check=True)
+        # one package at a time, as the other scripts and the README build them (no new feature mix)
+        subprocess.run(["cargo", "build", "--release", "-p", "edge-seg-trainer"], check=True)
+        subprocess.run(["cargo", "build", "--release", "-p", "edge-seg-runtime", "--bin", "edge-seg"], check=True)
         for name, method, ratio, seed, template, sets in runs:
             print(f"== {name}", flush=True)
             done = do_run(a, name, template, sets)

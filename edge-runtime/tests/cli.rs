@@ -518,3 +518,37 @@ fn issue4_headless_chromium_renders_the_stream_page() {
         "only {coloured} coloured pixels: the stream is not on the page"
     );
 }
+
+/// Issue #4: the shipped edge student loads, carries its metadata, and segments the sample frames
+/// mostly like its teacher (the embedded baseline), in f32 and after int8 quantization.
+#[test]
+fn issue4_edge_student_segments_like_its_teacher() {
+    use edge_seg_runtime::Segmenter;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/camvid-edge.onnx");
+    let mut student = Segmenter::open(&path).unwrap();
+    assert_eq!(student.meta.name, "camvid-edge");
+    assert_eq!(student.meta.classes.len(), 11);
+    let mut teacher = Segmenter::from_bytes(edge_seg_runtime::DEFAULT_MODEL, "teacher").unwrap();
+    let frames: Vec<RgbImage> = edge_seg_runtime::DEFAULT_SAMPLES
+        .iter()
+        .map(|(_, b)| image::load_from_memory(b).unwrap().to_rgb8())
+        .collect();
+    let (qdq, _) = edge_seg_quantize::quantize_model(
+        &seg_onnx::load(&path).unwrap(),
+        &frames,
+        &edge_seg_quantize::QuantizeOptions::default(),
+    )
+    .unwrap();
+    let mut int8 = Segmenter::from_bytes(&seg_onnx::encode(&qdq), "student int8").unwrap();
+    for frame in &frames {
+        let t = teacher.segment(frame).unwrap();
+        for (which, s) in [
+            ("f32", student.segment(frame).unwrap()),
+            ("int8", int8.segment(frame).unwrap()),
+        ] {
+            let same = s.iter().zip(&t).filter(|(a, b)| a == b).count() as f64 / t.len() as f64;
+            eprintln!("{which}: {:.1} % of pixels agree with the teacher", 100.0 * same);
+            assert!(same > 0.8, "{which}: only {:.1} % agree", 100.0 * same);
+        }
+    }
+}
