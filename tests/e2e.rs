@@ -55,7 +55,10 @@ fn tiny_config(root: &Path, iterations: u64) -> TrainConfig {
     cfg.data.root = root.to_path_buf();
     cfg.data.classes = ClassTable::camvid();
     cfg.data.input_size = [48, 64];
-    cfg.augment.crop = [32, 32];
+    // whole-frame crops: with 32×32 crops the last stage is 1×1 and batch-norm statistics come from
+    // 4 values, which made 60 steps' outcome hinge on float rounding (0.3 to 0.9 mIoU across
+    // seeds and kernels)
+    cfg.augment.crop = [48, 64];
     cfg.augment.scale_min = 0.75;
     cfg.augment.scale_max = 1.25;
     cfg.model.widths = [8, 8, 16, 16, 24];
@@ -80,7 +83,7 @@ fn issue2_train_export_tract_round_trip() {
     let data = dir.path().join("data");
     synthetic_camvid(&data, 8, 3);
     let run = dir.path().join("run");
-    let cfg = tiny_config(&data, 60);
+    let cfg = tiny_config(&data, 80);
     let summary = train::run(
         &cfg,
         &train::RunOptions {

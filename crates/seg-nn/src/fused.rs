@@ -291,6 +291,9 @@ mod tests {
             (3, 4, 6, 7, true, 0.0),
             (2, 2, 3, 3, false, 100.0),
             (4, 8, 32, 32, true, 0.3),
+            (4, 6, 1, 1, true, 0.0),
+            (4, 6, 1, 1, false, 0.0),
+            (2, 3, 1, 2, true, 0.5),
         ] {
             let x = Var::from_vec(vals(b * c * h * w, 1, 4.0, offset), (b, c, h, w), &dev).unwrap();
             let g = Var::from_vec(vals(c, 2, 1.0, 1.0), c, &dev).unwrap();
