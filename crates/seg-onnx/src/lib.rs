@@ -486,7 +486,7 @@ mod tests {
                 .run(inputs)
                 .unwrap()
         };
-        let x: Vec<f32> = (0..3 * 360 * 480)
+        let x: Vec<f32> = (0..3 * 360 * 480usize)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
             .collect();
         let x = tract_ndarray::Array4::from_shape_vec((1, 3, 360, 480), x)
