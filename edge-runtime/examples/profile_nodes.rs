@@ -2,7 +2,8 @@
 //!
 //! `cargo run --release -p edge-seg-runtime --example profile_nodes -- [MODEL.onnx] [RUNS] [THREADS]`
 //! (defaults: the embedded model, 20 runs, 1 thread). Prints the slowest nodes and the time
-//! per operator kind; a tool for finding what to speed up, not a benchmark of record.
+//! per operator kind; a tool for finding what to speed up, not a benchmark of record. With
+//! `EDGE_SEG_NO_REWRITE=1` the graph runs as written (no `rewrite::prepare_graph`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
