@@ -162,6 +162,8 @@ pub fn resizes_to_matmuls(proto: &mut pb::ModelProto, input_hw: (u32, u32)) -> R
         };
         let (h_in, w_in) = (shape[2], shape[3]);
         let (h_out, w_out) = match to {
+            // batch and channels must be kept: the matrices act on the last two axes only
+            ResizeTo::Sizes(s) if s[1] as usize != shape[1] => continue,
             ResizeTo::Sizes(s) => (s[2] as usize, s[3] as usize),
             ResizeTo::Scales(s) => {
                 let (h, w) = ((h_in as f32 * s[2]).floor(), (w_in as f32 * s[3]).floor());

@@ -30,38 +30,34 @@ impl Segmenter {
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
-    /// Loads a model from memory; `origin` names it in errors.
+    /// Loads a model from memory; `origin` names it in errors. The graph is rewritten for the
+    /// backend first ([`crate::rewrite::prepare_graph`]).
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self, RuntimeError> {
+        Self::load(bytes, origin, true)
+    }
+
+    /// Like [`Segmenter::from_bytes`], but runs the graph exactly as written, final `Resize`
+    /// included (for comparisons).
+    pub fn from_bytes_unmodified(bytes: &[u8], origin: &str) -> Result<Self, RuntimeError> {
+        Self::load(bytes, origin, false)
+    }
+
+    fn load(bytes: &[u8], origin: &str, rewrite: bool) -> Result<Self, RuntimeError> {
         use prost::Message;
         let model_err = |reason: String| RuntimeError::Model {
             path: origin.to_string(),
             reason,
         };
-        let proto =
+        let mut proto =
             seg_onnx::pb::ModelProto::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
         if proto.graph.as_ref().is_none_or(|g| g.node.is_empty()) {
             return Err(model_err("not a valid ONNX model: it has no graph nodes".into()));
         }
         let meta = ModelMeta::from_map(&seg_onnx::metadata(&proto))
             .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
-        let mut proto = proto;
-        crate::rewrite::prepare_graph(&mut proto, meta.input_hw).map_err(model_err)?;
-        let backend = TractBackend::new(&proto, origin, meta.input_hw)?;
-        Ok(Self::with_backend(meta, origin, Box::new(backend)))
-    }
-
-    /// Like [`Segmenter::from_bytes`], but runs the graph exactly as written, final `Resize`
-    /// included (for comparisons).
-    pub fn from_bytes_unmodified(bytes: &[u8], origin: &str) -> Result<Self, RuntimeError> {
-        use prost::Message;
-        let model_err = |reason: String| RuntimeError::Model {
-            path: origin.to_string(),
-            reason,
-        };
-        let proto =
-            seg_onnx::pb::ModelProto::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
-        let meta = ModelMeta::from_map(&seg_onnx::metadata(&proto))
-            .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
+        if rewrite {
+            crate::rewrite::prepare_graph(&mut proto, meta.input_hw).map_err(model_err)?;
+        }
         let backend = TractBackend::new(&proto, origin, meta.input_hw)?;
         Ok(Self::with_backend(meta, origin, Box::new(backend)))
     }
@@ -199,6 +195,17 @@ mod tests {
     use super::*;
     use crate::rewrite::strip_final_resize;
 
+    /// Two class maps agree on ≥ 99.9 % of pixels (float rounding may flip near-ties).
+    fn assert_agree(a: &[u8], b: &[u8]) {
+        assert_eq!(a.len(), b.len());
+        let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+        assert!(
+            same as f64 >= 0.999 * a.len() as f64,
+            "{same} of {} pixels agree",
+            a.len()
+        );
+    }
+
     /// The shipped model ends in a Resize; without it, the runtime's own interpolation gives the
     /// same class map (up to float rounding at near-ties) on a real frame.
     #[test]
@@ -213,13 +220,7 @@ mod tests {
         let l = fast.logits(&frame).unwrap();
         assert_eq!((l.classes, l.height, l.width), (11, 90, 120));
         assert_eq!(full.logits(&frame).unwrap().height, 360);
-        let (a, b) = (fast.segment(&frame).unwrap(), full.segment(&frame).unwrap());
-        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
-        assert!(
-            same as f64 >= 0.999 * a.len() as f64,
-            "{same} of {} pixels agree",
-            a.len()
-        );
+        assert_agree(&fast.segment(&frame).unwrap(), &full.segment(&frame).unwrap());
     }
 
     /// The int8 (QDQ) graph of the shipped model: with the runtime's rewrites (Q→DQ pairs fused,
@@ -242,13 +243,7 @@ mod tests {
         let mut fast = Segmenter::from_bytes(&bytes, "int8").unwrap();
         let mut full = Segmenter::from_bytes_unmodified(&bytes, "int8").unwrap();
         for frame in &frames {
-            let (a, b) = (fast.segment(frame).unwrap(), full.segment(frame).unwrap());
-            let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
-            assert!(
-                same as f64 >= 0.999 * a.len() as f64,
-                "{same} of {} pixels agree",
-                a.len()
-            );
+            assert_agree(&fast.segment(frame).unwrap(), &full.segment(frame).unwrap());
         }
     }
 

@@ -167,12 +167,7 @@ pub(crate) fn init_dims<'a>(graph: &'a pb::GraphProto, name: &str) -> Option<&'a
 fn fold_batch_norms(graph: &mut pb::GraphProto, summary: &mut PrepareSummary) -> Result<(), QuantizeError> {
     loop {
         let consumers = consumer_counts(graph);
-        let producer: HashMap<&str, usize> = graph
-            .node
-            .iter()
-            .enumerate()
-            .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
-            .collect();
+        let producer = seg_onnx::producers(graph);
         let outputs: BTreeSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
         let mut found = None;
         for (bi, bn) in graph.node.iter().enumerate() {

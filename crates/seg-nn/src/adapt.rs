@@ -18,6 +18,14 @@ use crate::bilinear;
 use crate::layers::global_avg_pool;
 use crate::ModelConfig;
 
+/// The exported weight `key`, or an error naming it.
+fn initializer(weights: &HashMap<String, Tensor>, key: &str) -> Result<Tensor> {
+    weights
+        .get(key)
+        .cloned()
+        .ok_or_else(|| candle_core::Error::Msg(format!("the model has no initializer '{key}'")))
+}
+
 /// A frozen convolution with bias and its trainable per-channel affine.
 #[derive(Debug, Clone)]
 struct AffineConv {
@@ -31,14 +39,10 @@ struct AffineConv {
 
 impl AffineConv {
     fn new(weights: &HashMap<String, Tensor>, name: &str, relu: bool, dev: &Device) -> Result<Self> {
-        let get = |suffix: &str| -> Result<Tensor> {
-            let key = format!("{name}.{suffix}");
-            weights
-                .get(&key)
-                .cloned()
-                .ok_or_else(|| candle_core::Error::Msg(format!("the model has no initializer '{key}'")))
-        };
-        let (weight, bias) = (get("weight")?, get("bias")?);
+        let (weight, bias) = (
+            initializer(weights, &format!("{name}.weight"))?,
+            initializer(weights, &format!("{name}.bias"))?,
+        );
         let c = weight.dim(0)?;
         Ok(Self {
             name: name.to_string(),
@@ -111,12 +115,6 @@ impl AdaptHead {
     /// architecture is fixed by the export; `cfg` is only checked against it.
     pub fn new(cfg: &ModelConfig, weights: &HashMap<String, Tensor>, dev: &Device) -> Result<Self> {
         let conv = |name: &str, relu: bool| AffineConv::new(weights, name, relu, dev);
-        let get = |key: &str| {
-            weights
-                .get(key)
-                .cloned()
-                .ok_or_else(|| candle_core::Error::Msg(format!("the model has no initializer '{key}'")))
-        };
         let head = Self {
             aspp_b1: conv("decoder.aspp.b1.conv", true)?,
             aspp_b2: conv("decoder.aspp.b2.conv", true)?,
@@ -124,8 +122,8 @@ impl AdaptHead {
             aspp_proj: conv("decoder.aspp.proj.conv", true)?,
             low: conv("decoder.low.conv", true)?,
             fuse: conv("decoder.fuse.conv", true)?,
-            classifier_w: Var::from_tensor(&get("classifier.weight")?)?,
-            classifier_b: Var::from_tensor(&get("classifier.bias")?)?,
+            classifier_w: Var::from_tensor(&initializer(weights, "classifier.weight")?)?,
+            classifier_b: Var::from_tensor(&initializer(weights, "classifier.bias")?)?,
         };
         let classes = head.classifier_w.dim(0)?;
         if classes != cfg.num_classes || head.fuse.weight.dim(0)? != cfg.decoder_channels {

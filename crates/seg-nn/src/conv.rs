@@ -50,7 +50,8 @@ impl Im2Col {
     }
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+/// The f32 values of a contiguous CPU storage (`op` names the caller in errors).
+pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: only f32 is supported");
     };
@@ -175,9 +176,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 7919 + seed * 104729) % 997) as f32 / 997.0) - 0.5)
-            .collect()
+        crate::fused::tests::vals(n, seed, 1.0, 0.0)
     }
 
     /// Same values as candle's own convolution, for strides 1 and 2, kernels 1 and 3, odd sizes.

@@ -122,24 +122,11 @@ impl CustomOp3 for BnTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let slice = |s: &'_ CpuStorage, l: &Layout| -> Result<Vec<f32>> {
-            let CpuStorage::F32(d) = s else {
-                candle_core::bail!("batch-norm-train: only f32 is supported");
-            };
-            match l.contiguous_offsets() {
-                Some((a, b)) => Ok(d[a..b].to_vec()),
-                None => candle_core::bail!("batch-norm-train: inputs must be contiguous"),
-            }
-        };
-        let CpuStorage::F32(xd) = s1 else {
-            candle_core::bail!("batch-norm-train: only f32 is supported");
-        };
-        let Some((a, b_)) = l1.contiguous_offsets() else {
-            candle_core::bail!("batch-norm-train: the input must be contiguous");
-        };
-        let x = &xd[a..b_];
+        use crate::conv::contiguous_f32;
+        let x = contiguous_f32(s1, l1, "batch-norm-train")?;
+        let gamma = contiguous_f32(s2, l2, "batch-norm-train")?;
+        let beta = contiguous_f32(s3, l3, "batch-norm-train")?;
         let (_, c, h, w) = l1.shape().dims4()?;
-        let (gamma, beta) = (slice(s2, l2)?, slice(s3, l3)?);
         let hw = h * w;
         let mut y = vec![0f32; x.len()];
         par_rows(&mut y, hw, hw, |i, out| {
@@ -251,11 +238,12 @@ pub fn batch_norm_train(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn vals(n: usize, seed: usize, scale: f32, offset: f32) -> Vec<f32> {
+    /// Deterministic test values in `[-scale/2, scale/2) + offset` (shared with `conv`'s tests).
+    pub(crate) fn vals(n: usize, seed: usize, scale: f32, offset: f32) -> Vec<f32> {
         (0..n)
             .map(|i| ((((i * 7919 + seed * 104_729) % 997) as f32 / 997.0) - 0.5) * scale + offset)
             .collect()

@@ -151,40 +151,31 @@ impl BatchNorm {
     /// fused op ([`crate::fused`]).
     pub fn forward_relu_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let c = x.dim(1)?;
-        let (mean, var) = if train && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        let n = (x.elem_count() / c) as f64;
+        let unbias = n / (n - 1.0).max(1.0);
+        if train && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
             let (y, mean, var) = crate::fused::batch_norm_train(x, &self.weight, &self.bias, self.eps, relu)?;
-            let n = (x.elem_count() / c) as f64;
             let dev = x.device();
-            self.update_running(
-                &Tensor::new(mean, dev)?,
-                &(Tensor::new(var, dev)? * (n / (n - 1.0).max(1.0)))?,
-            )?;
+            self.update_running(&Tensor::new(mean, dev)?, &(Tensor::new(var, dev)? * unbias)?)?;
             return Ok(y);
-        } else if train {
+        }
+        let (centered, var) = if train {
             let mean = x.mean_keepdim((0, 2, 3))?; // [1, c, 1, 1]
             let centered = x.broadcast_sub(&mean)?;
             let var = centered.sqr()?.mean_keepdim((0, 2, 3))?; // biased, [1, c, 1, 1]
-            let n = (x.elem_count() / c) as f64;
-            let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
-            self.update_running(&mean.detach().flatten_all()?, &unbiased)?;
-            let inv = (var + self.eps)?.sqrt()?.recip()?;
-            let scale = inv.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?;
-            let y = centered
-                .broadcast_mul(&scale)?
-                .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
-            return if relu { y.relu() } else { Ok(y) };
+            self.update_running(&mean.detach().flatten_all()?, &(var.detach().flatten_all()? * unbias)?)?;
+            (centered, var)
         } else {
             (
-                self.running_mean.as_tensor().reshape((1, c, 1, 1))?,
+                x.broadcast_sub(&self.running_mean.as_tensor().reshape((1, c, 1, 1))?)?,
                 self.running_var.as_tensor().reshape((1, c, 1, 1))?,
             )
         };
         let inv = (var + self.eps)?.sqrt()?.recip()?;
         let scale = inv.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?;
-        let y = x
-            .broadcast_sub(&mean)?
+        let y = centered
             .broadcast_mul(&scale)?
-            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?; // [b, c, h, w]
         if relu {
             y.relu()
         } else {

@@ -25,16 +25,8 @@ pub fn cross_entropy(
     ignore_index: u32,
     class_weights: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let (b, c, h, w) = logits.dims4()?;
-    let target = target.to_dtype(DType::U32)?;
-    let valid = target.ne(ignore_index)?; // [b, h, w] u8
-    let safe = valid.where_cond(&target, &target.zeros_like()?)?; // ignore -> class 0
-    let max = safe.flatten_all()?.max(0)?.to_scalar::<u32>()?;
-    if max as usize >= c {
-        candle_core::bail!("cross_entropy: target id {max} is not a class (0..{c})");
-    }
-    let logp = log_softmax(logits, 1)?; // [b, C, h, w]
-    let picked = logp.gather(&safe.unsqueeze(1)?.contiguous()?, 1)?.squeeze(1)?; // [b, h, w]
+    let (b, _, h, w) = logits.dims4()?;
+    let (picked, valid, safe) = target_log_probs(logits, target, ignore_index, "cross_entropy")?;
     let mut weight = valid.to_dtype(DType::F32)?; // [b, h, w]
     if let Some(cw) = class_weights {
         let per_pixel = cw.index_select(&safe.flatten_all()?, 0)?.reshape((b, h, w))?;
@@ -49,17 +41,24 @@ pub fn cross_entropy(
 ///
 /// - `logits`: `[b, C, h, w]` scores; `target`: `[b, h, w]` class ids (`u32`).
 pub fn pixel_nll(logits: &Tensor, target: &Tensor, ignore_index: u32) -> Result<Tensor> {
+    let (picked, valid, _) = target_log_probs(logits, target, ignore_index, "pixel_nll")?;
+    picked.neg()? * valid.to_dtype(DType::F32)?
+}
+
+/// `(log softmax(logits)[target] [b, h, w], valid [b, h, w] u8, target with ignored pixels set to
+/// class 0)`; an id ≥ the class count that is not `ignore_index` is an error naming `op`.
+fn target_log_probs(logits: &Tensor, target: &Tensor, ignore_index: u32, op: &str) -> Result<(Tensor, Tensor, Tensor)> {
     let c = logits.dim(1)?;
     let target = target.to_dtype(DType::U32)?;
     let valid = target.ne(ignore_index)?; // [b, h, w] u8
     let safe = valid.where_cond(&target, &target.zeros_like()?)?; // ignore -> class 0
     let max = safe.flatten_all()?.max(0)?.to_scalar::<u32>()?;
     if max as usize >= c {
-        candle_core::bail!("pixel_nll: target id {max} is not a class (0..{c})");
+        candle_core::bail!("{op}: target id {max} is not a class (0..{c})");
     }
     let logp = log_softmax(logits, 1)?; // [b, C, h, w]
     let picked = logp.gather(&safe.unsqueeze(1)?.contiguous()?, 1)?.squeeze(1)?; // [b, h, w]
-    picked.neg()? * valid.to_dtype(DType::F32)?
+    Ok((picked, valid, safe))
 }
 
 /// Knowledge-distillation loss (Hinton et al. 2015), pixel-wise:

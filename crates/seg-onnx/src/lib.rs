@@ -302,6 +302,16 @@ pub fn set_initializer(model: &mut pb::ModelProto, name: &str, data: &[f32]) -> 
     Ok(())
 }
 
+/// Tensor name → index of the node that produces it.
+pub fn producers(graph: &pb::GraphProto) -> std::collections::HashMap<&str, usize> {
+    graph
+        .node
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+        .collect()
+}
+
 /// The part of `model` that computes `outputs`: the nodes they depend on, walking back until a
 /// graph input, an initializer or one of `inputs` (named tensors that become the new graph's
 /// float32 inputs, with the given shapes). Node order, initializers and metadata are kept. Used to
@@ -311,7 +321,7 @@ pub fn extract(
     inputs: &[(&str, &[i64])],
     outputs: &[&str],
 ) -> Result<pb::ModelProto, OnnxError> {
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashSet;
     let invalid = |reason: String| OnnxError::Invalid {
         path: "extract".into(),
         reason,
@@ -320,12 +330,7 @@ pub fn extract(
         .graph
         .as_ref()
         .ok_or_else(|| invalid("the model has no graph".into()))?;
-    let producer: HashMap<&str, usize> = graph
-        .node
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
-        .collect();
+    let producer = producers(graph);
     let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let cut: HashSet<&str> = inputs.iter().map(|(n, _)| *n).collect();
     for (n, _) in inputs {
