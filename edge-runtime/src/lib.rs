@@ -1,6 +1,7 @@
 //! edge-seg runtime: model loading, inference backends, frame sources, overlay drawing and
 //! evaluation, behind the `edge-seg` binary.
 
+pub mod adapt;
 pub mod backend;
 #[cfg(target_os = "linux")]
 pub mod camera;
@@ -49,6 +50,9 @@ pub enum RuntimeError {
     /// The backend failed while running.
     #[error("{0}")]
     Backend(String),
+    /// On-device adaptation failed (bad settings, or a step that could not run).
+    #[error("{0}")]
+    Adapt(String),
 }
 
 /// The model the binary embeds: trained by this project (see docs/BENCHMARKS.md).

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use edge_seg_runtime::adapt::worker::Worker;
+use edge_seg_runtime::adapt::{state as adapt_state, AdaptConfig, Adapter, Verdict};
 use edge_seg_runtime::output::fb::{FbGeometry, FbOutput, Framebuffer};
 use edge_seg_runtime::output::serve::MjpegServer;
 use edge_seg_runtime::output::{Output, PngDir};
@@ -35,11 +37,61 @@ struct Cli {
 enum Cmd {
     /// Segment frames and write overlay PNGs (no arguments: the embedded model on the embedded
     /// sample frames, written to ./edge-seg-out).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Evaluate a model on a labeled split: mIoU, per-class IoU, confusion matrix.
     Eval(EvalArgs),
     /// Quantize a float ONNX model to an int8 QDQ graph with calibration images.
     Quantize(QuantizeArgs),
+    /// Offline twin of `run --adapt`: adapt a model on a folder of unlabeled frames (in name
+    /// order, as a stream) with the same worker and guards, and write the adapted model.
+    Adapt(AdaptArgs),
+}
+
+#[derive(clap::Args)]
+struct AdaptArgs {
+    /// Float ONNX model to adapt.
+    #[arg(long)]
+    model: PathBuf,
+    /// Folder of frames, taken in name order.
+    #[arg(long)]
+    frames: PathBuf,
+    /// Only frames whose file name starts with this (e.g. a CamVid sequence: 0001TP).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Where to write the adapted ONNX model.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    settings: AdaptSettings,
+    /// Play the stream this many times.
+    #[arg(long, default_value_t = 1)]
+    passes: u32,
+    /// Collapse stress test: after every frame, insert this many near-constant frames (the
+    /// frame's mean colour plus a little noise).
+    #[arg(long, default_value_t = 0)]
+    stress: u32,
+    /// Write steps, rollbacks, step and inference times as JSON here.
+    #[arg(long)]
+    summary: Option<PathBuf>,
+}
+
+/// Adaptation settings shared by `run --adapt` and `adapt`.
+#[derive(clap::Args, Default, Clone)]
+struct AdaptSettings {
+    /// Adaptation settings (TOML; see `AdaptConfig` in edge-runtime/src/adapt/mod.rs).
+    #[arg(long)]
+    adapt_config: Option<PathBuf>,
+    /// Override one setting, e.g. `--adapt-set lr=0.005` or `--adapt-set guard.enabled=false`
+    /// (repeatable; applied after --adapt-config).
+    #[arg(long = "adapt-set", value_name = "KEY=VALUE")]
+    adapt_set: Vec<String>,
+    /// Load the adapted weights from this file at start (when it exists) and save them here
+    /// (atomically) whenever new weights are published.
+    #[arg(long)]
+    adapt_state: Option<PathBuf>,
+    /// Start from the source weights, ignoring (and later overwriting) --adapt-state.
+    #[arg(long)]
+    adapt_reset: bool,
 }
 
 #[derive(clap::Args)]
@@ -147,6 +199,12 @@ struct RunArgs {
     /// Write per-frame timings and the final summary as JSON lines here (`-` = stdout).
     #[arg(long)]
     stats: Option<PathBuf>,
+    /// Keep adapting the model to the scene from the frames it sees (a background worker with
+    /// guards that roll back; needs a float model).
+    #[arg(long)]
+    adapt: bool,
+    #[command(flatten)]
+    adapt_settings: AdaptSettings,
 }
 
 fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
@@ -201,9 +259,10 @@ fn main() -> ExitCode {
             jpeg_quality: 80,
             ..Default::default()
         }),
-        Some(Cmd::Run(a)) => run(a),
+        Some(Cmd::Run(a)) => run(*a),
         Some(Cmd::Eval(a)) => evaluate(a),
         Some(Cmd::Quantize(a)) => quantize(a),
+        Some(Cmd::Adapt(a)) => adapt(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -286,7 +345,28 @@ fn run(a: RunArgs) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     anyhow::ensure!(threads >= 1, "--threads must be at least 1");
     edge_seg_runtime::backend::tract::set_threads(threads);
-    let seg = load_model(&a.model)?;
+    let mut seg = load_model(&a.model)?;
+    let s = &a.adapt_settings;
+    anyhow::ensure!(
+        a.adapt || (s.adapt_config.is_none() && s.adapt_set.is_empty() && s.adapt_state.is_none() && !s.adapt_reset),
+        "--adapt-config, --adapt-set, --adapt-state and --adapt-reset need --adapt"
+    );
+    let worker = if a.adapt {
+        let (bytes, origin) = match &a.model {
+            Some(p) => (
+                std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?,
+                p.display().to_string(),
+            ),
+            None => (DEFAULT_MODEL.to_vec(), DEFAULT_MODEL_NAME.to_string()),
+        };
+        let adapter = make_adapter(&bytes, &origin, s)?;
+        if adapter.stats.steps > 0 {
+            seg.set_backend(Box::new(adapter.backend()?));
+        }
+        Some(Worker::spawn(adapter, s.adapt_state.clone()))
+    } else {
+        None
+    };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -354,7 +434,11 @@ fn run(a: RunArgs) -> Result<()> {
             status: true,
         },
         max_frames: a.max_frames,
-        status_suffix: None,
+        status_suffix: worker.as_ref().map(|w| {
+            let status = w.status();
+            Arc::new(move || status.lock().map(|s| s.clone()).unwrap_or_default()) as pipeline::StatusSuffix
+        }),
+        adapt: worker.as_ref().map(Worker::link),
     };
     let mut stats: Option<Box<dyn Write + Send>> = match &a.stats {
         Some(p) if p == Path::new("-") => Some(Box::new(std::io::stdout())),
@@ -376,7 +460,10 @@ fn run(a: RunArgs) -> Result<()> {
         } else if !quiet && output_dir.is_some() {
             println!("{}  {:7.1} ms (inference {:.1} ms)", t.name, t.latency_ms, t.infer_ms);
         }
-    })?;
+    });
+    let adapted = worker.map(Worker::finish).transpose();
+    let summary = summary?;
+    let adapted = adapted?;
     if let Some(w) = stats.as_mut() {
         serde_json::to_writer(&mut *w, &serde_json::json!({ "summary": &summary }))?;
         writeln!(w)?;
@@ -396,6 +483,152 @@ fn run(a: RunArgs) -> Result<()> {
             summary.fps,
             summary.mean_infer_ms
         );
+        if let Some(st) = &adapted {
+            println!("{} (mean step {:.1} ms)", st.status(), st.mean_step_ms);
+        }
+    }
+    Ok(())
+}
+
+/// The adapter for `bytes` with the settings of `s`, its state loaded unless --adapt-reset (a
+/// state file that cannot be used is reported and the source weights are kept).
+fn make_adapter(bytes: &[u8], origin: &str, s: &AdaptSettings) -> Result<Adapter> {
+    let cfg: AdaptConfig = match &s.adapt_config {
+        Some(p) => seg_core::config::load_toml(p)?,
+        None => AdaptConfig::default(),
+    };
+    let cfg = seg_core::config::apply_overrides(&cfg, &s.adapt_set)?;
+    let mut adapter = Adapter::new(bytes, origin, cfg)?;
+    if let (Some(p), false) = (&s.adapt_state, s.adapt_reset) {
+        if p.exists() {
+            match adapt_state::load(&mut adapter, p) {
+                Ok(steps) => eprintln!("{}: adapted weights loaded ({steps} steps)", p.display()),
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
+    }
+    Ok(adapter)
+}
+
+/// Near-constant frame: `f`'s mean colour plus ±3 of deterministic noise.
+fn flat_frame(f: &image::RgbImage, seed: u64) -> image::RgbImage {
+    let n = (f.width() * f.height()).max(1) as u64;
+    let mut mean = [0u64; 3];
+    for p in f.pixels() {
+        for c in 0..3 {
+            mean[c] += p[c] as u64;
+        }
+    }
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    image::RgbImage::from_fn(f.width(), f.height(), |_, _| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let d = (state % 7) as i64 - 3;
+        image::Rgb(mean.map(|m| ((m / n) as i64 + d).clamp(0, 255) as u8))
+    })
+}
+
+fn adapt(a: AdaptArgs) -> Result<()> {
+    anyhow::ensure!(a.passes >= 1, "--passes must be at least 1");
+    let bytes = std::fs::read(&a.model).with_context(|| format!("{}: cannot read", a.model.display()))?;
+    let origin = a.model.display().to_string();
+    let mut adapter = make_adapter(&bytes, &origin, &a.settings)?;
+    let mut seg = Segmenter::from_bytes(&bytes, &origin)?;
+    if adapter.stats.steps > 0 {
+        seg.set_backend(Box::new(adapter.backend()?));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&a.frames)
+        .with_context(|| format!("{}: cannot read the folder", a.frames.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let ext = p
+                .extension()
+                .map(|e| e.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            matches!(ext.as_str(), "png" | "jpg" | "jpeg") && a.prefix.as_deref().is_none_or(|x| name.starts_with(x))
+        })
+        .collect();
+    files.sort();
+    anyhow::ensure!(
+        !files.is_empty(),
+        "{}: no frames (png/jpg) to adapt on",
+        a.frames.display()
+    );
+    let every = adapter.config().every_n_frames;
+    let swap_every = adapter.config().swap_every;
+    let (mut t_infer, mut n_infer, mut n_frames) = (0.0f64, 0u64, 0u64);
+    let pb = indicatif::ProgressBar::new(files.len() as u64 * a.passes as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} frames {msg}").expect("progress template"),
+    );
+    if std::env::var_os("CI").is_some() {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    for pass in 0..a.passes {
+        for (i, p) in files.iter().enumerate() {
+            let frame = image::open(p)
+                .with_context(|| format!("{}: cannot decode the image", p.display()))?
+                .to_rgb8();
+            let t0 = Instant::now();
+            seg.logits(&frame)?;
+            t_infer += t0.elapsed().as_secs_f64() * 1e3;
+            n_infer += 1;
+            let mut stream = vec![frame.clone()];
+            for k in 0..a.stress {
+                stream.push(flat_frame(&frame, (pass as u64) << 40 | (i as u64) << 16 | k as u64));
+            }
+            for f in stream {
+                n_frames += 1;
+                if !(n_frames - 1).is_multiple_of(every) {
+                    continue;
+                }
+                adapter.observe(&f)?;
+                adapter.step()?;
+                if adapter.stats.steps.is_multiple_of(swap_every) {
+                    match adapter.check()? {
+                        Verdict::Pass | Verdict::Reset(_) => seg.set_backend(Box::new(adapter.backend()?)),
+                        Verdict::RolledBack(_) => {}
+                    }
+                    if let Some(p) = &a.settings.adapt_state {
+                        adapt_state::save(&adapter, p)?;
+                    }
+                }
+            }
+            pb.set_message(adapter.stats.status());
+            pb.inc(1);
+        }
+    }
+    pb.finish_and_clear();
+    // the published weights are the last ones that passed the guards
+    let final_check = adapter.check()?;
+    seg_onnx::save(&adapter.adapted_model()?, &a.out)?;
+    if let Some(p) = &a.settings.adapt_state {
+        adapt_state::save(&adapter, p)?;
+    }
+    let st = &adapter.stats;
+    println!(
+        "wrote {}: {} frames, {} (final check: {final_check:?}); mean step {:.1} ms, mean inference {:.1} ms",
+        a.out.display(),
+        n_frames,
+        st.status(),
+        st.mean_step_ms,
+        t_infer / n_infer.max(1) as f64
+    );
+    if let Some(p) = &a.summary {
+        let j = serde_json::json!({
+            "frames": n_frames,
+            "stats": st,
+            "mean_step_ms": st.mean_step_ms,
+            "mean_infer_ms": t_infer / n_infer.max(1) as f64,
+            "final_check": format!("{final_check:?}"),
+        });
+        seg_core::io::write_atomic(p, serde_json::to_string_pretty(&j)?.as_bytes())
+            .with_context(|| format!("{}: cannot write", p.display()))?;
     }
     Ok(())
 }

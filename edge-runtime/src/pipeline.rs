@@ -22,6 +22,17 @@ use crate::{RuntimeError, Segmenter};
 /// Extra text for the status line (e.g. the adaptation state), asked once per frame.
 pub type StatusSuffix = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// The link to an on-device adaptation worker ([`crate::adapt::worker::Worker::link`]).
+#[derive(Clone)]
+pub struct AdaptLink {
+    /// Hand one frame in this many to the worker.
+    pub every: u64,
+    /// Gives a frame to the worker (never blocks).
+    pub tap: Arc<dyn Fn(&RgbImage) + Send + Sync>,
+    /// Where the worker publishes adapted plans; polled between frames.
+    pub slot: Arc<crate::adapt::slot::Slot<Option<crate::backend::tract::TractBackend>>>,
+}
+
 /// How to run.
 #[derive(Clone)]
 pub struct PipelineOptions {
@@ -35,6 +46,8 @@ pub struct PipelineOptions {
     pub max_frames: Option<u64>,
     /// Appended to the status line.
     pub status_suffix: Option<StatusSuffix>,
+    /// On-device adaptation (`--adapt`).
+    pub adapt: Option<AdaptLink>,
 }
 
 impl Default for PipelineOptions {
@@ -45,6 +58,7 @@ impl Default for PipelineOptions {
             render: RenderOptions::default(),
             max_frames: None,
             status_suffix: None,
+            adapt: None,
         }
     }
 }
@@ -318,7 +332,19 @@ pub fn run(
         std::thread::Builder::new()
             .name("inference".into())
             .spawn_scoped(s, || {
+                let mut version = 0u64;
                 while let Some(mut p) = q_pre.pop() {
+                    if let Some(a) = &opts.adapt {
+                        // between frames: switch to a newly published adapted plan (whole)
+                        if let Some(b) = a.slot.newer(&mut version) {
+                            if let Some(b) = b.as_ref() {
+                                seg.set_backend(Box::new(b.clone()));
+                            }
+                        }
+                        if p.index.is_multiple_of(a.every.max(1)) {
+                            (a.tap)(&p.frame);
+                        }
+                    }
                     let t0 = Instant::now();
                     match seg.infer(&p.input) {
                         Ok(logits) => {

@@ -73,6 +73,11 @@ impl Segmenter {
         }
     }
 
+    /// Replaces the backend (e.g. with an adapted plan); the next frame runs on it.
+    pub fn set_backend(&mut self, backend: Box<dyn Backend>) {
+        self.backend = backend;
+    }
+
     /// The backend's name.
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()

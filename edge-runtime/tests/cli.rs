@@ -552,3 +552,110 @@ fn issue4_edge_student_segments_like_its_teacher() {
         }
     }
 }
+
+/// Issue #5: `run --adapt` adapts in the background, publishes guarded weights (the status line
+/// says so), saves them to --adapt-state and loads them on restart; a truncated state file is
+/// reported in one line and the run goes on with the source weights; `edge-seg adapt` is the
+/// offline twin and writes an adapted model that `eval`-style loading accepts.
+#[test]
+fn issue5_run_adapt_persists_state_and_rejects_a_truncated_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for (name, bytes) in edge_seg_runtime::DEFAULT_SAMPLES {
+        std::fs::write(frames.join(name), bytes).unwrap();
+    }
+    let state = dir.path().join("adapt.safetensors");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "run",
+            "--input",
+            "frames",
+            "--output",
+            "out",
+            "--adapt",
+            "--adapt-state",
+            "adapt.safetensors",
+            "--adapt-set",
+            "every_n_frames=1",
+            "--adapt-set",
+            "swap_every=1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        edge_seg(&a.iter().map(String::as_str).collect::<Vec<_>>(), dir.path())
+    };
+    let out = run(&[]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("adapt: ") && stdout.contains("steps"), "{stdout}");
+    assert!(state.exists(), "state written");
+    assert_eq!(pngs_in(&dir.path().join("out")).len(), 3);
+
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("adapted weights loaded"), "{stderr}");
+
+    let bytes = std::fs::read(&state).unwrap();
+    std::fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+    let out = run(&["--adapt-set", "swap_every=1000"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warn: Vec<&str> = stderr.lines().filter(|l| l.contains("adapt.safetensors")).collect();
+    assert_eq!(warn.len(), 1, "{stderr}");
+    assert!(warn[0].contains("truncated") && warn[0].contains("keeping"), "{stderr}");
+
+    // bad settings: one line, exit 2
+    assert_user_error(&run(&["--adapt-set", "crop=[100, 100]"]), "multiples of 32");
+    assert_user_error(
+        &edge_seg(&["run", "--input", "frames", "--adapt-reset"], dir.path()),
+        "need --adapt",
+    );
+
+    // the offline twin
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/models/camvid-small.onnx");
+    let out = edge_seg(
+        &[
+            "adapt",
+            "--model",
+            model,
+            "--frames",
+            "frames",
+            "--out",
+            "adapted.onnx",
+            "--adapt-set",
+            "every_n_frames=1",
+            "--adapt-set",
+            "swap_every=2",
+            "--passes",
+            "2",
+            "--summary",
+            "s.json",
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("6 frames") && stdout.contains("6 steps"), "{stdout}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("s.json")).unwrap()).unwrap();
+    assert_eq!(s["stats"]["steps"], 6);
+    assert!(s["mean_step_ms"].as_f64().unwrap() > 0.0);
+    edge_seg_runtime::Segmenter::open(&dir.path().join("adapted.onnx")).unwrap();
+    assert_user_error(
+        &edge_seg(
+            &["adapt", "--model", model, "--frames", "nope", "--out", "a.onnx"],
+            dir.path(),
+        ),
+        "nope",
+    );
+}

@@ -95,6 +95,18 @@ pub struct HeadOutput {
     pub embedding: Tensor,
 }
 
+/// Which part of the head trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadScope {
+    /// The affine after every decoder convolution, and the classifier.
+    #[default]
+    Decoder,
+    /// Only the affine after the last decoder convolution (`decoder.fuse.conv`) and the
+    /// classifier: the backward pass stops at the fused features, several times cheaper.
+    Last,
+}
+
 /// Decoder + classifier of an exported edge-seg model with trainable affines (see the module
 /// doc). Input: the encoder's low-level (`[b, w1, H/4, W/4]`) and high-level
 /// (`[b, w4, H/32, W/32]`) features.
@@ -108,6 +120,7 @@ pub struct AdaptHead {
     fuse: AffineConv,
     classifier_w: Var,
     classifier_b: Var,
+    scope: HeadScope,
 }
 
 impl AdaptHead {
@@ -124,6 +137,7 @@ impl AdaptHead {
             fuse: conv("decoder.fuse.conv", true)?,
             classifier_w: Var::from_tensor(&initializer(weights, "classifier.weight")?)?,
             classifier_b: Var::from_tensor(&initializer(weights, "classifier.bias")?)?,
+            scope: HeadScope::Decoder,
         };
         let classes = head.classifier_w.dim(0)?;
         if classes != cfg.num_classes || head.fuse.weight.dim(0)? != cfg.decoder_channels {
@@ -135,6 +149,13 @@ impl AdaptHead {
             );
         }
         Ok(head)
+    }
+
+    /// The head training only `scope` (the other affines keep their values and get no
+    /// gradient).
+    pub fn with_scope(mut self, scope: HeadScope) -> Self {
+        self.scope = scope;
+        self
     }
 
     /// `(low [b, w1, h4, w4], high [b, w4, h32, w32]) -> HeadOutput` at stride 4.
@@ -149,18 +170,27 @@ impl AdaptHead {
         let (_, _, h4, w4) = low.dims4()?;
         let up = bilinear::resize(&aspp, h4, w4)?; // [b, a, h4, w4]
         let low = self.low.forward(low)?; // [b, l, h4, w4]
-        let embedding = self.fuse.forward(&Tensor::cat(&[&up, &low], 1)?)?; // [b, d, h4, w4]
+        let mut cat = Tensor::cat(&[&up, &low], 1)?; // [b, a + l, h4, w4]
+        if self.scope == HeadScope::Last {
+            cat = cat.detach();
+        }
+        let embedding = self.fuse.forward(&cat)?; // [b, d, h4, w4]
         let c = self.classifier_w.dim(0)?;
         let logits_low = crate::conv::conv2d(&embedding, self.classifier_w.as_tensor(), 0, 1)?
             .broadcast_add(&self.classifier_b.as_tensor().reshape((1, c, 1, 1))?)?; // [b, C, h4, w4]
         Ok(HeadOutput { logits_low, embedding })
     }
 
-    /// The trainable variables, by name (`<conv>.gamma`, `<conv>.beta`, `classifier.weight`,
-    /// `classifier.bias`).
+    /// The trainable variables of the scope, by name (`<conv>.gamma`, `<conv>.beta`,
+    /// `classifier.weight`, `classifier.bias`).
     pub fn trainable(&self) -> Vec<(String, Var)> {
         let mut v = Vec::new();
-        for c in self.convs() {
+        let convs = self.convs();
+        let convs = match self.scope {
+            HeadScope::Decoder => &convs[..],
+            HeadScope::Last => &convs[5..],
+        };
+        for c in convs {
             v.push((format!("{}.gamma", c.name), c.gamma.clone()));
             v.push((format!("{}.beta", c.name), c.beta.clone()));
         }

@@ -238,4 +238,32 @@ fn issue5_adapt_head_matches_the_model_and_folds_back_into_the_graph() {
     let got = tract_logits(&seg_onnx::encode(&cut), &x, hw);
     assert!(max_diff(&adapted, &got) <= 1e-4);
     assert!(seg_onnx::set_initializer(&mut onnx, "classifier.weight", &[1.0]).is_err());
+
+    // scope `Last`: only the last decoder affine and the classifier train, and the backward pass
+    // stops there (the earlier affines get no gradient)
+    let last = head.clone().with_scope(seg_nn::adapt::HeadScope::Last);
+    let names: Vec<String> = last.trainable().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "decoder.fuse.conv.gamma",
+            "decoder.fuse.conv.beta",
+            "classifier.weight",
+            "classifier.bias"
+        ]
+    );
+    let grads = last
+        .forward(&low, &high)
+        .unwrap()
+        .logits_low
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, v) in head.trainable() {
+        let has = grads.get(&v).is_some();
+        assert_eq!(has, names.contains(&name), "{name}: gradient {has}");
+    }
 }

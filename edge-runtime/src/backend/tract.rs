@@ -16,7 +16,8 @@ pub fn set_threads(n: usize) {
     });
 }
 
-/// An optimised tract plan for a fixed input shape.
+/// An optimised tract plan for a fixed input shape (cloning shares the plan).
+#[derive(Clone)]
 pub struct TractBackend {
     plan: std::sync::Arc<TypedSimplePlan>,
     input_shape: [usize; 4],

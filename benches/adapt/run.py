@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Issue #5 measurements in one command: on-device adaptation, day -> dusk on CamVid.
+
+  python3 benches/adapt/run.py [--data ../shared/data/camvid] [--work runs/adapt]
+                               [--results docs/results/adapt.json] [--stress 10] [--fps-loops 4]
+
+1. Source model: the edge-student architecture trained supervised on the daytime drives only
+   (train frames of 0006R0 and 0016E5; trainer/configs/camvid_day_source.toml), exported to
+   ONNX. Skipped when runs/day_source already holds the finished run (resumed when partial).
+2. Before: mIoU on the 62 labeled dusk frames of 0001TP (train split,
+   splits/camvid-dusk/0001TP_train.txt) and on CamVid val (day, 0016E5).
+3. `edge-seg adapt` over the 0001TP frames in stream order (unlabeled; default settings, guards
+   on), then the same two evaluations: dusk gain and day forgetting.
+4. Collapse stress stream: every dusk frame followed by --stress near-constant frames, adapted
+   with guards off (naive) and on (guarded); dusk mIoU of each.
+5. Cost: mean adaptation step vs mean inference (from the adapt run), and end-to-end FPS of
+   `edge-seg run` with and without --adapt on the dusk frames as a 480x360 YUYV recording
+   played --fps-loops times.
+
+Writes docs/results/adapt.json (records name/value/unit/split/command/date/machine).
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
+from peer import machine, merge_records  # noqa: E402
+
+TRAIN = "target/release/edge-seg-train"
+EDGE = "target/release/edge-seg"
+SOURCE_CFG = "trainer/configs/camvid_day_source.toml"
+DUSK = "splits/camvid-dusk/0001TP_train.txt"
+
+
+def sh(cmd, log=None):
+    print("  $", " ".join(str(c) for c in cmd), flush=True)
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    if log:
+        with open(log, "a") as f:
+            f.write("$ " + " ".join(str(c) for c in cmd) + "\n" + r.stdout + r.stderr)
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(str(c) for c in cmd)}\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    return r.stdout
+
+
+def last_iter(run):
+    """The last training step logged in `run`'s metrics (0 when none)."""
+    p = run / "metrics.jsonl"
+    if not p.exists():
+        return 0
+    its = [json.loads(l).get("iter", 0) for l in p.read_text().splitlines() if l.strip().startswith("{")]
+    return max(its, default=0)
+
+
+def miou(model, data, split, log):
+    out = sh([EDGE, "eval", "--model", model, "--data", data, "--split", split], log)
+    m = re.search(r"^mIoU\s+([0-9.]+)", out, re.M)
+    if not m:
+        sys.exit(f"no mIoU in the eval output of {model}")
+    return float(m.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/camvid")
+    ap.add_argument("--work", default="runs/adapt")
+    ap.add_argument("--source-run", default="runs/day_source")
+    ap.add_argument("--results", default="docs/results/adapt.json")
+    ap.add_argument("--stress", type=int, default=10)
+    ap.add_argument("--fps-loops", type=int, default=4)
+    a = ap.parse_args()
+    if not Path("Cargo.toml").exists() or not Path("benches/adapt").is_dir():
+        sys.exit("run.py: run from the repository root")
+    if not (Path(a.data) / "train").is_dir():
+        sys.exit(f"run.py: {a.data} has no train/ (CamVid layout)")
+    command = "python3 benches/adapt/run.py" + "".join(f" {x}" for x in sys.argv[1:])
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "log.txt"
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    mach = machine()
+    recs = []
+
+    def add(name, value, unit, split):
+        recs.append({"name": name, "value": round(value, 3), "unit": unit, "split": split,
+                     "command": command, "date": date, "machine": mach})
+        print(f"  {name} = {value:.3f} {unit}", flush=True)
+
+    print("== build", flush=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "edge-seg-trainer", "-p", "edge-seg-runtime", "--bins"], check=True)
+
+    run = Path(a.source_run)
+    src = work / "day_source.onnx"
+    iterations = int(re.search(r"^iterations\s*=\s*(\d+)", Path(SOURCE_CFG).read_text(), re.M).group(1))
+    if last_iter(run) < iterations:
+        print("== train the day source model", flush=True)
+        cmd = [TRAIN, "train", "--config", SOURCE_CFG, "--out", run, "--data", a.data, "--no-progress"]
+        if (run / "last.safetensors").exists():
+            cmd.append("--resume")
+        sh(cmd, log)
+    if not src.exists() or src.stat().st_mtime < (run / "last.safetensors").stat().st_mtime:
+        sh([TRAIN, "export", "--run", run, "--checkpoint", "last", "--out", src], log)
+
+    dusk_split = f"0001TP train frames (62, dusk drive never seen with labels), {DUSK}"
+    val_split = "CamVid val (101 frames of the day drive 0016E5)"
+    print("== before", flush=True)
+    add("dusk_miou_before", miou(src, a.data, DUSK, log), "mIoU %", dusk_split)
+    add("day_val_miou_before", miou(src, a.data, "val", log), "mIoU %", val_split)
+
+    frames = [a.data + "/train", "--prefix", "0001TP"]
+    print("== adapt on the dusk stream (guards on)", flush=True)
+    adapted = work / "dusk_adapted.onnx"
+    sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--out", adapted,
+        "--summary", work / "dusk_adapted.json"], log)
+    s = json.loads((work / "dusk_adapted.json").read_text())
+    add("dusk_miou_after", miou(adapted, a.data, DUSK, log), "mIoU %",
+        f"{dusk_split}; after adapting on them unlabeled, in stream order ({s['stats']['steps']} steps)")
+    add("day_val_miou_after", miou(adapted, a.data, "val", log), "mIoU %", val_split + "; after the dusk adaptation")
+    add("adapt_rollbacks", s["stats"]["rollbacks"], "rollbacks", "the dusk adaptation run")
+    add("adapt_step_ms", s["mean_step_ms"], "ms",
+        "mean wall time of one adaptation step (2 crops: tract encoder + candle head, loss, backward, update), 2 cores")
+    add("infer_ms", s["mean_infer_ms"], "ms", "mean inference of one 480x360 frame (preprocess + network), same run")
+
+    print(f"== collapse stress stream (each dusk frame + {a.stress} near-constant frames)", flush=True)
+    for kind, sets in (("naive", ["--adapt-set", "guard.enabled=false"]), ("guarded", [])):
+        out = work / f"stress_{kind}.onnx"
+        sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--stress", a.stress, *sets, "--out", out,
+            "--summary", work / f"stress_{kind}.json"], log)
+        st = json.loads((work / f"stress_{kind}.json").read_text())
+        add(f"stress_{kind}_miou_after", miou(out, a.data, DUSK, log), "mIoU %",
+            f"{dusk_split}; after adapting on the stress stream ({st['stats']['steps']} steps, "
+            f"{st['stats']['rollbacks']} rollbacks, guards {'off' if kind == 'naive' else 'on'})")
+
+    print("== FPS with and without --adapt", flush=True)
+    dusk_dir = work / "dusk_frames"
+    dusk_dir.mkdir(exist_ok=True)
+    for p in sorted((Path(a.data) / "train").glob("0001TP_*.png")):
+        link = dusk_dir / p.name
+        if not link.exists():
+            link.symlink_to(p.resolve())
+    rec = work / "dusk.yuyv"
+    sh([sys.executable, "benches/runtime/peer.py", "record", "--data", work, "--split", "dusk_frames", "--out", rec], log)
+    loop = work / f"dusk_x{a.fps_loops}.yuyv"
+    with open(loop, "wb") as f:
+        for _ in range(a.fps_loops):
+            f.write(rec.read_bytes())
+    fps = {}
+    for kind, extra in (("no_adapt", []), ("adapt", ["--adapt"])):
+        stats = work / f"fps_{kind}.jsonl"
+        sh([EDGE, "run", "--model", src, "--input", loop, "--size", "480x360", "--display", f"fb:{work}/fb_{kind}",
+            "--fb-geometry", "480x360x32", "--drop", "wait", "--stats", stats, *extra], log)
+        summary = json.loads(stats.read_text().splitlines()[-1])["summary"]
+        fps[kind] = summary["fps"]
+        add(f"fps_{kind}", summary["fps"], "FPS",
+            f"edge-seg run, {summary['frames_out']} frames 480x360 YUYV (0001TP x{a.fps_loops}), framebuffer file output, 2 cores")
+    add("fps_ratio_adapt", fps["adapt"] / fps["no_adapt"], "x", "fps_adapt / fps_no_adapt")
+
+    out = merge_records(a.results, recs)
+    print(f"{len(recs)} records -> {out}")
+
+
+if __name__ == "__main__":
+    main()

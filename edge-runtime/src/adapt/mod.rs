@@ -1,0 +1,951 @@
+//! On-device adaptation (issue #5): the model keeps learning from the unlabeled frames its camera
+//! sees, with guards that roll it back when it gets worse.
+//!
+//! **What is trained.** The encoder stays frozen and runs in tract (its features come from the
+//! exported float graph, cut at the decoder's two inputs with [`seg_onnx::extract`]). Only the
+//! light head of [`seg_nn::adapt::AdaptHead`] is trained in candle: a per-channel affine after each
+//! decoder convolution (BatchNorm's affine, TENT's choice) plus the classifier, about 1 k values
+//! for the edge student. That is cheap enough to step on a CPU core beside inference, it cannot
+//! forget the encoder's features, and it folds back into plain convolution weights, so the
+//! inference graph keeps its shape and speed.
+//!
+//! **The step** ([`Adapter::step`]) is CAC's context-aware consistency made light: a frame from
+//! a ring buffer of recent frames is scaled at random, two overlapping crops are taken (IoU in
+//! `[0.1, 1]`, [`seg_core::data::pair`]) with their own flip and photometric jitter; both go through
+//! the frozen encoder and the trainable head; on the overlap cells (stride 8, flip-aware) the
+//! trainer's directional contrastive loss ([`seg_nn::consistency::directional_contrastive`]: the
+//! less confident side pulled toward the more confident one, positive filtering, pseudo-label
+//! negative sampling, a memory bank of negatives) plus a cross-view pseudo-label cross-entropy
+//! where the other crop is confident. The DC loss acts on the L2-normalised decoder embedding
+//! directly: the exported model has no projector, and a projector trained from scratch on the
+//! device would first have to learn what the trainer's did.
+//!
+//! **Guards** ([`guard`]): every `swap_every` steps the adapted head is scored on a held buffer of
+//! recent frames against the source model; when a monitor trips, the weights roll back to the last
+//! good set (to the source after `reset_after` trips in a row). Only weights that passed a check
+//! are ever published to the inference path ([`slot::Slot`]), so a degradation between checks
+//! never reaches the screen. An optional CoTTA-style stochastic restore resets a random fraction of
+//! the trainable values to the source after each step.
+
+pub mod guard;
+pub mod slot;
+pub mod state;
+pub mod worker;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use seg_core::data::augment::AugmentConfig;
+use seg_core::data::pair::{make_pair, PairConfig};
+use seg_core::meta::ModelMeta;
+use seg_core::preprocess::{normalize_into, resize_rgb};
+use seg_nn::adapt::{AdaptHead, HeadScope};
+use seg_nn::consistency::{self, DcConfig, MemoryBank};
+use seg_nn::optim::{ParamGroup, Sgd};
+use serde::{Deserialize, Serialize};
+use tract_onnx::prelude::*;
+
+use crate::backend::tract::TractBackend;
+use crate::RuntimeError;
+pub use guard::{GuardConfig, Monitors};
+
+/// Feature stride of the consistency cells: the stride-4 embedding average-pooled 2×2.
+const STRIDE: u32 = 8;
+/// Pseudo-label value for "no label" in the cross-view cross-entropy.
+const NO_LABEL: u32 = 255;
+
+/// Adaptation settings (`--adapt-config FILE`, `--adapt-set key=value`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptConfig {
+    /// `edge-seg run --adapt`: hand one frame in this many to the worker (it takes one step per
+    /// frame it gets; frames arriving while it is busy are dropped). `edge-seg adapt`: one step
+    /// per this many frames.
+    pub every_n_frames: u64,
+    /// Recent frames kept for training.
+    pub ring: usize,
+    /// What trains: `last` (the last decoder convolution's affine + the classifier; default,
+    /// the cheapest backward) or `decoder` (every decoder affine + the classifier).
+    pub scope: HeadScope,
+    /// Learning rate (constant).
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Crop `[h, w]` (multiples of 32).
+    pub crop: [u32; 2],
+    /// Random scale `[min, max]` of the frame (relative to the network input) before cropping.
+    pub scale: [f32; 2],
+    /// IoU range of the two crops (`[1, 1]`: no contextual augmentation).
+    pub iou: [f32; 2],
+    /// Weight of the directional contrastive loss.
+    pub dc_weight: f64,
+    /// DC temperature τ.
+    pub temperature: f32,
+    /// DC positive-filtering threshold γ.
+    pub gamma: f32,
+    /// Negatives kept from past steps.
+    pub bank: usize,
+    /// Negatives pushed to the bank per step.
+    pub bank_push: usize,
+    /// Negatives drawn from the step's own crops (at random among their valid cells).
+    pub pair_negatives: usize,
+    /// Weight of the cross-view pseudo-label cross-entropy.
+    pub pseudo_weight: f64,
+    /// Confidence a pseudo-label needs.
+    pub pseudo_threshold: f32,
+    /// Weight of entropy minimisation (TENT's loss; 0 = off).
+    pub entropy_weight: f64,
+    /// CoTTA stochastic restore: after each step, each trainable value returns to its source
+    /// value with this probability (0 = off).
+    pub restore_prob: f64,
+    /// Check the guards and publish the weights every this many steps.
+    pub swap_every: u64,
+    /// Guard rails.
+    pub guard: GuardConfig,
+    /// Random seed.
+    pub seed: u64,
+}
+
+impl Default for AdaptConfig {
+    fn default() -> Self {
+        Self {
+            every_n_frames: 4,
+            ring: 16,
+            scope: HeadScope::Last,
+            lr: 0.01,
+            momentum: 0.9,
+            crop: [128, 192],
+            scale: [0.7, 1.1],
+            iou: [0.1, 1.0],
+            dc_weight: 1.0,
+            temperature: 0.1,
+            gamma: 0.75,
+            bank: 1024,
+            bank_push: 128,
+            pair_negatives: 512,
+            pseudo_weight: 1.0,
+            pseudo_threshold: 0.9,
+            entropy_weight: 0.0,
+            restore_prob: 0.0,
+            swap_every: 10,
+            guard: GuardConfig::default(),
+            seed: 0,
+        }
+    }
+}
+
+impl AdaptConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.every_n_frames == 0 || self.ring == 0 || self.swap_every == 0 {
+            return Err("every_n_frames, ring and swap_every must be at least 1".into());
+        }
+        if self.crop.iter().any(|&c| c == 0 || c % 32 != 0) {
+            return Err(format!(
+                "crop {:?}: both sides must be positive multiples of 32",
+                self.crop
+            ));
+        }
+        if !(self.scale[0] > 0.0 && self.scale[0] <= self.scale[1]) {
+            return Err(format!("scale {:?}: need 0 < min <= max", self.scale));
+        }
+        if !(0.0 <= self.iou[0] && self.iou[0] <= self.iou[1] && self.iou[1] <= 1.0) {
+            return Err(format!("iou {:?}: need 0 <= min <= max <= 1", self.iou));
+        }
+        if !(0.0..=1.0).contains(&self.restore_prob) {
+            return Err(format!("restore_prob must be in [0, 1], got {}", self.restore_prob));
+        }
+        self.guard.validate()
+    }
+}
+
+/// What adaptation has done so far (shown in the status line, saved in the state file).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AdaptStats {
+    /// Training steps taken.
+    pub steps: u64,
+    /// Guard checks made.
+    pub checks: u64,
+    /// Rollbacks (to the last good weights or the source).
+    pub rollbacks: u64,
+    /// Rollbacks that restored the source weights.
+    pub resets: u64,
+    /// Step and reason of the last rollback.
+    pub last_rollback: Option<(u64, String)>,
+    /// Monitor values at the last check.
+    pub monitors: Option<Monitors>,
+    /// Loss of the last step.
+    pub last_loss: f64,
+    /// Mean wall time of a step (ms).
+    pub mean_step_ms: f64,
+    /// Rollbacks in a row (reset by a passing check).
+    pub consecutive_trips: u32,
+}
+
+impl AdaptStats {
+    /// The status-line text.
+    pub fn status(&self) -> String {
+        let mut s = format!("adapt: {} steps", self.steps);
+        match &self.last_rollback {
+            Some((step, why)) => s.push_str(&format!(", {} rollbacks (last at step {step}: {why})", self.rollbacks)),
+            None => s.push_str(", no rollback"),
+        }
+        if let Some(m) = &self.monitors {
+            s.push_str(&format!(
+                " | conf {:.2} ent {:.2}/{:.2} agree {:.3} drift {:.3}",
+                m.confidence, m.entropy, m.anchor_entropy, m.agreement, m.drift
+            ));
+        }
+        s
+    }
+}
+
+/// The outcome of a guard check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The weights passed (or guards are off): they are the new last good set.
+    Pass,
+    /// A monitor tripped; the weights were restored to the last good set.
+    RolledBack(String),
+    /// A monitor tripped `reset_after` times in a row; the source weights were restored.
+    Reset(String),
+}
+
+/// A held frame: frozen features and the source model's view of it.
+struct Held {
+    low: Tensor,
+    high: Tensor,
+    anchor_class: Vec<u32>,
+    anchor_entropy: Vec<f32>,
+}
+
+fn adapt_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Adapt(format!("{e:#}").replace('\n', " "))
+}
+
+/// The frozen encoder in tract for one input shape: `[n, 3, h, w] -> (low, high)`.
+struct Encoder {
+    plan: Arc<TypedSimplePlan>,
+    shape: [usize; 4],
+}
+
+impl Encoder {
+    fn new(proto: &seg_onnx::pb::ModelProto, shape: [usize; 4], origin: &str) -> Result<Self, RuntimeError> {
+        let err = |e: TractError| RuntimeError::Model {
+            path: origin.to_string(),
+            reason: format!("adaptation encoder: {e:#}").replace('\n', " "),
+        };
+        let plan = tract_onnx::onnx()
+            .model_for_proto_model(proto)
+            .map_err(err)?
+            .with_input_fact(0, f32::fact(shape).into())
+            .map_err(err)?
+            .into_optimized()
+            .map_err(err)?
+            .into_runnable()
+            .map_err(err)?;
+        Ok(Self { plan, shape })
+    }
+
+    /// `input`: `n · 3 · h · w` normalised values.
+    fn run(&self, input: Vec<f32>, dev: &Device) -> Result<(Tensor, Tensor), RuntimeError> {
+        let x = tract_ndarray::Array4::from_shape_vec(self.shape, input)
+            .map_err(adapt_err)?
+            .into_tensor();
+        let out = self.plan.run(tvec!(x.into())).map_err(adapt_err)?;
+        let t = |i: usize| -> Result<Tensor, RuntimeError> {
+            let v = out[i].to_plain_array_view::<f32>().map_err(adapt_err)?;
+            let shape = v.shape().to_vec();
+            Tensor::from_vec(v.iter().copied().collect::<Vec<f32>>(), shape, dev).map_err(adapt_err)
+        };
+        Ok((t(0)?, t(1)?))
+    }
+}
+
+/// Rows of `x: [b, d, h, w]` for image `img` at flat spatial `idx`: `[n, d]`.
+fn cells(x: &Tensor, img: usize, idx: &Tensor) -> candle_core::Result<Tensor> {
+    let (_, d, h, w) = x.dims4()?;
+    x.get(img)?.reshape((d, h * w))?.index_select(idx, 1)?.t()
+}
+
+/// Values of `x: [b, h, w]` for image `img` at flat spatial `idx`: `[n]`.
+fn values(x: &Tensor, img: usize, idx: &Tensor) -> candle_core::Result<Tensor> {
+    x.get(img)?.flatten_all()?.index_select(idx, 0)
+}
+
+/// The decoder inputs of an exported edge-seg graph: `(low, high)`, the data inputs of the
+/// convolutions whose weights are `decoder.low.conv.weight` and `decoder.aspp.b1.conv.weight`.
+pub fn encoder_outputs(graph: &seg_onnx::pb::GraphProto) -> Option<(String, String)> {
+    let input_of = |w: &str| {
+        graph
+            .node
+            .iter()
+            .find(|n| n.op_type == "Conv" && n.input.get(1).map(String::as_str) == Some(w))
+            .map(|n| n.input[0].clone())
+    };
+    Some((
+        input_of("decoder.low.conv.weight")?,
+        input_of("decoder.aspp.b1.conv.weight")?,
+    ))
+}
+
+/// FNV-1a 64 of the model bytes: ties a state file to the model it was adapted from.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The adaptation learner: frames in, guarded weight updates out. Used by the background worker
+/// of `edge-seg run --adapt` and, synchronously, by `edge-seg adapt`.
+pub struct Adapter {
+    cfg: AdaptConfig,
+    /// The model's metadata.
+    pub meta: ModelMeta,
+    origin: String,
+    source: seg_onnx::pb::ModelProto,
+    fingerprint: u64,
+    enc_crops: Encoder,
+    enc_frame: Encoder,
+    head: AdaptHead,
+    anchor: AdaptHead,
+    source_state: HashMap<String, Tensor>,
+    last_good: HashMap<String, Tensor>,
+    opt: Sgd,
+    bank: MemoryBank,
+    ring: VecDeque<RgbImage>,
+    held: VecDeque<Held>,
+    observed: u64,
+    rng: ChaCha8Rng,
+    aug: AugmentConfig,
+    pair: PairConfig,
+    dc: DcConfig,
+    step_ms_sum: f64,
+    decoder_channels: usize,
+    /// What it has done.
+    pub stats: AdaptStats,
+    dev: Device,
+}
+
+impl Adapter {
+    /// An adapter for the float edge-seg model `bytes` (`origin` names it in errors).
+    pub fn new(bytes: &[u8], origin: &str, cfg: AdaptConfig) -> Result<Self, RuntimeError> {
+        use prost::Message;
+        let model_err = |reason: String| RuntimeError::Model {
+            path: origin.to_string(),
+            reason,
+        };
+        cfg.validate()
+            .map_err(|e| RuntimeError::Adapt(format!("adaptation config: {e}")))?;
+        let source =
+            seg_onnx::pb::ModelProto::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
+        let graph = source
+            .graph
+            .as_ref()
+            .ok_or_else(|| model_err("not a valid ONNX model: no graph".into()))?;
+        let meta = ModelMeta::from_map(&seg_onnx::metadata(&source))
+            .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
+        let (low, high) = encoder_outputs(graph).ok_or_else(|| {
+            model_err(
+                "--adapt needs a float edge-seg model (no float 'decoder.low.conv.weight' / \
+                 'decoder.aspp.b1.conv.weight' convolution; an int8 QDQ graph cannot be adapted)"
+                    .into(),
+            )
+        })?;
+        let dev = Device::Cpu;
+        let weights: HashMap<String, Tensor> = graph
+            .initializer
+            .iter()
+            .filter(|t| t.data_type == 1 && (t.name.starts_with("decoder.") || t.name.starts_with("classifier.")))
+            .map(|t| {
+                let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+                let v = seg_onnx::tensor_to_f32(t).map_err(|e| model_err(e.to_string()))?;
+                Tensor::from_vec(v, dims, &dev)
+                    .map(|x| (t.name.clone(), x))
+                    .map_err(|e| model_err(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let dim = |k: &str| weights.get(k).and_then(|t| t.dims().first().copied());
+        let mcfg = seg_nn::ModelConfig {
+            num_classes: dim("classifier.weight").unwrap_or(0),
+            decoder_channels: dim("decoder.fuse.conv.weight").unwrap_or(0),
+            ..Default::default()
+        };
+        let head = AdaptHead::new(&mcfg, &weights, &dev)
+            .map_err(|e| model_err(format!("adaptation head: {e}")))?
+            .with_scope(cfg.scope);
+        let anchor = AdaptHead::new(&mcfg, &weights, &dev).map_err(|e| model_err(format!("adaptation head: {e}")))?;
+        if mcfg.num_classes != meta.classes.len() {
+            return Err(model_err(format!(
+                "the classifier has {} classes, the metadata names {}",
+                mcfg.num_classes,
+                meta.classes.len()
+            )));
+        }
+        let encoder = seg_onnx::extract(&source, &[], &[&low, &high]).map_err(|e| model_err(e.to_string()))?;
+        let (h, w) = (meta.input_hw.0 as usize, meta.input_hw.1 as usize);
+        let enc_frame = Encoder::new(&encoder, [1, 3, h, w], origin)?;
+        let enc_crops = Encoder::new(&encoder, [2, 3, cfg.crop[0] as usize, cfg.crop[1] as usize], origin)?;
+        let params = head.trainable();
+        let opt = Sgd::new(
+            vec![ParamGroup {
+                name: "head".into(),
+                lr_mult: 1.0,
+                params,
+            }],
+            cfg.momentum,
+            0.0,
+        );
+        let aug = AugmentConfig {
+            base_size: Some([meta.input_hw.0, meta.input_hw.1]),
+            scale_min: cfg.scale[0],
+            scale_max: cfg.scale[1],
+            crop: cfg.crop,
+            ..AugmentConfig::default()
+        };
+        let pair = PairConfig {
+            iou: cfg.iou,
+            stride: STRIDE,
+            ..Default::default()
+        };
+        let dc = DcConfig {
+            temperature: cfg.temperature,
+            gamma: cfg.gamma,
+            ..Default::default()
+        };
+        let mut a = Self {
+            bank: MemoryBank::new(cfg.bank, mcfg.decoder_channels),
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            cfg,
+            meta,
+            origin: origin.to_string(),
+            fingerprint: fingerprint(bytes),
+            source,
+            enc_crops,
+            enc_frame,
+            head,
+            anchor,
+            source_state: HashMap::new(),
+            last_good: HashMap::new(),
+            opt,
+            ring: VecDeque::new(),
+            held: VecDeque::new(),
+            observed: 0,
+            aug,
+            pair,
+            dc,
+            step_ms_sum: 0.0,
+            decoder_channels: mcfg.decoder_channels,
+            stats: AdaptStats::default(),
+            dev,
+        };
+        a.source_state = a.snapshot()?;
+        a.last_good = a.snapshot()?;
+        Ok(a)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AdaptConfig {
+        &self.cfg
+    }
+
+    /// Fingerprint of the source model (see [`fingerprint`]).
+    pub fn model_fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// A deep copy of the trainable values.
+    pub fn snapshot(&self) -> Result<HashMap<String, Tensor>, RuntimeError> {
+        self.head
+            .trainable()
+            .into_iter()
+            .map(|(n, v)| v.as_tensor().copy().map(|t| (n, t)).map_err(adapt_err))
+            .collect()
+    }
+
+    /// The trainable variables (name, var), e.g. to inspect or perturb them.
+    pub fn trainable(&self) -> Vec<(String, candle_core::Var)> {
+        self.head.trainable()
+    }
+
+    /// Sets the trainable values (all of them, shapes checked) and makes them the last good set.
+    pub fn restore(&mut self, state: &HashMap<String, Tensor>) -> Result<(), RuntimeError> {
+        self.head.load(state).map_err(adapt_err)?;
+        self.last_good = self.snapshot()?;
+        self.opt.set_velocity(HashMap::new());
+        Ok(())
+    }
+
+    /// Back to the source weights.
+    pub fn reset(&mut self) -> Result<(), RuntimeError> {
+        let s = self.source_state.clone();
+        self.restore(&s)
+    }
+
+    /// Appends the normalised `[3, h, w]` values of `img` to `out`.
+    fn normalize(&self, img: &RgbImage, out: &mut Vec<f32>) {
+        let start = out.len();
+        out.resize(start + 3 * img.width() as usize * img.height() as usize, 0.0);
+        normalize_into(img, self.meta.mean, self.meta.std, &mut out[start..]);
+    }
+
+    /// Takes a frame from the stream: into the ring buffer, and every `guard.hold_every`-th one
+    /// (the first included) into the held buffer with the source model's predictions.
+    pub fn observe(&mut self, frame: &RgbImage) -> Result<(), RuntimeError> {
+        let (h, w) = self.meta.input_hw;
+        let img = if frame.dimensions() == (w, h) {
+            frame.clone()
+        } else {
+            resize_rgb(frame, h, w)
+        };
+        if self.cfg.guard.enabled && self.observed.is_multiple_of(self.cfg.guard.hold_every) {
+            let mut x = Vec::new();
+            self.normalize(&img, &mut x);
+            let (low, high) = self.enc_frame.run(x, &self.dev)?;
+            let s = summarise_head(&self.anchor, &low, &high)?;
+            if self.held.len() == self.cfg.guard.held {
+                self.held.pop_front();
+            }
+            self.held.push_back(Held {
+                low,
+                high,
+                anchor_class: s.iter().map(|p| p.0).collect(),
+                anchor_entropy: s.iter().map(|p| p.2).collect(),
+            });
+        }
+        if self.ring.len() == self.cfg.ring {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(img);
+        self.observed += 1;
+        Ok(())
+    }
+
+    /// One adaptation step on a random frame of the ring buffer; returns the loss (`None` when
+    /// no frame was observed yet).
+    pub fn step(&mut self) -> Result<Option<f64>, RuntimeError> {
+        if self.ring.is_empty() {
+            return Ok(None);
+        }
+        let t0 = std::time::Instant::now();
+        let i = self.rng.random_range(0..self.ring.len());
+        let pair = make_pair(&self.ring[i], &self.aug, &self.pair, &mut self.rng);
+        let mut x = Vec::new();
+        for c in &pair.crops {
+            self.normalize(c, &mut x);
+        }
+        let t1 = std::time::Instant::now();
+        let (low, high) = self.enc_crops.run(x, &self.dev)?; // [2, w1, h/4, w/4], [2, w4, h/32, w/32]
+        let t2 = std::time::Instant::now();
+        let loss = self.losses(&low, &high, &pair.geometry).map_err(adapt_err)?;
+        let value = loss.to_scalar::<f32>().map_err(adapt_err)? as f64;
+        let t3 = std::time::Instant::now();
+        let grads = loss.backward().map_err(adapt_err)?;
+        let t4 = std::time::Instant::now();
+        self.opt.step(&grads, self.cfg.lr).map_err(adapt_err)?;
+        tracing::debug!(
+            "adapt step: crops {:?}, encoder {:?}, head + losses {:?}, backward {:?}",
+            t1 - t0,
+            t2 - t1,
+            t3 - t2,
+            t4 - t3
+        );
+        if self.cfg.restore_prob > 0.0 {
+            self.stochastic_restore().map_err(adapt_err)?;
+        }
+        self.stats.steps += 1;
+        self.stats.last_loss = value;
+        self.step_ms_sum += t0.elapsed().as_secs_f64() * 1e3;
+        self.stats.mean_step_ms = self.step_ms_sum / self.stats.steps as f64;
+        Ok(Some(value))
+    }
+
+    /// DC (both directions) + cross-view pseudo-label CE + entropy on one crop pair.
+    fn losses(
+        &mut self,
+        low: &Tensor,
+        high: &Tensor,
+        geometry: &seg_core::data::pair::PairGeometry,
+    ) -> candle_core::Result<Tensor> {
+        let dev = self.dev.clone();
+        let out = self.head.forward(low, high)?;
+        let emb = out.embedding.avg_pool2d(2)?; // [2, d, h/8, w/8]
+        let scores = out.logits_low.avg_pool2d(2)?; // [2, C, h/8, w/8]
+        let (conf, label) = consistency::confidence_and_label(&scores)?; // [2, h/8, w/8] each
+        let phi = consistency::l2_normalize(&emb, 1)?; // [2, d, h/8, w/8]
+        let phi_d = phi.detach();
+        // negatives: every valid cell of both crops, plus the bank
+        let mut valid_idx: Vec<Vec<u32>> = (0..2)
+            .map(|k| {
+                geometry
+                    .cell_valid(k, STRIDE)
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &v)| v)
+                    .map(|(j, _)| j as u32)
+                    .collect()
+            })
+            .collect();
+        for idx in valid_idx.iter_mut() {
+            let keep = (self.cfg.pair_negatives / 2).min(idx.len());
+            partial_shuffle(idx, keep, &mut self.rng);
+            idx.truncate(keep);
+            idx.sort_unstable();
+        }
+        let feats = consistency::gather_locations(&phi_d, &valid_idx)?; // [n, d]
+        let labels = consistency::gather_locations(&label.unsqueeze(1)?.to_dtype(DType::F32)?, &valid_idx)?
+            .squeeze(1)?
+            .to_dtype(DType::U32)?; // [n]
+        let (negatives, negative_labels) = match self.bank.tensors(&dev)? {
+            Some((bf, bl)) => (Tensor::cat(&[&feats, &bf], 0)?, Tensor::cat(&[&labels, &bl], 0)?),
+            None => (feats.clone(), labels.clone()),
+        };
+        let ov = geometry.overlap(STRIDE);
+        let mut total = Tensor::new(0f32, &dev)?;
+        let n = ov.indices[0].len();
+        if n > 0 {
+            let i0 = Tensor::from_slice(&ov.indices[0], n, &dev)?;
+            let i1 = Tensor::from_slice(&ov.indices[1], n, &dev)?;
+            let valid_v: Vec<f32> = ov.valid.iter().map(|&v| v as u8 as f32).collect();
+            let valid = Tensor::from_vec(valid_v, n, &dev)?;
+            let (f1, f2) = (cells(&phi, 0, &i0)?, cells(&phi, 1, &i1)?); // [n, d]
+            let (c1, c2) = (values(&conf, 0, &i0)?, values(&conf, 1, &i1)?); // [n]
+            let (y1, y2) = (values(&label, 0, &i0)?, values(&label, 1, &i1)?); // [n]
+            if self.cfg.dc_weight > 0.0 {
+                let l12 = consistency::directional_contrastive(
+                    &f1,
+                    &f2,
+                    &c1,
+                    &c2,
+                    &y1,
+                    &negatives,
+                    &negative_labels,
+                    Some(&valid),
+                    &self.dc,
+                )?;
+                let l21 = consistency::directional_contrastive(
+                    &f2,
+                    &f1,
+                    &c2,
+                    &c1,
+                    &y2,
+                    &negatives,
+                    &negative_labels,
+                    Some(&valid),
+                    &self.dc,
+                )?;
+                total = (total + ((l12 + l21)? * self.cfg.dc_weight)?)?;
+            }
+            if self.cfg.pseudo_weight > 0.0 {
+                // each crop learns the other's confident class on the shared cells
+                let (s1, s2) = (cells(&scores, 0, &i0)?, cells(&scores, 1, &i1)?); // [n, C]
+                let target = |y: &Tensor, c: &Tensor| -> candle_core::Result<Tensor> {
+                    let keep = (c.gt(self.cfg.pseudo_threshold as f64)?.to_dtype(DType::F32)? * &valid)?;
+                    let none = Tensor::full(NO_LABEL, n, &dev)?;
+                    keep.ne(0f32)?.where_cond(y, &none)?.reshape((1, n, 1))
+                };
+                let as_map = |s: &Tensor| -> candle_core::Result<Tensor> {
+                    let c = s.dim(1)?;
+                    s.t()?.reshape((1, c, n, 1)) // [1, C, n, 1]
+                };
+                let p12 = seg_nn::loss::cross_entropy(&as_map(&s1)?, &target(&y2, &c2)?, NO_LABEL, None)?;
+                let p21 = seg_nn::loss::cross_entropy(&as_map(&s2)?, &target(&y1, &c1)?, NO_LABEL, None)?;
+                total = (total + (((p12 + p21)? * 0.5)? * self.cfg.pseudo_weight)?)?;
+            }
+        }
+        if self.cfg.entropy_weight > 0.0 {
+            let logp = seg_nn::loss::log_softmax(&scores, 1)?; // [2, C, h/8, w/8]
+            let ent = (logp.exp()? * &logp)?.sum(1)?.neg()?.mean_all()?;
+            total = (total + (ent * self.cfg.entropy_weight)?)?;
+        }
+        // this step's cells become negatives of the next steps
+        let rows = feats.dim(0)?;
+        let push = self.cfg.bank_push.min(rows);
+        if push > 0 && self.bank.capacity() > 0 {
+            let mut pick: Vec<u32> = (0..rows as u32).collect();
+            partial_shuffle(&mut pick, push, &mut self.rng);
+            pick.truncate(push);
+            let pick = Tensor::from_vec(pick, push, &dev)?;
+            self.bank
+                .push(&feats.index_select(&pick, 0)?, &labels.index_select(&pick, 0)?)?;
+        }
+        Ok(total)
+    }
+
+    /// CoTTA: each trainable value returns to its source value with probability `restore_prob`.
+    fn stochastic_restore(&mut self) -> candle_core::Result<()> {
+        let p = self.cfg.restore_prob;
+        for (name, var) in self.head.trainable() {
+            let src = &self.source_state[&name];
+            let n = var.elem_count();
+            let m: Vec<f32> = (0..n).map(|_| (self.rng.random::<f64>() < p) as u8 as f32).collect();
+            let m = Tensor::from_vec(m, var.dims(), &self.dev)?;
+            let v = ((&m * src)? + ((1.0 - &m)? * var.as_tensor())?)?;
+            var.set(&v)?;
+        }
+        Ok(())
+    }
+
+    /// Monitors of the current head on the held buffer (`None` when it is empty).
+    pub fn monitors(&self) -> Result<Option<Monitors>, RuntimeError> {
+        if self.held.is_empty() {
+            return Ok(None);
+        }
+        let (mut cur, mut cls, mut ent) = (Vec::new(), Vec::new(), Vec::new());
+        for h in &self.held {
+            cur.extend(summarise_head(&self.head, &h.low, &h.high)?);
+            cls.extend_from_slice(&h.anchor_class);
+            ent.extend_from_slice(&h.anchor_entropy);
+        }
+        Ok(Some(guard::monitors(&cur, &cls, &ent, self.meta.classes.len())))
+    }
+
+    /// Runs the guards: pass (the current weights become the last good set) or roll back.
+    pub fn check(&mut self) -> Result<Verdict, RuntimeError> {
+        self.stats.checks += 1;
+        let g = self.cfg.guard.clone();
+        if !g.enabled {
+            return Ok(Verdict::Pass);
+        }
+        let Some(m) = self.monitors()? else {
+            self.last_good = self.snapshot()?;
+            return Ok(Verdict::Pass);
+        };
+        self.stats.monitors = Some(m);
+        let Some(why) = g.verdict(&m) else {
+            self.stats.consecutive_trips = 0;
+            self.last_good = self.snapshot()?;
+            return Ok(Verdict::Pass);
+        };
+        self.stats.rollbacks += 1;
+        self.stats.consecutive_trips += 1;
+        self.stats.last_rollback = Some((self.stats.steps, why.clone()));
+        self.bank = MemoryBank::new(self.cfg.bank, self.decoder_channels);
+        if self.stats.consecutive_trips >= g.reset_after {
+            self.stats.resets += 1;
+            self.stats.consecutive_trips = 0;
+            self.reset()?;
+            tracing::warn!("adaptation reset to the source weights: {why}");
+            Ok(Verdict::Reset(why))
+        } else {
+            let s = self.last_good.clone();
+            self.head.load(&s).map_err(adapt_err)?;
+            self.opt.set_velocity(HashMap::new());
+            tracing::warn!("adaptation rolled back to the last good weights: {why}");
+            Ok(Verdict::RolledBack(why))
+        }
+    }
+
+    /// The source graph with the current head folded into its initializers (as written, no
+    /// runtime rewrites): what `edge-seg adapt --out` saves.
+    pub fn adapted_model(&self) -> Result<seg_onnx::pb::ModelProto, RuntimeError> {
+        let mut m = self.source.clone();
+        for (name, t) in self.head.folded().map_err(adapt_err)? {
+            let v: Vec<f32> = t.flatten_all().and_then(|t| t.to_vec1()).map_err(adapt_err)?;
+            seg_onnx::set_initializer(&mut m, &name, &v).map_err(adapt_err)?;
+        }
+        Ok(m)
+    }
+
+    /// A tract backend running the adapted model (built off the inference path, then published).
+    pub fn backend(&self) -> Result<TractBackend, RuntimeError> {
+        let mut m = self.adapted_model()?;
+        crate::rewrite::prepare_graph(&mut m, self.meta.input_hw).map_err(|reason| RuntimeError::Model {
+            path: self.origin.clone(),
+            reason,
+        })?;
+        TractBackend::new(&m, &self.origin, self.meta.input_hw)
+    }
+}
+
+/// Moves a uniform random sample of `k` elements of `v` to its front (Fisher–Yates, `k` steps).
+fn partial_shuffle(v: &mut [u32], k: usize, rng: &mut impl Rng) {
+    for i in 0..k.min(v.len()) {
+        let j = rng.random_range(i..v.len());
+        v.swap(i, j);
+    }
+}
+
+/// Per-pixel `(class, confidence, entropy)` of `head` on one frame's features (stride 4).
+fn summarise_head(head: &AdaptHead, low: &Tensor, high: &Tensor) -> Result<Vec<(u32, f32, f32)>, RuntimeError> {
+    let out = head.forward(low, high).map_err(adapt_err)?;
+    let logits = out.logits_low.get(0).map_err(adapt_err)?; // [C, h, w]
+    let c = logits.dim(0).map_err(adapt_err)?;
+    let prob = seg_nn::loss::log_softmax(&logits, 0)
+        .and_then(|l| l.exp())
+        .and_then(|p| p.flatten_all())
+        .and_then(|p| p.to_vec1::<f32>())
+        .map_err(adapt_err)?;
+    Ok(guard::summarise(&prob, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<RgbImage> {
+        crate::DEFAULT_SAMPLES
+            .iter()
+            .map(|(_, b)| image::load_from_memory(b).unwrap().to_rgb8())
+            .collect()
+    }
+
+    fn adapter(cfg: AdaptConfig) -> Adapter {
+        Adapter::new(crate::DEFAULT_MODEL, "embedded", cfg).unwrap()
+    }
+
+    fn values(s: &HashMap<String, Tensor>) -> Vec<(String, Vec<f32>)> {
+        let mut v: Vec<_> = s
+            .iter()
+            .map(|(n, t)| (n.clone(), t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Adds `delta` to class `c`'s classifier bias.
+    fn bump_bias(a: &Adapter, c: usize, delta: f32) {
+        let (_, bias) = a.trainable().into_iter().find(|(n, _)| n == "classifier.bias").unwrap();
+        let mut v = bias.as_tensor().to_vec1::<f32>().unwrap();
+        v[c] += delta;
+        bias.set(&Tensor::new(v, &Device::Cpu).unwrap()).unwrap();
+    }
+
+    /// Issue #5: a step trains the head (finite loss, weights move); an injected degradation
+    /// trips the guards, which restore the last good weights; repeated trips restore the source.
+    #[test]
+    fn issue5_rollback_triggers_on_an_injected_degradation() {
+        let cfg = AdaptConfig {
+            guard: GuardConfig {
+                hold_every: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut a = adapter(cfg);
+        assert!(a.step().unwrap().is_none(), "no frame yet");
+        let frames = samples();
+        for f in &frames {
+            a.observe(f).unwrap();
+        }
+        let source = values(&a.snapshot().unwrap());
+        for _ in 0..3 {
+            let loss = a.step().unwrap().unwrap();
+            assert!(loss.is_finite() && loss > 0.0, "{loss}");
+        }
+        assert_ne!(values(&a.snapshot().unwrap()), source, "the steps changed the head");
+        // three small steps keep the model close to the source: the check passes
+        assert_eq!(a.check().unwrap(), Verdict::Pass);
+        let good = values(&a.snapshot().unwrap());
+        let m = a.stats.monitors.unwrap();
+        assert!(m.agreement > 0.95 && m.drift < 0.05, "{m:?}");
+
+        // inject: make class 0 (sky) win almost everywhere
+        bump_bias(&a, 0, 30.0);
+        let why = match a.check().unwrap() {
+            Verdict::RolledBack(why) => why,
+            v => panic!("expected a rollback, got {v:?}"),
+        };
+        assert!(why.contains("agreement"), "{why}");
+        assert_eq!(values(&a.snapshot().unwrap()), good, "restored the last good weights");
+        assert_eq!((a.stats.rollbacks, a.stats.resets), (1, 0));
+        assert!(a.stats.status().contains("1 rollbacks"), "{}", a.stats.status());
+
+        // the same degradation again and again: after reset_after (3) trips in a row, the source
+        bump_bias(&a, 0, 30.0);
+        assert!(matches!(a.check().unwrap(), Verdict::RolledBack(_)));
+        bump_bias(&a, 0, 30.0);
+        assert!(matches!(a.check().unwrap(), Verdict::Reset(_)));
+        assert_eq!(values(&a.snapshot().unwrap()), source);
+        assert_eq!((a.stats.rollbacks, a.stats.resets), (3, 1));
+
+        // guards off (naive adaptation): the degradation stays
+        let mut naive = adapter(AdaptConfig {
+            guard: GuardConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        naive.observe(&frames[0]).unwrap();
+        bump_bias(&naive, 0, 30.0);
+        let bad = values(&naive.snapshot().unwrap());
+        assert_eq!(naive.check().unwrap(), Verdict::Pass);
+        assert_eq!(values(&naive.snapshot().unwrap()), bad);
+    }
+
+    /// Issue #5: the state file round-trips; a truncated one (or one from another model) is
+    /// rejected with a message naming it, and the adapter keeps its source weights.
+    #[test]
+    fn issue5_state_file_round_trips_and_a_truncated_one_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("adapt.safetensors");
+        let mut a = adapter(AdaptConfig::default());
+        for f in samples() {
+            a.observe(&f).unwrap();
+            a.step().unwrap();
+        }
+        state::save(&a, &path).unwrap();
+        let saved = values(&a.snapshot().unwrap());
+
+        let mut b = adapter(AdaptConfig::default());
+        let source = values(&b.snapshot().unwrap());
+        assert_ne!(source, saved);
+        assert_eq!(state::load(&mut b, &path).unwrap(), 3);
+        assert_eq!(values(&b.snapshot().unwrap()), saved);
+        assert_eq!(b.stats.steps, 3);
+        // the loaded weights are what the adapted graph computes with
+        let folded = b.adapted_model().unwrap();
+        let w = folded
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .find(|t| t.name == "classifier.bias")
+            .unwrap();
+        let want = &saved.iter().find(|(n, _)| n == "classifier.bias").unwrap().1;
+        assert_eq!(&seg_onnx::tensor_to_f32(w).unwrap(), want);
+
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = dir.path().join("cut.safetensors");
+        std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+        let mut c = adapter(AdaptConfig::default());
+        let e = state::load(&mut c, &cut).unwrap_err().to_string();
+        assert!(e.contains("cut.safetensors") && e.contains("truncated"), "{e}");
+        assert_eq!(values(&c.snapshot().unwrap()), source, "source weights kept");
+        std::fs::write(&cut, &bytes[..5]).unwrap();
+        assert!(state::load(&mut c, &cut).is_err());
+        assert_eq!(values(&c.snapshot().unwrap()), source);
+
+        // a state adapted from another model
+        let other = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../assets/models/camvid-edge.onnx"
+        ))
+        .unwrap();
+        let mut d = Adapter::new(&other, "edge", AdaptConfig::default()).unwrap();
+        let e = state::load(&mut d, &path).unwrap_err().to_string();
+        assert!(e.contains("another model"), "{e}");
+    }
+
+    /// Bad settings and a file that is not a model: errors naming the problem.
+    #[test]
+    fn adapter_rejects_bad_settings_and_bad_models() {
+        let bad = AdaptConfig {
+            crop: [100, 128],
+            ..Default::default()
+        };
+        let e = Adapter::new(crate::DEFAULT_MODEL, "m", bad).err().unwrap().to_string();
+        assert!(e.contains("multiples of 32"), "{e}");
+        let e = Adapter::new(b"not onnx", "x.onnx", AdaptConfig::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("x.onnx"), "{e}");
+    }
+}
