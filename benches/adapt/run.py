@@ -10,7 +10,8 @@
 2. Before: mIoU on the 62 labeled dusk frames of 0001TP (train split,
    splits/camvid-dusk/0001TP_train.txt) and on CamVid val (day, 0016E5).
 3. `edge-seg adapt` over the 0001TP frames in stream order (unlabeled; default settings, guards
-   on), then the same two evaluations: dusk gain and day forgetting.
+   on; 5 steps per frame, since each 1 Hz frame stands for 30 camera frames of which the worker
+   takes one in 6), then the same two evaluations: dusk gain and day forgetting.
 4. Collapse stress stream: every dusk frame followed by --stress near-constant frames, adapted
    with guards off (naive) and on (guarded); dusk mIoU of each.
 5. Cost: mean adaptation step vs mean inference (from the adapt run), and end-to-end FPS of
@@ -35,6 +36,9 @@ TRAIN = "target/release/edge-seg-train"
 EDGE = "target/release/edge-seg"
 SOURCE_CFG = "trainer/configs/camvid_day_source.toml"
 DUSK = "splits/camvid-dusk/0001TP_train.txt"
+# CamVid's frames are 1 Hz samples of 30 FPS video; the worker takes one step per
+# every_n_frames (6) camera frames, i.e. 5 steps per second of video = per recorded frame.
+STEPS = 5
 
 
 def sh(cmd, log=None):
@@ -115,7 +119,7 @@ def main():
     frames = [a.data + "/train", "--prefix", "0001TP"]
     print("== adapt on the dusk stream (guards on)", flush=True)
     adapted = work / "dusk_adapted.onnx"
-    sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--out", adapted,
+    sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--steps-per-frame", STEPS, "--out", adapted,
         "--summary", work / "dusk_adapted.json"], log)
     s = json.loads((work / "dusk_adapted.json").read_text())
     add("dusk_miou_after", miou(adapted, a.data, DUSK, log), "mIoU %",
@@ -129,7 +133,8 @@ def main():
     print(f"== collapse stress stream (each dusk frame + {a.stress} near-constant frames)", flush=True)
     for kind, sets in (("naive", ["--adapt-set", "guard.enabled=false"]), ("guarded", [])):
         out = work / f"stress_{kind}.onnx"
-        sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--stress", a.stress, *sets, "--out", out,
+        sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--steps-per-frame", STEPS, "--stress", a.stress,
+            *sets, "--out", out,
             "--summary", work / f"stress_{kind}.json"], log)
         st = json.loads((work / f"stress_{kind}.json").read_text())
         add(f"stress_{kind}_miou_after", miou(out, a.data, DUSK, log), "mIoU %",

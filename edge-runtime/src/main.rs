@@ -66,6 +66,10 @@ struct AdaptArgs {
     /// Play the stream this many times.
     #[arg(long, default_value_t = 1)]
     passes: u32,
+    /// Steps per frame handed to the worker. Sparse recordings stand for more video: a 1 Hz
+    /// sample of a 30 FPS camera with `every_n_frames` = 6 is 5 steps per recorded frame.
+    #[arg(long, default_value_t = 1)]
+    steps_per_frame: u32,
     /// Collapse stress test: after every frame, insert this many near-constant frames (the
     /// frame's mean colour plus a little noise).
     #[arg(long, default_value_t = 0)]
@@ -359,7 +363,7 @@ fn run(a: RunArgs) -> Result<()> {
             ),
             None => (DEFAULT_MODEL.to_vec(), DEFAULT_MODEL_NAME.to_string()),
         };
-        let adapter = make_adapter(&bytes, &origin, s)?;
+        let mut adapter = make_adapter(&bytes, &origin, s)?;
         if adapter.stats.steps > 0 {
             seg.set_backend(Box::new(adapter.backend()?));
         }
@@ -531,6 +535,7 @@ fn flat_frame(f: &image::RgbImage, seed: u64) -> image::RgbImage {
 
 fn adapt(a: AdaptArgs) -> Result<()> {
     anyhow::ensure!(a.passes >= 1, "--passes must be at least 1");
+    anyhow::ensure!(a.steps_per_frame >= 1, "--steps-per-frame must be at least 1");
     let bytes = std::fs::read(&a.model).with_context(|| format!("{}: cannot read", a.model.display()))?;
     let origin = a.model.display().to_string();
     let mut adapter = make_adapter(&bytes, &origin, &a.settings)?;
@@ -588,14 +593,16 @@ fn adapt(a: AdaptArgs) -> Result<()> {
                     continue;
                 }
                 adapter.observe(&f)?;
-                adapter.step()?;
-                if adapter.stats.steps.is_multiple_of(swap_every) {
-                    match adapter.check()? {
-                        Verdict::Pass | Verdict::Reset(_) => seg.set_backend(Box::new(adapter.backend()?)),
-                        Verdict::RolledBack(_) => {}
-                    }
-                    if let Some(p) = &a.settings.adapt_state {
-                        adapt_state::save(&adapter, p)?;
+                for _ in 0..a.steps_per_frame {
+                    adapter.step()?;
+                    if adapter.stats.steps.is_multiple_of(swap_every) {
+                        match adapter.check()? {
+                            Verdict::Pass | Verdict::Reset(_) => seg.set_backend(Box::new(adapter.backend()?)),
+                            Verdict::RolledBack(_) => {}
+                        }
+                        if let Some(p) = &a.settings.adapt_state {
+                            adapt_state::save(&adapter, p)?;
+                        }
                     }
                 }
             }

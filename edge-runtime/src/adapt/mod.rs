@@ -113,7 +113,7 @@ pub struct AdaptConfig {
 impl Default for AdaptConfig {
     fn default() -> Self {
         Self {
-            every_n_frames: 4,
+            every_n_frames: 6,
             ring: 16,
             scope: HeadScope::Last,
             lr: 0.01,
@@ -182,6 +182,10 @@ pub struct AdaptStats {
     pub last_loss: f64,
     /// Mean wall time of a step (ms).
     pub mean_step_ms: f64,
+    /// Inference plans built for publishing.
+    pub plans_built: u64,
+    /// Mean wall time of building one (fold + rewrite + tract optimisation), ms.
+    pub mean_plan_ms: f64,
     /// Rollbacks in a row (reset by a passing check).
     pub consecutive_trips: u32,
 }
@@ -502,7 +506,8 @@ impl Adapter {
         } else {
             resize_rgb(frame, h, w)
         };
-        if self.cfg.guard.enabled && self.observed.is_multiple_of(self.cfg.guard.hold_every) {
+        // the held buffer is kept with guards off too, so the monitors are still reported
+        if self.observed.is_multiple_of(self.cfg.guard.hold_every) {
             let mut x = Vec::new();
             self.normalize(&img, &mut x);
             let (low, high) = self.enc_frame.run(x, &self.dev)?;
@@ -704,19 +709,14 @@ impl Adapter {
         Ok(Some(guard::monitors(&cur, &cls, &ent, self.meta.classes.len())))
     }
 
-    /// Runs the guards: pass (the current weights become the last good set) or roll back.
+    /// Runs the guards: pass (the current weights become the last good set) or roll back. With
+    /// guards off (or nothing held yet) it always passes; the monitors are measured anyway.
     pub fn check(&mut self) -> Result<Verdict, RuntimeError> {
         self.stats.checks += 1;
         let g = self.cfg.guard.clone();
-        if !g.enabled {
-            return Ok(Verdict::Pass);
-        }
-        let Some(m) = self.monitors()? else {
-            self.last_good = self.snapshot()?;
-            return Ok(Verdict::Pass);
-        };
-        self.stats.monitors = Some(m);
-        let Some(why) = g.verdict(&m) else {
+        let m = self.monitors()?;
+        self.stats.monitors = m;
+        let Some(why) = m.filter(|_| g.enabled).and_then(|m| g.verdict(&m)) else {
             self.stats.consecutive_trips = 0;
             self.last_good = self.snapshot()?;
             return Ok(Verdict::Pass);
@@ -752,13 +752,18 @@ impl Adapter {
     }
 
     /// A tract backend running the adapted model (built off the inference path, then published).
-    pub fn backend(&self) -> Result<TractBackend, RuntimeError> {
+    pub fn backend(&mut self) -> Result<TractBackend, RuntimeError> {
+        let t0 = std::time::Instant::now();
         let mut m = self.adapted_model()?;
         crate::rewrite::prepare_graph(&mut m, self.meta.input_hw).map_err(|reason| RuntimeError::Model {
             path: self.origin.clone(),
             reason,
         })?;
-        TractBackend::new(&m, &self.origin, self.meta.input_hw)
+        let b = TractBackend::new(&m, &self.origin, self.meta.input_hw)?;
+        let n = self.stats.plans_built as f64;
+        self.stats.mean_plan_ms = (self.stats.mean_plan_ms * n + t0.elapsed().as_secs_f64() * 1e3) / (n + 1.0);
+        self.stats.plans_built += 1;
+        Ok(b)
     }
 }
 

@@ -40,22 +40,33 @@ impl Worker {
             .name("adapt".into())
             .spawn(move || -> Result<AdaptStats, RuntimeError> {
                 let swap_every = adapter.config().swap_every;
-                while let Some(frame) = q.pop() {
-                    adapter.observe(&frame)?;
-                    adapter.step()?;
-                    if adapter.stats.steps.is_multiple_of(swap_every) {
-                        let publish = match adapter.check()? {
-                            Verdict::Pass | Verdict::Reset(_) => true,
-                            Verdict::RolledBack(_) => false, // the last good set is what runs
-                        };
-                        if publish {
-                            sl.publish(Some(adapter.backend()?));
-                            if let Some(p) = &state_file {
-                                state::save(&adapter, p)?;
+                let mut work = || -> Result<(), RuntimeError> {
+                    while let Some(frame) = q.pop() {
+                        adapter.observe(&frame)?;
+                        adapter.step()?;
+                        if adapter.stats.steps.is_multiple_of(swap_every) {
+                            let publish = match adapter.check()? {
+                                Verdict::Pass | Verdict::Reset(_) => true,
+                                Verdict::RolledBack(_) => false, // the last good set is what runs
+                            };
+                            if publish {
+                                sl.publish(Some(adapter.backend()?));
+                                if let Some(p) = &state_file {
+                                    state::save(&adapter, p)?;
+                                }
                             }
                         }
+                        *st.lock().expect("status lock") = adapter.stats.status();
                     }
-                    *st.lock().expect("status lock") = adapter.stats.status();
+                    Ok(())
+                };
+                if let Err(e) = work() {
+                    // inference goes on with the last published weights; the run reports the
+                    // error when it ends
+                    tracing::error!("adaptation stopped: {e}");
+                    *st.lock().expect("status lock") = format!("adapt: stopped ({e})");
+                    q.abandon();
+                    return Err(e);
                 }
                 if let Some(p) = &state_file {
                     state::save(&adapter, p)?;
