@@ -155,6 +155,53 @@ pub fn directional_contrastive(
     (per * m)?.sum_all()?.div(&n.maximum(1.0)?)
 }
 
+/// One side of an overlap for [`directional_contrastive_both`]: `[P, d]` normalised features,
+/// `[P]` confidences and `[P]` u32 pseudo-labels at the overlap locations.
+#[derive(Debug, Clone, Copy)]
+pub struct OverlapSide<'a> {
+    /// Features φ_o (normalised).
+    pub feats: &'a Tensor,
+    /// Max class probability.
+    pub conf: &'a Tensor,
+    /// Pseudo-label.
+    pub labels: &'a Tensor,
+}
+
+/// CAC's loss of one overlap in both directions, `l_dc(φ_o1, φ_o2) + l_dc(φ_o2, φ_o1)` (see
+/// [`directional_contrastive`]; each direction's gradient reaches only its anchor side).
+pub fn directional_contrastive_both(
+    a: OverlapSide,
+    b: OverlapSide,
+    negatives: &Tensor,
+    negative_labels: &Tensor,
+    valid: Option<&Tensor>,
+    cfg: &DcConfig,
+) -> Result<Tensor> {
+    let ab = directional_contrastive(
+        a.feats,
+        b.feats,
+        a.conf,
+        b.conf,
+        a.labels,
+        negatives,
+        negative_labels,
+        valid,
+        cfg,
+    )?;
+    let ba = directional_contrastive(
+        b.feats,
+        a.feats,
+        b.conf,
+        a.conf,
+        b.labels,
+        negatives,
+        negative_labels,
+        valid,
+        cfg,
+    )?;
+    ab + ba
+}
+
 /// CPS (Chen et al., CVPR 2021): `CE(P1, argmax P2) + CE(P2, argmax P1)` over `[b, C, h, w]`
 /// scores of two networks, with one-hot pseudo-labels and no gradient through the argmax.
 /// `valid`: optional `[b, h, w]` u8/u32 mask (0 = no pseudo-label there, e.g. padding); each CE

@@ -243,15 +243,7 @@ impl Encoder {
             path: origin.to_string(),
             reason: format!("adaptation encoder: {e:#}").replace('\n', " "),
         };
-        let plan = tract_onnx::onnx()
-            .model_for_proto_model(proto)
-            .map_err(err)?
-            .with_input_fact(0, f32::fact(shape).into())
-            .map_err(err)?
-            .into_optimized()
-            .map_err(err)?
-            .into_runnable()
-            .map_err(err)?;
+        let plan = crate::backend::tract::plan(proto, shape).map_err(err)?;
         Ok(Self { plan, shape })
     }
 
@@ -621,29 +613,16 @@ impl Adapter {
             let (c1, c2) = (values(&conf, 0, &i0)?, values(&conf, 1, &i1)?); // [n]
             let (y1, y2) = (values(&label, 0, &i0)?, values(&label, 1, &i1)?); // [n]
             if self.cfg.dc_weight > 0.0 {
-                let l12 = consistency::directional_contrastive(
-                    &f1,
-                    &f2,
-                    &c1,
-                    &c2,
-                    &y1,
+                let side = |feats, conf, labels| consistency::OverlapSide { feats, conf, labels };
+                let l = consistency::directional_contrastive_both(
+                    side(&f1, &c1, &y1),
+                    side(&f2, &c2, &y2),
                     &negatives,
                     &negative_labels,
                     Some(&valid),
                     &self.dc,
                 )?;
-                let l21 = consistency::directional_contrastive(
-                    &f2,
-                    &f1,
-                    &c2,
-                    &c1,
-                    &y2,
-                    &negatives,
-                    &negative_labels,
-                    Some(&valid),
-                    &self.dc,
-                )?;
-                total = (total + ((l12 + l21)? * self.cfg.dc_weight)?)?;
+                total = (total + (l * self.cfg.dc_weight)?)?;
             }
             if self.cfg.pseudo_weight > 0.0 {
                 // each crop learns the other's confident class on the shared cells

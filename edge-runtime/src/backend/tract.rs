@@ -16,6 +16,15 @@ pub fn set_threads(n: usize) {
     });
 }
 
+/// The optimised, runnable tract plan of `proto` with its first input fixed to f32 `shape`.
+pub fn plan(proto: &seg_onnx::pb::ModelProto, shape: [usize; 4]) -> TractResult<std::sync::Arc<TypedSimplePlan>> {
+    tract_onnx::onnx()
+        .model_for_proto_model(proto)?
+        .with_input_fact(0, f32::fact(shape).into())?
+        .into_optimized()?
+        .into_runnable()
+}
+
 /// An optimised tract plan for a fixed input shape (cloning shares the plan).
 #[derive(Clone)]
 pub struct TractBackend {
@@ -31,15 +40,7 @@ impl TractBackend {
             reason: format!("{e:#}").replace('\n', " "),
         };
         let shape = [1usize, 3, hw.0 as usize, hw.1 as usize];
-        let plan = tract_onnx::onnx()
-            .model_for_proto_model(proto)
-            .map_err(err)?
-            .with_input_fact(0, f32::fact(shape).into())
-            .map_err(err)?
-            .into_optimized()
-            .map_err(err)?
-            .into_runnable()
-            .map_err(err)?;
+        let plan = plan(proto, shape).map_err(err)?;
         Ok(Self {
             plan,
             input_shape: shape,

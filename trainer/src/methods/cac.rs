@@ -263,29 +263,16 @@ impl Method for Cac {
             let (f1, f2) = (cells(&phi, i, &i0)?, cells(&phi, b + i, &i1)?); // [n, k] each
             let (c1, c2) = (values(&conf, i, &i0)?, values(&conf, b + i, &i1)?); // [n]
             let (y1, y2) = (values(&label, i, &i0)?, values(&label, b + i, &i1)?); // [n]
-            let l12 = consistency::directional_contrastive(
-                &f1,
-                &f2,
-                &c1,
-                &c2,
-                &y1,
+            let side = |feats, conf, labels| consistency::OverlapSide { feats, conf, labels };
+            let l = consistency::directional_contrastive_both(
+                side(&f1, &c1, &y1),
+                side(&f2, &c2, &y2),
                 &negatives,
                 &negative_labels,
                 Some(&valid),
                 &self.dc,
             )?;
-            let l21 = consistency::directional_contrastive(
-                &f2,
-                &f1,
-                &c2,
-                &c1,
-                &y2,
-                &negatives,
-                &negative_labels,
-                Some(&valid),
-                &self.dc,
-            )?;
-            total = (total + l12 + l21)?;
+            total = (total + l)?;
             for (ca, cp) in [(&c1, &c2), (&c2, &c1)] {
                 let m = (consistency::dc_positive_mask(ca, cp, &self.dc)? * &valid)?;
                 kept += m.sum_all()?.to_scalar::<f32>()? as f64;
