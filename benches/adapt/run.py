@@ -11,7 +11,8 @@
    splits/camvid-dusk/0001TP_train.txt) and on CamVid val (day, 0016E5).
 3. `edge-seg adapt` over the 0001TP frames in stream order (unlabeled; default settings, guards
    on; 5 steps per frame, since each 1 Hz frame stands for 30 camera frames of which the worker
-   takes one in 6), then the same two evaluations: dusk gain and day forgetting.
+   takes one in 6), then the same two evaluations: dusk gain and day forgetting; --seeds
+   adaptation seeds (crops, jitter, sampling), reported per seed and as their mean.
 4. Collapse stress stream: every dusk frame followed by --stress near-constant frames, adapted
    with guards off (naive) and on (guarded); dusk mIoU of each.
 5. Cost: mean adaptation step vs mean inference (from the adapt run), and end-to-end FPS of
@@ -77,6 +78,9 @@ def main():
     ap.add_argument("--results", default="docs/results/adapt.json")
     ap.add_argument("--stress", type=int, default=10)
     ap.add_argument("--fps-loops", type=int, default=4)
+    ap.add_argument("--seeds", type=int, default=3, help="adaptation seeds of the dusk run")
+    ap.add_argument("--fps-reps", type=int, default=3, help="alternating runs with and without --adapt")
+    ap.add_argument("--parts", default="quality,stress,fps", help="comma list of: quality, stress, fps")
     a = ap.parse_args()
     if not Path("Cargo.toml").exists() or not Path("benches/adapt").is_dir():
         sys.exit("run.py: run from the repository root")
@@ -96,7 +100,8 @@ def main():
         print(f"  {name} = {value:.3f} {unit}", flush=True)
 
     print("== build", flush=True)
-    subprocess.run(["cargo", "build", "--release", "-p", "edge-seg-trainer", "-p", "edge-seg-runtime", "--bins"], check=True)
+    for pkg, binary in (("edge-seg-trainer", "edge-seg-train"), ("edge-seg-runtime", "edge-seg")):
+        subprocess.run(["cargo", "build", "--release", "-p", pkg, "--bin", binary], check=True)
 
     run = Path(a.source_run)
     src = work / "day_source.onnx"
@@ -110,26 +115,56 @@ def main():
     if not src.exists() or src.stat().st_mtime < (run / "last.safetensors").stat().st_mtime:
         sh([TRAIN, "export", "--run", run, "--checkpoint", "last", "--out", src], log)
 
+    parts = set(a.parts.split(","))
+    frames = [a.data + "/train", "--prefix", "0001TP"]
     dusk_split = f"0001TP train frames (62, dusk drive never seen with labels), {DUSK}"
     val_split = "CamVid val (101 frames of the day drive 0016E5)"
+    if "quality" in parts:
+        quality(a, src, work, log, add, dusk_split, val_split, frames)
+    if "stress" in parts:
+        stress(a, src, work, log, add, dusk_split, frames)
+    if "fps" in parts:
+        fps_part(a, src, work, log, add)
+    out = merge_records(a.results, recs)
+    print(f"{len(recs)} records -> {out}")
+
+
+def quality(a, src, work, log, add, dusk_split, val_split, frames):
     print("== before", flush=True)
     add("dusk_miou_before", miou(src, a.data, DUSK, log), "mIoU %", dusk_split)
     add("day_val_miou_before", miou(src, a.data, "val", log), "mIoU %", val_split)
 
-    frames = [a.data + "/train", "--prefix", "0001TP"]
-    print("== adapt on the dusk stream (guards on)", flush=True)
-    adapted = work / "dusk_adapted.onnx"
-    sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--steps-per-frame", STEPS, "--out", adapted,
-        "--summary", work / "dusk_adapted.json"], log)
-    s = json.loads((work / "dusk_adapted.json").read_text())
-    add("dusk_miou_after", miou(adapted, a.data, DUSK, log), "mIoU %",
-        f"{dusk_split}; after adapting on them unlabeled, in stream order ({s['stats']['steps']} steps)")
-    add("day_val_miou_after", miou(adapted, a.data, "val", log), "mIoU %", val_split + "; after the dusk adaptation")
-    add("adapt_rollbacks", s["stats"]["rollbacks"], "rollbacks", "the dusk adaptation run")
-    add("adapt_step_ms", s["mean_step_ms"], "ms",
-        "mean wall time of one adaptation step (2 crops: tract encoder + candle head, loss, backward, update), 2 cores")
-    add("infer_ms", s["mean_infer_ms"], "ms", "mean inference of one 480x360 frame (preprocess + network), same run")
+    print(f"== adapt on the dusk stream (guards on), seeds 0..{a.seeds - 1}", flush=True)
+    dusk, day, steps, rollbacks = [], [], [], []
+    for seed in range(a.seeds):
+        adapted = work / f"dusk_adapted_s{seed}.onnx"
+        summary = work / f"dusk_adapted_s{seed}.json"
+        sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--steps-per-frame", STEPS, "--out", adapted,
+            "--adapt-set", f"seed={seed}", "--summary", summary], log)
+        s = json.loads(summary.read_text())
+        dusk.append(miou(adapted, a.data, DUSK, log))
+        day.append(miou(adapted, a.data, "val", log))
+        steps.append(s["stats"]["steps"])
+        rollbacks.append(s["stats"]["rollbacks"])
+        add(f"dusk_miou_after_s{seed}", dusk[-1], "mIoU %", f"{dusk_split}; adaptation seed {seed}")
+        add(f"day_val_miou_after_s{seed}", day[-1], "mIoU %", f"{val_split}; adaptation seed {seed}")
+        if seed == 0:
+            add("adapt_step_ms", s["mean_step_ms"], "ms",
+                "mean wall time of one adaptation step (2 crops 128x192: frozen part in tract, head + losses + "
+                "backward + update in candle), 2 cores, seed 0 run")
+            add("infer_ms", s["mean_infer_ms"], "ms",
+                "mean inference of one 480x360 frame (preprocess + network), same run")
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    spread = lambda v: (max(v) - min(v)) / 2  # noqa: E731
+    add("dusk_miou_after", mean(dusk), "mIoU %",
+        f"{dusk_split}; after adapting on them unlabeled, in stream order ({steps[0]} steps), "
+        f"mean of {a.seeds} adaptation seeds (+-{spread(dusk):.2f})")
+    add("day_val_miou_after", mean(day), "mIoU %",
+        f"{val_split}; after the dusk adaptation, mean of {a.seeds} seeds (+-{spread(day):.2f})")
+    add("adapt_rollbacks", mean(rollbacks), "rollbacks", "per dusk adaptation run, mean over seeds")
 
+
+def stress(a, src, work, log, add, dusk_split, frames):
     print(f"== collapse stress stream (each dusk frame + {a.stress} near-constant frames)", flush=True)
     for kind, sets in (("naive", ["--adapt-set", "guard.enabled=false"]), ("guarded", [])):
         out = work / f"stress_{kind}.onnx"
@@ -141,6 +176,8 @@ def main():
             f"{dusk_split}; after adapting on the stress stream ({st['stats']['steps']} steps, "
             f"{st['stats']['rollbacks']} rollbacks, guards {'off' if kind == 'naive' else 'on'})")
 
+
+def fps_part(a, src, work, log, add):
     print("== FPS with and without --adapt", flush=True)
     dusk_dir = work / "dusk_frames"
     dusk_dir.mkdir(exist_ok=True)
@@ -154,19 +191,22 @@ def main():
     with open(loop, "wb") as f:
         for _ in range(a.fps_loops):
             f.write(rec.read_bytes())
-    fps = {}
-    for kind, extra in (("no_adapt", []), ("adapt", ["--adapt"])):
-        stats = work / f"fps_{kind}.jsonl"
-        sh([EDGE, "run", "--model", src, "--input", loop, "--size", "480x360", "--display", f"fb:{work}/fb_{kind}",
-            "--fb-geometry", "480x360x32", "--drop", "wait", "--stats", stats, *extra], log)
-        summary = json.loads(stats.read_text().splitlines()[-1])["summary"]
-        fps[kind] = summary["fps"]
-        add(f"fps_{kind}", summary["fps"], "FPS",
-            f"edge-seg run, {summary['frames_out']} frames 480x360 YUYV (0001TP x{a.fps_loops}), framebuffer file output, 2 cores")
+    fps = {"no_adapt": [], "adapt": []}
+    for rep in range(a.fps_reps):  # alternate, so drifts in machine speed hit both alike
+        for kind, extra in (("no_adapt", []), ("adapt", ["--adapt"])):
+            stats = work / f"fps_{kind}_{rep}.jsonl"
+            sh([EDGE, "run", "--model", src, "--input", loop, "--size", "480x360", "--display",
+                f"fb:{work}/fb_{kind}", "--fb-geometry", "480x360x32", "--drop", "wait", "--stats", stats, *extra], log)
+            summary = json.loads(stats.read_text().splitlines()[-1])["summary"]
+            fps[kind].append(summary["fps"])
+    median = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    for kind in fps:
+        add(f"fps_{kind}", median(fps[kind]), "FPS",
+            f"edge-seg run {'--adapt ' if kind == 'adapt' else ''}(default settings), {summary['frames_out']} frames "
+            f"480x360 YUYV (0001TP x{a.fps_loops}), framebuffer file output, 2 cores; median of {a.fps_reps} runs "
+            f"({', '.join(f'{v:.1f}' for v in fps[kind])})")
+    fps = {k: median(v) for k, v in fps.items()}
     add("fps_ratio_adapt", fps["adapt"] / fps["no_adapt"], "x", "fps_adapt / fps_no_adapt")
-
-    out = merge_records(a.results, recs)
-    print(f"{len(recs)} records -> {out}")
 
 
 if __name__ == "__main__":

@@ -66,8 +66,9 @@ struct AdaptArgs {
     /// Play the stream this many times.
     #[arg(long, default_value_t = 1)]
     passes: u32,
-    /// Steps per frame handed to the worker. Sparse recordings stand for more video: a 1 Hz
-    /// sample of a 30 FPS camera with `every_n_frames` = 6 is 5 steps per recorded frame.
+    /// Steps per frame (every frame of the folder is handed to the worker; `every_n_frames` is
+    /// for live runs). Sparse recordings stand for more video: a 1 Hz sample of a 30 FPS camera,
+    /// with one frame in `every_n_frames` = 6 handed over, is 5 steps per recorded frame.
     #[arg(long, default_value_t = 1)]
     steps_per_frame: u32,
     /// Collapse stress test: after every frame, insert this many near-constant frames (the
@@ -564,7 +565,6 @@ fn adapt(a: AdaptArgs) -> Result<()> {
         "{}: no frames (png/jpg) to adapt on",
         a.frames.display()
     );
-    let every = adapter.config().every_n_frames;
     let swap_every = adapter.config().swap_every;
     let (mut t_infer, mut n_infer, mut n_frames) = (0.0f64, 0u64, 0u64);
     let pb = indicatif::ProgressBar::new(files.len() as u64 * a.passes as u64);
@@ -589,9 +589,6 @@ fn adapt(a: AdaptArgs) -> Result<()> {
             }
             for f in stream {
                 n_frames += 1;
-                if !(n_frames - 1).is_multiple_of(every) {
-                    continue;
-                }
                 adapter.observe(&f)?;
                 for _ in 0..a.steps_per_frame {
                     adapter.step()?;

@@ -121,6 +121,7 @@ pub struct AdaptHead {
     classifier_w: Var,
     classifier_b: Var,
     scope: HeadScope,
+    train_classifier: bool,
 }
 
 impl AdaptHead {
@@ -138,6 +139,7 @@ impl AdaptHead {
             classifier_w: Var::from_tensor(&initializer(weights, "classifier.weight")?)?,
             classifier_b: Var::from_tensor(&initializer(weights, "classifier.bias")?)?,
             scope: HeadScope::Decoder,
+            train_classifier: true,
         };
         let classes = head.classifier_w.dim(0)?;
         if classes != cfg.num_classes || head.fuse.weight.dim(0)? != cfg.decoder_channels {
@@ -158,6 +160,17 @@ impl AdaptHead {
         self
     }
 
+    /// The head with the classifier trainable (default) or frozen (only affines train).
+    pub fn with_classifier(mut self, train: bool) -> Self {
+        self.train_classifier = train;
+        self
+    }
+
+    /// Which part trains.
+    pub fn scope(&self) -> HeadScope {
+        self.scope
+    }
+
     /// `(low [b, w1, h4, w4], high [b, w4, h32, w32]) -> HeadOutput` at stride 4.
     pub fn forward(&self, low: &Tensor, high: &Tensor) -> Result<HeadOutput> {
         let b1 = self.aspp_b1.forward(high)?; // [b, a, h32, w32]
@@ -167,14 +180,27 @@ impl AdaptHead {
             .aspp_proj
             .forward(&Tensor::cat(&[&b1, &b2], 1)?)?
             .broadcast_add(&pool)?; // [b, a, h32, w32]
-        let (_, _, h4, w4) = low.dims4()?;
-        let up = bilinear::resize(&aspp, h4, w4)?; // [b, a, h4, w4]
         let low = self.low.forward(low)?; // [b, l, h4, w4]
-        let mut cat = Tensor::cat(&[&up, &low], 1)?; // [b, a + l, h4, w4]
+        self.forward_from_aspp(&aspp, &low)
+    }
+
+    /// From the ASPP output (`[b, a, h32, w32]`) and the low-level projection (`[b, l, h4, w4]`)
+    /// — e.g. computed by the frozen graph in another runtime when the scope is
+    /// [`HeadScope::Last`] — to the `HeadOutput`.
+    pub fn forward_from_aspp(&self, aspp: &Tensor, low: &Tensor) -> Result<HeadOutput> {
+        let (_, _, h4, w4) = low.dims4()?;
+        let up = bilinear::resize(aspp, h4, w4)?; // [b, a, h4, w4]
+        let mut cat = Tensor::cat(&[&up, low], 1)?; // [b, a + l, h4, w4]
         if self.scope == HeadScope::Last {
             cat = cat.detach();
         }
-        let embedding = self.fuse.forward(&cat)?; // [b, d, h4, w4]
+        self.forward_fused(&cat)
+    }
+
+    /// From the input of the last decoder convolution (the upsampled ASPP output concatenated
+    /// with the low-level projection, `[b, a + l, h4, w4]`) to the `HeadOutput`.
+    pub fn forward_fused(&self, cat: &Tensor) -> Result<HeadOutput> {
+        let embedding = self.fuse.forward(cat)?; // [b, d, h4, w4]
         let c = self.classifier_w.dim(0)?;
         let logits_low = crate::conv::conv2d(&embedding, self.classifier_w.as_tensor(), 0, 1)?
             .broadcast_add(&self.classifier_b.as_tensor().reshape((1, c, 1, 1))?)?; // [b, C, h4, w4]
@@ -194,8 +220,10 @@ impl AdaptHead {
             v.push((format!("{}.gamma", c.name), c.gamma.clone()));
             v.push((format!("{}.beta", c.name), c.beta.clone()));
         }
-        v.push(("classifier.weight".into(), self.classifier_w.clone()));
-        v.push(("classifier.bias".into(), self.classifier_b.clone()));
+        if self.train_classifier {
+            v.push(("classifier.weight".into(), self.classifier_w.clone()));
+            v.push(("classifier.bias".into(), self.classifier_b.clone()));
+        }
         v
     }
 

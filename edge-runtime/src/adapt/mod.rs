@@ -63,14 +63,16 @@ const NO_LABEL: u32 = 255;
 #[serde(deny_unknown_fields, default)]
 pub struct AdaptConfig {
     /// `edge-seg run --adapt`: hand one frame in this many to the worker (it takes one step per
-    /// frame it gets; frames arriving while it is busy are dropped). `edge-seg adapt`: one step
-    /// per this many frames.
+    /// frame it gets; frames arriving while it is busy are dropped). `edge-seg adapt` hands over
+    /// every frame (see its `--steps-per-frame`).
     pub every_n_frames: u64,
     /// Recent frames kept for training.
     pub ring: usize,
-    /// What trains: `last` (the last decoder convolution's affine + the classifier; default,
-    /// the cheapest backward) or `decoder` (every decoder affine + the classifier).
+    /// Which affines train: `last` (the last decoder convolution's; everything before it runs
+    /// frozen in tract; default) or `decoder` (every decoder convolution's).
     pub scope: HeadScope,
+    /// Train the classifier too (off: only per-channel affines, as TENT).
+    pub train_classifier: bool,
     /// Learning rate (constant).
     pub lr: f64,
     /// SGD momentum.
@@ -116,7 +118,8 @@ impl Default for AdaptConfig {
             every_n_frames: 6,
             ring: 16,
             scope: HeadScope::Last,
-            lr: 0.01,
+            train_classifier: false,
+            lr: 0.002,
             momentum: 0.9,
             crop: [128, 192],
             scale: [0.7, 1.1],
@@ -221,8 +224,7 @@ pub enum Verdict {
 
 /// A held frame: frozen features and the source model's view of it.
 struct Held {
-    low: Tensor,
-    high: Tensor,
+    feats: Vec<Tensor>,
     anchor_class: Vec<u32>,
     anchor_entropy: Vec<f32>,
 }
@@ -231,7 +233,8 @@ fn adapt_err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Adapt(format!("{e:#}").replace('\n', " "))
 }
 
-/// The frozen encoder in tract for one input shape: `[n, 3, h, w] -> (low, high)`.
+/// The frozen part in tract for one input shape: `[n, 3, h, w] ->` the head's inputs (see
+/// [`head_inputs`]).
 struct Encoder {
     plan: Arc<TypedSimplePlan>,
     shape: [usize; 4],
@@ -248,7 +251,7 @@ impl Encoder {
     }
 
     /// `input`: `n · 3 · h · w` normalised values.
-    fn run(&self, input: Vec<f32>, dev: &Device) -> Result<(Tensor, Tensor), RuntimeError> {
+    fn run(&self, input: Vec<f32>, dev: &Device) -> Result<Vec<Tensor>, RuntimeError> {
         let x = tract_ndarray::Array4::from_shape_vec(self.shape, input)
             .map_err(adapt_err)?
             .into_tensor();
@@ -258,7 +261,7 @@ impl Encoder {
             let shape = v.shape().to_vec();
             Tensor::from_vec(v.iter().copied().collect::<Vec<f32>>(), shape, dev).map_err(adapt_err)
         };
-        Ok((t(0)?, t(1)?))
+        (0..out.len()).map(t).collect()
     }
 }
 
@@ -273,20 +276,49 @@ fn values(x: &Tensor, img: usize, idx: &Tensor) -> candle_core::Result<Tensor> {
     x.get(img)?.flatten_all()?.index_select(idx, 0)
 }
 
-/// The decoder inputs of an exported edge-seg graph: `(low, high)`, the data inputs of the
-/// convolutions whose weights are `decoder.low.conv.weight` and `decoder.aspp.b1.conv.weight`.
-pub fn encoder_outputs(graph: &seg_onnx::pb::GraphProto) -> Option<(String, String)> {
-    let input_of = |w: &str| {
+/// Where the frozen graph hands over to the trainable head, by tensor name: for
+/// [`HeadScope::Decoder`] the encoder's two outputs `[low, high]` (the data inputs of the
+/// convolutions whose weights are `decoder.low.conv.weight` and `decoder.aspp.b1.conv.weight`);
+/// for [`HeadScope::Last`] the two inputs of the concatenation that feeds the last decoder
+/// convolution (`decoder.fuse.conv.weight`), taken before the ASPP output's upsampling (its
+/// `Resize` has the full frame's size written in), `[aspp, low projection]`: everything frozen
+/// runs in tract.
+pub fn head_inputs(graph: &seg_onnx::pb::GraphProto, scope: HeadScope) -> Option<Vec<String>> {
+    let conv_input = |w: &str| {
         graph
             .node
             .iter()
             .find(|n| n.op_type == "Conv" && n.input.get(1).map(String::as_str) == Some(w))
             .map(|n| n.input[0].clone())
     };
-    Some((
-        input_of("decoder.low.conv.weight")?,
-        input_of("decoder.aspp.b1.conv.weight")?,
-    ))
+    match scope {
+        HeadScope::Decoder => Some(vec![
+            conv_input("decoder.low.conv.weight")?,
+            conv_input("decoder.aspp.b1.conv.weight")?,
+        ]),
+        HeadScope::Last => {
+            let producers = seg_onnx::producers(graph);
+            let node = |t: &str| producers.get(t).map(|&i| &graph.node[i]);
+            let cat = node(&conv_input("decoder.fuse.conv.weight")?)?;
+            if cat.op_type != "Concat" || cat.input.len() != 2 {
+                return None;
+            }
+            let up = node(&cat.input[0])?;
+            if up.op_type != "Resize" {
+                return None;
+            }
+            Some(vec![up.input[0].clone(), cat.input[1].clone()])
+        }
+    }
+}
+
+/// The head on the frozen graph's outputs ([`head_inputs`]).
+fn head_forward(head: &AdaptHead, feats: &[Tensor]) -> candle_core::Result<seg_nn::adapt::HeadOutput> {
+    match (head.scope(), feats) {
+        (HeadScope::Last, [aspp, low]) => head.forward_from_aspp(aspp, low),
+        (HeadScope::Decoder, [low, high]) => head.forward(low, high),
+        _ => candle_core::bail!("the frozen graph gave {} outputs", feats.len()),
+    }
 }
 
 /// FNV-1a 64 of the model bytes: ties a state file to the model it was adapted from.
@@ -345,10 +377,10 @@ impl Adapter {
             .ok_or_else(|| model_err("not a valid ONNX model: no graph".into()))?;
         let meta = ModelMeta::from_map(&seg_onnx::metadata(&source))
             .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
-        let (low, high) = encoder_outputs(graph).ok_or_else(|| {
+        let cut = head_inputs(graph, cfg.scope).ok_or_else(|| {
             model_err(
-                "--adapt needs a float edge-seg model (no float 'decoder.low.conv.weight' / \
-                 'decoder.aspp.b1.conv.weight' convolution; an int8 QDQ graph cannot be adapted)"
+                "--adapt needs a float edge-seg model (no float 'decoder.*.conv.weight' \
+                 convolutions; an int8 QDQ graph cannot be adapted)"
                     .into(),
             )
         })?;
@@ -373,8 +405,11 @@ impl Adapter {
         };
         let head = AdaptHead::new(&mcfg, &weights, &dev)
             .map_err(|e| model_err(format!("adaptation head: {e}")))?
+            .with_scope(cfg.scope)
+            .with_classifier(cfg.train_classifier);
+        let anchor = AdaptHead::new(&mcfg, &weights, &dev)
+            .map_err(|e| model_err(format!("adaptation head: {e}")))?
             .with_scope(cfg.scope);
-        let anchor = AdaptHead::new(&mcfg, &weights, &dev).map_err(|e| model_err(format!("adaptation head: {e}")))?;
         if mcfg.num_classes != meta.classes.len() {
             return Err(model_err(format!(
                 "the classifier has {} classes, the metadata names {}",
@@ -382,7 +417,8 @@ impl Adapter {
                 meta.classes.len()
             )));
         }
-        let encoder = seg_onnx::extract(&source, &[], &[&low, &high]).map_err(|e| model_err(e.to_string()))?;
+        let cut: Vec<&str> = cut.iter().map(String::as_str).collect();
+        let encoder = seg_onnx::extract(&source, &[], &cut).map_err(|e| model_err(e.to_string()))?;
         let (h, w) = (meta.input_hw.0 as usize, meta.input_hw.1 as usize);
         let enc_frame = Encoder::new(&encoder, [1, 3, h, w], origin)?;
         let enc_crops = Encoder::new(&encoder, [2, 3, cfg.crop[0] as usize, cfg.crop[1] as usize], origin)?;
@@ -502,14 +538,13 @@ impl Adapter {
         if self.observed.is_multiple_of(self.cfg.guard.hold_every) {
             let mut x = Vec::new();
             self.normalize(&img, &mut x);
-            let (low, high) = self.enc_frame.run(x, &self.dev)?;
-            let s = summarise_head(&self.anchor, &low, &high)?;
+            let feats = self.enc_frame.run(x, &self.dev)?;
+            let s = summarise_head(&self.anchor, &feats)?;
             if self.held.len() == self.cfg.guard.held {
                 self.held.pop_front();
             }
             self.held.push_back(Held {
-                low,
-                high,
+                feats,
                 anchor_class: s.iter().map(|p| p.0).collect(),
                 anchor_entropy: s.iter().map(|p| p.2).collect(),
             });
@@ -536,9 +571,10 @@ impl Adapter {
             self.normalize(c, &mut x);
         }
         let t1 = std::time::Instant::now();
-        let (low, high) = self.enc_crops.run(x, &self.dev)?; // [2, w1, h/4, w/4], [2, w4, h/32, w/32]
+        // Last: [2, a, h/32, w/32] + [2, l, h/4, w/4]; Decoder: [2, w1, h/4, w/4] + [2, w4, h/32, w/32]
+        let feats = self.enc_crops.run(x, &self.dev)?;
         let t2 = std::time::Instant::now();
-        let loss = self.losses(&low, &high, &pair.geometry).map_err(adapt_err)?;
+        let loss = self.losses(&feats, &pair.geometry).map_err(adapt_err)?;
         let value = loss.to_scalar::<f32>().map_err(adapt_err)? as f64;
         let t3 = std::time::Instant::now();
         let grads = loss.backward().map_err(adapt_err)?;
@@ -564,12 +600,11 @@ impl Adapter {
     /// DC (both directions) + cross-view pseudo-label CE + entropy on one crop pair.
     fn losses(
         &mut self,
-        low: &Tensor,
-        high: &Tensor,
+        feats: &[Tensor],
         geometry: &seg_core::data::pair::PairGeometry,
     ) -> candle_core::Result<Tensor> {
         let dev = self.dev.clone();
-        let out = self.head.forward(low, high)?;
+        let out = head_forward(&self.head, feats)?;
         let emb = out.embedding.avg_pool2d(2)?; // [2, d, h/8, w/8]
         let scores = out.logits_low.avg_pool2d(2)?; // [2, C, h/8, w/8]
         let (conf, label) = consistency::confidence_and_label(&scores)?; // [2, h/8, w/8] each
@@ -681,7 +716,7 @@ impl Adapter {
         }
         let (mut cur, mut cls, mut ent) = (Vec::new(), Vec::new(), Vec::new());
         for h in &self.held {
-            cur.extend(summarise_head(&self.head, &h.low, &h.high)?);
+            cur.extend(summarise_head(&self.head, &h.feats)?);
             cls.extend_from_slice(&h.anchor_class);
             ent.extend_from_slice(&h.anchor_entropy);
         }
@@ -755,8 +790,8 @@ fn partial_shuffle(v: &mut [u32], k: usize, rng: &mut impl Rng) {
 }
 
 /// Per-pixel `(class, confidence, entropy)` of `head` on one frame's features (stride 4).
-fn summarise_head(head: &AdaptHead, low: &Tensor, high: &Tensor) -> Result<Vec<(u32, f32, f32)>, RuntimeError> {
-    let out = head.forward(low, high).map_err(adapt_err)?;
+fn summarise_head(head: &AdaptHead, feats: &[Tensor]) -> Result<Vec<(u32, f32, f32)>, RuntimeError> {
+    let out = head_forward(head, feats).map_err(adapt_err)?;
     let logits = out.logits_low.get(0).map_err(adapt_err)?; // [C, h, w]
     let c = logits.dim(0).map_err(adapt_err)?;
     let prob = seg_nn::loss::log_softmax(&logits, 0)
@@ -808,9 +843,10 @@ mod tests {
                 hold_every: 1,
                 ..Default::default()
             },
+            train_classifier: true,
             ..Default::default()
         };
-        let mut a = adapter(cfg);
+        let mut a = adapter(cfg.clone());
         assert!(a.step().unwrap().is_none(), "no frame yet");
         let frames = samples();
         for f in &frames {
@@ -853,7 +889,7 @@ mod tests {
                 enabled: false,
                 ..Default::default()
             },
-            ..Default::default()
+            ..cfg
         });
         naive.observe(&frames[0]).unwrap();
         bump_bias(&naive, 0, 30.0);
@@ -883,17 +919,14 @@ mod tests {
         assert_eq!(values(&b.snapshot().unwrap()), saved);
         assert_eq!(b.stats.steps, 3);
         // the loaded weights are what the adapted graph computes with
-        let folded = b.adapted_model().unwrap();
-        let w = folded
-            .graph
-            .as_ref()
-            .unwrap()
-            .initializer
-            .iter()
-            .find(|t| t.name == "classifier.bias")
-            .unwrap();
-        let want = &saved.iter().find(|(n, _)| n == "classifier.bias").unwrap().1;
-        assert_eq!(&seg_onnx::tensor_to_f32(w).unwrap(), want);
+        let fuse_bias = |m: &seg_onnx::pb::ModelProto| {
+            let g = m.graph.as_ref().unwrap();
+            let t = g.initializer.iter().find(|t| t.name == "decoder.fuse.conv.bias").unwrap();
+            seg_onnx::tensor_to_f32(t).unwrap()
+        };
+        let adapted = fuse_bias(&b.adapted_model().unwrap());
+        assert_eq!(adapted, fuse_bias(&a.adapted_model().unwrap()));
+        assert_ne!(adapted, fuse_bias(&adapter(AdaptConfig::default()).adapted_model().unwrap()));
 
         let bytes = std::fs::read(&path).unwrap();
         let cut = dir.path().join("cut.safetensors");

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Choosing the adaptation settings without the dusk labels (issue #5).
+
+  python3 benches/adapt/tune.py [--data ../shared/data/camvid] [--work runs/adapt_tune]
+                                [--model runs/adapt/day_source.onnx]
+
+The dusk frames (0001TP) are the test of benches/adapt/run.py, so settings are compared on a
+synthetic shift of *training* frames instead: every 3rd train frame of the day drive 0016E5,
+darkened (gamma 1.8, x0.6), tinted blue and noised (seeded), with its labels. Each candidate
+setting adapts the day source model (benches/adapt/run.py trains it) on that stream in order
+(5 steps per frame, as run.py) and is scored by the mIoU on the darkened frames (gain) and on
+the 0006R0 train frames as they are (forgetting). Writes docs/results/adapt_tuning.json.
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
+from peer import machine, merge_records  # noqa: E402
+
+EDGE = "target/release/edge-seg"
+# Every candidate spells out the settings it compares (the defaults in AdaptConfig are the
+# chosen row, "no_classifier_lr0.002").
+CANDIDATES = {  # name -> --adapt-set overrides
+    "classifier_lr0.01": ["train_classifier=true", "lr=0.01"],
+    "classifier_lr0.002": ["train_classifier=true", "lr=0.002"],
+    "no_classifier_lr0.01": ["train_classifier=false", "lr=0.01"],
+    "no_classifier_lr0.05": ["train_classifier=false", "lr=0.05"],
+    "no_classifier_lr0.002": ["train_classifier=false", "lr=0.002"],
+    "dc_only_lr0.002": ["train_classifier=false", "lr=0.002", "pseudo_weight=0.0"],
+    "pseudo_only_lr0.002": ["train_classifier=false", "lr=0.002", "dc_weight=0.0"],
+    "decoder_no_classifier_lr0.002": ["scope=\"decoder\"", "train_classifier=false", "lr=0.002"],
+    "no_classifier_lr0.01_loose_guard": ["train_classifier=false", "lr=0.01", "guard.min_agreement=0.7",
+                                         "guard.max_drift=0.2"],
+    "no_classifier_lr0.01_no_guard": ["train_classifier=false", "lr=0.01", "guard.enabled=false"],
+    "no_classifier_lr0.002_no_guard": ["train_classifier=false", "lr=0.002", "guard.enabled=false"],
+}
+
+
+def make_set(data, work):
+    from PIL import Image
+    import numpy as np
+
+    (work / "train").mkdir(parents=True, exist_ok=True)
+    (work / "trainannot").mkdir(exist_ok=True)
+    frames = sorted((Path(data) / "train").glob("0016E5_*.png"))[::3]
+    rng = np.random.default_rng(0)
+    for p in frames:
+        a = np.asarray(Image.open(p).convert("RGB")).astype(np.float32) / 255
+        a = (a ** 1.8) * 0.6 * np.array([0.85, 0.9, 1.1]) + rng.normal(0, 0.02, a.shape)
+        Image.fromarray((np.clip(a, 0, 1) * 255).astype(np.uint8)).save(work / "train" / p.name)
+        lab = work / "trainannot" / p.name
+        if not lab.exists():
+            lab.symlink_to((Path(data) / "trainannot" / p.name).resolve())
+    day = sorted(p.name for p in (Path(data) / "train").glob("0006R0_*.png"))
+    (work / "day.txt").write_text("\n".join(day) + "\n")
+    return len(frames)
+
+
+def miou(model, data, split):
+    out = subprocess.run([EDGE, "eval", "--model", model, "--data", data, "--split", split],
+                         capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"^mIoU\s+([0-9.]+)", out, re.M).group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/camvid")
+    ap.add_argument("--work", default="runs/adapt_tune")
+    ap.add_argument("--model", default="runs/adapt/day_source.onnx")
+    ap.add_argument("--results", default="docs/results/adapt_tuning.json")
+    ap.add_argument("--only", default="")
+    a = ap.parse_args()
+    work = Path(a.work)
+    n = make_set(a.data, work)
+    command = "python3 benches/adapt/tune.py" + "".join(f" {x}" for x in sys.argv[1:])
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    mach = machine()
+    dark = f"{n} darkened 0016E5 train frames (synthetic shift, {a.work}/train)"
+    day = "0006R0 train frames (101, unchanged)"
+    recs = []
+
+    def add(name, value, unit, split):
+        recs.append({"name": name, "value": round(value, 3), "unit": unit, "split": split,
+                     "command": command, "date": date, "machine": mach})
+
+    base_dark, base_day = miou(a.model, str(work), "train"), miou(a.model, a.data, str(work / "day.txt"))
+    add("tune_source_dark_miou", base_dark, "mIoU %", dark)
+    add("tune_source_day_miou", base_day, "mIoU %", day)
+    print(f"{'setting':<24} {'dark':>6} {'gain':>6} {'day':>6} {'forget':>6} steps rollbacks")
+    print(f"{'source':<24} {base_dark:6.2f} {'':>6} {base_day:6.2f}")
+    for name, sets in CANDIDATES.items():
+        if a.only and not re.search(a.only, name):
+            continue
+        out = work / f"{name}.onnx"
+        cmd = [EDGE, "adapt", "--model", a.model, "--frames", str(work / "train"), "--steps-per-frame", "5",
+               "--out", str(out), "--summary", str(work / f"{name}.json")]
+        for s in sets:
+            cmd += ["--adapt-set", s]
+        subprocess.run(cmd, capture_output=True, text=True, check=True)
+        st = json.loads((work / f"{name}.json").read_text())["stats"]
+        d, y = miou(str(out), str(work), "train"), miou(str(out), a.data, str(work / "day.txt"))
+        print(f"{name:<24} {d:6.2f} {d - base_dark:+6.2f} {y:6.2f} {y - base_day:+6.2f} {st['steps']:5d} {st['rollbacks']:5d}",
+              flush=True)
+        add(f"tune_{name}_dark_gain", d - base_dark, "mIoU points", dark + "; " + " ".join(sets))
+        add(f"tune_{name}_day_change", y - base_day, "mIoU points", day + "; " + " ".join(sets))
+    print(f"{len(recs)} records -> {merge_records(a.results, recs)}")
+
+
+if __name__ == "__main__":
+    main()
