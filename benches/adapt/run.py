@@ -192,6 +192,7 @@ def fps_part(a, src, work, log, add):
         for _ in range(a.fps_loops):
             f.write(rec.read_bytes())
     fps = {"no_adapt": [], "adapt": []}
+    rss = {"no_adapt": [], "adapt": []}
     for rep in range(a.fps_reps):  # alternate, so drifts in machine speed hit both alike
         for kind, extra in (("no_adapt", []), ("adapt", ["--adapt"])):
             stats = work / f"fps_{kind}_{rep}.jsonl"
@@ -199,12 +200,15 @@ def fps_part(a, src, work, log, add):
                 f"fb:{work}/fb_{kind}", "--fb-geometry", "480x360x32", "--drop", "wait", "--stats", stats, *extra], log)
             summary = json.loads(stats.read_text().splitlines()[-1])["summary"]
             fps[kind].append(summary["fps"])
+            rss[kind].append(summary["peak_rss_mib"])
     median = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
     for kind in fps:
         add(f"fps_{kind}", median(fps[kind]), "FPS",
             f"edge-seg run {'--adapt ' if kind == 'adapt' else ''}(default settings), {summary['frames_out']} frames "
             f"480x360 YUYV (0001TP x{a.fps_loops}), framebuffer file output, 2 cores; median of {a.fps_reps} runs "
             f"({', '.join(f'{v:.1f}' for v in fps[kind])})")
+        add(f"peak_rss_{kind}_mib", median(rss[kind]), "MiB",
+            f"peak RSS of the same runs, median ({', '.join(f'{v:.0f}' for v in rss[kind])})")
     fps = {k: median(v) for k, v in fps.items()}
     add("fps_ratio_adapt", fps["adapt"] / fps["no_adapt"], "x", "fps_adapt / fps_no_adapt")
 
