@@ -1,13 +1,17 @@
 //! On-device adaptation (issue #5): the model keeps learning from the unlabeled frames its camera
 //! sees, with guards that roll it back when it gets worse.
 //!
-//! **What is trained.** The encoder stays frozen and runs in tract (its features come from the
-//! exported float graph, cut at the decoder's two inputs with [`seg_onnx::extract`]). Only the
-//! light head of [`seg_nn::adapt::AdaptHead`] is trained in candle: a per-channel affine after each
-//! decoder convolution (BatchNorm's affine, TENT's choice) plus the classifier, about 1 k values
-//! for the edge student. That is cheap enough to step on a CPU core beside inference, it cannot
-//! forget the encoder's features, and it folds back into plain convolution weights, so the
-//! inference graph keeps its shape and speed.
+//! **What is trained.** By default (`scope = "last"`, `train_classifier = false`) only the
+//! per-channel affine after the last decoder convolution (BatchNorm's affine, TENT's choice of
+//! parameters: 64 values for the edge student) trains, in candle
+//! ([`seg_nn::adapt::AdaptHead`]). Everything before that convolution is frozen and runs in tract
+//! (the exported float graph cut with [`seg_onnx::extract`] at the convolution's inputs, before
+//! the ASPP upsampling). `scope = "decoder"` trains every decoder affine (the frozen part is then
+//! the encoder), and `train_classifier` adds the classifier. On a synthetic shift of training
+//! frames the default gained as much as training the classifier too, without its forgetting
+//! (`benches/adapt/tune.py`). It is cheap enough to step on a CPU core beside inference, cannot
+//! forget the encoder's features, and folds back into plain convolution weights, so the inference
+//! graph keeps its shape and speed.
 //!
 //! **The step** ([`Adapter::step`]) is CAC's context-aware consistency made light: a frame from
 //! a ring buffer of recent frames is scaled at random, two overlapping crops are taken (IoU in
@@ -921,12 +925,19 @@ mod tests {
         // the loaded weights are what the adapted graph computes with
         let fuse_bias = |m: &seg_onnx::pb::ModelProto| {
             let g = m.graph.as_ref().unwrap();
-            let t = g.initializer.iter().find(|t| t.name == "decoder.fuse.conv.bias").unwrap();
+            let t = g
+                .initializer
+                .iter()
+                .find(|t| t.name == "decoder.fuse.conv.bias")
+                .unwrap();
             seg_onnx::tensor_to_f32(t).unwrap()
         };
         let adapted = fuse_bias(&b.adapted_model().unwrap());
         assert_eq!(adapted, fuse_bias(&a.adapted_model().unwrap()));
-        assert_ne!(adapted, fuse_bias(&adapter(AdaptConfig::default()).adapted_model().unwrap()));
+        assert_ne!(
+            adapted,
+            fuse_bias(&adapter(AdaptConfig::default()).adapted_model().unwrap())
+        );
 
         let bytes = std::fs::read(&path).unwrap();
         let cut = dir.path().join("cut.safetensors");
