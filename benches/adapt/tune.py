@@ -39,6 +39,9 @@ CANDIDATES = {  # name -> --adapt-set overrides
                                          "guard.max_drift=0.2"],
     "no_classifier_lr0.01_no_guard": ["train_classifier=false", "lr=0.01", "guard.enabled=false"],
     "no_classifier_lr0.002_no_guard": ["train_classifier=false", "lr=0.002", "guard.enabled=false"],
+    "no_classifier_lr0.002_anchor1": ["train_classifier=false", "lr=0.002", "anchor_weight=1.0"],
+    "no_classifier_lr0.002_anchor10": ["train_classifier=false", "lr=0.002", "anchor_weight=10.0"],
+    "no_classifier_lr0.01_anchor10": ["train_classifier=false", "lr=0.01", "anchor_weight=10.0"],
 }
 
 

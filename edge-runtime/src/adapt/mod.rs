@@ -105,6 +105,8 @@ pub struct AdaptConfig {
     pub pseudo_threshold: f32,
     /// Weight of entropy minimisation (TENT's loss; 0 = off).
     pub entropy_weight: f64,
+    /// Weight of an L2 pull of the trainable values toward their source values (0 = off).
+    pub anchor_weight: f64,
     /// CoTTA stochastic restore: after each step, each trainable value returns to its source
     /// value with this probability (0 = off).
     pub restore_prob: f64,
@@ -137,6 +139,7 @@ impl Default for AdaptConfig {
             pseudo_weight: 1.0,
             pseudo_threshold: 0.9,
             entropy_weight: 0.0,
+            anchor_weight: 0.0,
             restore_prob: 0.0,
             swap_every: 10,
             guard: GuardConfig::default(),
@@ -494,12 +497,14 @@ impl Adapter {
         self.fingerprint
     }
 
-    /// A deep copy of the trainable values.
+    /// A deep copy of the trainable values, outside the autograd graph (candle's `copy` keeps a
+    /// backprop edge to the variable; without the `detach`, the anchor pull's gradient through
+    /// the copy would cancel its gradient through the variable).
     pub fn snapshot(&self) -> Result<HashMap<String, Tensor>, RuntimeError> {
         self.head
             .trainable()
             .into_iter()
-            .map(|(n, v)| v.as_tensor().copy().map(|t| (n, t)).map_err(adapt_err))
+            .map(|(n, v)| v.as_tensor().copy().map(|t| (n, t.detach())).map_err(adapt_err))
             .collect()
     }
 
@@ -684,6 +689,12 @@ impl Adapter {
             let logp = seg_nn::loss::log_softmax(&scores, 1)?; // [2, C, h/8, w/8]
             let ent = (logp.exp()? * &logp)?.sum(1)?.neg()?.mean_all()?;
             total = (total + (ent * self.cfg.entropy_weight)?)?;
+        }
+        if self.cfg.anchor_weight > 0.0 {
+            for (name, var) in self.head.trainable() {
+                let pull = (var.as_tensor() - &self.source_state[&name])?.sqr()?.sum_all()?;
+                total = (total + (pull * self.cfg.anchor_weight)?)?;
+            }
         }
         // this step's cells become negatives of the next steps
         let rows = feats.dim(0)?;
@@ -975,5 +986,29 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("x.onnx"), "{e}");
+    }
+
+    /// The anchor pull moves a perturbed value back toward its source value (a regression: the
+    /// source snapshot used to keep a backprop edge to the variable, which cancelled the
+    /// gradient).
+    #[test]
+    fn issue5_anchor_pull_moves_values_back_to_the_source() {
+        let cfg = AdaptConfig {
+            anchor_weight: 100.0,
+            dc_weight: 0.0,
+            pseudo_weight: 0.0,
+            momentum: 0.0,
+            ..Default::default()
+        };
+        let mut a = adapter(cfg);
+        a.observe(&samples()[0]).unwrap();
+        let (_, v) = a.trainable().into_iter().next().unwrap();
+        v.set(&(v.as_tensor() + 0.1).unwrap()).unwrap();
+        let loss = a.step().unwrap().unwrap();
+        let c = v.elem_count() as f64;
+        assert!((loss - 100.0 * 0.01 * c).abs() < 1e-3 * loss, "{loss}");
+        // d/dθ 100 (θ − θ0)² = 20 at θ − θ0 = 0.1; one SGD step at lr 0.002 takes 0.04 off
+        let after: Vec<f32> = v.as_tensor().to_vec1().unwrap();
+        assert!(after.iter().all(|&x| (x - 1.06).abs() < 1e-4), "{:?}", &after[..3]);
     }
 }
