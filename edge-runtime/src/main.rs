@@ -574,39 +574,44 @@ fn adapt(a: AdaptArgs) -> Result<()> {
     if std::env::var_os("CI").is_some() {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    for pass in 0..a.passes {
-        for (i, p) in files.iter().enumerate() {
-            let frame = image::open(p)
-                .with_context(|| format!("{}: cannot decode the image", p.display()))?
-                .to_rgb8();
-            let t0 = Instant::now();
-            seg.logits(&frame)?;
-            t_infer += t0.elapsed().as_secs_f64() * 1e3;
-            n_infer += 1;
-            let mut stream = vec![frame.clone()];
-            for k in 0..a.stress {
-                stream.push(flat_frame(&frame, (pass as u64) << 40 | (i as u64) << 16 | k as u64));
-            }
-            for f in stream {
-                n_frames += 1;
-                adapter.observe(&f)?;
-                for _ in 0..a.steps_per_frame {
-                    adapter.step()?;
-                    if adapter.stats.steps.is_multiple_of(swap_every) {
-                        match adapter.check()? {
-                            Verdict::Pass | Verdict::Reset(_) => seg.set_backend(Box::new(adapter.backend()?)),
-                            Verdict::RolledBack(_) => {}
-                        }
-                        if let Some(p) = &a.settings.adapt_state {
-                            adapt_state::save(&adapter, p)?;
+    // candle's work on the adaptation's own pool, as in `run --adapt`
+    let threads = adapter.config().threads;
+    edge_seg_runtime::adapt::in_pool(threads, || -> Result<()> {
+        for pass in 0..a.passes {
+            for (i, p) in files.iter().enumerate() {
+                let frame = image::open(p)
+                    .with_context(|| format!("{}: cannot decode the image", p.display()))?
+                    .to_rgb8();
+                let t0 = Instant::now();
+                seg.logits(&frame)?;
+                t_infer += t0.elapsed().as_secs_f64() * 1e3;
+                n_infer += 1;
+                let mut stream = vec![frame.clone()];
+                for k in 0..a.stress {
+                    stream.push(flat_frame(&frame, (pass as u64) << 40 | (i as u64) << 16 | k as u64));
+                }
+                for f in stream {
+                    n_frames += 1;
+                    adapter.observe(&f)?;
+                    for _ in 0..a.steps_per_frame {
+                        adapter.step()?;
+                        if adapter.stats.steps.is_multiple_of(swap_every) {
+                            match adapter.check()? {
+                                Verdict::Pass | Verdict::Reset(_) => seg.set_backend(Box::new(adapter.backend()?)),
+                                Verdict::RolledBack(_) => {}
+                            }
+                            if let Some(p) = &a.settings.adapt_state {
+                                adapt_state::save(&adapter, p)?;
+                            }
                         }
                     }
                 }
+                pb.set_message(adapter.stats.status());
+                pb.inc(1);
             }
-            pb.set_message(adapter.stats.status());
-            pb.inc(1);
         }
-    }
+        Ok(())
+    })??;
     pb.finish_and_clear();
     // the published weights are the last ones that passed the guards
     let final_check = adapter.check()?;

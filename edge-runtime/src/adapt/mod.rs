@@ -112,6 +112,8 @@ pub struct AdaptConfig {
     pub restore_prob: f64,
     /// Check the guards and publish the weights every this many steps.
     pub swap_every: u64,
+    /// Threads of the adaptation's own pool for candle's work (see [`in_pool`]).
+    pub threads: usize,
     /// Guard rails.
     pub guard: GuardConfig,
     /// Random seed.
@@ -142,6 +144,7 @@ impl Default for AdaptConfig {
             anchor_weight: 0.0,
             restore_prob: 0.0,
             swap_every: 10,
+            threads: 1,
             guard: GuardConfig::default(),
             seed: 0,
         }
@@ -151,8 +154,8 @@ impl Default for AdaptConfig {
 impl AdaptConfig {
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), String> {
-        if self.every_n_frames == 0 || self.ring == 0 || self.swap_every == 0 {
-            return Err("every_n_frames, ring and swap_every must be at least 1".into());
+        if self.every_n_frames == 0 || self.ring == 0 || self.swap_every == 0 || self.threads == 0 {
+            return Err("every_n_frames, ring, swap_every and threads must be at least 1".into());
         }
         if self.crop.iter().any(|&c| c == 0 || c % 32 != 0) {
             return Err(format!(
@@ -326,6 +329,19 @@ fn head_forward(head: &AdaptHead, feats: &[Tensor]) -> candle_core::Result<seg_n
         (HeadScope::Decoder, [low, high]) => head.forward(low, high),
         _ => candle_core::bail!("the frozen graph gave {} outputs", feats.len()),
     }
+}
+
+/// Runs `f` with candle's parallel work on a pool of its own with `threads` threads (1 by
+/// default) instead of rayon's global pool of one thread per core. The steps are small: on 2
+/// cores one thread is as fast per step and leaves more of the CPU to inference (FPS with
+/// `--adapt` 0.78× → 0.82× of without; docs/BENCHMARKS.md).
+pub fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> Result<R, RuntimeError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("adapt-{i}"))
+        .build()
+        .map_err(adapt_err)?;
+    Ok(pool.install(f))
 }
 
 /// FNV-1a 64 of the model bytes: ties a state file to the model it was adapted from.

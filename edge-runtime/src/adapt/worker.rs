@@ -39,8 +39,8 @@ impl Worker {
         let handle = std::thread::Builder::new()
             .name("adapt".into())
             .spawn(move || -> Result<AdaptStats, RuntimeError> {
-                let swap_every = adapter.config().swap_every;
-                let mut work = || -> Result<(), RuntimeError> {
+                let (swap_every, threads) = (adapter.config().swap_every, adapter.config().threads);
+                let work = || -> Result<(), RuntimeError> {
                     while let Some(frame) = q.pop() {
                         adapter.observe(&frame)?;
                         adapter.step()?;
@@ -60,7 +60,7 @@ impl Worker {
                     }
                     Ok(())
                 };
-                if let Err(e) = work() {
+                if let Err(e) = super::in_pool(threads, work).and_then(|r| r) {
                     // inference goes on with the last published weights; the run reports the
                     // error when it ends
                     tracing::error!("adaptation stopped: {e}");
