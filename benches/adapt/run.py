@@ -62,7 +62,7 @@ def last_iter(run):
     return max(its, default=0)
 
 
-def miou(model, data, split, log):
+def miou(model, data, split, log=None):
     out = sh([EDGE, "eval", "--model", model, "--data", data, "--split", split], log)
     m = re.search(r"^mIoU\s+([0-9.]+)", out, re.M)
     if not m:

@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer import machine, merge_records  # noqa: E402
-
-EDGE = "target/release/edge-seg"
+from run import EDGE, miou  # noqa: E402
 # Every candidate spells out the settings it compares (the defaults in AdaptConfig are the
 # chosen row, "no_classifier_lr0.002").
 CANDIDATES = {  # name -> --adapt-set overrides
@@ -63,12 +63,6 @@ def make_set(data, work):
     day = sorted(p.name for p in (Path(data) / "train").glob("0006R0_*.png"))
     (work / "day.txt").write_text("\n".join(day) + "\n")
     return len(frames)
-
-
-def miou(model, data, split):
-    out = subprocess.run([EDGE, "eval", "--model", model, "--data", data, "--split", split],
-                         capture_output=True, text=True, check=True).stdout
-    return float(re.search(r"^mIoU\s+([0-9.]+)", out, re.M).group(1))
 
 
 def main():

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use edge_seg_runtime::adapt::worker::Worker;
-use edge_seg_runtime::adapt::{state as adapt_state, AdaptConfig, Adapter, Verdict};
+use edge_seg_runtime::adapt::{state as adapt_state, AdaptConfig, Adapter};
 use edge_seg_runtime::output::fb::{FbGeometry, FbOutput, Framebuffer};
 use edge_seg_runtime::output::serve::MjpegServer;
 use edge_seg_runtime::output::{Output, PngDir};
@@ -565,7 +565,6 @@ fn adapt(a: AdaptArgs) -> Result<()> {
         "{}: no frames (png/jpg) to adapt on",
         a.frames.display()
     );
-    let swap_every = adapter.config().swap_every;
     let (mut t_infer, mut n_infer, mut n_frames) = (0.0f64, 0u64, 0u64);
     let pb = indicatif::ProgressBar::new(files.len() as u64 * a.passes as u64);
     pb.set_style(
@@ -594,12 +593,8 @@ fn adapt(a: AdaptArgs) -> Result<()> {
                     n_frames += 1;
                     adapter.observe(&f)?;
                     for _ in 0..a.steps_per_frame {
-                        adapter.step()?;
-                        if adapter.stats.steps.is_multiple_of(swap_every) {
-                            match adapter.check()? {
-                                Verdict::Pass | Verdict::Reset(_) => seg.set_backend(Box::new(adapter.backend()?)),
-                                Verdict::RolledBack(_) => {}
-                            }
+                        if let Some(plan) = adapter.advance()? {
+                            seg.set_backend(Box::new(plan));
                             if let Some(p) = &a.settings.adapt_state {
                                 adapt_state::save(&adapter, p)?;
                             }

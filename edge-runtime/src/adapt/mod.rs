@@ -785,6 +785,20 @@ impl Adapter {
         }
     }
 
+    /// One step; at every `swap_every`-th step the guards run too, and when the weights passed
+    /// (or were reset to the source) the new inference plan to publish is returned. After a
+    /// rollback the last good weights are the ones already published, so there is nothing new.
+    pub fn advance(&mut self) -> Result<Option<TractBackend>, RuntimeError> {
+        self.step()?;
+        if self.stats.steps == 0 || !self.stats.steps.is_multiple_of(self.cfg.swap_every) {
+            return Ok(None);
+        }
+        match self.check()? {
+            Verdict::Pass | Verdict::Reset(_) => self.backend().map(Some),
+            Verdict::RolledBack(_) => Ok(None),
+        }
+    }
+
     /// The source graph with the current head folded into its initializers (as written, no
     /// runtime rewrites): what `edge-seg adapt --out` saves.
     pub fn adapted_model(&self) -> Result<seg_onnx::pb::ModelProto, RuntimeError> {

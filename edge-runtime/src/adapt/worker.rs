@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use image::RgbImage;
 
 use super::slot::Slot;
-use super::{state, AdaptStats, Adapter, Verdict};
+use super::{state, AdaptStats, Adapter};
 use crate::backend::tract::TractBackend;
 use crate::queue::{Policy, Queue};
 use crate::RuntimeError;
@@ -39,21 +39,14 @@ impl Worker {
         let handle = std::thread::Builder::new()
             .name("adapt".into())
             .spawn(move || -> Result<AdaptStats, RuntimeError> {
-                let (swap_every, threads) = (adapter.config().swap_every, adapter.config().threads);
+                let threads = adapter.config().threads;
                 let work = || -> Result<(), RuntimeError> {
                     while let Some(frame) = q.pop() {
                         adapter.observe(&frame)?;
-                        adapter.step()?;
-                        if adapter.stats.steps.is_multiple_of(swap_every) {
-                            let publish = match adapter.check()? {
-                                Verdict::Pass | Verdict::Reset(_) => true,
-                                Verdict::RolledBack(_) => false, // the last good set is what runs
-                            };
-                            if publish {
-                                sl.publish(Some(adapter.backend()?));
-                                if let Some(p) = &state_file {
-                                    state::save(&adapter, p)?;
-                                }
+                        if let Some(plan) = adapter.advance()? {
+                            sl.publish(Some(plan));
+                            if let Some(p) = &state_file {
+                                state::save(&adapter, p)?;
                             }
                         }
                         *st.lock().expect("status lock") = adapter.stats.status();
