@@ -15,6 +15,9 @@
    adaptation seeds (crops, jitter, sampling), reported per seed and as their mean.
 4. Collapse stress stream: every dusk frame followed by --stress near-constant frames, adapted
    with guards off (naive) and on (guarded); dusk mIoU of each.
+   All guarded runs get the source-frame monitor: --source-frames (8) frames of the day drive
+   0006R0 spread over its train frames (the source model trained on them; neither the dusk
+   drive nor the val drive), linked into WORK/source_frames.
 5. Cost: mean adaptation step vs mean inference (from the adapt run), and end-to-end FPS of
    `edge-seg run` with and without --adapt on the dusk frames as a 480x360 YUYV recording
    played --fps-loops times.
@@ -80,6 +83,7 @@ def main():
     ap.add_argument("--fps-loops", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=3, help="adaptation seeds of the dusk run")
     ap.add_argument("--fps-reps", type=int, default=3, help="alternating runs with and without --adapt")
+    ap.add_argument("--source-frames", type=int, default=8, help="0006R0 frames for guard.source_frames (0: none)")
     ap.add_argument("--parts", default="quality,stress,fps", help="comma list of: quality, stress, fps")
     a = ap.parse_args()
     if not Path("Cargo.toml").exists() or not Path("benches/adapt").is_dir():
@@ -115,6 +119,7 @@ def main():
     if not src.exists() or src.stat().st_mtime < (run / "last.safetensors").stat().st_mtime:
         sh([TRAIN, "export", "--run", run, "--checkpoint", "last", "--out", src], log)
 
+    a.src_sets = source_frames(a, work)
     parts = set(a.parts.split(","))
     frames = [a.data + "/train", "--prefix", "0001TP"]
     dusk_split = f"0001TP train frames (62, dusk drive never seen with labels), {DUSK}"
@@ -129,6 +134,20 @@ def main():
     print(f"{len(recs)} records -> {out}")
 
 
+def source_frames(a, work):
+    """--adapt-set arguments giving the guard `a.source_frames` day frames (none when 0)."""
+    if a.source_frames == 0:
+        return []
+    d = work / "source_frames"
+    d.mkdir(exist_ok=True)
+    for old in d.iterdir():
+        old.unlink()
+    day = sorted((Path(a.data) / "train").glob("0006R0_*.png"))
+    for p in day[len(day) // (2 * a.source_frames)::max(1, len(day) // a.source_frames)][:a.source_frames]:
+        (d / p.name).symlink_to(p.resolve())
+    return ["--adapt-set", f'guard.source_frames="{d}"']
+
+
 def quality(a, src, work, log, add, dusk_split, val_split, frames):
     print("== before", flush=True)
     add("dusk_miou_before", miou(src, a.data, DUSK, log), "mIoU %", dusk_split)
@@ -140,7 +159,7 @@ def quality(a, src, work, log, add, dusk_split, val_split, frames):
         adapted = work / f"dusk_adapted_s{seed}.onnx"
         summary = work / f"dusk_adapted_s{seed}.json"
         sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--steps-per-frame", STEPS, "--out", adapted,
-            "--adapt-set", f"seed={seed}", "--summary", summary], log)
+            "--adapt-set", f"seed={seed}", *a.src_sets, "--summary", summary], log)
         s = json.loads(summary.read_text())
         dusk.append(miou(adapted, a.data, DUSK, log))
         day.append(miou(adapted, a.data, "val", log))
@@ -166,7 +185,7 @@ def quality(a, src, work, log, add, dusk_split, val_split, frames):
 
 def stress(a, src, work, log, add, dusk_split, frames):
     print(f"== collapse stress stream (each dusk frame + {a.stress} near-constant frames)", flush=True)
-    for kind, sets in (("naive", ["--adapt-set", "guard.enabled=false"]), ("guarded", [])):
+    for kind, sets in (("naive", ["--adapt-set", "guard.enabled=false"]), ("guarded", a.src_sets)):
         out = work / f"stress_{kind}.onnx"
         sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--steps-per-frame", STEPS, "--stress", a.stress,
             *sets, "--out", out,
@@ -194,7 +213,7 @@ def fps_part(a, src, work, log, add):
     fps = {"no_adapt": [], "adapt": []}
     rss = {"no_adapt": [], "adapt": []}
     for rep in range(a.fps_reps):  # alternate, so drifts in machine speed hit both alike
-        for kind, extra in (("no_adapt", []), ("adapt", ["--adapt"])):
+        for kind, extra in (("no_adapt", []), ("adapt", ["--adapt", *a.src_sets])):
             stats = work / f"fps_{kind}_{rep}.jsonl"
             sh([EDGE, "run", "--model", src, "--input", loop, "--size", "480x360", "--display",
                 f"fb:{work}/fb_{kind}", "--fb-geometry", "480x360x32", "--drop", "wait", "--stats", stats, *extra], log)
@@ -204,7 +223,8 @@ def fps_part(a, src, work, log, add):
     median = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
     for kind in fps:
         add(f"fps_{kind}", median(fps[kind]), "FPS",
-            f"edge-seg run {'--adapt ' if kind == 'adapt' else ''}(default settings), {summary['frames_out']} frames "
+            f"edge-seg run {'--adapt (default settings, guard.source_frames as the quality runs) ' if kind == 'adapt' else ''}"
+            f"{summary['frames_out']} frames "
             f"480x360 YUYV (0001TP x{a.fps_loops}), framebuffer file output, 2 cores; median of {a.fps_reps} runs "
             f"({', '.join(f'{v:.1f}' for v in fps[kind])})")
         add(f"peak_rss_{kind}_mib", median(rss[kind]), "MiB",

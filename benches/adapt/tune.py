@@ -24,8 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer import machine, merge_records  # noqa: E402
 from run import EDGE, miou  # noqa: E402
-# Every candidate spells out the settings it compares (the defaults in AdaptConfig are the
-# chosen row, "no_classifier_lr0.002").
+# Every candidate starts from BASE (the first defaults: lr 0.002, strict recent-frame guards, no
+# source frames) and spells out what it changes. The defaults in AdaptConfig are the chosen row,
+# "srcagree0.93_lr0.005_loose_guard" (it was "no_classifier_lr0.002" before the source-frame
+# monitor existed); source frames are a deployment input, so rows with a guard.min_source_* key
+# get guard.source_frames = SOURCE.
+BASE = ["train_classifier=false", "lr=0.002", "guard.min_agreement=0.8", "guard.max_drift=0.1",
+        "guard.min_source_agreement=0.93"]
 CANDIDATES = {  # name -> --adapt-set overrides
     "classifier_lr0.01": ["train_classifier=true", "lr=0.01"],
     "classifier_lr0.002": ["train_classifier=true", "lr=0.002"],
@@ -42,7 +47,22 @@ CANDIDATES = {  # name -> --adapt-set overrides
     "no_classifier_lr0.002_anchor1": ["train_classifier=false", "lr=0.002", "anchor_weight=1.0"],
     "no_classifier_lr0.002_anchor10": ["train_classifier=false", "lr=0.002", "anchor_weight=10.0"],
     "no_classifier_lr0.01_anchor10": ["train_classifier=false", "lr=0.01", "anchor_weight=10.0"],
+    # the source-frame monitor (guard.source_frames = SOURCE below): forgetting caught on day frames
+    "srciou0.9_lr0.002": ["lr=0.002", "guard.min_source_agreement=0.0", "guard.min_source_iou=0.9"],
+    "srcagree0.95_lr0.002": ["lr=0.002", "guard.min_source_agreement=0.95"],
+    "srcagree0.9_lr0.01_loose_guard": ["lr=0.01", "guard.min_agreement=0.7", "guard.max_drift=0.2", "guard.min_source_agreement=0.9"],
+    "srcagree0.95_lr0.01_loose_guard": ["lr=0.01", "guard.min_agreement=0.7", "guard.max_drift=0.2", "guard.min_source_agreement=0.95"],
+    "srcagree0.97_lr0.01_loose_guard": ["lr=0.01", "guard.min_agreement=0.7", "guard.max_drift=0.2", "guard.min_source_agreement=0.97"],
+    "srcagree0.93_lr0.01_loose_guard": ["lr=0.01", "guard.min_agreement=0.7", "guard.max_drift=0.2", "guard.min_source_agreement=0.93"],
+    "srcagree0.93_lr0.005_loose_guard": ["lr=0.005", "guard.min_agreement=0.7", "guard.max_drift=0.2", "guard.min_source_agreement=0.93"],
+    "srcagree0.95_lr0.005_loose_guard": ["lr=0.005", "guard.min_agreement=0.7", "guard.max_drift=0.2", "guard.min_source_agreement=0.95"],
+    "lr0.005_loose_guard": ["lr=0.005", "guard.min_agreement=0.7", "guard.max_drift=0.2"],
+    "srcagree0.93_lr0.005_loose_guard_seed1": ["lr=0.005", "guard.min_agreement=0.7", "guard.max_drift=0.2", "guard.min_source_agreement=0.93", "seed=1"],
+    "lr0.005_loose_guard_seed1": ["lr=0.005", "guard.min_agreement=0.7", "guard.max_drift=0.2", "seed=1"],
+    "srcagree0.95_lr0.01_only": ["lr=0.01", "guard.min_agreement=0.0", "guard.max_drift=1.0",
+                                 "guard.min_entropy_ratio=0.0", "guard.min_source_agreement=0.95"],
 }
+SOURCE = "source_frames"  # folder under --work: 8 undarkened 0016E5 train frames not in the shifted set
 
 
 def make_set(data, work):
@@ -60,6 +80,15 @@ def make_set(data, work):
         lab = work / "trainannot" / p.name
         if not lab.exists():
             lab.symlink_to((Path(data) / "trainannot" / p.name).resolve())
+    # the source-frame monitor's day frames: 8 of the 0016E5 train frames left out of the shifted
+    # set (the forgetting test is the other drive, 0006R0)
+    src = work / SOURCE
+    src.mkdir(exist_ok=True)
+    rest = sorted((Path(data) / "train").glob("0016E5_*.png"))[1::3]
+    for p in rest[:: max(1, len(rest) // 8)][:8]:
+        link = src / p.name
+        if not link.exists():
+            link.symlink_to(p.resolve())
     day = sorted(p.name for p in (Path(data) / "train").glob("0006R0_*.png"))
     (work / "day.txt").write_text("\n".join(day) + "\n")
     return len(frames)
@@ -97,8 +126,10 @@ def main():
         out = work / f"{name}.onnx"
         cmd = [EDGE, "adapt", "--model", a.model, "--frames", str(work / "train"), "--steps-per-frame", "5",
                "--out", str(out), "--summary", str(work / f"{name}.json")]
-        for s in sets:
+        for s in BASE + sets:
             cmd += ["--adapt-set", s]
+        if any(s.startswith("guard.min_source") for s in sets):
+            cmd += ["--adapt-set", f'guard.source_frames="{work / SOURCE}"']
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         st = json.loads((work / f"{name}.json").read_text())["stats"]
         d, y = miou(str(out), str(work), "train"), miou(str(out), a.data, str(work / "day.txt"))

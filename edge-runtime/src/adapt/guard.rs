@@ -11,6 +11,13 @@
 //!   disjoint).
 //! - **entropy** (normalised by `ln C`) against the anchor's: a collapse is over-confident.
 //! - mean **confidence** is reported.
+//! - **source-frame agreement** (optional, `source_frames`): the mean per-class IoU between the
+//!   adapted and the source model's classes on a few frames of the *source* domain kept on the
+//!   device. The monitors above only see recent frames, so they cannot tell when adapting to the
+//!   current scene makes the model worse on the scene it was trained for (forgetting); this one
+//!   can, and is class-balanced like the mIoU it protects.
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +40,15 @@ pub struct GuardConfig {
     /// After this many rollbacks in a row, restore the source weights instead of the last
     /// good ones.
     pub reset_after: u32,
+    /// A folder of frames from the source (training) domain, `.png` / `.jpg` (none: no
+    /// source-frame monitor).
+    pub source_frames: Option<PathBuf>,
+    /// Roll back when fewer source-frame pixels than this keep the source model's class.
+    pub min_source_agreement: f64,
+    /// Roll back when the mean per-class IoU between the adapted and the source model's classes
+    /// on the source frames falls below this (stricter: a few pixels of a rare class count as
+    /// much as a whole road).
+    pub min_source_iou: f64,
 }
 
 impl Default for GuardConfig {
@@ -41,10 +57,13 @@ impl Default for GuardConfig {
             enabled: true,
             held: 6,
             hold_every: 10,
-            min_agreement: 0.8,
-            max_drift: 0.1,
+            min_agreement: 0.7,
+            max_drift: 0.2,
             min_entropy_ratio: 0.6,
             reset_after: 3,
+            source_frames: None,
+            min_source_agreement: 0.93,
+            min_source_iou: 0.0,
         }
     }
 }
@@ -59,6 +78,8 @@ impl GuardConfig {
             ("min_agreement", self.min_agreement),
             ("max_drift", self.max_drift),
             ("min_entropy_ratio", self.min_entropy_ratio),
+            ("min_source_agreement", self.min_source_agreement),
+            ("min_source_iou", self.min_source_iou),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("guard.{k} must be in [0, 1], got {v}"));
@@ -87,7 +108,19 @@ impl GuardConfig {
                 m.entropy, self.min_entropy_ratio, m.anchor_entropy
             ));
         }
-        None
+        if let Some(s) = m.source_agreement.filter(|&s| s < self.min_source_agreement) {
+            return Some(format!(
+                "agreement with source on source frames {s:.3} < {:.3}",
+                self.min_source_agreement
+            ));
+        }
+        match m.source_iou {
+            Some(s) if s < self.min_source_iou => Some(format!(
+                "class IoU with source on source frames {s:.3} < {:.3}",
+                self.min_source_iou
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -104,6 +137,12 @@ pub struct Monitors {
     pub agreement: f64,
     /// Total-variation distance of the class histograms.
     pub drift: f64,
+    /// Fraction of source-frame pixels whose class is the source model's (`None` without
+    /// source frames).
+    pub source_agreement: Option<f64>,
+    /// Mean per-class IoU between the adapted and the source model's classes on the source
+    /// frames (`None` without source frames).
+    pub source_iou: Option<f64>,
 }
 
 /// Per-pixel summary of class probabilities: `(class, max prob, entropy / ln C)`, from
@@ -156,6 +195,40 @@ pub fn monitors(current: &[(u32, f32, f32)], anchor_class: &[u32], anchor_entrop
         anchor_entropy: anchor_entropy.iter().map(|&e| e as f64).sum::<f64>() / anchor_entropy.len().max(1) as f64,
         agreement: agree / n,
         drift: 0.5 * hc.iter().zip(&ha).map(|(a, b)| (a - b).abs()).sum::<f64>(),
+        source_agreement: None,
+        source_iou: None,
+    }
+}
+
+/// Mean over classes of the IoU between two labelings of the same pixels (classes absent from
+/// both do not count; 1 when both are empty).
+pub fn class_iou(current: &[u32], anchor: &[u32], classes: usize) -> f64 {
+    let (mut inter, mut union) = (vec![0u64; classes], vec![0u64; classes]);
+    for (&c, &a) in current.iter().zip(anchor) {
+        let (c, a) = (c as usize, a as usize);
+        if c == a {
+            if let (Some(i), Some(u)) = (inter.get_mut(c), union.get_mut(c)) {
+                *i += 1;
+                *u += 1;
+            }
+        } else {
+            for k in [c, a] {
+                if let Some(u) = union.get_mut(k) {
+                    *u += 1;
+                }
+            }
+        }
+    }
+    let ious: Vec<f64> = inter
+        .iter()
+        .zip(&union)
+        .filter(|(_, &u)| u > 0)
+        .map(|(&i, &u)| i as f64 / u as f64)
+        .collect();
+    if ious.is_empty() {
+        1.0
+    } else {
+        ious.iter().sum::<f64>() / ious.len() as f64
     }
 }
 
@@ -195,6 +268,34 @@ mod tests {
         let m = monitors(&summarise(&sharp, 3), &anchor_class, &anchor_ent, 3);
         assert_eq!((m.agreement, m.drift), (1.0, 0.0));
         assert!(g.verdict(&m).unwrap().contains("entropy"));
+        // forgetting: the recent frames look fine, the source frames do not
+        let mut m = same;
+        m.source_agreement = Some(0.9);
+        assert!(g
+            .verdict(&m)
+            .unwrap()
+            .contains("agreement with source on source frames"));
+        m.source_agreement = Some(0.99);
+        assert!(g.verdict(&m).is_none());
+        m.source_iou = Some(class_iou(&[0, 1, 1, 1], &[0, 1, 2, 1], 3));
+        // class 0: 1/1, class 1: 2/3, class 2: 0/1
+        assert!((m.source_iou.unwrap() - (1.0 + 2.0 / 3.0) / 3.0).abs() < 1e-9);
+        assert!(g.verdict(&m).is_none(), "the class-IoU rule is off by default");
+        let strict = GuardConfig {
+            min_source_iou: 0.9,
+            ..g.clone()
+        };
+        assert!(strict.verdict(&m).unwrap().contains("class IoU"));
+        m.source_iou = Some(class_iou(&[0, 1, 2, 1], &[0, 1, 2, 1], 3));
+        assert_eq!(m.source_iou, Some(1.0));
+        assert!(strict.verdict(&m).is_none());
+        assert_eq!(class_iou(&[], &[], 3), 1.0);
+        assert!(GuardConfig {
+            min_source_iou: 1.5,
+            ..g.clone()
+        }
+        .validate()
+        .is_err());
         assert!(GuardConfig { held: 0, ..g.clone() }.validate().is_err());
         assert!(GuardConfig { max_drift: 2.0, ..g }.validate().is_err());
     }

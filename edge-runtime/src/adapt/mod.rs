@@ -25,11 +25,13 @@
 //! device would first have to learn what the trainer's did.
 //!
 //! **Guards** ([`guard`]): every `swap_every` steps the adapted head is scored on a held buffer of
-//! recent frames against the source model; when a monitor trips, the weights roll back to the last
-//! good set (to the source after `reset_after` trips in a row). Only weights that passed a check
-//! are ever published to the inference path ([`slot::Slot`]), so a degradation between checks
-//! never reaches the screen. An optional CoTTA-style stochastic restore resets a random fraction of
-//! the trainable values to the source after each step.
+//! recent frames against the source model, and on the source-domain frames of
+//! `guard.source_frames` when given (forgetting, which recent frames cannot show); when a
+//! monitor trips, the weights roll back to the last good set (to the source after `reset_after`
+//! trips in a row). Only weights that passed a check are ever published to the inference path
+//! ([`slot::Slot`]), so a degradation between checks never reaches the screen. An optional
+//! CoTTA-style stochastic restore resets a random fraction of the trainable values to the source
+//! after each step.
 
 pub mod guard;
 pub mod slot;
@@ -127,7 +129,7 @@ impl Default for AdaptConfig {
             ring: 16,
             scope: HeadScope::Last,
             train_classifier: false,
-            lr: 0.002,
+            lr: 0.005,
             momentum: 0.9,
             crop: [128, 192],
             scale: [0.7, 1.1],
@@ -216,6 +218,9 @@ impl AdaptStats {
                 " | conf {:.2} ent {:.2}/{:.2} agree {:.3} drift {:.3}",
                 m.confidence, m.entropy, m.anchor_entropy, m.agreement, m.drift
             ));
+            if let (Some(a), Some(v)) = (m.source_agreement, m.source_iou) {
+                s.push_str(&format!(" src-agree {a:.3} src-iou {v:.3}"));
+            }
         }
         s
     }
@@ -370,6 +375,8 @@ pub struct Adapter {
     bank: MemoryBank,
     ring: VecDeque<RgbImage>,
     held: VecDeque<Held>,
+    /// Source-domain frames of the source-frame monitor (`guard.source_frames`).
+    source_held: Vec<Held>,
     observed: u64,
     rng: ChaCha8Rng,
     aug: AugmentConfig,
@@ -489,6 +496,7 @@ impl Adapter {
             opt,
             ring: VecDeque::new(),
             held: VecDeque::new(),
+            source_held: Vec::new(),
             observed: 0,
             aug,
             pair,
@@ -500,6 +508,13 @@ impl Adapter {
         };
         a.source_state = a.snapshot()?;
         a.last_good = a.snapshot()?;
+        if let Some(dir) = a.cfg.guard.source_frames.clone() {
+            for frame in load_frames(&dir)? {
+                let img = a.fit(&frame);
+                let held = a.hold(&img)?;
+                a.source_held.push(held);
+            }
+        }
         Ok(a)
     }
 
@@ -550,29 +565,40 @@ impl Adapter {
         normalize_into(img, self.meta.mean, self.meta.std, &mut out[start..]);
     }
 
-    /// Takes a frame from the stream: into the ring buffer, and every `guard.hold_every`-th one
-    /// (the first included) into the held buffer with the source model's predictions.
-    pub fn observe(&mut self, frame: &RgbImage) -> Result<(), RuntimeError> {
+    /// `frame` at the network's input size.
+    fn fit(&self, frame: &RgbImage) -> RgbImage {
         let (h, w) = self.meta.input_hw;
-        let img = if frame.dimensions() == (w, h) {
+        if frame.dimensions() == (w, h) {
             frame.clone()
         } else {
             resize_rgb(frame, h, w)
-        };
+        }
+    }
+
+    /// The frozen features of `img` (at input size) and the source model's view of it.
+    fn hold(&self, img: &RgbImage) -> Result<Held, RuntimeError> {
+        let mut x = Vec::new();
+        self.normalize(img, &mut x);
+        let feats = self.enc_frame.run(x, &self.dev)?;
+        let s = summarise_head(&self.anchor, &feats)?;
+        Ok(Held {
+            feats,
+            anchor_class: s.iter().map(|p| p.0).collect(),
+            anchor_entropy: s.iter().map(|p| p.2).collect(),
+        })
+    }
+
+    /// Takes a frame from the stream: into the ring buffer, and every `guard.hold_every`-th one
+    /// (the first included) into the held buffer with the source model's predictions.
+    pub fn observe(&mut self, frame: &RgbImage) -> Result<(), RuntimeError> {
+        let img = self.fit(frame);
         // the held buffer is kept with guards off too, so the monitors are still reported
         if self.observed.is_multiple_of(self.cfg.guard.hold_every) {
-            let mut x = Vec::new();
-            self.normalize(&img, &mut x);
-            let feats = self.enc_frame.run(x, &self.dev)?;
-            let s = summarise_head(&self.anchor, &feats)?;
+            let held = self.hold(&img)?;
             if self.held.len() == self.cfg.guard.held {
                 self.held.pop_front();
             }
-            self.held.push_back(Held {
-                feats,
-                anchor_class: s.iter().map(|p| p.0).collect(),
-                anchor_entropy: s.iter().map(|p| p.2).collect(),
-            });
+            self.held.push_back(held);
         }
         if self.ring.len() == self.cfg.ring {
             self.ring.pop_front();
@@ -751,7 +777,19 @@ impl Adapter {
             cls.extend_from_slice(&h.anchor_class);
             ent.extend_from_slice(&h.anchor_entropy);
         }
-        Ok(Some(guard::monitors(&cur, &cls, &ent, self.meta.classes.len())))
+        let classes = self.meta.classes.len();
+        let mut m = guard::monitors(&cur, &cls, &ent, classes);
+        if !self.source_held.is_empty() {
+            let (mut cur, mut cls) = (Vec::new(), Vec::new());
+            for h in &self.source_held {
+                cur.extend(summarise_head(&self.head, &h.feats)?.into_iter().map(|p| p.0));
+                cls.extend_from_slice(&h.anchor_class);
+            }
+            let agree = cur.iter().zip(&cls).filter(|(a, b)| a == b).count();
+            m.source_agreement = Some(agree as f64 / cur.len().max(1) as f64);
+            m.source_iou = Some(guard::class_iou(&cur, &cls, classes));
+        }
+        Ok(Some(m))
     }
 
     /// Runs the guards: pass (the current weights become the last good set) or roll back. With
@@ -824,6 +862,38 @@ impl Adapter {
         self.stats.plans_built += 1;
         Ok(b)
     }
+}
+
+/// The `.png` / `.jpg` frames of folder `dir`, in name order (at least one).
+fn load_frames(dir: &std::path::Path) -> Result<Vec<RgbImage>, RuntimeError> {
+    let err = |path: &std::path::Path, reason: String| RuntimeError::Input {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| err(dir, format!("guard.source_frames: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        })
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(err(
+            dir,
+            "guard.source_frames: no .png or .jpg frames in this folder".into(),
+        ));
+    }
+    paths
+        .iter()
+        .map(|p| {
+            image::open(p)
+                .map(|i| i.to_rgb8())
+                .map_err(|e| err(p, format!("not a readable image: {e}")))
+        })
+        .collect()
 }
 
 /// Moves a uniform random sample of `k` elements of `v` to its front (Fisher–Yates, `k` steps).
@@ -1018,6 +1088,69 @@ mod tests {
         assert!(e.contains("x.onnx"), "{e}");
     }
 
+    /// Issue #5: the source-frame monitor sees forgetting that the recent-frame monitors are
+    /// blind to (here they are switched off); a bad source folder is a one-line error naming it.
+    #[test]
+    fn issue5_source_frames_catch_forgetting() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (_, b)) in crate::DEFAULT_SAMPLES.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("day_{i}.png")), b).unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), "not a frame").unwrap();
+        let guard = GuardConfig {
+            min_agreement: 0.0,
+            max_drift: 1.0,
+            min_entropy_ratio: 0.0,
+            source_frames: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let mut a = adapter(AdaptConfig {
+            guard: guard.clone(),
+            train_classifier: true,
+            ..Default::default()
+        });
+        a.observe(&samples()[0]).unwrap();
+        assert_eq!(a.check().unwrap(), Verdict::Pass);
+        let m = a.stats.monitors.unwrap();
+        assert_eq!((m.source_agreement, m.source_iou), (Some(1.0), Some(1.0)));
+        assert!(
+            a.stats.status().contains("src-agree 1.000 src-iou 1.000"),
+            "{}",
+            a.stats.status()
+        );
+        // a degradation the loosened recent-frame monitors let through
+        bump_bias(&a, 0, 30.0);
+        let why = match a.check().unwrap() {
+            Verdict::RolledBack(why) => why,
+            v => panic!("expected a rollback, got {v:?}"),
+        };
+        assert!(why.contains("source frames"), "{why}");
+        assert!(a.stats.monitors.unwrap().agreement < 0.5);
+
+        let empty = tempfile::tempdir().unwrap();
+        let cfg = |d: &std::path::Path| AdaptConfig {
+            guard: GuardConfig {
+                source_frames: Some(d.to_path_buf()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = Adapter::new(crate::DEFAULT_MODEL, "m", cfg(empty.path()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains(&empty.path().display().to_string()) && e.contains("no .png"),
+            "{e}"
+        );
+        std::fs::write(empty.path().join("broken.png"), b"\x89PNG truncated").unwrap();
+        let e = Adapter::new(crate::DEFAULT_MODEL, "m", cfg(empty.path()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("broken.png") && !e.contains('\n'), "{e}");
+    }
+
     /// The anchor pull moves a perturbed value back toward its source value (a regression: the
     /// source snapshot used to keep a backprop edge to the variable, which cancelled the
     /// gradient).
@@ -1028,6 +1161,7 @@ mod tests {
             dc_weight: 0.0,
             pseudo_weight: 0.0,
             momentum: 0.0,
+            lr: 0.002,
             ..Default::default()
         };
         let mut a = adapter(cfg);
