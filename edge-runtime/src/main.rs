@@ -544,22 +544,11 @@ fn adapt(a: AdaptArgs) -> Result<()> {
     if adapter.stats.steps > 0 {
         seg.set_backend(Box::new(adapter.backend()?));
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&a.frames)
-        .with_context(|| format!("{}: cannot read the folder", a.frames.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            let ext = p
-                .extension()
-                .map(|e| e.to_string_lossy().to_lowercase())
-                .unwrap_or_default();
-            matches!(ext.as_str(), "png" | "jpg" | "jpeg") && a.prefix.as_deref().is_none_or(|x| name.starts_with(x))
-        })
-        .collect();
-    files.sort();
+    let mut files: Vec<PathBuf> = seg_core::io::image_files(&a.frames)
+        .with_context(|| format!("{}: cannot read the folder", a.frames.display()))?;
+    if let Some(prefix) = a.prefix.as_deref() {
+        files.retain(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)));
+    }
     anyhow::ensure!(
         !files.is_empty(),
         "{}: no frames (png/jpg) to adapt on",

@@ -381,16 +381,7 @@ pub fn load_images(dir: &Path) -> Result<Vec<RgbImage>, QuantizeError> {
         path: dir.display().to_string(),
         reason: e.to_string(),
     };
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-        })
-        .collect();
-    paths.sort();
+    let paths = seg_core::io::image_files(dir).map_err(io)?;
     if paths.is_empty() {
         return Err(QuantizeError::NoCalibration);
     }

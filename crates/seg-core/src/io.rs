@@ -1,4 +1,4 @@
-//! Atomic file writes.
+//! Atomic file writes, and the image files of a folder.
 //!
 //! A file written with [`write_atomic`] or [`write_atomic_with`] is either left untouched or
 //! fully replaced: the new contents go to a temporary file in the same directory
@@ -12,6 +12,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Per-process counter so that concurrent writers in one process never share a temp file.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The `.png` / `.jpg` / `.jpeg` files of folder `dir` (extension in any case; links to files
+/// count), sorted by path.
+pub fn image_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| ["png", "jpg", "jpeg"].iter().any(|x| e.eq_ignore_ascii_case(x)))
+                && p.is_file()
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
 
 /// Atomically replaces `path` with `bytes`.
 ///
@@ -90,6 +106,22 @@ fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_files_lists_images_sorted_whatever_the_case() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["b.PNG", "a.jpg", "c.jpeg", "notes.txt", "d.png.bak"] {
+            fs::write(dir.path().join(n), b"").unwrap();
+        }
+        fs::create_dir(dir.path().join("e.png")).unwrap();
+        let names: Vec<String> = image_files(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.jpg", "b.PNG", "c.jpeg"]);
+        assert!(image_files(&dir.path().join("missing")).is_err());
+    }
 
     #[test]
     fn writes_and_replaces() {

@@ -870,16 +870,7 @@ fn load_frames(dir: &std::path::Path) -> Result<Vec<RgbImage>, RuntimeError> {
         path: path.display().to_string(),
         reason,
     };
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| err(dir, format!("guard.source_frames: {e}")))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-        })
-        .collect();
-    paths.sort();
+    let paths = seg_core::io::image_files(dir).map_err(|e| err(dir, format!("guard.source_frames: {e}")))?;
     if paths.is_empty() {
         return Err(err(
             dir,
