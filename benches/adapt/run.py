@@ -13,6 +13,8 @@
    on; 5 steps per frame, since each 1 Hz frame stands for 30 camera frames of which the worker
    takes one in 6), then the same two evaluations: dusk gain and day forgetting; --seeds
    adaptation seeds (crops, jitter, sampling), reported per seed and as their mean.
+   Per class (--parts classes, after quality): dusk IoU of every class and pixel accuracy,
+   before and after (mean of the seeds).
 4. Collapse stress stream: every dusk frame followed by --stress near-constant frames, adapted
    with guards off (naive) and on (guarded); dusk mIoU of each.
    All guarded runs get the source-frame monitor: --source-frames (8) frames of the day drive
@@ -66,11 +68,19 @@ def last_iter(run):
 
 
 def miou(model, data, split, log=None):
+    return evaluate(model, data, split, log)[0]
+
+
+def evaluate(model, data, split, log=None):
+    """(mIoU, {class: IoU}, pixel accuracy) from `edge-seg eval`."""
     out = sh([EDGE, "eval", "--model", model, "--data", data, "--split", split], log)
     m = re.search(r"^mIoU\s+([0-9.]+)", out, re.M)
-    if not m:
+    acc = re.search(r"^pixel acc\s+([0-9.]+)", out, re.M)
+    if not m or not acc:
         sys.exit(f"no mIoU in the eval output of {model}")
-    return float(m.group(1))
+    table = out[out.index("IoU %"):m.start()]
+    classes = {c: float(v) for c, v in re.findall(r"^(\w+)\s+([0-9.]+)$", table, re.M)}
+    return float(m.group(1)), classes, float(acc.group(1))
 
 
 def main():
@@ -84,7 +94,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=3, help="adaptation seeds of the dusk run")
     ap.add_argument("--fps-reps", type=int, default=3, help="alternating runs with and without --adapt")
     ap.add_argument("--source-frames", type=int, default=8, help="0006R0 frames for guard.source_frames (0: none)")
-    ap.add_argument("--parts", default="quality,stress,fps", help="comma list of: quality, stress, fps")
+    ap.add_argument("--parts", default="quality,classes,stress,fps",
+                    help="comma list of: quality, classes (per-class dusk IoU of the quality part's models), stress, fps")
     a = ap.parse_args()
     if not Path("Cargo.toml").exists() or not Path("benches/adapt").is_dir():
         sys.exit("run.py: run from the repository root")
@@ -126,6 +137,8 @@ def main():
     val_split = "CamVid val (101 frames of the day drive 0016E5)"
     if "quality" in parts:
         quality(a, src, work, log, add, dusk_split, val_split, frames)
+    if "classes" in parts:
+        classes(a, src, work, log, add, dusk_split)
     if "stress" in parts:
         stress(a, src, work, log, add, dusk_split, frames)
     if "fps" in parts:
@@ -181,6 +194,27 @@ def quality(a, src, work, log, add, dusk_split, val_split, frames):
     add("day_val_miou_after", mean(day), "mIoU %",
         f"{val_split}; after the dusk adaptation, mean of {a.seeds} seeds (+-{spread(day):.2f})")
     add("adapt_rollbacks", mean(rollbacks), "rollbacks", "per dusk adaptation run, mean over seeds")
+
+
+def classes(a, src, work, log, add, dusk_split):
+    """Per-class dusk IoU and pixel accuracy before and after (mean over the quality part's seeds,
+    whose adapted models it reads)."""
+    print("== per-class dusk IoU", flush=True)
+    _, before, acc_before = evaluate(src, a.data, DUSK, log)
+    after = [evaluate(work / f"dusk_adapted_s{s}.onnx", a.data, DUSK, log) for s in range(a.seeds)]
+    for c, v in before.items():
+        add(f"dusk_iou_{c.lower()}_before", v, "IoU %", dusk_split)
+        add(f"dusk_iou_{c.lower()}_after", sum(r[1][c] for r in after) / len(after), "IoU %",
+            f"{dusk_split}; after adaptation, mean of {a.seeds} seeds")
+    found = [c for c, v in before.items() if v >= 1.0]  # classes the source model finds at all
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    add("dusk_miou_found_classes_before", mean([before[c] for c in found]), "mIoU %",
+        f"{dusk_split}; mean IoU over the {len(found)} classes with IoU >= 1 before adapting ({', '.join(found)})")
+    add("dusk_miou_found_classes_after", mean([mean([r[1][c] for r in after]) for c in found]), "mIoU %",
+        f"{dusk_split}; the same classes after adaptation, mean of {a.seeds} seeds")
+    add("dusk_pixel_acc_before", acc_before, "%", dusk_split)
+    add("dusk_pixel_acc_after", sum(r[2] for r in after) / len(after), "%",
+        f"{dusk_split}; after adaptation, mean of {a.seeds} seeds")
 
 
 def stress(a, src, work, log, add, dusk_split, frames):
