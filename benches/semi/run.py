@@ -9,7 +9,8 @@ comparison on the cross-sequence protocol (docs/SEMI.md) and writes docs/results
 Resumable and idempotent: a finished run (its `done.json`) is skipped; an interrupted one is
 continued with `--resume` (same seed, same result as an uninterrupted run). Stop it at any time
 and start it again. Runs go in priority order: 1/16 seed 0 of every method, SupOnly 1/8 seed 0, the
-full-pool ceiling, the other methods at 1/8 seed 0, seed 1 of both ratios, the CAC ablations at 1/8, then 1/32.
+full-pool ceiling, SupOnly on a uniform 1/8 (every 8th pool frame: splits/camvid-xseq/uniform_1_8,
+written when missing), the other methods at 1/8 seed 0, seed 1 of both ratios, the CAC ablations at 1/8, then 1/32.
 
 Plans (the model, crops and schedule are the same for every method of a plan):
   cpu    what finishes on 2 CPU cores: frames at half resolution (input 180x240, random scale
@@ -72,6 +73,21 @@ WARMUP = {"cac": "cac.warmup_iterations=400", "cps": "cps.warmup_iterations=400"
 LAST_EVALS = 3
 
 
+UNIFORM = "splits/camvid-xseq/uniform_1_8/labeled.txt"
+
+
+def uniform_split(data):
+    """Writes UNIFORM (when missing): every 8th frame, in name order, of the pool (the train frames
+    of 0016E5 and 0001TP), 34 frames; unlike the split command's subsets it does not favour
+    frames with rare classes."""
+    p = Path(UNIFORM)
+    if p.exists():
+        return
+    pool = sorted(q.name for q in (Path(data) / "train").glob("*.png") if q.name[:6] in ("0016E5", "0001TP"))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("".join(f"{n}\n" for n in pool[::8]))
+
+
 def split_sets(ratio, seed):
     base = f"splits/camvid-xseq/{ratio}/seed{seed}"
     return [f'data.train_split="{base}/labeled.txt"',
@@ -84,7 +100,9 @@ def plan_runs(plan):
     runs = []
 
     def add(name, method, ratio, seed, extra=()):
-        sets = list(PLANS[plan]) + split_sets(ratio if ratio != "full" else "1_8", seed)
+        sets = list(PLANS[plan]) + split_sets(ratio if ratio in ("1_32", "1_16", "1_8") else "1_8", seed)
+        if ratio == "uniform_1_8":  # every 8th pool frame, without the split command's class balancing
+            sets.append(f'data.train_split="{UNIFORM}"')
         if plan == "cpu" and method in WARMUP:
             sets.append(WARMUP[method])
         if ratio == "full":  # the ceiling: every frame of the 266-frame pool labeled
@@ -96,6 +114,8 @@ def plan_runs(plan):
     add("suponly_1_8_s0", "suponly", "1_8", 0)
     # the ceiling early: the 1/8 target is a fraction of the gap to it
     add("suponly_full_s0", "suponly", "full", 0)
+    # why the ceiling sits below the 1/8 subset: as many frames as 1/8, but picked uniformly
+    add("suponly_uniform_1_8_s0", "suponly", "uniform_1_8", 0)
     for m in list(METHODS)[1:]:
         add(f"{m}_1_8_s0", m, "1_8", 0)
     for ratio in ("1_16", "1_8"):
@@ -217,6 +237,41 @@ def collect(a, runs, command):
     return groups
 
 
+def table(a, runs):
+    """Markdown: one row per method, one column pair per ratio, then the ceiling and the CAC
+    ablations: 0006R0 mIoU as mean ± half range (seeds), val mIoU as the mean; '–' where nothing
+    finished."""
+    done = {}
+    for name, method, ratio, seed, _, sets in runs:
+        p = Path(a.runs) / name / "done.json"
+        if p.exists():
+            done.setdefault(name.rsplit("_s", 1)[0], []).append(json.loads(p.read_text()))
+
+    def cell(key):
+        ds = done.get(key)
+        if not ds:
+            return "–", "–"
+        xs = [d["xseq_miou"] for d in ds]
+        spread = f" ± {(max(xs) - min(xs)) / 2:.2f}" if len(xs) > 1 else ""
+        return (f"{sum(xs) / len(xs):.2f}{spread} ({len(xs)} seed{'s' if len(xs) > 1 else ''})",
+                f"{sum(d['val_miou'] for d in ds) / len(ds):.2f}")
+
+    ratios = ["1_32", "1_16", "1_8"]
+    names = {"suponly": "SupOnly", "cac": "CAC", "cps": "CPS", "mt": "Mean teacher", "mt_dars": "Mean teacher + DARS"}
+    head = "| method | " + " | ".join(f"{r.replace('_', '/')} 0006R0 | {r.replace('_', '/')} val" for r in ratios) + " |"
+    lines = [head, "|---" * (1 + 2 * len(ratios)) + "|"]
+    for m in METHODS:
+        cells = [c for r in ratios for c in cell(f"{m}_{r}")]
+        lines.append(f"| {names.get(m, m)} | " + " | ".join(cells) + " |")
+    lines += ["", "| run | 0006R0 | val |", "|---|---|---|"]
+    x, v = cell("suponly_full")
+    lines.append(f"| SupOnly, full pool (266 labeled frames): the ceiling | {x} | {v} |")
+    for variant in ABLATIONS:
+        x, v = cell(f"cac_ablation_{variant}_1_8")
+        lines.append(f"| CAC without {variant.removeprefix('no_').replace('_', ' ')}, 1/8 | {x} | {v} |")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plan", choices=sorted(PLANS), default="cpu")
@@ -226,6 +281,8 @@ def main():
     ap.add_argument("--data", default="../shared/data/camvid")
     ap.add_argument("--list", action="store_true", help="print the plan and what is done, run nothing")
     ap.add_argument("--collect", action="store_true", help="only write the records of finished runs")
+    ap.add_argument("--table", action="store_true",
+                    help="print the markdown table of finished runs (0006R0 and val mIoU per method and ratio)")
     a = ap.parse_args()
     if not Path("Cargo.toml").exists() or not Path("benches/semi").is_dir():
         sys.exit("run.py: run from the repository root")
@@ -233,6 +290,9 @@ def main():
         a.runs = a.runs.rstrip("/") + "-paper"
     command = "python3 benches/semi/run.py" + "".join(f" {x}" for x in sys.argv[1:] if x != "--collect")
     runs = [r for r in plan_runs(a.plan) if re.search(a.only, r[0])]
+    if a.table:
+        print(table(a, runs))
+        return
     if a.list:
         for name, *_ in runs:
             d = Path(a.runs) / name
@@ -242,6 +302,7 @@ def main():
     if not a.collect:
         if not Path(a.data, "train").is_dir():
             sys.exit(f"run.py: {a.data} has no train/ (CamVid layout); pass --data")
+        uniform_split(a.data)
         # one package at a time, as the other scripts and the README build them (no new feature mix)
         subprocess.run(["cargo", "build", "--release", "-p", "edge-seg-trainer"], check=True)
         subprocess.run(["cargo", "build", "--release", "-p", "edge-seg-runtime", "--bin", "edge-seg"], check=True)
