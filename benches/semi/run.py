@@ -74,18 +74,19 @@ LAST_EVALS = 3
 
 
 UNIFORM = "splits/camvid-xseq/uniform_1_8/labeled.txt"
+POOL = "splits/camvid-xseq/pool.txt"
 
 
 def uniform_split(data):
-    """Writes UNIFORM (when missing): every 8th frame, in name order, of the pool (the train frames
-    of 0016E5 and 0001TP), 34 frames; unlike the split command's subsets it does not favour
-    frames with rare classes."""
-    p = Path(UNIFORM)
-    if p.exists():
-        return
+    """Writes POOL (the train frames of 0016E5 and 0001TP, 266, in name order) and UNIFORM (every
+    8th of them, 34 frames; unlike the split command's subsets it does not favour frames with rare
+    classes) when missing."""
     pool = sorted(q.name for q in (Path(data) / "train").glob("*.png") if q.name[:6] in ("0016E5", "0001TP"))
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text("".join(f"{n}\n" for n in pool[::8]))
+    for path, names in ((POOL, pool), (UNIFORM, pool[::8])):
+        p = Path(path)
+        if not p.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("".join(f"{n}\n" for n in names))
 
 
 def split_sets(ratio, seed):
@@ -221,6 +222,18 @@ def collect(a, runs, command):
         add(f"{name}_train_s", d["train_s"], "s", f"wall time of training on this machine; {protocol}")
         key = name.rsplit("_s", 1)[0]  # drop the seed
         groups.setdefault(key, []).append(d)
+    # the ceiling's check: the full-pool model and the 1/8 one on the pool's own frames
+    for name in ("suponly_full_s0", "suponly_1_8_s0", "suponly_uniform_1_8_s0"):
+        d = Path(a.runs) / name
+        if not (d / "done.json").exists() or not Path(POOL).exists():
+            continue
+        rec = d / "pool_eval.json"
+        if not rec.exists() and sh([EDGE, "eval", "--model", str(d / "last.onnx"), "--data", a.data, "--split", POOL,
+                                    "--record", str(rec), "--record-name", "pool_miou"], d / "driver.log"):
+            continue
+        recs.append({"name": f"{name}_pool_miou", "value": round(json.loads(rec.read_text())[0]["value"], 4),
+                     "unit": "mIoU %", "split": f"the 266 pool frames ({POOL}: the full-pool run's training frames), "
+                     f"last checkpoint; {protocol}", "command": command, "date": date, "machine": machine()})
     for key, ds in groups.items():
         xs = [d["xseq_miou"] for d in ds]
         vs = [d["val_miou"] for d in ds]
@@ -266,6 +279,8 @@ def table(a, runs):
     lines += ["", "| run | 0006R0 | val |", "|---|---|---|"]
     x, v = cell("suponly_full")
     lines.append(f"| SupOnly, full pool (266 labeled frames): the ceiling | {x} | {v} |")
+    x, v = cell("suponly_uniform_1_8")
+    lines.append(f"| SupOnly, uniform 1/8 (34 frames: every 8th of the pool, no class balancing) | {x} | {v} |")
     for variant in ABLATIONS:
         x, v = cell(f"cac_ablation_{variant}_1_8")
         lines.append(f"| CAC without {variant.removeprefix('no_').replace('_', ' ')}, 1/8 | {x} | {v} |")
@@ -313,6 +328,8 @@ def main():
                 print(f"  {name}: xseq {done['xseq_miou']:.2f}, val {done['val_miou']:.2f}, "
                       f"{done['train_s'] / 60:.0f} min", flush=True)
             collect(a, runs, command)
+    if a.collect:
+        uniform_split(a.data)
     collect(a, runs, command)
 
 
