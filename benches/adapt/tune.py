@@ -9,7 +9,9 @@ synthetic shift of *training* frames instead: every 3rd train frame of the day d
 darkened (gamma 1.8, x0.6), tinted blue and noised (seeded), with its labels. Each candidate
 setting adapts the day source model (benches/adapt/run.py trains it) on that stream in order
 (5 steps per frame, as run.py) and is scored by the mIoU on the darkened frames (gain) and on
-the 0006R0 train frames as they are (forgetting). Writes docs/results/adapt_tuning.json.
+the 0006R0 train frames as they are (forgetting). Rows that use the source-frame monitor get 8
+undarkened 0016E5 train frames that are not in the shifted set (runs/adapt_tune/source_frames).
+Writes docs/results/adapt_tuning.json.
 """
 
 import argparse
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer import machine, merge_records  # noqa: E402
 from run import EDGE, miou  # noqa: E402
-# Every candidate starts from BASE (the first defaults: lr 0.002, strict recent-frame guards, no
+# Every candidate starts from BASE (the previous defaults: lr 0.002, strict recent-frame guards, no
 # source frames) and spells out what it changes. The defaults in AdaptConfig are the chosen row,
 # "srcagree0.93_lr0.005_loose_guard" (it was "no_classifier_lr0.002" before the source-frame
 # monitor existed); source frames are a deployment input, so rows with a guard.min_source_* key
