@@ -152,13 +152,18 @@ def source_frames(a, work):
     if a.source_frames == 0:
         return []
     d = work / "source_frames"
-    d.mkdir(exist_ok=True)
+    day = sorted((Path(a.data) / "train").glob("0006R0_*.png"))
+    link_frames(day[len(day) // (2 * a.source_frames)::max(1, len(day) // a.source_frames)][:a.source_frames], d)
+    return ["--adapt-set", f'guard.source_frames="{d}"']
+
+
+def link_frames(frames, d):
+    """Makes folder `d` hold links to exactly `frames` (a guard.source_frames folder)."""
+    d.mkdir(parents=True, exist_ok=True)
     for old in d.iterdir():
         old.unlink()
-    day = sorted((Path(a.data) / "train").glob("0006R0_*.png"))
-    for p in day[len(day) // (2 * a.source_frames)::max(1, len(day) // a.source_frames)][:a.source_frames]:
+    for p in frames:
         (d / p.name).symlink_to(p.resolve())
-    return ["--adapt-set", f'guard.source_frames="{d}"']
 
 
 def quality(a, src, work, log, add, dusk_split, val_split, frames):

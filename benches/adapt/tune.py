@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer import machine, merge_records  # noqa: E402
-from run import EDGE, miou  # noqa: E402
+from run import EDGE, link_frames, miou  # noqa: E402
 # Every candidate starts from BASE (the previous defaults: lr 0.002, strict recent-frame guards, no
 # source frames) and spells out what it changes. The defaults in AdaptConfig are the chosen row,
 # "srcagree0.93_lr0.005_loose_guard" (it was "no_classifier_lr0.002" before the source-frame
@@ -92,13 +92,8 @@ def make_set(data, work):
             lab.symlink_to((Path(data) / "trainannot" / p.name).resolve())
     # the source-frame monitor's day frames: 8 of the 0016E5 train frames left out of the shifted
     # set (the forgetting test is the other drive, 0006R0)
-    src = work / SOURCE
-    src.mkdir(exist_ok=True)
     rest = sorted((Path(data) / "train").glob("0016E5_*.png"))[1::3]
-    for p in rest[:: max(1, len(rest) // 8)][:8]:
-        link = src / p.name
-        if not link.exists():
-            link.symlink_to(p.resolve())
+    link_frames(rest[:: max(1, len(rest) // 8)][:8], work / SOURCE)
     day = sorted(p.name for p in (Path(data) / "train").glob("0006R0_*.png"))
     (work / "day.txt").write_text("\n".join(day) + "\n")
     return len(frames)

@@ -81,7 +81,11 @@ def uniform_split(data):
     """Writes POOL (the train frames of 0016E5 and 0001TP, 266, in name order) and UNIFORM (every
     8th of them, 34 frames; unlike the split command's subsets it does not favour frames with rare
     classes) when missing."""
+    if Path(POOL).exists() and Path(UNIFORM).exists():
+        return
     pool = sorted(q.name for q in (Path(data) / "train").glob("*.png") if q.name[:6] in ("0016E5", "0001TP"))
+    if not pool:
+        sys.exit(f"run.py: no 0016E5 / 0001TP frames in {data}/train; pass --data")
     for path, names in ((POOL, pool), (UNIFORM, pool[::8])):
         p = Path(path)
         if not p.exists():
