@@ -31,6 +31,7 @@ from run import EDGE, link_frames, miou  # noqa: E402
 # "srcagree0.93_lr0.005_loose_guard" (it was "no_classifier_lr0.002" before the source-frame
 # monitor existed); source frames are a deployment input, so rows with a guard.min_source_* key
 # get guard.source_frames = SOURCE.
+LOOSE = ["guard.min_agreement=0.7", "guard.max_drift=0.2"]  # the looser recent-frame guards
 BASE = ["train_classifier=false", "lr=0.002", "guard.min_agreement=0.8", "guard.max_drift=0.1",
         "guard.min_source_agreement=0.93"]
 CANDIDATES = {  # name -> --adapt-set overrides
@@ -69,6 +70,10 @@ CANDIDATES = {  # name -> --adapt-set overrides
                                                     "guard.min_source_agreement=0.93"],
     "classifier_srcagree0.93_lr0.005_loose_guard_seed1": ["train_classifier=true", "lr=0.005", "guard.min_agreement=0.7", "guard.max_drift=0.2",
                                                           "guard.min_source_agreement=0.93", "seed=1"],
+    # source replay (replay_weight: cross-entropy to the source's own labels on the source frames)
+    **{f"replay{w}_srcagree0.93_lr{lr}_loose_guard{sfx}": [f"replay_weight={float(w)}", f"lr={lr}", *LOOSE, "guard.min_source_agreement=0.93", *seed]
+       for w, lr, sfx, seed in [("1", "0.005", "", []), ("1", "0.005", "_seed1", ["seed=1"]), ("1", "0.01", "", []),
+                                ("1", "0.01", "_seed1", ["seed=1"]), ("0.3", "0.01", "", [])]},
     "srcagree0.95_lr0.01_only": ["lr=0.01", "guard.min_agreement=0.0", "guard.max_drift=1.0",
                                  "guard.min_entropy_ratio=0.0", "guard.min_source_agreement=0.95"],
 }
@@ -133,7 +138,7 @@ def main():
                "--out", str(out), "--summary", str(work / f"{name}.json")]
         for s in BASE + sets:
             cmd += ["--adapt-set", s]
-        if any(s.startswith("guard.min_source") for s in sets):
+        if any(s.startswith(("guard.min_source", "replay_weight")) for s in sets):
             cmd += ["--adapt-set", f'guard.source_frames="{work / SOURCE}"']
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         st = json.loads((work / f"{name}.json").read_text())["stats"]

@@ -109,6 +109,12 @@ pub struct AdaptConfig {
     pub entropy_weight: f64,
     /// Weight of an L2 pull of the trainable values toward their source values (0 = off).
     pub anchor_weight: f64,
+    /// Weight of source replay: each step also fits the source model's own labels on one of
+    /// the `guard.source_frames` (cross-entropy on its stride-4 argmax), so the head keeps what
+    /// it knew on the training domain while it moves toward the new one (0 = off; needs
+    /// `guard.source_frames`). Their frozen features are computed once, so a replay step
+    /// costs a head forward and backward, not an encoder run.
+    pub replay_weight: f64,
     /// CoTTA stochastic restore: after each step, each trainable value returns to its source
     /// value with this probability (0 = off).
     pub restore_prob: f64,
@@ -144,6 +150,7 @@ impl Default for AdaptConfig {
             pseudo_threshold: 0.9,
             entropy_weight: 0.0,
             anchor_weight: 0.0,
+            replay_weight: 0.0,
             restore_prob: 0.0,
             swap_every: 10,
             threads: 1,
@@ -170,6 +177,12 @@ impl AdaptConfig {
         }
         if !(0.0 <= self.iou[0] && self.iou[0] <= self.iou[1] && self.iou[1] <= 1.0) {
             return Err(format!("iou {:?}: need 0 <= min <= max <= 1", self.iou));
+        }
+        if !(self.replay_weight >= 0.0 && self.replay_weight.is_finite()) {
+            return Err(format!("replay_weight must be >= 0, got {}", self.replay_weight));
+        }
+        if self.replay_weight > 0.0 && self.guard.source_frames.is_none() {
+            return Err("replay_weight > 0 needs guard.source_frames (the frames it replays)".into());
         }
         if !(0.0..=1.0).contains(&self.restore_prob) {
             return Err(format!("restore_prob must be in [0, 1], got {}", self.restore_prob));
@@ -732,6 +745,15 @@ impl Adapter {
             let ent = (logp.exp()? * &logp)?.sum(1)?.neg()?.mean_all()?;
             total = (total + (ent * self.cfg.entropy_weight)?)?;
         }
+        if self.cfg.replay_weight > 0.0 && !self.source_held.is_empty() {
+            let j = self.rng.random_range(0..self.source_held.len());
+            let held = &self.source_held[j];
+            let logits = head_forward(&self.head, &held.feats)?.logits_low; // [1, C, h/4, w/4]
+            let (_, _, h, w) = logits.dims4()?;
+            let target = Tensor::from_slice(&held.anchor_class, (1, h, w), &dev)?; // [1, h/4, w/4]
+            let replay = seg_nn::loss::cross_entropy(&logits, &target, NO_LABEL, None)?;
+            total = (total + (replay * self.cfg.replay_weight)?)?;
+        }
         if self.cfg.anchor_weight > 0.0 {
             for (name, var) in self.head.trainable() {
                 let pull = (var.as_tensor() - &self.source_state[&name])?.sqr()?.sum_all()?;
@@ -1140,6 +1162,56 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("broken.png") && !e.contains('\n'), "{e}");
+    }
+
+    /// Source replay fits the source model's labels on the source frames: after a
+    /// degradation, replay steps alone (no consistency terms) win back agreement with the
+    /// source there. Without source frames the setting is refused.
+    #[test]
+    fn issue5_source_replay_restores_agreement() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (_, b)) in crate::DEFAULT_SAMPLES.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("day_{i}.png")), b).unwrap();
+        }
+        let cfg = AdaptConfig {
+            replay_weight: 1.0,
+            dc_weight: 0.0,
+            pseudo_weight: 0.0,
+            train_classifier: true,
+            lr: 0.1,
+            guard: GuardConfig {
+                source_frames: Some(dir.path().to_path_buf()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut a = adapter(cfg.clone());
+        a.observe(&samples()[0]).unwrap();
+        bump_bias(&a, 0, 5.0);
+        let agree = |a: &Adapter| a.monitors().unwrap().unwrap().source_agreement.unwrap();
+        let before = agree(&a);
+        assert!(before < 0.9, "the bump should hurt agreement: {before}");
+        for _ in 0..10 {
+            a.step().unwrap();
+        }
+        let after = agree(&a);
+        assert!(
+            after > before + 0.05,
+            "replay did not restore agreement: {before} -> {after}"
+        );
+
+        let e = Adapter::new(
+            crate::DEFAULT_MODEL,
+            "m",
+            AdaptConfig {
+                guard: GuardConfig::default(),
+                ..cfg
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("replay_weight") && e.contains("source_frames"), "{e}");
     }
 
     /// The anchor pull moves a perturbed value back toward its source value (a regression: the
