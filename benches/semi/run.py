@@ -4,7 +4,7 @@ comparison on the cross-sequence protocol (docs/SEMI.md) and writes docs/results
 
   python3 benches/semi/run.py [--plan cpu|paper] [--only REGEX] [--runs runs/semi]
                               [--results docs/results/semi.json] [--data ../shared/data/camvid]
-                              [--list] [--collect]
+                              [--list] [--collect] [--table] [--split-stats]
 
 Resumable and idempotent: a finished run (its `done.json`) is skipped; an interrupted one is
 continued with `--resume` (same seed, same result as an uninterrupted run). Stop it at any time
@@ -79,8 +79,8 @@ POOL = "splits/camvid-xseq/pool.txt"
 
 def uniform_split(data):
     """Writes POOL (the train frames of 0016E5 and 0001TP, 266, in name order) and UNIFORM (every
-    8th of them, 34 frames; unlike the split command's subsets it does not favour frames with rare
-    classes) when missing."""
+    8th of them, 34 frames, not picked by the split command, which first covers every class) when
+    missing."""
     if Path(POOL).exists() and Path(UNIFORM).exists():
         return
     pool = sorted(q.name for q in (Path(data) / "train").glob("*.png") if q.name[:6] in ("0016E5", "0001TP"))
@@ -284,11 +284,43 @@ def table(a, runs):
     x, v = cell("suponly_full")
     lines.append(f"| SupOnly, full pool (266 labeled frames): the ceiling | {x} | {v} |")
     x, v = cell("suponly_uniform_1_8")
-    lines.append(f"| SupOnly, uniform 1/8 (34 frames: every 8th of the pool, no class balancing) | {x} | {v} |")
+    lines.append(f"| SupOnly, uniform 1/8 (34 frames: every 8th of the pool, not the split command's pick) | {x} | {v} |")
     for variant in ABLATIONS:
         x, v = cell(f"cac_ablation_{variant}_1_8")
         lines.append(f"| CAC without {variant.removeprefix('no_').replace('_', ' ')}, 1/8 | {x} | {v} |")
     return "\n".join(lines)
+
+
+CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+           "Bicyclist"]
+
+
+def split_stats(a):
+    """Markdown: for the pool and each labeled subset, the share of its frames that contain each
+    class and each class's share of its labeled pixels (void left out), read from the masks."""
+    import numpy as np
+    from PIL import Image
+
+    sets = [("pool (266)", POOL), ("uniform 1/8", UNIFORM)]
+    sets += [(f"{r.replace('_', '/')} seed {s}", f"splits/camvid-xseq/{r}/seed{s}/labeled.txt")
+             for r in ("1_16", "1_8") for s in (0, 1)]
+    lines = []
+    for what in ("frames containing the class, %", "share of the labeled pixels, %"):
+        lines += [f"| {what} | frames | " + " | ".join(CLASSES) + " |", "|---" * (2 + len(CLASSES)) + "|"]
+        for label, path in sets:
+            if not Path(path).exists():
+                continue
+            names = [n.strip() for n in Path(path).read_text().splitlines() if n.strip()]
+            present, pixels = np.zeros(len(CLASSES)), np.zeros(len(CLASSES))
+            for n in names:
+                mask = np.asarray(Image.open(Path(a.data) / "trainannot" / n))
+                hist = np.bincount(mask.ravel(), minlength=256)[: len(CLASSES)]
+                present += hist > 0
+                pixels += hist
+            row = 100 * present / len(names) if what.startswith("frames") else 100 * pixels / pixels.sum()
+            lines.append(f"| {label} | {len(names)} | " + " | ".join(f"{v:.0f}" if v >= 10 else f"{v:.1f}" for v in row) + " |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 def main():
@@ -302,6 +334,8 @@ def main():
     ap.add_argument("--collect", action="store_true", help="only write the records of finished runs")
     ap.add_argument("--table", action="store_true",
                     help="print the markdown table of finished runs (0006R0 and val mIoU per method and ratio)")
+    ap.add_argument("--split-stats", action="store_true",
+                    help="print how often each class occurs in the pool and in each labeled subset (markdown), run nothing")
     a = ap.parse_args()
     if not Path("Cargo.toml").exists() or not Path("benches/semi").is_dir():
         sys.exit("run.py: run from the repository root")
@@ -311,6 +345,9 @@ def main():
     runs = [r for r in plan_runs(a.plan) if re.search(a.only, r[0])]
     if a.table:
         print(table(a, runs))
+        return
+    if a.split_stats:
+        print(split_stats(a))
         return
     if a.list:
         for name, *_ in runs:

@@ -46,7 +46,7 @@ enum Cmd {
         #[arg(long)]
         run: PathBuf,
     },
-    /// Write a class-balanced labeled/unlabeled split of the training pool.
+    /// Write a labeled/unlabeled split of the training pool whose labeled part covers every class.
     Split {
         /// Dataset folder (default: the config's, `../shared/data/camvid`).
         #[arg(long)]

@@ -24,7 +24,7 @@ pub fn parse_ratio(s: &str) -> Result<f64> {
     Ok(r)
 }
 
-/// Builds a class-balanced split of the training pool (optionally restricted to name
+/// Builds a split of the training pool that covers every class (optionally restricted to name
 /// prefixes) with `round(ratio · pool)` labeled items, and writes
 /// `out/{labeled,unlabeled}.txt`. Returns `(labeled, unlabeled)` counts.
 pub fn run(

@@ -3,7 +3,7 @@
 //! - [`dataset`]: reading CamVid, PASCAL-VOC and Cityscapes-style folders into [`Sample`]s
 //!   whose masks hold train ids and [`crate::IGNORE`].
 //! - [`augment`]: seeded, deterministic training augmentation (scale, crop, flip, photometric).
-//! - [`splits`]: class-balanced labeled/unlabeled splits and their files.
+//! - [`splits`]: labeled/unlabeled splits that cover every class, and their files.
 
 pub mod augment;
 pub mod dataset;
