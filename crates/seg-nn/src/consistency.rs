@@ -1,12 +1,14 @@
 //! Semi-supervised consistency losses and their helpers, free functions with explicit masks,
-//! shared by the trainer's methods and (later) the runtime's on-device adaptation:
+//! shared by the trainer's methods and the runtime's on-device adaptation:
 //!
 //! - [`directional_contrastive`]: CAC's directional contrastive loss (Lai et al., CVPR 2021),
 //!   with [`dc_positive_mask`] (directional mask and positive filtering), negative sampling by
 //!   pseudo-label, negatives processed in chunks, and a [`MemoryBank`] of past negatives;
 //! - [`cross_pseudo_supervision`]: CPS's symmetric cross-entropy on each other's argmax;
 //! - [`dars_select`]: DARS per-class thresholds (He et al., ICCV 2021);
-//! - [`confidence_and_label`]: softmax confidence and argmax pseudo-label, detached.
+//! - [`confidence_and_label`]: softmax confidence and argmax pseudo-label, detached;
+//! - [`OverlapCells`]: a crop pair's overlap cells gathered from batched maps ([`cells`],
+//!   [`values`]).
 
 use candle_core::{DType, Device, Result, Tensor};
 use rand::seq::SliceRandom;
@@ -165,6 +167,77 @@ pub struct OverlapSide<'a> {
     pub conf: &'a Tensor,
     /// Pseudo-label.
     pub labels: &'a Tensor,
+}
+
+/// Rows of `x: [B, d, h, w]` (image `img`) at flat spatial `idx: [n]` (u32): `[n, d]`.
+pub fn cells(x: &Tensor, img: usize, idx: &Tensor) -> Result<Tensor> {
+    let (_, d, h, w) = x.dims4()?;
+    x.get(img)?.reshape((d, h * w))?.index_select(idx, 1)?.t() // [n, d]
+}
+
+/// Values of `x: [B, h, w]` (image `img`) at flat spatial `idx: [n]` (u32): `[n]`.
+pub fn values(x: &Tensor, img: usize, idx: &Tensor) -> Result<Tensor> {
+    x.get(img)?.flatten_all()?.index_select(idx, 0)
+}
+
+/// The cells of one crop pair's overlap, gathered from batched maps: for each side the flat
+/// indices `[n]`, features `[n, d]`, confidences `[n]` and pseudo-labels `[n]`, and the `[n]`
+/// 0/1 validity (cells inside the image, not padding). Entry `j` of both sides covers the same
+/// pixels.
+#[derive(Debug, Clone)]
+pub struct OverlapCells {
+    /// Flat spatial indices of the overlap cells in each side's grid (u32).
+    pub index: [Tensor; 2],
+    /// Features φ_o of each side.
+    pub feats: [Tensor; 2],
+    /// Confidences of each side.
+    pub conf: [Tensor; 2],
+    /// Pseudo-labels of each side.
+    pub labels: [Tensor; 2],
+    /// 1 where the cell is inside the image on both sides, else 0 (f32).
+    pub valid: Tensor,
+}
+
+impl OverlapCells {
+    /// Gathers `overlap` from `phi: [B, d, h, w]`, `conf` and `label: [B, h, w]`, side `k` from
+    /// image `images[k]` of the batch; `None` when the crops do not overlap.
+    pub fn gather(
+        phi: &Tensor,
+        conf: &Tensor,
+        label: &Tensor,
+        images: [usize; 2],
+        overlap: &seg_core::data::pair::Overlap,
+    ) -> Result<Option<Self>> {
+        let n = overlap.indices[0].len();
+        if n == 0 {
+            return Ok(None);
+        }
+        let dev = phi.device();
+        let index = [
+            Tensor::from_slice(&overlap.indices[0], n, dev)?,
+            Tensor::from_slice(&overlap.indices[1], n, dev)?,
+        ];
+        let valid: Vec<f32> = overlap.valid.iter().map(|&v| v as u8 as f32).collect();
+        let side = |f: fn(&Tensor, usize, &Tensor) -> Result<Tensor>, x: &Tensor| -> Result<[Tensor; 2]> {
+            Ok([f(x, images[0], &index[0])?, f(x, images[1], &index[1])?])
+        };
+        Ok(Some(Self {
+            feats: side(cells, phi)?,
+            conf: side(values, conf)?,
+            labels: side(values, label)?,
+            valid: Tensor::from_vec(valid, n, dev)?,
+            index,
+        }))
+    }
+
+    /// Side `k` (0 or 1) for [`directional_contrastive_both`].
+    pub fn side(&self, k: usize) -> OverlapSide<'_> {
+        OverlapSide {
+            feats: &self.feats[k],
+            conf: &self.conf[k],
+            labels: &self.labels[k],
+        }
+    }
 }
 
 /// CAC's loss of one overlap in both directions, `l_dc(φ_o1, φ_o2) + l_dc(φ_o2, φ_o1)` (see

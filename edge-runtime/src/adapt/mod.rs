@@ -50,7 +50,7 @@ use seg_core::data::pair::{make_pair, PairConfig};
 use seg_core::meta::ModelMeta;
 use seg_core::preprocess::{normalize_into, resize_rgb};
 use seg_nn::adapt::{AdaptHead, HeadScope};
-use seg_nn::consistency::{self, DcConfig, MemoryBank};
+use seg_nn::consistency::{self, cells, DcConfig, MemoryBank, OverlapCells};
 use seg_nn::optim::{ParamGroup, Sgd};
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
@@ -291,17 +291,6 @@ impl Encoder {
         };
         (0..out.len()).map(t).collect()
     }
-}
-
-/// Rows of `x: [b, d, h, w]` for image `img` at flat spatial `idx`: `[n, d]`.
-fn cells(x: &Tensor, img: usize, idx: &Tensor) -> candle_core::Result<Tensor> {
-    let (_, d, h, w) = x.dims4()?;
-    x.get(img)?.reshape((d, h * w))?.index_select(idx, 1)?.t()
-}
-
-/// Values of `x: [b, h, w]` for image `img` at flat spatial `idx`: `[n]`.
-fn values(x: &Tensor, img: usize, idx: &Tensor) -> candle_core::Result<Tensor> {
-    x.get(img)?.flatten_all()?.index_select(idx, 0)
 }
 
 /// Where the frozen graph hands over to the trainable head, by tensor name: for
@@ -700,34 +689,26 @@ impl Adapter {
             Some((bf, bl)) => (Tensor::cat(&[&feats, &bf], 0)?, Tensor::cat(&[&labels, &bl], 0)?),
             None => (feats.clone(), labels.clone()),
         };
-        let ov = geometry.overlap(STRIDE);
         let mut total = Tensor::new(0f32, &dev)?;
-        let n = ov.indices[0].len();
-        if n > 0 {
-            let i0 = Tensor::from_slice(&ov.indices[0], n, &dev)?;
-            let i1 = Tensor::from_slice(&ov.indices[1], n, &dev)?;
-            let valid_v: Vec<f32> = ov.valid.iter().map(|&v| v as u8 as f32).collect();
-            let valid = Tensor::from_vec(valid_v, n, &dev)?;
-            let (f1, f2) = (cells(&phi, 0, &i0)?, cells(&phi, 1, &i1)?); // [n, d]
-            let (c1, c2) = (values(&conf, 0, &i0)?, values(&conf, 1, &i1)?); // [n]
-            let (y1, y2) = (values(&label, 0, &i0)?, values(&label, 1, &i1)?); // [n]
+        // [n, d] features, [n] confidences and labels of each crop on the shared cells
+        if let Some(o) = OverlapCells::gather(&phi, &conf, &label, [0, 1], &geometry.overlap(STRIDE))? {
+            let (valid, n) = (&o.valid, o.valid.dim(0)?);
             if self.cfg.dc_weight > 0.0 {
-                let side = |feats, conf, labels| consistency::OverlapSide { feats, conf, labels };
                 let l = consistency::directional_contrastive_both(
-                    side(&f1, &c1, &y1),
-                    side(&f2, &c2, &y2),
+                    o.side(0),
+                    o.side(1),
                     &negatives,
                     &negative_labels,
-                    Some(&valid),
+                    Some(valid),
                     &self.dc,
                 )?;
                 total = (total + (l * self.cfg.dc_weight)?)?;
             }
             if self.cfg.pseudo_weight > 0.0 {
                 // each crop learns the other's confident class on the shared cells
-                let (s1, s2) = (cells(&scores, 0, &i0)?, cells(&scores, 1, &i1)?); // [n, C]
+                let (s1, s2) = (cells(&scores, 0, &o.index[0])?, cells(&scores, 1, &o.index[1])?); // [n, C]
                 let target = |y: &Tensor, c: &Tensor| -> candle_core::Result<Tensor> {
-                    let keep = (c.gt(self.cfg.pseudo_threshold as f64)?.to_dtype(DType::F32)? * &valid)?;
+                    let keep = (c.gt(self.cfg.pseudo_threshold as f64)?.to_dtype(DType::F32)? * valid)?;
                     let none = Tensor::full(NO_LABEL, n, &dev)?;
                     keep.ne(0f32)?.where_cond(y, &none)?.reshape((1, n, 1))
                 };
@@ -735,8 +716,10 @@ impl Adapter {
                     let c = s.dim(1)?;
                     s.t()?.reshape((1, c, n, 1)) // [1, C, n, 1]
                 };
-                let p12 = seg_nn::loss::cross_entropy(&as_map(&s1)?, &target(&y2, &c2)?, NO_LABEL, None)?;
-                let p21 = seg_nn::loss::cross_entropy(&as_map(&s2)?, &target(&y1, &c1)?, NO_LABEL, None)?;
+                let p12 =
+                    seg_nn::loss::cross_entropy(&as_map(&s1)?, &target(&o.labels[1], &o.conf[1])?, NO_LABEL, None)?;
+                let p21 =
+                    seg_nn::loss::cross_entropy(&as_map(&s2)?, &target(&o.labels[0], &o.conf[0])?, NO_LABEL, None)?;
                 total = (total + (((p12 + p21)? * 0.5)? * self.cfg.pseudo_weight)?)?;
             }
         }

@@ -18,7 +18,7 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use seg_core::data::pair::PairConfig;
-use seg_nn::consistency::{self, DcConfig, MemoryBank};
+use seg_nn::consistency::{self, cells, values, DcConfig, MemoryBank, OverlapCells};
 use seg_nn::init;
 use seg_nn::layers::Conv2d;
 use seg_nn::optim::ParamGroup;
@@ -159,17 +159,6 @@ impl Cac {
     }
 }
 
-/// Rows of `x: [B, d, h, w]` (image `img`) at flat spatial `idx`: `[n, d]`.
-fn cells(x: &Tensor, img: usize, idx: &Tensor) -> Result<Tensor> {
-    let (_, d, h, w) = x.dims4()?;
-    x.get(img)?.reshape((d, h * w))?.index_select(idx, 1)?.t() // [n, d]
-}
-
-/// Values of `x: [B, h, w]` (image `img`) at flat spatial `idx`: `[n]`.
-fn values(x: &Tensor, img: usize, idx: &Tensor) -> Result<Tensor> {
-    x.get(img)?.flatten_all()?.index_select(idx, 0)
-}
-
 impl Method for Cac {
     fn name(&self) -> &'static str {
         "cac"
@@ -251,33 +240,24 @@ impl Method for Cac {
         let mut total = super::zero(&dev)?;
         let (mut kept, mut locations) = (0f64, 0f64);
         for (i, g) in geometry.iter().enumerate() {
-            let ov = g.overlap(STRIDE);
-            if ov.indices[0].is_empty() {
+            // [n, k] features, [n] confidences and labels of each side
+            let Some(o) = OverlapCells::gather(&phi, &conf, &label, [i, b + i], &g.overlap(STRIDE))? else {
                 continue;
-            }
-            let n = ov.indices[0].len();
-            let i0 = Tensor::from_slice(&ov.indices[0], n, &dev)?;
-            let i1 = Tensor::from_slice(&ov.indices[1], n, &dev)?;
-            let valid: Vec<f32> = ov.valid.iter().map(|&v| v as u8 as f32).collect();
-            let valid = Tensor::from_vec(valid, n, &dev)?;
-            let (f1, f2) = (cells(&phi, i, &i0)?, cells(&phi, b + i, &i1)?); // [n, k] each
-            let (c1, c2) = (values(&conf, i, &i0)?, values(&conf, b + i, &i1)?); // [n]
-            let (y1, y2) = (values(&label, i, &i0)?, values(&label, b + i, &i1)?); // [n]
-            let side = |feats, conf, labels| consistency::OverlapSide { feats, conf, labels };
+            };
             let l = consistency::directional_contrastive_both(
-                side(&f1, &c1, &y1),
-                side(&f2, &c2, &y2),
+                o.side(0),
+                o.side(1),
                 &negatives,
                 &negative_labels,
-                Some(&valid),
+                Some(&o.valid),
                 &self.dc,
             )?;
             total = (total + l)?;
-            for (ca, cp) in [(&c1, &c2), (&c2, &c1)] {
-                let m = (consistency::dc_positive_mask(ca, cp, &self.dc)? * &valid)?;
+            for (ca, cp) in [(&o.conf[0], &o.conf[1]), (&o.conf[1], &o.conf[0])] {
+                let m = (consistency::dc_positive_mask(ca, cp, &self.dc)? * &o.valid)?;
                 kept += m.sum_all()?.to_scalar::<f32>()? as f64;
             }
-            locations += 2.0 * valid.sum_all()?.to_scalar::<f32>()? as f64;
+            locations += 2.0 * o.valid.sum_all()?.to_scalar::<f32>()? as f64;
         }
         let l_dc = (total / b as f64)?;
         // Push a random subset of this batch's cells into the bank for the next steps.
