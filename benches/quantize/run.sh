@@ -41,17 +41,10 @@ COMMAND="bash benches/quantize/run.sh${ORIG_ARGS:+ $ORIG_ARGS}"
 [[ -f Cargo.toml && -d benches/quantize ]] || { echo "run.sh: run from the repository root" >&2; exit 2; }
 [[ -f $MODEL ]] || { echo "run.sh: model $MODEL not found" >&2; exit 2; }
 [[ -d $DATA/val && -d $DATA/valannot ]] || { echo "run.sh: $DATA has no val/ and valannot/ (CamVid layout)" >&2; exit 2; }
-"$PY" -c 'import onnxruntime, onnx, numpy, PIL' 2>/dev/null || {
-    echo "run.sh: needs onnxruntime, onnx, numpy, pillow: pip install -r benches/quantize/requirements.txt" >&2
-    exit 2
-}
-
-T0=$(date +%s)
-step() { echo; echo "== [$(( $(date +%s) - T0 ))s] $*"; }
-read -r LOAD1 _ < /proc/loadavg
-if awk -v l="$LOAD1" 'BEGIN { exit !(l > 0.5) }'; then
-    echo "warning: load average $LOAD1 — other processes compete for the CPU; latency figures will be inflated" >&2
-fi
+# shellcheck source=../common.sh
+source benches/common.sh
+require_peer_python run.sh
+warn_if_loaded "latency figures will be inflated"
 
 step "build edge-seg (release) and the tract latency bench"
 cargo build --release -p edge-seg-runtime --bin edge-seg

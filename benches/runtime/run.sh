@@ -42,16 +42,10 @@ COMMAND="bash benches/runtime/run.sh${ORIG_ARGS:+ $ORIG_ARGS}"
 [[ -f $MODEL ]] || { echo "run.sh: model $MODEL not found" >&2; exit 2; }
 [[ -z $ALSO || -f $ALSO ]] || { echo "run.sh: model $ALSO not found" >&2; exit 2; }
 [[ -d $DATA/val && -d $DATA/train ]] || { echo "run.sh: $DATA has no val/ and train/ (CamVid layout)" >&2; exit 2; }
-"$PY" -c 'import onnxruntime, onnx, numpy, PIL' 2>/dev/null || {
-    echo "run.sh: needs onnxruntime, onnx, numpy, pillow: pip install -r benches/quantize/requirements.txt" >&2
-    exit 2
-}
-T0=$(date +%s)
-step() { echo; echo "== [$(( $(date +%s) - T0 ))s] $*"; }
-read -r LOAD1 _ < /proc/loadavg
-if awk -v l="$LOAD1" 'BEGIN { exit !(l > 0.5) }'; then
-    echo "warning: load average $LOAD1 — other processes compete for the CPU; figures will be low" >&2
-fi
+# shellcheck source=../common.sh
+source benches/common.sh
+require_peer_python run.sh
+warn_if_loaded "figures will be low"
 
 step "build edge-seg (release)"
 cargo build --release -p edge-seg-runtime --bin edge-seg
