@@ -191,6 +191,9 @@ def quality(a, src, work, log, add, dusk_split, val_split, frames):
                 "backward + update in candle), 2 cores, seed 0 run")
             add("infer_ms", s["mean_infer_ms"], "ms",
                 "mean inference of one 480x360 frame (preprocess + network), same run")
+            add("adapt_check_ms", s["stats"]["mean_check_ms"], "ms",
+                f"mean wall time of one guard check (monitors on the held and source frames), one every "
+                f"swap_every steps ({s['stats']['checks']} checks), same run")
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     spread = lambda v: (max(v) - min(v)) / 2  # noqa: E731
     add("dusk_miou_after", mean(dusk), "mIoU %",

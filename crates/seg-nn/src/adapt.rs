@@ -56,9 +56,19 @@ impl AffineConv {
 
     /// `[b, c_in, h, w] -> [b, c_out, h, w]` (stride 1, same padding).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.affine(&self.conv(x)?)
+    }
+
+    /// The frozen part: convolution + bias, `[b, c_in, h, w] -> [b, c_out, h, w]`.
+    fn conv(&self, x: &Tensor) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
         let k = self.weight.dim(2)?;
-        let y = crate::conv::conv2d(x, &self.weight, k / 2, 1)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+        crate::conv::conv2d(x, &self.weight, k / 2, 1)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+    }
+
+    /// The trainable part on the convolution's output: `γ · y + β`, then the ReLU if any.
+    fn affine(&self, y: &Tensor) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
         let y = y
             .broadcast_mul(&self.gamma.as_tensor().reshape((1, c, 1, 1))?)?
             .broadcast_add(&self.beta.as_tensor().reshape((1, c, 1, 1))?)?; // [b, c_out, h, w]
@@ -200,7 +210,24 @@ impl AdaptHead {
     /// From the input of the last decoder convolution (the upsampled ASPP output concatenated
     /// with the low-level projection, `[b, a + l, h4, w4]`) to the `HeadOutput`.
     pub fn forward_fused(&self, cat: &Tensor) -> Result<HeadOutput> {
-        let embedding = self.fuse.forward(cat)?; // [b, d, h4, w4]
+        self.forward_from_fuse_conv(&self.fuse.conv(cat)?)
+    }
+
+    /// [`HeadScope::Last`]: the last decoder convolution's output before its trainable affine
+    /// (`[b, d, h4, w4]`), from the ASPP output and the low-level projection as in
+    /// [`Self::forward_from_aspp`]. It does not depend on any trainable value, so a caller that
+    /// evaluates the same input again can keep it and go on with
+    /// [`Self::forward_from_fuse_conv`], skipping the convolution.
+    pub fn fuse_conv(&self, aspp: &Tensor, low: &Tensor) -> Result<Tensor> {
+        let (_, _, h4, w4) = low.dims4()?;
+        let up = bilinear::resize(aspp, h4, w4)?; // [b, a, h4, w4]
+        let cat = Tensor::cat(&[&up, low], 1)?.detach(); // [b, a + l, h4, w4]
+        Ok(self.fuse.conv(&cat)?.detach()) // [b, d, h4, w4]
+    }
+
+    /// From [`Self::fuse_conv`]'s output: the affine, ReLU and classifier.
+    pub fn forward_from_fuse_conv(&self, pre: &Tensor) -> Result<HeadOutput> {
+        let embedding = self.fuse.affine(pre)?; // [b, d, h4, w4]
         let c = self.classifier_w.dim(0)?;
         let logits_low = crate::conv::conv2d(&embedding, self.classifier_w.as_tensor(), 0, 1)?
             .broadcast_add(&self.classifier_b.as_tensor().reshape((1, c, 1, 1))?)?; // [b, C, h4, w4]

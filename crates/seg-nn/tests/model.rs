@@ -266,4 +266,20 @@ fn issue5_adapt_head_matches_the_model_and_folds_back_into_the_graph() {
         let has = grads.get(&v).is_some();
         assert_eq!(has, names.contains(&name), "{name}: gradient {has}");
     }
+
+    // the kept last-convolution output (what the runtime caches for its held frames) gives the
+    // same output bit for bit, and the gradient still reaches the last affine
+    let fuse_in = weights["decoder.fuse.conv.weight"].dim(1).unwrap();
+    let l = weights["decoder.low.conv.weight"].dim(0).unwrap();
+    let aspp = Tensor::from_vec(pseudo_random((fuse_in - l) * 2 * 2, 11), (1, fuse_in - l, 2, 2), &dev).unwrap();
+    let lowp = Tensor::from_vec(pseudo_random(l * 10 * 14, 12), (1, l, 10, 14), &dev).unwrap();
+    let direct = last.forward_from_aspp(&aspp, &lowp).unwrap().logits_low;
+    let pre = last.fuse_conv(&aspp, &lowp).unwrap();
+    let kept = last.forward_from_fuse_conv(&pre).unwrap().logits_low;
+    assert_eq!(
+        max_diff(&direct, &kept.flatten_all().unwrap().to_vec1::<f32>().unwrap()),
+        0.0
+    );
+    let grads = kept.sum_all().unwrap().backward().unwrap();
+    assert!(last.trainable().iter().all(|(_, v)| grads.get(v).is_some()));
 }

@@ -214,6 +214,8 @@ pub struct AdaptStats {
     pub plans_built: u64,
     /// Mean wall time of building one (fold + rewrite + tract optimisation), ms.
     pub mean_plan_ms: f64,
+    /// Mean wall time of a guard check (the monitors on the held and source frames), ms.
+    pub mean_check_ms: f64,
     /// Rollbacks in a row (reset by a passing check).
     pub consecutive_trips: u32,
 }
@@ -252,9 +254,27 @@ pub enum Verdict {
 
 /// A held frame: frozen features and the source model's view of it.
 struct Held {
-    feats: Vec<Tensor>,
+    /// What the head needs of the frame: with [`HeadScope::Last`] the last convolution's output
+    /// before the trainable affine (constant, so the monitors skip the convolution), else the
+    /// frozen graph's outputs.
+    input: HeldInput,
     anchor_class: Vec<u32>,
     anchor_entropy: Vec<f32>,
+}
+
+enum HeldInput {
+    FuseConv(Tensor),
+    Frozen(Vec<Tensor>),
+}
+
+impl Held {
+    /// The head on this frame.
+    fn forward(&self, head: &AdaptHead) -> candle_core::Result<seg_nn::adapt::HeadOutput> {
+        match &self.input {
+            HeldInput::FuseConv(pre) => head.forward_from_fuse_conv(pre),
+            HeldInput::Frozen(feats) => head_forward(head, feats),
+        }
+    }
 }
 
 fn adapt_err(e: impl std::fmt::Display) -> RuntimeError {
@@ -582,12 +602,19 @@ impl Adapter {
         let mut x = Vec::new();
         self.normalize(img, &mut x);
         let feats = self.enc_frame.run(x, &self.dev)?;
-        let s = summarise_head(&self.anchor, &feats)?;
-        Ok(Held {
-            feats,
-            anchor_class: s.iter().map(|p| p.0).collect(),
-            anchor_entropy: s.iter().map(|p| p.2).collect(),
-        })
+        let input = match (self.anchor.scope(), &feats[..]) {
+            (HeadScope::Last, [aspp, low]) => HeldInput::FuseConv(self.anchor.fuse_conv(aspp, low).map_err(adapt_err)?),
+            _ => HeldInput::Frozen(feats),
+        };
+        let mut held = Held {
+            input,
+            anchor_class: Vec::new(),
+            anchor_entropy: Vec::new(),
+        };
+        let s = summarise_head(&self.anchor, &held)?;
+        held.anchor_class = s.iter().map(|p| p.0).collect();
+        held.anchor_entropy = s.iter().map(|p| p.2).collect();
+        Ok(held)
     }
 
     /// Takes a frame from the stream: into the ring buffer, and every `guard.hold_every`-th one
@@ -731,7 +758,7 @@ impl Adapter {
         if self.cfg.replay_weight > 0.0 && !self.source_held.is_empty() {
             let j = self.rng.random_range(0..self.source_held.len());
             let held = &self.source_held[j];
-            let logits = head_forward(&self.head, &held.feats)?.logits_low; // [1, C, h/4, w/4]
+            let logits = held.forward(&self.head)?.logits_low; // [1, C, h/4, w/4]
             let (_, _, h, w) = logits.dims4()?;
             let target = Tensor::from_slice(&held.anchor_class, (1, h, w), &dev)?; // [1, h/4, w/4]
             let replay = seg_nn::loss::cross_entropy(&logits, &target, NO_LABEL, None)?;
@@ -778,7 +805,7 @@ impl Adapter {
         }
         let (mut cur, mut cls, mut ent) = (Vec::new(), Vec::new(), Vec::new());
         for h in &self.held {
-            cur.extend(summarise_head(&self.head, &h.feats)?);
+            cur.extend(summarise_head(&self.head, h)?);
             cls.extend_from_slice(&h.anchor_class);
             ent.extend_from_slice(&h.anchor_entropy);
         }
@@ -787,7 +814,7 @@ impl Adapter {
         if !self.source_held.is_empty() {
             let (mut cur, mut cls) = (Vec::new(), Vec::new());
             for h in &self.source_held {
-                cur.extend(summarise_head(&self.head, &h.feats)?.into_iter().map(|p| p.0));
+                cur.extend(summarise_head(&self.head, h)?.into_iter().map(|p| p.0));
                 cls.extend_from_slice(&h.anchor_class);
             }
             let agree = cur.iter().zip(&cls).filter(|(a, b)| a == b).count();
@@ -800,9 +827,12 @@ impl Adapter {
     /// Runs the guards: pass (the current weights become the last good set) or roll back. With
     /// guards off (or nothing held yet) it always passes; the monitors are measured anyway.
     pub fn check(&mut self) -> Result<Verdict, RuntimeError> {
-        self.stats.checks += 1;
+        let t0 = std::time::Instant::now();
         let g = self.cfg.guard.clone();
         let m = self.monitors()?;
+        let n = self.stats.checks as f64;
+        self.stats.mean_check_ms = (self.stats.mean_check_ms * n + t0.elapsed().as_secs_f64() * 1e3) / (n + 1.0);
+        self.stats.checks += 1;
         self.stats.monitors = m;
         let Some(why) = m.filter(|_| g.enabled).and_then(|m| g.verdict(&m)) else {
             self.stats.consecutive_trips = 0;
@@ -900,9 +930,9 @@ fn partial_shuffle(v: &mut [u32], k: usize, rng: &mut impl Rng) {
     }
 }
 
-/// Per-pixel `(class, confidence, entropy)` of `head` on one frame's features (stride 4).
-fn summarise_head(head: &AdaptHead, feats: &[Tensor]) -> Result<Vec<(u32, f32, f32)>, RuntimeError> {
-    let out = head_forward(head, feats).map_err(adapt_err)?;
+/// Per-pixel `(class, confidence, entropy)` of `head` on a held frame (stride 4).
+fn summarise_head(head: &AdaptHead, held: &Held) -> Result<Vec<(u32, f32, f32)>, RuntimeError> {
+    let out = held.forward(head).map_err(adapt_err)?;
     let logits = out.logits_low.get(0).map_err(adapt_err)?; // [C, h, w]
     let c = logits.dim(0).map_err(adapt_err)?;
     let prob = seg_nn::loss::log_softmax(&logits, 0)
