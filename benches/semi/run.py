@@ -256,8 +256,8 @@ def collect(a, runs, command):
 
 def table(a, runs):
     """Markdown: one row per method, one column pair per ratio, then the ceiling and the CAC
-    ablations: 0006R0 mIoU as mean ± half range (seeds), val mIoU as the mean; '–' where nothing
-    finished."""
+    ablations: 0006R0 mIoU as mean ± half range (seeds) with the mean training wall time per run,
+    val mIoU as the mean; '–' where nothing finished."""
     done = {}
     for name, method, ratio, seed, _, sets in runs:
         p = Path(a.runs) / name / "done.json"
@@ -270,7 +270,8 @@ def table(a, runs):
             return "–", "–"
         xs = [d["xseq_miou"] for d in ds]
         spread = f" ± {(max(xs) - min(xs)) / 2:.2f}" if len(xs) > 1 else ""
-        return (f"{sum(xs) / len(xs):.2f}{spread} ({len(xs)} seed{'s' if len(xs) > 1 else ''})",
+        minutes = sum(d["train_s"] for d in ds) / len(ds) / 60
+        return (f"{sum(xs) / len(xs):.2f}{spread} ({len(xs)} seed{'s' if len(xs) > 1 else ''}, {minutes:.0f} min)",
                 f"{sum(d['val_miou'] for d in ds) / len(ds):.2f}")
 
     ratios = ["1_32", "1_16", "1_8"]
