@@ -262,8 +262,11 @@ struct Held {
     anchor_entropy: Vec<f32>,
 }
 
+/// See [`Held::input`].
 enum HeldInput {
+    /// [`HeadScope::Last`]: [`AdaptHead::fuse_conv`] of the frozen graph's outputs.
     FuseConv(Tensor),
+    /// Other scopes: the frozen graph's outputs ([`head_inputs`]).
     Frozen(Vec<Tensor>),
 }
 
