@@ -169,7 +169,7 @@ struct RunArgs {
     /// Draw on a display: `fb` (/dev/fb0) or `fb:/dev/fbN`.
     #[arg(long)]
     display: Option<String>,
-    /// Framebuffer geometry WxH[xBPP] when it cannot be read from sysfs.
+    /// Framebuffer geometry, WxH or WxHxBPP, when it cannot be read from sysfs.
     #[arg(long)]
     fb_geometry: Option<String>,
     /// Serve an MJPEG stream and a page at this address (e.g. 127.0.0.1:8080; port 0 picks one).

@@ -300,7 +300,7 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// `DequantizeLinear`s with the same scale and zero point by
 /// `s · round(clamp(x · (1/s), q_min − z, q_max − z))`, the value of the pair computed in floats:
 /// clamping before rounding is the same for integer bounds, and the rounding is done by adding
-/// and subtracting [`ROUND_MAGIC`], so the whole is a chain of scalar binary operations that
+/// and subtracting `1.5 · 2²³`, so the whole is a chain of scalar binary operations that
 /// tract runs as one pass over the tensor (its `QuantizeLinear` also multiplies by `1/s`).
 /// Returns how many pairs were fused.
 pub fn fuse_qdq_pairs(proto: &mut pb::ModelProto) -> usize {

@@ -1,6 +1,6 @@
 //! int8 quantization for edge-seg (issue #3): float ONNX → QDQ ONNX with calibration.
 //!
-//! Pipeline ([`quantize_model`]): [`prepare`] (validate, `Constant` → initializers, BN folded
+//! Pipeline ([`quantize_model`]): [`prepare()`] (validate, `Constant` → initializers, BN folded
 //! into Conv) → plan which activations and weights to quantize ([`qdq`]) → [`calibrate`] (run the
 //! float graph in tract over images, per-tensor statistics, range by MinMax / Percentile /
 //! Entropy) → write the QDQ graph → a second pass over the images measures clipping and SQNR of

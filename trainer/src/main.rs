@@ -96,7 +96,7 @@ struct TrainArgs {
     /// (the value is TOML; repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Continue from <out>/last.safetensors.
+    /// Continue from last.safetensors in the --out folder.
     #[arg(long)]
     resume: bool,
     /// Stop after this many completed steps (checkpointed; continue with --resume).
