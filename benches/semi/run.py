@@ -25,6 +25,7 @@ frames (steps 1,200, 1,400 and 1,600), because single checkpoints are noisy at s
 `val` mIoU is `edge-seg eval` of the exported last checkpoint. Records: per seed
 `<run>_xseq_miou` / `<run>_val_miou`; per method and ratio, the mean over the seeds done
 (`<method>_<ratio>_xseq_miou`, `..._val_miou`) with `..._xseq_spread` (half the max-min range);
+the paired gain over SupOnly on the same labeled split and seed (`<method>_<ratio>_xseq_gain`);
 training time per run (`<run>_train_s`).
 """
 
@@ -206,6 +207,24 @@ def do_run(a, name, template, sets):
     return done
 
 
+def paired_gains(a, runs):
+    """{(method, ratio): [0006R0 mIoU of the method minus SupOnly's, for each seed where both
+    finished]}: the two runs share the labeled split and the seed, so the difference leaves out
+    how lucky the split was."""
+    def done(name):
+        p = Path(a.runs) / name / "done.json"
+        return json.loads(p.read_text())["xseq_miou"] if p.exists() else None
+
+    gains = {}
+    for name, method, ratio, seed, _, _ in runs:
+        if method == "suponly" or name.startswith("cac_ablation") or ratio not in ("1_32", "1_16", "1_8"):
+            continue
+        x, base = done(name), done(f"suponly_{ratio}_s{seed}")
+        if x is not None and base is not None:
+            gains.setdefault((method, ratio), []).append(x - base)
+    return gains
+
+
 def collect(a, runs, command):
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     recs, groups = [], {}
@@ -248,6 +267,11 @@ def collect(a, runs, command):
                             (f"{key}_val_miou", sum(vs) / n, "mIoU %")):
             recs.append({"name": nm, "value": round(v, 4), "unit": unit, "split": split, "command": command,
                          "date": date, "machine": ds[0].get("machine", machine())})
+    for (method, ratio), g in paired_gains(a, runs).items():
+        recs.append({"name": f"{method}_{ratio}_xseq_gain", "value": round(sum(g) / len(g), 4), "unit": "mIoU points",
+                     "split": f"0006R0 mIoU minus SupOnly's on the same labeled split and seed, mean over {len(g)} "
+                     f"seed(s) ({', '.join(f'{v:+.2f}' for v in g)}); {protocol}",
+                     "command": command, "date": date, "machine": machine()})
     if recs:
         out = merge_records(a.results, recs)
         print(f"{len(recs)} records -> {out}")
@@ -280,6 +304,15 @@ def table(a, runs):
     lines = [head, "|---" * (1 + 2 * len(ratios)) + "|"]
     for m in METHODS:
         cells = [c for r in ratios for c in cell(f"{m}_{r}")]
+        lines.append(f"| {names.get(m, m)} | " + " | ".join(cells) + " |")
+    gains = paired_gains(a, runs)
+    lines += ["", "| gain over SupOnly, same split and seed (0006R0) | " + " | ".join(r.replace("_", "/") for r in ratios) + " |",
+              "|---" * (1 + len(ratios)) + "|"]
+    for m in METHODS:
+        if m == "suponly":
+            continue
+        cells = [f"{sum(g) / len(g):+.2f} ({', '.join(f'{v:+.2f}' for v in g)})" if (g := gains.get((m, r))) else "–"
+                 for r in ratios]
         lines.append(f"| {names.get(m, m)} | " + " | ".join(cells) + " |")
     lines += ["", "| run | 0006R0 | val |", "|---|---|---|"]
     x, v = cell("suponly_full")
