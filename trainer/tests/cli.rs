@@ -177,11 +177,7 @@ mod semi {
         cfg.augment.crop = [32, 32];
         cfg.augment.scale_min = 0.75;
         cfg.augment.scale_max = 1.25;
-        cfg.model.widths = [8, 8, 16, 16, 24];
-        cfg.model.blocks = [1, 1, 1, 1];
-        cfg.model.aspp_channels = 16;
-        cfg.model.low_channels = 8;
-        cfg.model.decoder_channels = 16;
+        cfg.model = seg_nn::ModelConfig::tiny();
         cfg.optim.lr = 0.05;
         cfg.schedule.iterations = iterations;
         cfg.schedule.batch_size = 2;
