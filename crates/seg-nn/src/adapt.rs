@@ -66,6 +66,13 @@ impl AffineConv {
         crate::conv::conv2d(x, &self.weight, k / 2, 1)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
     }
 
+    /// [`Self::conv`] without a gradient (the input is treated as constant).
+    fn conv_frozen(&self, x: &Tensor) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        let k = self.weight.dim(2)?;
+        crate::conv::conv2d_frozen(x, &self.weight, k / 2, 1)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+    }
+
     /// The trainable part on the convolution's output: `γ · y + β`, then the ReLU if any.
     fn affine(&self, y: &Tensor) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
@@ -200,9 +207,10 @@ impl AdaptHead {
     pub fn forward_from_aspp(&self, aspp: &Tensor, low: &Tensor) -> Result<HeadOutput> {
         let (_, _, h4, w4) = low.dims4()?;
         let up = bilinear::resize(aspp, h4, w4)?; // [b, a, h4, w4]
-        let mut cat = Tensor::cat(&[&up, low], 1)?; // [b, a + l, h4, w4]
+        let cat = Tensor::cat(&[&up, low], 1)?; // [b, a + l, h4, w4]
         if self.scope == HeadScope::Last {
-            cat = cat.detach();
+            // nothing before the last affine trains: the convolution needs no gradient
+            return self.forward_from_fuse_conv(&self.fuse.conv_frozen(&cat)?);
         }
         self.forward_fused(&cat)
     }
@@ -221,8 +229,8 @@ impl AdaptHead {
     pub fn fuse_conv(&self, aspp: &Tensor, low: &Tensor) -> Result<Tensor> {
         let (_, _, h4, w4) = low.dims4()?;
         let up = bilinear::resize(aspp, h4, w4)?; // [b, a, h4, w4]
-        let cat = Tensor::cat(&[&up, low], 1)?.detach(); // [b, a + l, h4, w4]
-        Ok(self.fuse.conv(&cat)?.detach()) // [b, d, h4, w4]
+        let cat = Tensor::cat(&[&up, low], 1)?; // [b, a + l, h4, w4]
+        self.fuse.conv_frozen(&cat) // [b, d, h4, w4]
     }
 
     /// From [`Self::fuse_conv`]'s output: the affine, ReLU and classifier.

@@ -170,6 +170,50 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Res
     y.reshape((co, b, oh, ow))?.transpose(0, 1)?.contiguous() // [b, c_out, oh, ow]
 }
 
+/// [`conv2d`] without a gradient, for frozen layers on CPU: the patches are laid out one row per
+/// output pixel, `[b·h'·w', c_in·k·k]`, and multiplied by `Wᵀ`. candle's matrix product is
+/// about 3× faster in that orientation (c_out is small next to the pixel count): 1.4 against
+/// 4.1 ms for 32 × 648 × 3,072 on one core. The columns keep [`Im2Col`]'s order, so the sums
+/// are the same as [`conv2d`]'s. The result is detached.
+pub fn conv2d_frozen(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+        return x.detach().conv2d(&weight.detach(), padding, stride, 1, 1);
+    }
+    let (b, c, h, w) = x.dims4()?;
+    let (co, ci, k, k2) = weight.dims4()?;
+    if ci != c || k != k2 {
+        candle_core::bail!(
+            "conv2d: input {:?} and kernel {:?} do not match",
+            x.dims(),
+            weight.dims()
+        );
+    }
+    let (oh, ow) = (out_len(h, k, stride, padding), out_len(w, k, stride, padding));
+    let op = Im2Col { k, stride, padding };
+    let (ty, tx) = (op.taps(h, oh), op.taps(w, ow));
+    // channels last, so that each tap reads its c values in one run
+    let xs = x.detach().permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?; // [b, h, w, c]
+    let ckk = c * k * k;
+    let mut rows = vec![0f32; b * oh * ow * ckk];
+    crate::fused::par_rows(&mut rows, ckk, ckk, |pixel, dst| {
+        let (bi, oy, ox) = (pixel / (oh * ow), (pixel / ow) % oh, pixel % ow);
+        for ky in 0..k {
+            let Some(iy) = ty[oy * k + ky] else { continue };
+            for kx in 0..k {
+                let Some(ix) = tx[ox * k + kx] else { continue };
+                let src = &xs[((bi * h + iy) * w + ix) * c..][..c];
+                // the column order of [`Im2Col`], (channel, ky, kx): the same sums as conv2d
+                for (cc, &v) in src.iter().enumerate() {
+                    dst[(cc * k + ky) * k + kx] = v;
+                }
+            }
+        }
+    });
+    let rows = Tensor::from_vec(rows, (b * oh * ow, ckk), x.device())?;
+    let y = rows.matmul(&weight.detach().reshape((co, ckk))?.t()?)?; // [b·oh·ow, c_out]
+    y.reshape((b, oh, ow, co))?.permute((0, 3, 1, 2))?.contiguous() // [b, c_out, oh, ow]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,17 +236,21 @@ mod tests {
             let x = Tensor::from_vec(values(b * c * h * w, 1), (b, c, h, w), &dev).unwrap();
             let wt = Tensor::from_vec(values(co * c * k * k, 2), (co, c, k, k), &dev).unwrap();
             let want = x.conv2d(&wt, k / 2, s, 1, 1).unwrap();
-            let got = conv2d(&x, &wt, k / 2, s).unwrap();
-            assert_eq!(got.dims(), want.dims());
-            let d = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(d < 1e-5, "{b} {c} {co} {h} {w} {k} {s}: {d}");
+            for (name, got) in [
+                ("conv2d", conv2d(&x, &wt, k / 2, s).unwrap()),
+                ("conv2d_frozen", conv2d_frozen(&x, &wt, k / 2, s).unwrap()),
+            ] {
+                assert_eq!(got.dims(), want.dims());
+                let d = (got - &want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(d < 1e-5, "{name} {b} {c} {co} {h} {w} {k} {s}: {d}");
+            }
         }
     }
 
