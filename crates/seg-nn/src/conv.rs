@@ -149,46 +149,78 @@ impl CustomOp1 for Col2Im {
     }
 }
 
+/// The sizes of one convolution, checked: input `[b, c, h, w]`, kernel `[co, c, k, k]`, output
+/// `oh × ow`.
+struct Geometry {
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    k: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Geometry {
+    fn of(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Result<Self> {
+        let (b, c, h, w) = x.dims4()?;
+        let (co, ci, k, k2) = weight.dims4()?;
+        if ci != c || k != k2 {
+            candle_core::bail!(
+                "conv2d: input {:?} and kernel {:?} do not match",
+                x.dims(),
+                weight.dims()
+            );
+        }
+        let (oh, ow) = (out_len(h, k, stride, padding), out_len(w, k, stride, padding));
+        Ok(Self {
+            b,
+            c,
+            h,
+            w,
+            co,
+            k,
+            oh,
+            ow,
+        })
+    }
+}
+
 /// `x [b, c_in, h, w] ⊛ w [c_out, c_in, k, k] -> [b, c_out, h', w']` (no bias, no dilation,
 /// one group): `im2col` + one matrix product on CPU, candle's `conv2d` elsewhere.
 pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
     if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
         return x.conv2d(weight, padding, stride, 1, 1);
     }
-    let (b, c, h, w) = x.dims4()?;
-    let (co, ci, k, k2) = weight.dims4()?;
-    if ci != c || k != k2 {
-        candle_core::bail!(
-            "conv2d: input {:?} and kernel {:?} do not match",
-            x.dims(),
-            weight.dims()
-        );
-    }
-    let (oh, ow) = (out_len(h, k, stride, padding), out_len(w, k, stride, padding));
+    let Geometry {
+        b, c, co, k, oh, ow, ..
+    } = Geometry::of(x, weight, padding, stride)?;
     let cols = x.contiguous()?.apply_op1(Im2Col { k, stride, padding })?; // [c·k·k, b·oh·ow]
     let y = weight.reshape((co, c * k * k))?.matmul(&cols)?; // [c_out, b·oh·ow]
     y.reshape((co, b, oh, ow))?.transpose(0, 1)?.contiguous() // [b, c_out, oh, ow]
 }
 
 /// [`conv2d`] without a gradient, for frozen layers on CPU: the patches are laid out one row per
-/// output pixel, `[b·h'·w', c_in·k·k]`, and multiplied by `Wᵀ`. candle's matrix product is
-/// about 3× faster in that orientation (c_out is small next to the pixel count): 1.4 against
-/// 4.1 ms for 32 × 648 × 3,072 on one core. The columns keep [`Im2Col`]'s order, so the sums
-/// are the same as [`conv2d`]'s. The result is detached.
+/// output pixel, `[b·h'·w', c_in·k·k]`, and multiplied by `Wᵀ`: candle's matrix product is
+/// faster in that orientation when c_out is small next to the pixel count (the adaptation
+/// head's last convolution: 3.3 against 5.9 ms on one thread, `benches/benches/conv.rs`). The
+/// columns keep [`Im2Col`]'s order, so the sums are the same as [`conv2d`]'s. The result is
+/// detached.
 pub fn conv2d_frozen(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
     if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
         return x.detach().conv2d(&weight.detach(), padding, stride, 1, 1);
     }
-    let (b, c, h, w) = x.dims4()?;
-    let (co, ci, k, k2) = weight.dims4()?;
-    if ci != c || k != k2 {
-        candle_core::bail!(
-            "conv2d: input {:?} and kernel {:?} do not match",
-            x.dims(),
-            weight.dims()
-        );
-    }
-    let (oh, ow) = (out_len(h, k, stride, padding), out_len(w, k, stride, padding));
+    let Geometry {
+        b,
+        c,
+        h,
+        w,
+        co,
+        k,
+        oh,
+        ow,
+    } = Geometry::of(x, weight, padding, stride)?;
     let op = Im2Col { k, stride, padding };
     let (ty, tx) = (op.taps(h, oh), op.taps(w, ow));
     // channels last, so that each tap reads its c values in one run
