@@ -815,14 +815,16 @@ impl Adapter {
         let classes = self.meta.classes.len();
         let mut m = guard::monitors(&cur, &cls, &ent, classes);
         if !self.source_held.is_empty() {
-            let (mut cur, mut cls) = (Vec::new(), Vec::new());
+            // the source model's classes as the reference, the adapted head's as the prediction
+            // (class ids are below `classes` <= 255, so they fit the metrics' u8 labels)
+            let mut cm = seg_core::metrics::ConfusionMatrix::new(classes);
             for h in &self.source_held {
-                cur.extend(summarise_head(&self.head, h)?.into_iter().map(|p| p.0));
-                cls.extend_from_slice(&h.anchor_class);
+                let cur: Vec<u8> = summarise_head(&self.head, h)?.iter().map(|p| p.0 as u8).collect();
+                let cls: Vec<u8> = h.anchor_class.iter().map(|&c| c as u8).collect();
+                cm.update(&cur, &cls);
             }
-            let agree = cur.iter().zip(&cls).filter(|(a, b)| a == b).count();
-            m.source_agreement = Some(agree as f64 / cur.len().max(1) as f64);
-            m.source_iou = Some(guard::class_iou(&cur, &cls, classes));
+            m.source_agreement = Some(cm.pixel_accuracy());
+            m.source_iou = Some(cm.miou());
         }
         Ok(Some(m))
     }
