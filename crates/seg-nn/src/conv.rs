@@ -273,14 +273,7 @@ mod tests {
                 ("conv2d_frozen", conv2d_frozen(&x, &wt, k / 2, s).unwrap()),
             ] {
                 assert_eq!(got.dims(), want.dims());
-                let d = (got - &want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let d = crate::max_abs_diff(&got, &want).unwrap();
                 assert!(d < 1e-5, "{name} {b} {c} {co} {h} {w} {k} {s}: {d}");
             }
         }

@@ -289,14 +289,7 @@ pub(crate) mod tests {
             let wts = Tensor::from_vec(vals(b * c * h * w, 4, 2.0, 0.0), (b, c, h, w), &dev).unwrap();
             let (y, mean, var) = batch_norm_train(x.as_tensor(), g.as_tensor(), be.as_tensor(), 1e-5, relu).unwrap();
             let want = reference(x.as_tensor(), g.as_tensor(), be.as_tensor(), 1e-5, relu);
-            let d = (&y - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = crate::max_abs_diff(&y, &want).unwrap();
             assert!(d < 1e-4, "values: {d}");
             let m = x
                 .as_tensor()

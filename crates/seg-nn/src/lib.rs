@@ -28,3 +28,9 @@ pub mod optim;
 
 pub use candle_core::{DType, Device, Result, Tensor, Var};
 pub use model::{ModelConfig, SegModel, SegOutput};
+
+/// The largest absolute element-wise difference of two tensors of the same shape (`f32`): how
+/// the tests compare a kernel with its reference.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    (a - b)?.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()
+}

@@ -137,14 +137,7 @@ fn batchnorm_train_and_eval_modes_differ_and_running_stats_move() {
     let x = (Tensor::from_vec(pseudo_random(2 * 3 * 32 * 32, 3), (2, 3, 32, 32), &dev).unwrap() + 0.5).unwrap();
     let train = model.forward_t(&x, true).unwrap().logits;
     let eval = model.forward_t(&x, false).unwrap().logits;
-    let d = (train - eval)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = seg_nn::max_abs_diff(&train, &eval).unwrap();
     assert!(d > 1e-3);
     let rm = vm.data().lock().unwrap()["encoder.stem.0.bn.running_mean"]
         .as_tensor()
