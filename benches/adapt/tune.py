@@ -74,6 +74,11 @@ CANDIDATES = {  # name -> --adapt-set overrides
     **{f"replay{w}_srcagree0.93_lr{lr}_loose_guard{sfx}": [f"replay_weight={float(w)}", f"lr={lr}", *LOOSE, "guard.min_source_agreement=0.93", *seed]
        for w, lr, sfx, seed in [("1", "0.005", "", []), ("1", "0.005", "_seed1", ["seed=1"]), ("1", "0.01", "", []),
                                 ("1", "0.01", "_seed1", ["seed=1"]), ("0.3", "0.01", "", [])]},
+    # weight_ema: the guards check and publish a moving average of the trained values
+    **{f"ema{d}_{scope}srcagree0.93_lr{lr}_loose_guard{sfx}": [f"weight_ema={d}", *(['scope="decoder"'] if scope else []),
+                                                            f"lr={lr}", *LOOSE, "guard.min_source_agreement=0.93", *seed]
+       for d, scope, lr in [("0.9", "", "0.005"), ("0.9", "", "0.01"), ("0.9", "decoder_", "0.005"), ("0.97", "", "0.01")]
+       for sfx, seed in [("", []), ("_seed1", ["seed=1"])]},
     "srcagree0.95_lr0.01_only": ["lr=0.01", "guard.min_agreement=0.0", "guard.max_drift=1.0",
                                  "guard.min_entropy_ratio=0.0", "guard.min_source_agreement=0.95"],
 }

@@ -21,9 +21,10 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> RuntimeError {
     }
 }
 
-/// Writes the adapter's trainable values to `path` atomically.
+/// Writes the adapter's published values (the last set that passed the guards) to `path`
+/// atomically.
 pub fn save(adapter: &Adapter, path: &Path) -> Result<(), RuntimeError> {
-    let tensors = adapter.snapshot()?;
+    let tensors = adapter.published();
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert(
