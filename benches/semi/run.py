@@ -27,7 +27,9 @@ frames (steps 1,200, 1,400 and 1,600), because single checkpoints are noisy at s
 `<run>_xseq_miou` / `<run>_val_miou`; per method and ratio, the mean over the seeds done
 (`<method>_<ratio>_xseq_miou`, `..._val_miou`) with `..._xseq_spread` (half the max-min range);
 the paired gain over SupOnly on the same labeled split and seed (`<method>_<ratio>_xseq_gain`);
-training time per run (`<run>_train_s`).
+training time per run (`<run>_train_s`: the trainer's own clock, `elapsed_s` in metrics.jsonl,
+summed over the resumed pieces of an interrupted run up to where the next piece resumed, so it is
+the time of one uninterrupted run; pauses with SIGSTOP count).
 """
 
 import argparse
@@ -151,6 +153,48 @@ def read_metrics(run_dir):
     return out
 
 
+def train_seconds(run_dir):
+    """Training wall time of a run by the trainer's clock. `elapsed_s` restarts when a run is
+    resumed from its last checkpoint; each piece counts up to the step the next one resumed from
+    (interpolated between log lines), the last one to its end. None without metrics."""
+    cfg = (run_dir / "config.toml").read_text()
+    every = int(re.search(r"^checkpoint_every = (\d+)", cfg, re.M)[1])
+    pieces = []
+    for r in read_metrics(run_dir):
+        if "elapsed_s" not in r:
+            continue
+        if not pieces or r["elapsed_s"] < pieces[-1][-1][1]:
+            pieces.append([])
+        pieces[-1].append((r["iter"], r["elapsed_s"]))
+    if not pieces:
+        return None
+    total = 0.0
+    for k, piece in enumerate(pieces):
+        if k + 1 == len(pieces):
+            total += piece[-1][1]
+            break
+        resumed = (pieces[k + 1][0][0] - 1) // every * every  # the checkpoint the next piece loaded
+        prev, t = (0 if k == 0 else piece[0][0], 0.0), piece[-1][1]
+        for i, e in piece:
+            if i >= resumed:
+                t = prev[1] + (e - prev[1]) * (resumed - prev[0]) / max(1, i - prev[0])
+                break
+            prev = (i, e)
+        total += t
+    return total
+
+
+def load_done(run_dir):
+    """A finished run's done.json, with its training time taken from metrics.jsonl (the
+    driver's own timer misses the pieces of a run that was stopped)."""
+    p = run_dir / "done.json"
+    if not p.exists():
+        return None
+    d = json.loads(p.read_text())
+    d["train_s"] = train_seconds(run_dir) or d["train_s"]
+    return d
+
+
 def xseq_miou(run_dir, iterations):
     evals = {}
     for r in read_metrics(run_dir):
@@ -174,7 +218,7 @@ def sh(cmd, log):
 def do_run(a, name, template, sets):
     d = Path(a.runs) / name
     if (d / "done.json").exists():
-        return json.loads((d / "done.json").read_text())
+        return load_done(d)
     d.mkdir(parents=True, exist_ok=True)
     (d / "overrides.json").write_text(json.dumps({"template": template, "set": sets}, indent=1) + "\n")
     cmd = [TRAIN, "train", "--config", template, "--out", str(d), "--data", a.data, "--no-progress"]
@@ -204,7 +248,8 @@ def do_run(a, name, template, sets):
            "--record-name", "val_miou"], d / "driver.log"):
         return None
     val = json.loads(val_json.read_text())[0]["value"]
-    done = {"xseq_miou": xs, "xseq_evals_at": steps, "val_miou": val, "train_s": spent,
+    done = {"xseq_miou": xs, "xseq_evals_at": steps, "val_miou": val, "train_s": train_seconds(d) or spent,
+            "driver_s": spent,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine()}
     (d / "done.json").write_text(json.dumps(done, indent=1) + "\n")
     return done
@@ -215,8 +260,8 @@ def paired_gains(a, runs):
     finished]}: the two runs share the labeled split and the seed, so the difference leaves out
     how lucky the split was."""
     def done(name):
-        p = Path(a.runs) / name / "done.json"
-        return json.loads(p.read_text())["xseq_miou"] if p.exists() else None
+        d = load_done(Path(a.runs) / name)
+        return d["xseq_miou"] if d else None
 
     gains = {}
     for name, method, ratio, seed, _, _ in runs:
@@ -233,10 +278,9 @@ def collect(a, runs, command):
     recs, groups = [], {}
     protocol = f"{a.plan} plan (benches/semi/run.py)"
     for name, method, ratio, seed, _, _ in runs:
-        p = Path(a.runs) / name / "done.json"
-        if not p.exists():
+        d = load_done(Path(a.runs) / name)
+        if d is None:
             continue
-        d = json.loads(p.read_text())
 
         def add(n, v, unit, split):
             recs.append({"name": n, "value": round(float(v), 4), "unit": unit, "split": split,
@@ -287,9 +331,9 @@ def table(a, runs):
     val mIoU as the mean; '–' where nothing finished."""
     done = {}
     for name, method, ratio, seed, _, sets in runs:
-        p = Path(a.runs) / name / "done.json"
-        if p.exists():
-            done.setdefault(name.rsplit("_s", 1)[0], []).append(json.loads(p.read_text()))
+        d = load_done(Path(a.runs) / name)
+        if d is not None:
+            done.setdefault(name.rsplit("_s", 1)[0], []).append(d)
 
     def cell(key):
         ds = done.get(key)
