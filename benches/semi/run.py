@@ -29,7 +29,9 @@ frames (steps 1,200, 1,400 and 1,600), because single checkpoints are noisy at s
 the paired gain over SupOnly on the same labeled split and seed (`<method>_<ratio>_xseq_gain`);
 training time per run (`<run>_train_s`: the trainer's own clock, `elapsed_s` in metrics.jsonl,
 summed over the resumed pieces of an interrupted run up to where the next piece resumed, so it is
-the time of one uninterrupted run; pauses with SIGSTOP count).
+the time of one uninterrupted run; a gap between two log lines of more than 5x the run's median
+and 2 minutes more than it, a pause of the process while other benchmarks ran, counts as the
+median).
 """
 
 import argparse
@@ -168,6 +170,17 @@ def train_seconds(run_dir):
         pieces[-1].append((r["iter"], r["elapsed_s"]))
     if not pieces:
         return None
+    # a paused process (SIGSTOP while other benchmarks ran) shows as one long gap: count it as a
+    # typical interval
+    gaps = sorted(b[1] - a[1] for piece in pieces for a, b in zip(piece, piece[1:]))
+    typical = gaps[len(gaps) // 2] if gaps else 0.0
+    for piece in pieces:
+        shift = 0.0
+        for j in range(1, len(piece)):
+            gap = piece[j][1] + shift - piece[j - 1][1]
+            if gap > max(5 * typical, typical + 120):
+                shift -= gap - typical
+            piece[j] = (piece[j][0], piece[j][1] + shift)
     total = 0.0
     for k, piece in enumerate(pieces):
         if k + 1 == len(pieces):
