@@ -273,8 +273,8 @@ def paired_gains(a, runs):
     finished]}: the two runs share the labeled split and the seed, so the difference leaves out
     how lucky the split was."""
     def done(name):
-        d = load_done(Path(a.runs) / name)
-        return d["xseq_miou"] if d else None
+        p = Path(a.runs) / name / "done.json"
+        return json.loads(p.read_text())["xseq_miou"] if p.exists() else None
 
     gains = {}
     for name, method, ratio, seed, _, _ in runs:

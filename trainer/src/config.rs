@@ -184,6 +184,12 @@ impl TrainConfig {
     /// Checks cross-field consistency; the message names the offending key.
     pub fn validate(&self) -> Result<(), String> {
         let n = self.data.classes.len();
+        if n == 0 || n > seg_core::classes::MAX_CLASSES {
+            return Err(format!(
+                "data.classes has {n} classes: label masks are 8-bit, so 1 to {} classes",
+                seg_core::classes::MAX_CLASSES
+            ));
+        }
         if n != self.model.num_classes {
             return Err(format!(
                 "data.classes has {n} classes but model.num_classes is {}",

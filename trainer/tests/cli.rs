@@ -409,4 +409,20 @@ mod semi {
         cfg.augment.crop = [36, 32];
         assert!(cfg.validate().unwrap_err().contains("augment.crop"));
     }
+
+    /// Label masks hold 8-bit class ids: a class table they cannot index is rejected up front.
+    #[test]
+    fn too_many_or_no_classes_is_an_error() {
+        let mut cfg = TrainConfig::default();
+        cfg.data.classes = seg_core::classes::ClassTable {
+            names: vec!["c".into(); 256],
+            palette: vec![[0, 0, 0]; 256],
+        };
+        cfg.model.num_classes = 256;
+        assert!(cfg.validate().unwrap_err().contains("1 to 255 classes"));
+        cfg.data.classes.names.clear();
+        cfg.data.classes.palette.clear();
+        cfg.model.num_classes = 0;
+        assert!(cfg.validate().unwrap_err().contains("data.classes has 0 classes"));
+    }
 }

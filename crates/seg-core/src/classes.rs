@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The most classes a table may have: label masks and predictions are 8-bit class ids.
+pub const MAX_CLASSES: usize = 255;
+
 /// The classes a model predicts, with a display colour each.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,6 +145,12 @@ impl ClassTable {
                 palette.len()
             ));
         }
+        if names.len() > MAX_CLASSES {
+            return Err(format!(
+                "{} classes: label masks are 8-bit, at most {MAX_CLASSES} classes",
+                names.len()
+            ));
+        }
         Ok(Self { names, palette })
     }
 }
@@ -162,6 +171,17 @@ fn voc_color(i: usize) -> [u8; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_rejects_more_classes_than_8_bit_ids_hold() {
+        let names = vec!["c"; MAX_CLASSES + 1].join(",");
+        let palette = vec!["1,2,3"; MAX_CLASSES + 1].join(";");
+        let e = ClassTable::parse(&names, &palette).unwrap_err();
+        assert!(e.contains("at most 255 classes"), "{e}");
+        let names = vec!["c"; MAX_CLASSES].join(",");
+        let palette = vec!["1,2,3"; MAX_CLASSES].join(";");
+        assert_eq!(ClassTable::parse(&names, &palette).unwrap().len(), MAX_CLASSES);
+    }
 
     #[test]
     fn voc_colormap_matches_reference() {

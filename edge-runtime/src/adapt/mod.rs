@@ -865,7 +865,7 @@ impl Adapter {
         let mut m = guard::monitors(&cur, &cls, &ent, classes);
         if !self.source_held.is_empty() {
             // the source model's classes as the reference, the adapted head's as the prediction
-            // (class ids are below `classes` <= 255, so they fit the metrics' u8 labels)
+            // (class ids are below `classes` <= seg_core::classes::MAX_CLASSES = 255, so they fit the metrics' u8 labels)
             let mut cm = seg_core::metrics::ConfusionMatrix::new(classes);
             for h in &self.source_held {
                 let cur: Vec<u8> = summarise_head(&self.head, h)?.iter().map(|p| p.0 as u8).collect();
