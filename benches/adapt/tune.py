@@ -79,6 +79,15 @@ CANDIDATES = {  # name -> --adapt-set overrides
                                                             f"lr={lr}", *LOOSE, "guard.min_source_agreement=0.93", *seed]
        for d, scope, lr in [("0.9", "", "0.005"), ("0.9", "", "0.01"), ("0.9", "decoder_", "0.005"), ("0.97", "", "0.01")]
        for sfx, seed in [("", []), ("_seed1", ["seed=1"])]},
+    # low_rank: a rank-r update B·A of the last decoder convolution's kernel, beside the affine
+    **{f"lora{r}_srcagree0.93_lr{lr}_loose_guard{sfx}": [f"low_rank={r}", f"lr={lr}", *LOOSE, "guard.min_source_agreement=0.93", *seed]
+       for r, lr in [("4", "0.005"), ("16", "0.005"), ("4", "0.002")]
+       for sfx, seed in [("", []), ("_seed1", ["seed=1"])]},
+    # ... with its own, lower learning rate (low_rank_lr_mult), the affine's as chosen
+    **{f"lora{r}x{m}_srcagree0.93_lr0.005_loose_guard{sfx}": [f"low_rank={r}", f"low_rank_lr_mult={m}", "lr=0.005", *LOOSE,
+                                                            "guard.min_source_agreement=0.93", *seed]
+       for r, m in [("4", "0.2"), ("4", "0.05")]
+       for sfx, seed in [("", []), ("_seed1", ["seed=1"])]},
     "srcagree0.95_lr0.01_only": ["lr=0.01", "guard.min_agreement=0.0", "guard.max_drift=1.0",
                                  "guard.min_entropy_ratio=0.0", "guard.min_source_agreement=0.95"],
 }

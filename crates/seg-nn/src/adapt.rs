@@ -9,10 +9,16 @@
 //! trainable. That is BatchNorm's affine part, TENT's choice of parameters, plus the last layer:
 //! a few hundred values, cheap to train, and foldable back into the graph
 //! ([`AdaptHead::folded`]) so the inference path keeps its plain convolutions.
+//!
+//! [`AdaptHead::with_low_rank`] adds the other light option: a low-rank update `ΔW = B · A` of
+//! the last decoder convolution's kernel (LoRA), `A` seeded at random, `B` zero, so the head
+//! still starts as the source model. It folds into the same kernel.
 
 use std::collections::HashMap;
 
 use candle_core::{Device, Result, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use crate::bilinear;
 use crate::layers::global_avg_pool;
@@ -35,6 +41,53 @@ struct AffineConv {
     gamma: Var,
     beta: Var,
     relu: bool,
+    low_rank: Option<LowRank>,
+}
+
+/// A low-rank update of a frozen convolution's kernel: `ΔW = B · A`, computed as the
+/// convolution with `A` (`[r, c_in, k, k]`) followed by the 1×1 convolution with `B`
+/// (`[c_out, r, 1, 1]`).
+#[derive(Debug, Clone)]
+struct LowRank {
+    a: Var,
+    b: Var,
+}
+
+impl LowRank {
+    /// `A` Kaiming-normal from `seed` (`std = sqrt(2 / fan_in)`, as a fresh convolution), `B`
+    /// zero: `ΔW = 0`.
+    fn new(weight: &Tensor, rank: usize, seed: u64) -> Result<Self> {
+        let (co, ci, k, k2) = weight.dims4()?;
+        let fan_in = ci * k * k2;
+        let std = (2.0 / fan_in as f64).sqrt() as f32;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let a: Vec<f32> = (0..rank * fan_in)
+            .map(|_| std * crate::init::normal(&mut rng))
+            .collect();
+        let dev = weight.device();
+        Ok(Self {
+            a: Var::from_tensor(&Tensor::from_vec(a, (rank, ci, k, k2), dev)?)?,
+            b: Var::zeros((co, rank, 1, 1), candle_core::DType::F32, dev)?,
+        })
+    }
+
+    /// `ΔW` as a kernel, `[c_out, c_in, k, k]`.
+    fn delta(&self) -> Result<Tensor> {
+        let (r, ci, k, k2) = self.a.dims4()?;
+        let co = self.b.dim(0)?;
+        self.b
+            .as_tensor()
+            .reshape((co, r))?
+            .matmul(&self.a.as_tensor().reshape((r, ci * k * k2))?)?
+            .reshape((co, ci, k, k2))
+    }
+
+    /// `x [b, c_in, h, w] -> ΔW ⊛ x [b, c_out, h, w]` (stride 1, same padding).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let k = self.a.dim(2)?;
+        let t = crate::conv::conv2d(x, self.a.as_tensor(), k / 2, 1)?; // [b, r, h, w]
+        crate::conv::conv2d(&t, self.b.as_tensor(), 0, 1) // [b, c_out, h, w]
+    }
 }
 
 impl AffineConv {
@@ -51,12 +104,21 @@ impl AffineConv {
             gamma: Var::ones(c, candle_core::DType::F32, dev)?,
             beta: Var::zeros(c, candle_core::DType::F32, dev)?,
             relu,
+            low_rank: None,
         })
     }
 
     /// `[b, c_in, h, w] -> [b, c_out, h, w]` (stride 1, same padding).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.affine(&self.conv(x)?)
+        self.affine(&self.with_low_rank(self.conv(x)?, x)?)
+    }
+
+    /// `y + ΔW ⊛ x` with a low-rank update, else `y`.
+    fn with_low_rank(&self, y: Tensor, x: &Tensor) -> Result<Tensor> {
+        match &self.low_rank {
+            Some(lr) => y + lr.forward(x)?, // [b, c_out, h, w]
+            None => Ok(y),
+        }
     }
 
     /// The frozen part: convolution + bias, `[b, c_in, h, w] -> [b, c_out, h, w]`.
@@ -86,14 +148,18 @@ impl AffineConv {
         }
     }
 
-    /// `(weight · γ[o], bias · γ + β)`.
+    /// `((weight + ΔW) · γ[o], bias · γ + β)`.
     fn folded(&self) -> Result<[(String, Tensor); 2]> {
         let c = self.weight.dim(0)?;
         let g = self.gamma.as_tensor();
+        let weight = match &self.low_rank {
+            Some(lr) => (&self.weight + lr.delta()?)?,
+            None => self.weight.clone(),
+        };
         Ok([
             (
                 format!("{}.weight", self.name),
-                self.weight.broadcast_mul(&g.reshape((c, 1, 1, 1))?)?,
+                weight.broadcast_mul(&g.reshape((c, 1, 1, 1))?)?,
             ),
             (
                 format!("{}.bias", self.name),
@@ -110,6 +176,17 @@ pub struct HeadOutput {
     pub logits_low: Tensor,
     /// Decoder pixel embedding before the classifier, `[b, d, h, w]`.
     pub embedding: Tensor,
+}
+
+/// The last decoder convolution on one input, as far as it does not depend on a trainable
+/// value ([`AdaptHead::fuse_conv`]): a caller that evaluates the same input again keeps it and
+/// goes on with [`AdaptHead::forward_from_fuse_conv`].
+#[derive(Debug, Clone)]
+pub struct FuseConv {
+    /// The frozen convolution's output with its bias, before the affine, `[b, d, h, w]`.
+    pub conv: Tensor,
+    /// Its input, `[b, a + l, h, w]`, kept only when a low-rank update needs it.
+    pub input: Option<Tensor>,
 }
 
 /// Which part of the head trains.
@@ -177,6 +254,16 @@ impl AdaptHead {
         self
     }
 
+    /// The head with a rank-`rank` update of the last decoder convolution's kernel (see the
+    /// module doc), trainable in every scope; `A` is drawn from `seed`. Rank 0: none.
+    pub fn with_low_rank(mut self, rank: usize, seed: u64) -> Result<Self> {
+        self.fuse.low_rank = match rank {
+            0 => None,
+            r => Some(LowRank::new(&self.fuse.weight, r, seed)?),
+        };
+        Ok(self)
+    }
+
     /// The head with the classifier trainable (default) or frozen (only affines train).
     pub fn with_classifier(mut self, train: bool) -> Self {
         self.train_classifier = train;
@@ -210,31 +297,50 @@ impl AdaptHead {
         let cat = Tensor::cat(&[&up, low], 1)?; // [b, a + l, h4, w4]
         if self.scope == HeadScope::Last {
             // nothing before the last affine trains: the convolution needs no gradient
-            return self.forward_from_fuse_conv(&self.fuse.conv_frozen(&cat)?);
+            return self.forward_from_fuse_conv(&self.frozen_fuse(cat)?);
         }
         self.forward_fused(&cat)
+    }
+
+    /// [`FuseConv`] of the last convolution's input `cat`.
+    fn frozen_fuse(&self, cat: Tensor) -> Result<FuseConv> {
+        Ok(FuseConv {
+            conv: self.fuse.conv_frozen(&cat)?,
+            input: self.fuse.low_rank.is_some().then_some(cat),
+        })
     }
 
     /// From the input of the last decoder convolution (the upsampled ASPP output concatenated
     /// with the low-level projection, `[b, a + l, h4, w4]`) to the `HeadOutput`.
     pub fn forward_fused(&self, cat: &Tensor) -> Result<HeadOutput> {
-        self.forward_from_fuse_conv(&self.fuse.conv(cat)?)
+        let y = self.fuse.with_low_rank(self.fuse.conv(cat)?, cat)?; // [b, d, h4, w4]
+        self.after_fuse_conv(&y)
     }
 
-    /// [`HeadScope::Last`]: the last decoder convolution's output before its trainable affine
-    /// (`[b, d, h4, w4]`), from the ASPP output and the low-level projection as in
-    /// [`Self::forward_from_aspp`]. It does not depend on any trainable value, so a caller that
-    /// evaluates the same input again can keep it and go on with
-    /// [`Self::forward_from_fuse_conv`], skipping the convolution.
-    pub fn fuse_conv(&self, aspp: &Tensor, low: &Tensor) -> Result<Tensor> {
+    /// [`HeadScope::Last`]: the part of the last decoder convolution that does not depend on any
+    /// trainable value ([`FuseConv`]), from the ASPP output and the low-level projection as in
+    /// [`Self::forward_from_aspp`]. A caller that evaluates the same input again can keep it and
+    /// go on with [`Self::forward_from_fuse_conv`], skipping the convolution.
+    pub fn fuse_conv(&self, aspp: &Tensor, low: &Tensor) -> Result<FuseConv> {
         let (_, _, h4, w4) = low.dims4()?;
         let up = bilinear::resize(aspp, h4, w4)?; // [b, a, h4, w4]
         let cat = Tensor::cat(&[&up, low], 1)?; // [b, a + l, h4, w4]
-        self.fuse.conv_frozen(&cat) // [b, d, h4, w4]
+        self.frozen_fuse(cat)
     }
 
-    /// From [`Self::fuse_conv`]'s output: the affine, ReLU and classifier.
-    pub fn forward_from_fuse_conv(&self, pre: &Tensor) -> Result<HeadOutput> {
+    /// From [`Self::fuse_conv`]'s output: the low-rank update if any, the affine, ReLU and
+    /// classifier.
+    pub fn forward_from_fuse_conv(&self, pre: &FuseConv) -> Result<HeadOutput> {
+        let y = match (&self.fuse.low_rank, &pre.input) {
+            (Some(_), Some(cat)) => self.fuse.with_low_rank(pre.conv.clone(), cat)?, // [b, d, h4, w4]
+            (Some(_), None) => candle_core::bail!("the head has a low-rank update, the kept convolution has no input"),
+            (None, _) => pre.conv.clone(),
+        };
+        self.after_fuse_conv(&y)
+    }
+
+    /// From the last convolution's output (update included): the affine, ReLU and classifier.
+    fn after_fuse_conv(&self, pre: &Tensor) -> Result<HeadOutput> {
         let embedding = self.fuse.affine(pre)?; // [b, d, h4, w4]
         let c = self.classifier_w.dim(0)?;
         let logits_low = crate::conv::conv2d(&embedding, self.classifier_w.as_tensor(), 0, 1)?
@@ -242,8 +348,9 @@ impl AdaptHead {
         Ok(HeadOutput { logits_low, embedding })
     }
 
-    /// The trainable variables of the scope, by name (`<conv>.gamma`, `<conv>.beta`,
-    /// `classifier.weight`, `classifier.bias`).
+    /// The trainable variables of the scope, by name (`<conv>.gamma`, `<conv>.beta`, the
+    /// low-rank update's `decoder.fuse.conv.lora_a` and `lora_b`, `classifier.weight`,
+    /// `classifier.bias`).
     pub fn trainable(&self) -> Vec<(String, Var)> {
         let mut v = Vec::new();
         let convs = self.convs();
@@ -255,6 +362,10 @@ impl AdaptHead {
             v.push((format!("{}.gamma", c.name), c.gamma.clone()));
             v.push((format!("{}.beta", c.name), c.beta.clone()));
         }
+        if let Some(lr) = &self.fuse.low_rank {
+            v.push(("decoder.fuse.conv.lora_a".into(), lr.a.clone()));
+            v.push(("decoder.fuse.conv.lora_b".into(), lr.b.clone()));
+        }
         if self.train_classifier {
             v.push(("classifier.weight".into(), self.classifier_w.clone()));
             v.push(("classifier.bias".into(), self.classifier_b.clone()));
@@ -262,10 +373,21 @@ impl AdaptHead {
         v
     }
 
-    /// Sets the trainable variables from `state` (names as in [`Self::trainable`]; all present,
-    /// same shapes).
+    /// Sets the trainable variables from `state` (names as in [`Self::trainable`]: all present,
+    /// none other, same shapes).
     pub fn load(&self, state: &HashMap<String, Tensor>) -> Result<()> {
-        for (name, var) in self.trainable() {
+        let trainable = self.trainable();
+        let mut extra: Vec<&String> = state
+            .keys()
+            .filter(|k| !trainable.iter().any(|(n, _)| n == *k))
+            .collect();
+        if !extra.is_empty() {
+            extra.sort();
+            candle_core::bail!(
+                "adapted state has {extra:?}, which this head does not train (adapted with other settings?)"
+            );
+        }
+        for (name, var) in trainable {
             let t = state
                 .get(&name)
                 .ok_or_else(|| candle_core::Error::Msg(format!("adapted state has no '{name}'")))?;

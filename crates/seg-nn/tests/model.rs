@@ -163,20 +163,9 @@ fn seeded_init_is_reproducible() {
     assert_ne!(make(3), make(4));
 }
 
-/// Issue #5: the adaptation head rebuilt from the exported (BN-folded) initializers computes the
-/// trained model's stride-4 scores; after changing its trainable parts, its folded weights
-/// written back into the graph give tract the same scores as the head in candle.
-#[test]
-fn issue5_adapt_head_matches_the_model_and_folds_back_into_the_graph() {
-    use seg_nn::adapt::AdaptHead;
-    use std::collections::HashMap;
-    let cfg = tiny_cfg();
-    let hw = (40, 56);
-    let dev = Device::Cpu;
-    let (_vm, model) = trained_looking_model(&cfg, hw);
-    let mut onnx = export::to_onnx(&model, hw, &BTreeMap::new()).unwrap();
-    let weights: HashMap<String, Tensor> = onnx
-        .graph
+/// The f32 initializers of `onnx` by name, as candle tensors.
+fn float_initializers(onnx: &seg_onnx::pb::ModelProto) -> std::collections::HashMap<String, Tensor> {
+    onnx.graph
         .as_ref()
         .unwrap()
         .initializer
@@ -185,9 +174,23 @@ fn issue5_adapt_head_matches_the_model_and_folds_back_into_the_graph() {
         .map(|t| {
             let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
             let v = seg_onnx::tensor_to_f32(t).unwrap();
-            (t.name.clone(), Tensor::from_vec(v, dims, &dev).unwrap())
+            (t.name.clone(), Tensor::from_vec(v, dims, &Device::Cpu).unwrap())
         })
-        .collect();
+        .collect()
+}
+
+/// Issue #5: the adaptation head rebuilt from the exported (BN-folded) initializers computes the
+/// trained model's stride-4 scores; after changing its trainable parts, its folded weights
+/// written back into the graph give tract the same scores as the head in candle.
+#[test]
+fn issue5_adapt_head_matches_the_model_and_folds_back_into_the_graph() {
+    use seg_nn::adapt::AdaptHead;
+    let cfg = tiny_cfg();
+    let hw = (40, 56);
+    let dev = Device::Cpu;
+    let (_vm, model) = trained_looking_model(&cfg, hw);
+    let mut onnx = export::to_onnx(&model, hw, &BTreeMap::new()).unwrap();
+    let weights = float_initializers(&onnx);
     let head = AdaptHead::new(&cfg, &weights, &dev).unwrap();
     let x = pseudo_random(3 * hw.0 * hw.1, 9);
     let xt = Tensor::from_vec(x.clone(), (1, 3, hw.0, hw.1), &dev).unwrap();
@@ -275,4 +278,104 @@ fn issue5_adapt_head_matches_the_model_and_folds_back_into_the_graph() {
     );
     let grads = kept.sum_all().unwrap().backward().unwrap();
     assert!(last.trainable().iter().all(|(_, v)| grads.get(v).is_some()));
+}
+
+/// Issue #5: the low-rank update of the last decoder convolution starts at zero (the head is
+/// the source model), its gradients match finite differences, the kept-convolution path agrees
+/// with the direct one, and once trained it folds into the kernel: tract on the folded graph
+/// gives the head's scores.
+#[test]
+fn issue5_low_rank_update_starts_at_zero_has_true_gradients_and_folds_into_the_kernel() {
+    use seg_nn::adapt::{AdaptHead, HeadScope};
+    let cfg = tiny_cfg();
+    let hw = (40, 56);
+    let dev = Device::Cpu;
+    let (_vm, model) = trained_looking_model(&cfg, hw);
+    let mut onnx = export::to_onnx(&model, hw, &BTreeMap::new()).unwrap();
+    let weights = float_initializers(&onnx);
+    let x = pseudo_random(3 * hw.0 * hw.1, 21);
+    let xt = Tensor::from_vec(x.clone(), (1, 3, hw.0, hw.1), &dev).unwrap();
+    let (low, high) = model.encoder.forward_t(&xt, false).unwrap();
+    let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    let source = model.forward_t(&xt, false).unwrap().logits_low;
+    let diff = |a: &Tensor, b: &Tensor| seg_nn::max_abs_diff(a, b).unwrap();
+
+    let head = AdaptHead::new(&cfg, &weights, &dev)
+        .unwrap()
+        .with_scope(HeadScope::Last)
+        .with_classifier(false)
+        .with_low_rank(2, 5)
+        .unwrap();
+    let names: Vec<String> = head.trainable().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "decoder.fuse.conv.gamma",
+            "decoder.fuse.conv.beta",
+            "decoder.fuse.conv.lora_a",
+            "decoder.fuse.conv.lora_b"
+        ]
+    );
+    let at_start = head.forward(&low, &high).unwrap().logits_low;
+    assert!(diff(&at_start, &source) <= 1e-4, "B = 0: the source model");
+
+    // move every trainable value (B away from zero)
+    for (i, (_, v)) in head.trainable().iter().enumerate() {
+        let r: Vec<f32> = pseudo_random(v.elem_count(), 500 + i as u64)
+            .iter()
+            .map(|x| 0.2 * x)
+            .collect();
+        v.set(&(v.as_tensor() + Tensor::from_vec(r, v.dims(), &dev).unwrap()).unwrap())
+            .unwrap();
+    }
+    let adapted = head.forward(&low, &high).unwrap().logits_low;
+    assert!(diff(&adapted, &source) > 1e-2, "the update changes the output");
+
+    // the kept convolution (what the runtime caches for held frames) gives the same scores
+    let fuse_in = weights["decoder.fuse.conv.weight"].dim(1).unwrap();
+    let l = weights["decoder.low.conv.weight"].dim(0).unwrap();
+    let aspp = Tensor::from_vec(pseudo_random((fuse_in - l) * 4, 22), (1, fuse_in - l, 2, 2), &dev).unwrap();
+    let lowp = Tensor::from_vec(pseudo_random(l * 10 * 14, 23), (1, l, 10, 14), &dev).unwrap();
+    let direct = head.forward_from_aspp(&aspp, &lowp).unwrap().logits_low;
+    let kept = head.fuse_conv(&aspp, &lowp).unwrap();
+    assert!(kept.input.is_some());
+    let via_kept = head.forward_from_fuse_conv(&kept).unwrap().logits_low;
+    assert_eq!(diff(&direct, &via_kept), 0.0);
+
+    // gradients of A and B against central differences of a fixed loss
+    let probe = Tensor::from_vec(pseudo_random(direct.elem_count(), 24), direct.dims(), &dev).unwrap();
+    let loss = || -> Tensor {
+        let y = head.forward_from_fuse_conv(&kept).unwrap().logits_low;
+        (y * &probe).unwrap().sum_all().unwrap()
+    };
+    let grads = loss().backward().unwrap();
+    for (name, v) in head.trainable().into_iter().filter(|(n, _)| n.contains("lora")) {
+        let g = flat(grads.get(&v).unwrap_or_else(|| panic!("{name} gets no gradient")));
+        let base = flat(v.as_tensor());
+        // the loss is piecewise linear in A and B (the ReLU): a small step stays on one piece
+        for &i in &[0usize, base.len() / 2, base.len() - 1] {
+            let eps = 1e-3f32;
+            let at = |d: f32| -> f32 {
+                let mut w = base.clone();
+                w[i] += d;
+                v.set(&Tensor::from_vec(w, v.dims(), &dev).unwrap()).unwrap();
+                loss().to_scalar::<f32>().unwrap()
+            };
+            let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+            v.set(&Tensor::from_vec(base.clone(), v.dims(), &dev).unwrap()).unwrap();
+            assert!(
+                (fd - g[i]).abs() <= 1e-2 * (1.0 + fd.abs()),
+                "{name}[{i}]: finite difference {fd}, gradient {}",
+                g[i]
+            );
+        }
+    }
+
+    // folded into the graph's kernel, tract computes the adapted scores
+    for (name, t) in head.folded().unwrap() {
+        seg_onnx::set_initializer(&mut onnx, &name, &flat(&t)).unwrap();
+    }
+    let cut = seg_onnx::extract(&onnx, &[], &["classifier.out"]).unwrap();
+    let got = Tensor::from_vec(tract_logits(&seg_onnx::encode(&cut), &x, hw), adapted.dims(), &dev).unwrap();
+    assert!(diff(&adapted, &got) <= 1e-4);
 }

@@ -11,7 +11,8 @@
 //! frames the default gained as much as training the classifier too, without its forgetting
 //! (`benches/adapt/tune.py`). It is cheap enough to step on a CPU core beside inference, cannot
 //! forget the encoder's features, and folds back into plain convolution weights, so the inference
-//! graph keeps its shape and speed.
+//! graph keeps its shape and speed. `low_rank = r` adds the issue's other light option, a rank-`r`
+//! update `B · A` of that convolution's kernel (LoRA), which folds into the same kernel.
 //!
 //! **The step** ([`Adapter::step`]) is CAC's context-aware consistency made light: a frame from
 //! a ring buffer of recent frames is scaled at random, two overlapping crops are taken (IoU in
@@ -80,6 +81,12 @@ pub struct AdaptConfig {
     pub scope: HeadScope,
     /// Train the classifier too (off: only per-channel affines, as TENT).
     pub train_classifier: bool,
+    /// Rank of a trainable low-rank update `ΔW = B · A` of the last decoder convolution's
+    /// kernel (LoRA; `B` starts at zero, `A` at random from `seed`), trained beside the affines
+    /// and folded into the kernel when published (0 = off).
+    pub low_rank: usize,
+    /// Learning rate of the low-rank update, as a multiple of `lr`.
+    pub low_rank_lr_mult: f64,
     /// Learning rate (constant).
     pub lr: f64,
     /// SGD momentum.
@@ -141,6 +148,8 @@ impl Default for AdaptConfig {
             ring: 16,
             scope: HeadScope::Last,
             train_classifier: false,
+            low_rank: 0,
+            low_rank_lr_mult: 1.0,
             lr: 0.005,
             momentum: 0.9,
             crop: [128, 192],
@@ -193,6 +202,9 @@ impl AdaptConfig {
         }
         if !(0.0..=1.0).contains(&self.restore_prob) {
             return Err(format!("restore_prob must be in [0, 1], got {}", self.restore_prob));
+        }
+        if !(self.low_rank_lr_mult >= 0.0 && self.low_rank_lr_mult.is_finite()) {
+            return Err(format!("low_rank_lr_mult must be >= 0, got {}", self.low_rank_lr_mult));
         }
         if !(0.0..1.0).contains(&self.weight_ema) {
             return Err(format!("weight_ema must be in [0, 1), got {}", self.weight_ema));
@@ -275,7 +287,7 @@ struct Held {
 /// See [`Held::input`].
 enum HeldInput {
     /// [`HeadScope::Last`]: [`AdaptHead::fuse_conv`] of the frozen graph's outputs.
-    FuseConv(Tensor),
+    FuseConv(seg_nn::adapt::FuseConv),
     /// Other scopes: the frozen graph's outputs ([`head_inputs`]).
     Frozen(Vec<Tensor>),
 }
@@ -474,7 +486,9 @@ impl Adapter {
         let head = AdaptHead::new(&mcfg, &weights, &dev)
             .map_err(|e| model_err(format!("adaptation head: {e}")))?
             .with_scope(cfg.scope)
-            .with_classifier(cfg.train_classifier);
+            .with_classifier(cfg.train_classifier)
+            .with_low_rank(cfg.low_rank, cfg.seed)
+            .map_err(|e| model_err(format!("adaptation head: {e}")))?;
         let anchor = AdaptHead::new(&mcfg, &weights, &dev)
             .map_err(|e| model_err(format!("adaptation head: {e}")))?
             .with_scope(cfg.scope);
@@ -490,13 +504,21 @@ impl Adapter {
         let (h, w) = (meta.input_hw.0 as usize, meta.input_hw.1 as usize);
         let enc_frame = Encoder::new(&encoder, [1, 3, h, w], origin)?;
         let enc_crops = Encoder::new(&encoder, [2, 3, cfg.crop[0] as usize, cfg.crop[1] as usize], origin)?;
-        let params = head.trainable();
+        let (low_rank, params): (Vec<_>, Vec<_>) =
+            head.trainable().into_iter().partition(|(n, _)| n.contains(".lora_"));
         let opt = Sgd::new(
-            vec![ParamGroup {
-                name: "head".into(),
-                lr_mult: 1.0,
-                params,
-            }],
+            vec![
+                ParamGroup {
+                    name: "head".into(),
+                    lr_mult: 1.0,
+                    params,
+                },
+                ParamGroup {
+                    name: "low_rank".into(),
+                    lr_mult: cfg.low_rank_lr_mult,
+                    params: low_rank,
+                },
+            ],
             cfg.momentum,
             0.0,
         );
@@ -652,7 +674,8 @@ impl Adapter {
         self.normalize(img, &mut x);
         let feats = self.enc_frame.run(x, &self.dev)?;
         let input = match (self.anchor.scope(), &feats[..]) {
-            (HeadScope::Last, [aspp, low]) => HeldInput::FuseConv(self.anchor.fuse_conv(aspp, low).map_err(adapt_err)?),
+            // the trained head's: it keeps the convolution's input when a low-rank update needs it
+            (HeadScope::Last, [aspp, low]) => HeldInput::FuseConv(self.head.fuse_conv(aspp, low).map_err(adapt_err)?),
             _ => HeldInput::Frozen(feats),
         };
         let mut held = Held {
@@ -1158,6 +1181,63 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    /// Issue #5, `low_rank`: the low-rank update of the last decoder convolution trains beside
+    /// the affine (B leaves zero), the guards score it on the held frames, the published model
+    /// carries it folded into the kernel, and the state file round-trips it (an adapter without
+    /// the update rejects that file by name).
+    #[test]
+    fn issue5_low_rank_update_trains_and_is_published_folded() {
+        let cfg = AdaptConfig {
+            low_rank: 4,
+            guard: GuardConfig {
+                hold_every: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut a = adapter(cfg.clone());
+        let source_model = a.adapted_model().unwrap();
+        let lora_b = |a: &Adapter| -> Vec<f32> {
+            let (_, v) = a
+                .trainable()
+                .into_iter()
+                .find(|(n, _)| n == "decoder.fuse.conv.lora_b")
+                .unwrap();
+            v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()
+        };
+        assert!(lora_b(&a).iter().all(|&x| x == 0.0), "B starts at zero");
+        for f in samples() {
+            a.observe(&f).unwrap();
+            a.step().unwrap();
+        }
+        assert!(lora_b(&a).iter().any(|&x| x != 0.0), "B trains");
+        assert_eq!(a.check().unwrap(), Verdict::Pass);
+        let m = a.stats.monitors.unwrap();
+        assert!(m.agreement > 0.9 && m.agreement < 1.0, "{m:?}");
+        let kernel = |m: &seg_onnx::pb::ModelProto| -> Vec<f32> {
+            let g = m.graph.as_ref().unwrap();
+            let t = g
+                .initializer
+                .iter()
+                .find(|t| t.name == "decoder.fuse.conv.weight")
+                .unwrap();
+            seg_onnx::tensor_to_f32(t).unwrap()
+        };
+        let (before, after) = (kernel(&source_model), kernel(&a.adapted_model().unwrap()));
+        assert_eq!(before.len(), after.len());
+        assert_ne!(before, after, "the update is folded into the kernel");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lora.safetensors");
+        state::save(&a, &path).unwrap();
+        let mut b = adapter(cfg);
+        state::load(&mut b, &path).unwrap();
+        assert_eq!(a.adapted_model().unwrap(), b.adapted_model().unwrap());
+        let mut plain = adapter(AdaptConfig::default());
+        let err = state::load(&mut plain, &path).unwrap_err().to_string();
+        assert!(err.contains("lora.safetensors") && err.contains("lora_a"), "{err}");
     }
 
     /// Issue #5: the state file round-trips; a truncated one (or one from another model) is
