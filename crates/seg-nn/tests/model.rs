@@ -179,18 +179,47 @@ fn float_initializers(onnx: &seg_onnx::pb::ModelProto) -> std::collections::Hash
         .collect()
 }
 
+/// A trained-looking tiny model at 40 × 56, its ONNX export and the export's f32 initializers.
+struct Exported {
+    cfg: ModelConfig,
+    hw: (usize, usize),
+    _vm: VarMap,
+    model: SegModel,
+    onnx: seg_onnx::pb::ModelProto,
+    weights: std::collections::HashMap<String, Tensor>,
+}
+
+fn exported_tiny() -> Exported {
+    let cfg = tiny_cfg();
+    let hw = (40, 56);
+    let (_vm, model) = trained_looking_model(&cfg, hw);
+    let onnx = export::to_onnx(&model, hw, &BTreeMap::new()).unwrap();
+    let weights = float_initializers(&onnx);
+    Exported {
+        cfg,
+        hw,
+        _vm,
+        model,
+        onnx,
+        weights,
+    }
+}
+
 /// Issue #5: the adaptation head rebuilt from the exported (BN-folded) initializers computes the
 /// trained model's stride-4 scores; after changing its trainable parts, its folded weights
 /// written back into the graph give tract the same scores as the head in candle.
 #[test]
 fn issue5_adapt_head_matches_the_model_and_folds_back_into_the_graph() {
     use seg_nn::adapt::AdaptHead;
-    let cfg = tiny_cfg();
-    let hw = (40, 56);
+    let Exported {
+        cfg,
+        hw,
+        _vm,
+        model,
+        mut onnx,
+        weights,
+    } = exported_tiny();
     let dev = Device::Cpu;
-    let (_vm, model) = trained_looking_model(&cfg, hw);
-    let mut onnx = export::to_onnx(&model, hw, &BTreeMap::new()).unwrap();
-    let weights = float_initializers(&onnx);
     let head = AdaptHead::new(&cfg, &weights, &dev).unwrap();
     let x = pseudo_random(3 * hw.0 * hw.1, 9);
     let xt = Tensor::from_vec(x.clone(), (1, 3, hw.0, hw.1), &dev).unwrap();
@@ -287,12 +316,15 @@ fn issue5_adapt_head_matches_the_model_and_folds_back_into_the_graph() {
 #[test]
 fn issue5_low_rank_update_starts_at_zero_has_true_gradients_and_folds_into_the_kernel() {
     use seg_nn::adapt::{AdaptHead, HeadScope};
-    let cfg = tiny_cfg();
-    let hw = (40, 56);
+    let Exported {
+        cfg,
+        hw,
+        _vm,
+        model,
+        mut onnx,
+        weights,
+    } = exported_tiny();
     let dev = Device::Cpu;
-    let (_vm, model) = trained_looking_model(&cfg, hw);
-    let mut onnx = export::to_onnx(&model, hw, &BTreeMap::new()).unwrap();
-    let weights = float_initializers(&onnx);
     let x = pseudo_random(3 * hw.0 * hw.1, 21);
     let xt = Tensor::from_vec(x.clone(), (1, 3, hw.0, hw.1), &dev).unwrap();
     let (low, high) = model.encoder.forward_t(&xt, false).unwrap();
