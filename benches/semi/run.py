@@ -136,8 +136,9 @@ def plan_runs(plan):
     add("suponly_full_s1", "suponly", "full", 1)
     for v, o in ABLATIONS.items():
         add(f"cac_ablation_{v}_1_8_s0", "cac", "1_8", 0, [o])
-    for seed in (0, 1):
-        for m in METHODS:
+    # both seeds of a method before the next method: a row needs two seeds for its spread
+    for m in METHODS:
+        for seed in (0, 1):
             add(f"{m}_1_32_s{seed}", m, "1_32", seed)
     return runs
 
