@@ -502,7 +502,7 @@ fn make_adapter(bytes: &[u8], origin: &str, s: &AdaptSettings) -> Result<Adapter
         Some(p) => seg_core::config::load_toml(p)?,
         None => AdaptConfig::default(),
     };
-    let cfg = seg_core::config::apply_overrides(&cfg, &s.adapt_set)?;
+    let cfg = seg_core::config::apply_overrides(&cfg, &s.adapt_set, "--adapt-set")?;
     let mut adapter = Adapter::new(bytes, origin, cfg)?;
     if let (Some(p), false) = (&s.adapt_state, s.adapt_reset) {
         if p.exists() {

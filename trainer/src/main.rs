@@ -143,7 +143,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(v) = a.eval_every {
                 cfg.schedule.eval_every = v;
             }
-            cfg = seg_core::config::apply_overrides(&cfg, &a.set)?;
+            cfg = seg_core::config::apply_overrides(&cfg, &a.set, "--set")?;
             let origin = a
                 .config
                 .as_ref()

@@ -55,19 +55,21 @@ pub fn to_toml<T: serde::Serialize>(value: &T) -> Result<String, ConfigError> {
     })
 }
 
-/// Applies `key.path=VALUE` overrides (command-line `--set`) to a config: `VALUE` is read as a
-/// TOML value (`3`, `0.5`, `true`, `[180, 240]`, `"text"`; anything that does not parse is taken
-/// as a string) and written at the dotted path, creating missing tables. The result is
-/// deserialised again, so an unknown key or a wrong type is an error naming the override.
+/// Applies `key.path=VALUE` overrides (the command-line flag `flag`, e.g. `--set`) to a config:
+/// `VALUE` is read as a TOML value (`3`, `0.5`, `true`, `[180, 240]`, `"text"`; anything that
+/// does not parse is taken as a string) and written at the dotted path, creating missing
+/// tables. The result is deserialised again, so an unknown key or a wrong type is an error
+/// naming the flag and the override.
 pub fn apply_overrides<T: Clone + serde::Serialize + DeserializeOwned>(
     value: &T,
     sets: &[String],
+    flag: &str,
 ) -> Result<T, ConfigError> {
     if sets.is_empty() {
         return Ok(value.clone());
     }
     let err = |set: &str, message: String| ConfigError {
-        path: format!("--set {set}"),
+        path: format!("{flag} {set}"),
         location: String::new(),
         message,
     };
@@ -150,21 +152,21 @@ mod tests {
             "sched.rate=2e-3",
         ]
         .map(String::from);
-        let got = apply_overrides(&c, &sets).unwrap();
+        let got = apply_overrides(&c, &sets, "--set").unwrap();
         assert_eq!(got.sched.steps, 800);
         assert_eq!(got.sched.size, [180, 240]);
         assert_eq!(got.name, "run b");
         assert_eq!(got.sched.rate, 2e-3);
-        let e = apply_overrides(&c, &["sched.stepz=3".to_string()])
+        let e = apply_overrides(&c, &["sched.stepz=3".to_string()], "--set")
             .unwrap_err()
             .to_string();
         assert!(e.contains("--set sched.stepz=3") && e.contains("stepz"), "{e}");
-        let e = apply_overrides(&c, &["sched.steps=many".to_string()])
+        let e = apply_overrides(&c, &["sched.steps=many".to_string()], "--adapt-set")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("--set"), "{e}");
-        assert!(apply_overrides(&c, &["steps".to_string()]).is_err());
-        assert!(apply_overrides(&c, &["name.x=1".to_string()]).is_err());
-        assert_eq!(apply_overrides(&c, &[]).unwrap(), c);
+        assert!(e.contains("--adapt-set sched.steps=many"), "{e}");
+        assert!(apply_overrides(&c, &["steps".to_string()], "--set").is_err());
+        assert!(apply_overrides(&c, &["name.x=1".to_string()], "--set").is_err());
+        assert_eq!(apply_overrides(&c, &[], "--set").unwrap(), c);
     }
 }
