@@ -12,7 +12,9 @@
 3. `edge-seg adapt` over the 0001TP frames in stream order (unlabeled; default settings, guards
    on; 5 steps per frame, since each 1 Hz frame stands for 30 camera frames of which the worker
    takes one in 6), then the same two evaluations: dusk gain and day forgetting; --seeds
-   adaptation seeds (crops, jitter, sampling), reported per seed and as their mean.
+   adaptation seeds (crops, jitter, sampling), reported per seed and as their mean. With source
+   frames, also the per-frame input normalisation (input_norm=0.5, off by default) alone and
+   under the same fine-tuning (records *_input_norm*).
    Per class (--parts classes, after quality): dusk IoU of every class and pixel accuracy,
    before and after (mean of the seeds).
 4. Collapse stress stream: every dusk frame followed by --stress near-constant frames, adapted
@@ -202,6 +204,37 @@ def quality(a, src, work, log, add, dusk_split, val_split, frames):
     add("day_val_miou_after", mean(day), "mIoU %",
         f"{val_split}; after the dusk adaptation, mean of {a.seeds} seeds (+-{spread(day):.2f})")
     add("adapt_rollbacks", mean(rollbacks), "rollbacks", "per dusk adaptation run, mean over seeds")
+
+    # the per-frame input normalisation (input_norm, off by default; chosen on the synthetic tuning
+    # shift at 0.5): alone (lr 0, no step changes a value) and with the default fine-tuning
+    if a.source_frames > 0:
+        input_norm(a, src, work, log, add, dusk_split, val_split, frames)
+
+
+def input_norm(a, src, work, log, add, dusk_split, val_split, frames, alpha=0.5):
+    print(f"== input_norm={alpha}: alone, and with the fine-tuning", flush=True)
+    norm = ["--adapt-set", f"input_norm={alpha}", *a.src_sets]
+    only = work / "dusk_input_norm_only.onnx"
+    sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--steps-per-frame", "1", "--out", only,
+        "--adapt-set", "lr=0.0", *norm], log)
+    add("dusk_miou_input_norm_only", miou(only, a.data, DUSK, log), "mIoU %",
+        f"{dusk_split}; source model with the per-frame input normalisation only (input_norm={alpha}, no fine-tuning)")
+    add("day_val_miou_input_norm_only", miou(only, a.data, "val", log), "mIoU %",
+        f"{val_split}; source model with the per-frame input normalisation only (input_norm={alpha})")
+    dusk, day = [], []
+    for seed in range(a.seeds):
+        adapted = work / f"dusk_adapted_input_norm_s{seed}.onnx"
+        sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--steps-per-frame", STEPS, "--out", adapted,
+            "--adapt-set", f"seed={seed}", *norm], log)
+        dusk.append(miou(adapted, a.data, DUSK, log))
+        day.append(miou(adapted, a.data, "val", log))
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    add("dusk_miou_after_input_norm", mean(dusk), "mIoU %",
+        f"{dusk_split}; default adaptation plus input_norm={alpha}, mean of {a.seeds} seeds "
+        f"({', '.join(f'{v:.2f}' for v in dusk)})")
+    add("day_val_miou_after_input_norm", mean(day), "mIoU %",
+        f"{val_split}; default adaptation plus input_norm={alpha}, mean of {a.seeds} seeds "
+        f"({', '.join(f'{v:.2f}' for v in day)})")
 
 
 def classes(a, src, work, log, add, dusk_split):

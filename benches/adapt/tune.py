@@ -27,13 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer import machine, merge_records  # noqa: E402
 from run import EDGE, link_frames, miou  # noqa: E402
 # Every candidate starts from BASE (the previous defaults: lr 0.002, strict recent-frame guards, no
-# source frames) and spells out what it changes. The defaults in AdaptConfig are the chosen row,
+# source frames, no input normalisation) and spells out what it changes. The defaults in AdaptConfig are the chosen row,
 # "srcagree0.93_lr0.005_loose_guard" (it was "no_classifier_lr0.002" before the source-frame
 # monitor existed); source frames are a deployment input, so rows with a guard.min_source_* key
 # get guard.source_frames = SOURCE.
 LOOSE = ["guard.min_agreement=0.7", "guard.max_drift=0.2"]  # the looser recent-frame guards
 BASE = ["train_classifier=false", "lr=0.002", "guard.min_agreement=0.8", "guard.max_drift=0.1",
-        "guard.min_source_agreement=0.93"]
+        "guard.min_source_agreement=0.93", "input_norm=0.0"]
 CANDIDATES = {  # name -> --adapt-set overrides
     "classifier_lr0.01": ["train_classifier=true", "lr=0.01"],
     "classifier_lr0.002": ["train_classifier=true", "lr=0.002"],
@@ -87,6 +87,14 @@ CANDIDATES = {  # name -> --adapt-set overrides
     **{f"lora{r}x{m}_srcagree0.93_lr0.005_loose_guard{sfx}": [f"low_rank={r}", f"low_rank_lr_mult={m}", "lr=0.005", *LOOSE,
                                                             "guard.min_source_agreement=0.93", *seed]
        for r, m in [("4", "0.2"), ("4", "0.05")]
+       for sfx, seed in [("", []), ("_seed1", ["seed=1"])]},
+    # input_norm: per-frame input normalisation toward the source frames' colour statistics
+    # (no trained values), alone (lr 0) and under the chosen row
+    **{f"innorm{a}_only": [f"input_norm={a}", "lr=0.0", *LOOSE, "guard.min_source_agreement=0.93"]
+       for a in ["0.25", "0.5", "0.75", "1.0"]},
+    **{f"innorm{a}_srcagree0.93_lr0.005_loose_guard{sfx}": [f"input_norm={a}", "lr=0.005", *LOOSE,
+                                                          "guard.min_source_agreement=0.93", *seed]
+       for a in ["0.25", "0.5", "0.75", "1.0"]
        for sfx, seed in [("", []), ("_seed1", ["seed=1"])]},
     "srcagree0.95_lr0.01_only": ["lr=0.01", "guard.min_agreement=0.0", "guard.max_drift=1.0",
                                  "guard.min_entropy_ratio=0.0", "guard.min_source_agreement=0.95"],
@@ -152,7 +160,7 @@ def main():
                "--out", str(out), "--summary", str(work / f"{name}.json")]
         for s in BASE + sets:
             cmd += ["--adapt-set", s]
-        if any(s.startswith(("guard.min_source", "replay_weight")) for s in sets):
+        if any(s.startswith(("guard.min_source", "replay_weight", "input_norm")) for s in sets):
             cmd += ["--adapt-set", f'guard.source_frames="{work / SOURCE}"']
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         st = json.loads((work / f"{name}.json").read_text())["stats"]
