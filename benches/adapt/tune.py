@@ -32,6 +32,7 @@ from run import EDGE, link_frames, miou  # noqa: E402
 # monitor existed); source frames are a deployment input, so rows with a guard.min_source_* key
 # get guard.source_frames = SOURCE.
 LOOSE = ["guard.min_agreement=0.7", "guard.max_drift=0.2"]  # the looser recent-frame guards
+SRC16 = "SRC16"  # in a row's settings: use the 16 source frames (not passed to edge-seg)
 BASE = ["train_classifier=false", "lr=0.002", "guard.min_agreement=0.8", "guard.max_drift=0.1",
         "guard.min_source_agreement=0.93", "input_norm=0.0"]
 CANDIDATES = {  # name -> --adapt-set overrides
@@ -96,10 +97,15 @@ CANDIDATES = {  # name -> --adapt-set overrides
                                                           "guard.min_source_agreement=0.93", *seed]
        for a in ["0.25", "0.5", "0.75", "1.0"]
        for sfx, seed in [("", []), ("_seed1", ["seed=1"])]},
+    # the source-frame monitor with 16 source frames instead of 8
+    **{f"src16_srcagree{t}_lr0.005_loose_guard{sfx}": [SRC16, "lr=0.005", *LOOSE, f"guard.min_source_agreement={t}", *seed]
+       for t in ["0.93", "0.95"]
+       for sfx, seed in [("", []), ("_seed1", ["seed=1"])]},
     "srcagree0.95_lr0.01_only": ["lr=0.01", "guard.min_agreement=0.0", "guard.max_drift=1.0",
                                  "guard.min_entropy_ratio=0.0", "guard.min_source_agreement=0.95"],
 }
 SOURCE = "source_frames"  # folder under --work: 8 undarkened 0016E5 train frames not in the shifted set
+SOURCE16 = "source_frames16"  # 16 of them, for rows that name SRC16 in their settings
 
 
 def make_set(data, work):
@@ -121,6 +127,7 @@ def make_set(data, work):
     # set (the forgetting test is the other drive, 0006R0)
     rest = sorted((Path(data) / "train").glob("0016E5_*.png"))[1::3]
     link_frames(rest[:: max(1, len(rest) // 8)][:8], work / SOURCE)
+    link_frames(rest[:: max(1, len(rest) // 16)][:16], work / SOURCE16)
     day = sorted(p.name for p in (Path(data) / "train").glob("0006R0_*.png"))
     (work / "day.txt").write_text("\n".join(day) + "\n")
     return len(frames)
@@ -159,9 +166,10 @@ def main():
         cmd = [EDGE, "adapt", "--model", a.model, "--frames", str(work / "train"), "--steps-per-frame", "5",
                "--out", str(out), "--summary", str(work / f"{name}.json")]
         for s in BASE + sets:
-            cmd += ["--adapt-set", s]
+            if s != SRC16:
+                cmd += ["--adapt-set", s]
         if any(s.startswith(("guard.min_source", "replay_weight", "input_norm")) for s in sets):
-            cmd += ["--adapt-set", f'guard.source_frames="{work / SOURCE}"']
+            cmd += ["--adapt-set", f'guard.source_frames="{work / (SOURCE16 if SRC16 in sets else SOURCE)}"']
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         st = json.loads((work / f"{name}.json").read_text())["stats"]
         d, y = miou(str(out), str(work), "train"), miou(str(out), a.data, str(work / "day.txt"))
