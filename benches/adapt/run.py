@@ -15,8 +15,8 @@
    adaptation seeds (crops, jitter, sampling), reported per seed and as their mean. With source
    frames, also the per-frame input normalisation (input_norm=0.5, off by default) alone and
    under the same fine-tuning (records *_input_norm*).
-   Per class (--parts classes, after quality): dusk IoU of every class and pixel accuracy,
-   before and after (mean of the seeds).
+   Per class (--parts classes, after quality): dusk and day val IoU of every class and pixel
+   accuracy, before and after (mean of the seeds).
 4. Collapse stress stream: every dusk frame followed by --stress near-constant frames, adapted
    with guards off (naive) and on (guarded); dusk mIoU of each.
    All guarded runs get the source-frame monitor: --source-frames (8) frames of the day drive
@@ -256,6 +256,17 @@ def classes(a, src, work, log, add, dusk_split):
     add("dusk_pixel_acc_before", acc_before, "%", dusk_split)
     add("dusk_pixel_acc_after", sum(r[2] for r in after) / len(after), "%",
         f"{dusk_split}; after adaptation, mean of {a.seeds} seeds")
+    # where the day val forgetting is
+    val_split = "CamVid val (101 frames of the day drive 0016E5)"
+    _, vbefore, vacc_before = evaluate(src, a.data, "val", log)
+    vafter = [evaluate(work / f"dusk_adapted_s{s}.onnx", a.data, "val", log) for s in range(a.seeds)]
+    for c, v in vbefore.items():
+        add(f"day_val_iou_{c.lower()}_before", v, "IoU %", val_split)
+        add(f"day_val_iou_{c.lower()}_after", sum(r[1][c] for r in vafter) / len(vafter), "IoU %",
+            f"{val_split}; after the dusk adaptation, mean of {a.seeds} seeds")
+    add("day_val_pixel_acc_before", vacc_before, "%", val_split)
+    add("day_val_pixel_acc_after", sum(r[2] for r in vafter) / len(vafter), "%",
+        f"{val_split}; after the dusk adaptation, mean of {a.seeds} seeds")
 
 
 def stress(a, src, work, log, add, dusk_split, frames):
