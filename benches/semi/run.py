@@ -11,7 +11,8 @@ continued with `--resume` (same seed, same result as an uninterrupted run). Stop
 and start it again. Runs go in priority order: 1/16 seed 0 of every method, SupOnly 1/8 seed 0, the
 full-pool ceiling, SupOnly on a uniform 1/8 (every 8th pool frame: splits/camvid-xseq/uniform_1_8,
 written when missing), the other methods at 1/8 seed 0, seed 1 of both ratios, the ceiling at
-seed 1, the CAC ablations at 1/8, then 1/32.
+seed 1, the CAC ablations at 1/8, then 1/32, then SupOnly and CAC at 1/32 with three times the
+schedule (`*_1_32_x3_s0`: 4,800 steps, warm-up 1,200).
 
 Plans (the model, crops and schedule are the same for every method of a plan):
   cpu    what finishes on 2 CPU cores: frames at half resolution (input 180x240, random scale
@@ -110,12 +111,14 @@ def plan_runs(plan):
     """(name, method, ratio, seed, template, overrides) in priority order."""
     runs = []
 
-    def add(name, method, ratio, seed, extra=()):
+    def add(name, method, ratio, seed, extra=(), longer=1):
         sets = list(PLANS[plan]) + split_sets(ratio if ratio in ("1_32", "1_16", "1_8") else "1_8", seed)
         if ratio == "uniform_1_8":  # every 8th pool frame, without the split command's class balancing
             sets.append(f'data.train_split="{UNIFORM}"')
         if plan == "cpu" and method in WARMUP:
             sets.append(WARMUP[method])
+        if longer > 1:  # the schedule and the warm-up `longer` times as long, evaluations as often
+            sets = [re.sub(r"(iterations)=(\d+)", lambda m: f"{m[1]}={int(m[2]) * longer}", x) for x in sets]
         if ratio == "full":  # the ceiling: every frame of the 266-frame pool labeled
             sets += ['data.train_split="train"', 'data.train_prefixes=["0016E5", "0001TP"]']
         runs.append((name, method, ratio, seed, METHODS[method], sets + list(extra)))
@@ -140,6 +143,10 @@ def plan_runs(plan):
     for m in METHODS:
         for seed in (0, 1):
             add(f"{m}_1_32_s{seed}", m, "1_32", seed)
+    # does a longer schedule let the unlabeled frames help? SupOnly and CAC at 1/32, 3x the steps
+    if plan == "cpu":
+        for m in ("suponly", "cac"):
+            add(f"{m}_1_32_x3_s0", m, "1_32", 0, longer=3)
     return runs
 
 
@@ -281,9 +288,11 @@ def paired_gains(a, runs):
     for name, method, ratio, seed, _, _ in runs:
         if method == "suponly" or name.startswith("cac_ablation") or ratio not in ("1_32", "1_16", "1_8"):
             continue
-        x, base = done(name), done(f"suponly_{ratio}_s{seed}")
+        # the same name with SupOnly for the method (a longer schedule's `_x3` included)
+        x, base = done(name), done("suponly" + name[len(method):])
+        key = name[len(method) + 1:].rsplit("_s", 1)[0]  # ratio, and _x3 for a longer schedule
         if x is not None and base is not None:
-            gains.setdefault((method, ratio), []).append(x - base)
+            gains.setdefault((method, key), []).append(x - base)
     return gains
 
 
@@ -383,6 +392,14 @@ def table(a, runs):
     for variant in ABLATIONS:
         x, v = cell(f"cac_ablation_{variant}_1_8")
         lines.append(f"| CAC without {variant.removeprefix('no_').replace('_', ' ')}, 1/8 | {x} | {v} |")
+    if a.plan == "cpu":
+        for m in ("suponly", "cac"):
+            x, v = cell(f"{m}_1_32_x3")
+            what = "4,800 steps" + (", warm-up 1,200" if m in WARMUP else "")
+            lines.append(f"| {names[m]}, 1/32, 3× the schedule ({what}) | {x} | {v} |")
+        g = gains.get(("cac", "1_32_x3"))
+        lines.append(f"| CAC's gain over SupOnly at 3× the schedule, 1/32 | "
+                     f"{f'{sum(g) / len(g):+.2f} (same split and seed)' if g else '–'} | |")
     return "\n".join(lines)
 
 
