@@ -365,7 +365,7 @@ fn run(a: RunArgs) -> Result<()> {
             None => (DEFAULT_MODEL.to_vec(), DEFAULT_MODEL_NAME.to_string()),
         };
         let mut adapter = make_adapter(&bytes, &origin, s)?;
-        if adapter.stats.steps > 0 || adapter.config().input_norm > 0.0 {
+        if adapter.differs_from_source() {
             seg.set_backend(Box::new(adapter.backend()?));
         }
         Some(Worker::spawn(adapter, s.adapt_state.clone()))
@@ -541,7 +541,7 @@ fn adapt(a: AdaptArgs) -> Result<()> {
     let origin = a.model.display().to_string();
     let mut adapter = make_adapter(&bytes, &origin, &a.settings)?;
     let mut seg = Segmenter::from_bytes(&bytes, &origin)?;
-    if adapter.stats.steps > 0 || adapter.config().input_norm > 0.0 {
+    if adapter.differs_from_source() {
         seg.set_backend(Box::new(adapter.backend()?));
     }
     let mut files: Vec<PathBuf> = seg_core::io::image_files(&a.frames)

@@ -20,7 +20,6 @@
 //! element-wise nodes in front of the network), so `edge-seg adapt --out` writes a model that
 //! does it by itself.
 
-use image::RgbImage;
 use seg_onnx::pb;
 
 /// Added to the variance before the square root.
@@ -63,41 +62,48 @@ impl FrameAffine {
     }
 }
 
+/// Per-channel sums of values and of squares of `x` (`3 · h · w` values, channel-major), and the
+/// number of values per channel.
+fn channel_sums(x: &[f32]) -> ([f64; 3], [f64; 3], f64) {
+    let plane = (x.len() / 3).max(1);
+    let (mut sum, mut sq) = ([0.0f64; 3], [0.0f64; 3]);
+    for (c, chunk) in x.chunks(plane).enumerate().take(3) {
+        for &v in chunk {
+            sum[c] += v as f64;
+            sq[c] += (v as f64) * (v as f64);
+        }
+    }
+    (sum, sq, (x.len() / 3) as f64)
+}
+
+/// Mean and population standard deviation per channel from [`channel_sums`] totals.
+fn stats_from_sums(sum: [f64; 3], sq: [f64; 3], n: f64) -> ([f32; 3], [f32; 3]) {
+    let n = n.max(1.0);
+    let mean = std::array::from_fn(|c| (sum[c] / n) as f32);
+    let std = std::array::from_fn(|c| (sq[c] / n - (sum[c] / n).powi(2)).max(0.0).sqrt() as f32);
+    (mean, std)
+}
+
 /// Per-channel mean and population standard deviation of `x` (`3 · h · w` values, channel-major).
 pub fn channel_stats(x: &[f32]) -> ([f32; 3], [f32; 3]) {
-    let plane = (x.len() / 3).max(1);
-    let mut mean = [0.0f32; 3];
-    let mut std = [0.0f32; 3];
-    for (c, chunk) in x.chunks(plane).enumerate().take(3) {
-        let n = chunk.len() as f64;
-        let m = chunk.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = chunk.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n;
-        mean[c] = m as f32;
-        std[c] = var.sqrt() as f32;
-    }
-    (mean, std)
+    let (sum, sq, n) = channel_sums(x);
+    stats_from_sums(sum, sq, n)
 }
 
 impl InputNorm {
     /// The source statistics of `frames` (each `3 · h · w` normalised values; pooled over all
     /// their pixels) with strength `alpha`.
     pub fn from_frames(alpha: f32, frames: &[Vec<f32>]) -> Self {
-        let mut sum = [0.0f64; 3];
-        let mut sq = [0.0f64; 3];
-        let mut n = 0.0f64;
+        let (mut sum, mut sq, mut n) = ([0.0f64; 3], [0.0f64; 3], 0.0);
         for x in frames {
-            let plane = x.len() / 3;
-            for (c, chunk) in x.chunks(plane.max(1)).enumerate().take(3) {
-                for &v in chunk {
-                    sum[c] += v as f64;
-                    sq[c] += (v as f64) * (v as f64);
-                }
+            let (s, q, k) = channel_sums(x);
+            for c in 0..3 {
+                sum[c] += s[c];
+                sq[c] += q[c];
             }
-            n += plane as f64;
+            n += k;
         }
-        let n = n.max(1.0);
-        let mean = std::array::from_fn(|c| (sum[c] / n) as f32);
-        let std = std::array::from_fn(|c| (sq[c] / n - (sum[c] / n).powi(2)).max(0.0).sqrt() as f32);
+        let (mean, std) = stats_from_sums(sum, sq, n);
         Self { alpha, mean, std }
     }
 
@@ -210,13 +216,6 @@ impl InputNorm {
         });
         Ok(())
     }
-}
-
-/// The normalised `[3, h, w]` values of `img` (ImageNet-style `mean`/`std` of the model).
-pub fn normalised(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
-    let mut out = vec![0.0; 3 * img.width() as usize * img.height() as usize];
-    seg_core::preprocess::normalize_into(img, mean, std, &mut out);
-    out
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ use rand_chacha::ChaCha8Rng;
 use seg_core::data::augment::AugmentConfig;
 use seg_core::data::pair::{make_pair, PairConfig};
 use seg_core::meta::ModelMeta;
-use seg_core::preprocess::{normalize_into, resize_rgb};
+use seg_core::preprocess::{normalize, normalize_into, resize_rgb};
 use seg_nn::adapt::{AdaptHead, HeadScope};
 use seg_nn::consistency::{self, cells, DcConfig, MemoryBank, OverlapCells};
 use seg_nn::optim::{ParamGroup, Sgd};
@@ -598,14 +598,11 @@ impl Adapter {
         if let Some(dir) = a.cfg.guard.source_frames.clone() {
             let frames: Vec<RgbImage> = load_frames(&dir)?.iter().map(|f| a.fit(f)).collect();
             if a.cfg.input_norm > 0.0 {
-                let xs: Vec<Vec<f32>> = frames
-                    .iter()
-                    .map(|f| input_norm::normalised(f, a.meta.mean, a.meta.std))
-                    .collect();
+                let xs: Vec<Vec<f32>> = frames.iter().map(|f| normalize(f, a.meta.mean, a.meta.std)).collect();
                 a.input_norm = Some(InputNorm::from_frames(a.cfg.input_norm as f32, &xs));
             }
             for img in &frames {
-                let held = a.hold(img)?;
+                let held = a.hold(img, &a.frame_affine(img))?;
                 a.source_held.push(held);
             }
         }
@@ -615,6 +612,12 @@ impl Adapter {
     /// The settings.
     pub fn config(&self) -> &AdaptConfig {
         &self.cfg
+    }
+
+    /// Whether the published model differs from the source at start (a loaded state with steps,
+    /// or the input normalisation), so the inference path should run [`Adapter::backend`].
+    pub fn differs_from_source(&self) -> bool {
+        self.stats.steps > 0 || self.input_norm.is_some()
     }
 
     /// Fingerprint of the source model (see [`fingerprint`]).
@@ -697,7 +700,7 @@ impl Adapter {
     /// The input normalisation of the whole frame `img` (the identity when `input_norm` is off).
     fn frame_affine(&self, img: &RgbImage) -> FrameAffine {
         match &self.input_norm {
-            Some(n) => n.affine(&input_norm::normalised(img, self.meta.mean, self.meta.std)),
+            Some(n) => n.affine(&normalize(img, self.meta.mean, self.meta.std)),
             None => FrameAffine::IDENTITY,
         }
     }
@@ -712,10 +715,11 @@ impl Adapter {
         }
     }
 
-    /// The frozen features of `img` (at input size) and the source model's view of it.
-    fn hold(&self, img: &RgbImage) -> Result<Held, RuntimeError> {
+    /// The frozen features of `img` (at input size, with its input normalisation `affine`) and
+    /// the source model's view of it.
+    fn hold(&self, img: &RgbImage, affine: &FrameAffine) -> Result<Held, RuntimeError> {
         let mut x = Vec::new();
-        self.normalize(img, &self.frame_affine(img), &mut x);
+        self.normalize(img, affine, &mut x);
         let feats = self.enc_frame.run(x, &self.dev)?;
         let input = match (self.anchor.scope(), &feats[..]) {
             // the trained head's: it keeps the convolution's input when a low-rank update needs it
@@ -737,9 +741,10 @@ impl Adapter {
     /// (the first included) into the held buffer with the source model's predictions.
     pub fn observe(&mut self, frame: &RgbImage) -> Result<(), RuntimeError> {
         let img = self.fit(frame);
+        let affine = self.frame_affine(&img);
         // the held buffer is kept with guards off too, so the monitors are still reported
         if self.observed.is_multiple_of(self.cfg.guard.hold_every) {
-            let held = self.hold(&img)?;
+            let held = self.hold(&img, &affine)?;
             if self.held.len() == self.cfg.guard.held {
                 self.held.pop_front();
             }
@@ -748,7 +753,6 @@ impl Adapter {
         if self.ring.len() == self.cfg.ring {
             self.ring.pop_front();
         }
-        let affine = self.frame_affine(&img);
         self.ring.push_back((img, affine));
         self.observed += 1;
         Ok(())
@@ -764,10 +768,9 @@ impl Adapter {
         let i = self.rng.random_range(0..self.ring.len());
         let (frame, affine) = &self.ring[i];
         let pair = make_pair(frame, &self.aug, &self.pair, &mut self.rng);
-        let affine = *affine;
         let mut x = Vec::new();
         for c in &pair.crops {
-            self.normalize(c, &affine, &mut x);
+            self.normalize(c, affine, &mut x);
         }
         let t1 = std::time::Instant::now();
         // Last: [2, a, h/32, w/32] + [2, l, h/4, w/4]; Decoder: [2, w1, h/4, w/4] + [2, w4, h/32, w/32]
@@ -1398,7 +1401,7 @@ mod tests {
         dark.pixels_mut()
             .for_each(|p| p.0 = [p.0[0] / 4, p.0[1] / 3, p.0[2] / 3]);
         let img = a.fit(&dark);
-        let x = input_norm::normalised(&img, a.meta.mean, a.meta.std);
+        let x = normalize(&img, a.meta.mean, a.meta.std);
         let mut xn = x.clone();
         a.frame_affine(&img).apply(&mut xn);
         let norm = a.input_norm.unwrap();
