@@ -6,13 +6,15 @@ comparison on the cross-sequence protocol (docs/SEMI.md) and writes docs/results
                               [--results docs/results/semi.json] [--data ../shared/data/camvid]
                               [--list] [--collect] [--table] [--split-stats]
 
-Resumable and idempotent: a finished run (its `done.json`) is skipped; an interrupted one is
+Resumable and idempotent: a finished run (its `done.json`, or, where its directory is gone, as in a
+fresh checkout, its own records in the results file) is skipped; an interrupted one is
 continued with `--resume` (same seed, same result as an uninterrupted run). Stop it at any time
 and start it again. Runs go in priority order: 1/16 seed 0 of every method, SupOnly 1/8 seed 0, the
 full-pool ceiling, SupOnly on a uniform 1/8 (every 8th pool frame: splits/camvid-xseq/uniform_1_8,
 written when missing), the other methods at 1/8 seed 0, seed 1 of both ratios, the ceiling at
 seed 1, the CAC ablations at 1/8, then 1/32, then SupOnly and CAC at 1/32 with three times the
-schedule (`*_1_32_x3_s0`: 4,800 steps, warm-up 1,200).
+schedule (`*_1_32_x3_s0`: 4,800 steps, warm-up 1,200), the same at 1/16 seed 0, then at 1/32
+seed 1.
 
 Plans (the model, crops and schedule are the same for every method of a plan):
   cpu    what finishes on 2 CPU cores: frames at half resolution (input 180x240, random scale
@@ -78,6 +80,7 @@ PLANS = {
 WARMUP = {"cac": "cac.warmup_iterations=400", "cps": "cps.warmup_iterations=400",
           "mt": "mean_teacher.warmup_iterations=400", "mt_dars": "mean_teacher.warmup_iterations=400"}
 LAST_EVALS = 3
+X3 = [("1_32", 0), ("1_16", 0), ("1_32", 1)]  # (ratio, seed) of the 3x-schedule runs, in order
 
 
 UNIFORM = "splits/camvid-xseq/uniform_1_8/labeled.txt"
@@ -144,9 +147,11 @@ def plan_runs(plan):
         for seed in (0, 1):
             add(f"{m}_1_32_s{seed}", m, "1_32", seed)
     # does a longer schedule let the unlabeled frames help? SupOnly and CAC at 1/32, 3x the steps
+    # (then at 1/16, the issue's target ratio, and a second seed at 1/32)
     if plan == "cpu":
-        for m in ("suponly", "cac"):
-            add(f"{m}_1_32_x3_s0", m, "1_32", 0, longer=3)
+        for ratio, seed in X3:
+            for m in ("suponly", "cac"):
+                add(f"{m}_{ratio}_x3_s{seed}", m, ratio, seed, longer=3)
     return runs
 
 
@@ -205,12 +210,30 @@ def train_seconds(run_dir):
     return total
 
 
-def load_done(run_dir):
+def recorded(results, name):
+    """A run finished earlier whose directory is gone (a fresh checkout has no runs/): its own
+    records in the results file (`<run>_xseq_miou`, `_val_miou`, `_train_s`), written by this
+    script when it finished, as a done.json-like dict with `from_records` set; None when any of
+    the three is missing. Such a run is not trained again, and its records are kept as written."""
+    p = Path(results)
+    recs = {r["name"]: r for r in json.loads(p.read_text())} if p.exists() else {}
+    got = [recs.get(f"{name}_{k}") for k in ("xseq_miou", "val_miou", "train_s")]
+    if None in got:
+        return None
+    xs, val, ts = got
+    return {"xseq_miou": xs["value"], "val_miou": val["value"], "train_s": ts["value"],
+            "machine": xs["machine"], "date": xs["date"], "from_records": True}
+
+
+def load_done(run_dir, results=None):
     """A finished run's done.json, with its training time taken from metrics.jsonl (the
-    driver's own timer misses the pieces of a run that was stopped)."""
+    driver's own timer misses the pieces of a run that was stopped); without one, and without
+    a started run in the directory, the run's records in `results` (see `recorded`)."""
     p = run_dir / "done.json"
     if not p.exists():
-        return None
+        if results is None or (run_dir / "last.safetensors").exists():
+            return None
+        return recorded(results, run_dir.name)
     d = json.loads(p.read_text())
     d["train_s"] = train_seconds(run_dir) or d["train_s"]
     return d
@@ -238,8 +261,9 @@ def sh(cmd, log):
 
 def do_run(a, name, template, sets):
     d = Path(a.runs) / name
-    if (d / "done.json").exists():
-        return load_done(d)
+    done = load_done(d, a.results)  # finished here, or recorded by an earlier checkout
+    if done is not None:
+        return done
     d.mkdir(parents=True, exist_ok=True)
     (d / "overrides.json").write_text(json.dumps({"template": template, "set": sets}, indent=1) + "\n")
     cmd = [TRAIN, "train", "--config", template, "--out", str(d), "--data", a.data, "--no-progress"]
@@ -281,8 +305,8 @@ def paired_gains(a, runs):
     finished]}: the two runs share the labeled split and the seed, so the difference leaves out
     how lucky the split was."""
     def done(name):
-        p = Path(a.runs) / name / "done.json"
-        return json.loads(p.read_text())["xseq_miou"] if p.exists() else None
+        d = load_done(Path(a.runs) / name, a.results)
+        return d["xseq_miou"] if d else None
 
     gains = {}
     for name, method, ratio, seed, _, _ in runs:
@@ -298,12 +322,17 @@ def paired_gains(a, runs):
 
 def collect(a, runs, command):
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    recs, groups = [], {}
+    recs, groups, fresh = [], {}, set()
     protocol = f"{a.plan} plan (benches/semi/run.py)"
     for name, method, ratio, seed, _, _ in runs:
-        d = load_done(Path(a.runs) / name)
+        d = load_done(Path(a.runs) / name, a.results)
         if d is None:
             continue
+        key = name.rsplit("_s", 1)[0]  # drop the seed
+        groups.setdefault(key, []).append(d)
+        if d.get("from_records"):  # its own records stay as they were written
+            continue
+        fresh.add(name)
 
         def add(n, v, unit, split):
             recs.append({"name": n, "value": round(float(v), 4), "unit": unit, "split": split,
@@ -313,8 +342,6 @@ def collect(a, runs, command):
         add(f"{name}_xseq_miou", d["xseq_miou"], "mIoU %", xs_split)
         add(f"{name}_val_miou", d["val_miou"], "mIoU %", f"CamVid val (101 frames), last checkpoint; {protocol}")
         add(f"{name}_train_s", d["train_s"], "s", f"wall time of training on this machine; {protocol}")
-        key = name.rsplit("_s", 1)[0]  # drop the seed
-        groups.setdefault(key, []).append(d)
     # the ceiling's check: the full-pool model and the 1/8 one on the pool's own frames
     for name in ("suponly_full_s0", "suponly_1_8_s0", "suponly_uniform_1_8_s0"):
         d = Path(a.runs) / name
@@ -327,7 +354,11 @@ def collect(a, runs, command):
         recs.append({"name": f"{name}_pool_miou", "value": round(json.loads(rec.read_text())[0]["value"], 4),
                      "unit": "mIoU %", "split": f"the 266 pool frames ({POOL}: the full-pool run's training frames), "
                      f"last checkpoint; {protocol}", "command": command, "date": date, "machine": machine()})
+    # a mean or a gain is written again only when one of its runs finished in this checkout
+    # (recomputing it from the rounded records of the others would only move its last digit)
     for key, ds in groups.items():
+        if not any(n.rsplit("_s", 1)[0] == key for n in fresh):
+            continue
         xs = [d["xseq_miou"] for d in ds]
         vs = [d["val_miou"] for d in ds]
         n = len(ds)
@@ -338,6 +369,8 @@ def collect(a, runs, command):
             recs.append({"name": nm, "value": round(v, 4), "unit": unit, "split": split, "command": command,
                          "date": date, "machine": ds[0].get("machine", machine())})
     for (method, ratio), g in paired_gains(a, runs).items():
+        if not any(n.rsplit("_s", 1)[0] in (f"{method}_{ratio}", f"suponly_{ratio}") for n in fresh):
+            continue
         recs.append({"name": f"{method}_{ratio}_xseq_gain", "value": round(sum(g) / len(g), 4), "unit": "mIoU points",
                      "split": f"0006R0 mIoU minus SupOnly's on the same labeled split and seed, mean over {len(g)} "
                      f"seed(s) ({', '.join(f'{v:+.2f}' for v in g)}); {protocol}",
@@ -348,13 +381,18 @@ def collect(a, runs, command):
     return groups
 
 
+def gain_cell(g, note=""):
+    """Mean of paired gains, then each seed's: `+0.88 (+0.88)`."""
+    return f"{sum(g) / len(g):+.2f} ({', '.join(f'{v:+.2f}' for v in g)}{note})"
+
+
 def table(a, runs):
     """Markdown: one row per method, one column pair per ratio, then the ceiling and the CAC
     ablations: 0006R0 mIoU as mean ± half range (seeds) with the mean training wall time per run,
     val mIoU as the mean; '–' where nothing finished."""
     done = {}
     for name, method, ratio, seed, _, sets in runs:
-        d = load_done(Path(a.runs) / name)
+        d = load_done(Path(a.runs) / name, a.results)
         if d is not None:
             done.setdefault(name.rsplit("_s", 1)[0], []).append(d)
 
@@ -381,8 +419,7 @@ def table(a, runs):
     for m in METHODS:
         if m == "suponly":
             continue
-        cells = [f"{sum(g) / len(g):+.2f} ({', '.join(f'{v:+.2f}' for v in g)})" if (g := gains.get((m, r))) else "–"
-                 for r in ratios]
+        cells = [gain_cell(g) if (g := gains.get((m, r))) else "–" for r in ratios]
         lines.append(f"| {names.get(m, m)} | " + " | ".join(cells) + " |")
     lines += ["", "| run | 0006R0 | val |", "|---|---|---|"]
     x, v = cell("suponly_full")
@@ -393,13 +430,15 @@ def table(a, runs):
         x, v = cell(f"cac_ablation_{variant}_1_8")
         lines.append(f"| CAC without {variant.removeprefix('no_').replace('_', ' ')}, 1/8 | {x} | {v} |")
     if a.plan == "cpu":
-        for m in ("suponly", "cac"):
-            x, v = cell(f"{m}_1_32_x3")
-            what = "4,800 steps" + (", warm-up 1,200" if m in WARMUP else "")
-            lines.append(f"| {names[m]}, 1/32, 3× the schedule ({what}) | {x} | {v} |")
-        g = gains.get(("cac", "1_32_x3"))
-        lines.append(f"| CAC's gain over SupOnly at 3× the schedule, 1/32 | "
-                     f"{f'{sum(g) / len(g):+.2f} (same split and seed)' if g else '–'} | |")
+        for ratio in dict(X3):
+            r = ratio.replace("_", "/")
+            for m in ("suponly", "cac"):
+                x, v = cell(f"{m}_{ratio}_x3")
+                what = "4,800 steps" + (", warm-up 1,200" if m in WARMUP else "")
+                lines.append(f"| {names[m]}, {r}, 3× the schedule ({what}) | {x} | {v} |")
+            g = gains.get(("cac", f"{ratio}_x3"))
+            lines.append(f"| CAC's gain over SupOnly at 3× the schedule, {r} | "
+                         f"{gain_cell(g, ', same split and seed') if g else '–'} | |")
     return "\n".join(lines)
 
 
@@ -464,7 +503,8 @@ def main():
     if a.list:
         for name, *_ in runs:
             d = Path(a.runs) / name
-            state = "done" if (d / "done.json").exists() else ("partial" if (d / "last.safetensors").exists() else "-")
+            state = ("done" if (d / "done.json").exists() else "partial" if (d / "last.safetensors").exists()
+                     else "recorded" if recorded(a.results, name) else "-")
             print(f"{state:8} {name}")
         return
     if not a.collect:
