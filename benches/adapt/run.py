@@ -154,9 +154,14 @@ def source_frames(a, work):
     if a.source_frames == 0:
         return []
     d = work / "source_frames"
-    day = sorted((Path(a.data) / "train").glob("0006R0_*.png"))
-    link_frames(day[len(day) // (2 * a.source_frames)::max(1, len(day) // a.source_frames)][:a.source_frames], d)
+    link_frames(source_frame_files(a.data, a.source_frames), d)
     return ["--adapt-set", f'guard.source_frames="{d}"']
+
+
+def source_frame_files(data, n):
+    """The `n` source frames: train frames of the day drive 0006R0, spread evenly over it."""
+    day = sorted((Path(data) / "train").glob("0006R0_*.png"))
+    return day[len(day) // (2 * n)::max(1, len(day) // n)][:n]
 
 
 def link_frames(frames, d):
