@@ -33,7 +33,6 @@ Needs numpy, pillow, onnx, onnxruntime (pip). Writes records name/value/unit/spl
 import argparse
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer import machine, merge_records  # noqa: E402
+from peer import merge_records, recorder  # noqa: E402
 from run import DUSK, EDGE, miou, source_frame_files  # noqa: E402
 from tune import SOURCE, make_set  # noqa: E402
 
@@ -210,14 +209,7 @@ def main():
     command = "python3 benches/adapt/probe.py" + "".join(f" {x}" for x in sys.argv[1:])
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    mach = machine()
-    recs = []
-
-    def add(name, value, unit, split):
-        recs.append({"name": name, "value": round(value, 3), "unit": unit, "split": split,
-                     "command": command, "date": date, "machine": mach})
-        print(f"  {name} = {value:.3f} {unit}", flush=True)
+    recs, add = recorder(command, echo=True)
 
     model = onnx.load(a.model)
     src_files = source_frame_files(a.data, a.source_frames)  # the source frames of run.py

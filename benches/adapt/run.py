@@ -34,11 +34,10 @@ import json
 import re
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
-from peer import machine, merge_records  # noqa: E402
+from peer import merge_records, recorder  # noqa: E402
 
 TRAIN = "target/release/edge-seg-train"
 EDGE = "target/release/edge-seg"
@@ -107,14 +106,7 @@ def main():
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     log = work / "log.txt"
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    mach = machine()
-    recs = []
-
-    def add(name, value, unit, split):
-        recs.append({"name": name, "value": round(value, 3), "unit": unit, "split": split,
-                     "command": command, "date": date, "machine": mach})
-        print(f"  {name} = {value:.3f} {unit}", flush=True)
+    recs, add = recorder(command, echo=True)
 
     print("== build", flush=True)
     for pkg, binary in (("edge-seg-trainer", "edge-seg-train"), ("edge-seg-runtime", "edge-seg")):

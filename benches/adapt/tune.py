@@ -19,12 +19,11 @@ import json
 import re
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer import machine, merge_records  # noqa: E402
+from peer import merge_records, recorder  # noqa: E402
 from run import EDGE, link_frames, miou  # noqa: E402
 # Every candidate starts from BASE (the previous defaults: lr 0.002, strict recent-frame guards, no
 # source frames, no input normalisation) and spells out what it changes. The defaults in AdaptConfig are the chosen row,
@@ -144,15 +143,9 @@ def main():
     work = Path(a.work)
     n = make_set(a.data, work)
     command = "python3 benches/adapt/tune.py" + "".join(f" {x}" for x in sys.argv[1:])
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    mach = machine()
     dark = f"{n} darkened 0016E5 train frames (synthetic shift, {a.work}/train)"
     day = "0006R0 train frames (101, unchanged)"
-    recs = []
-
-    def add(name, value, unit, split):
-        recs.append({"name": name, "value": round(value, 3), "unit": unit, "split": split,
-                     "command": command, "date": date, "machine": mach})
+    recs, add = recorder(command)
 
     base_dark, base_day = miou(a.model, str(work), "train"), miou(a.model, a.data, str(work / "day.txt"))
     add("tune_source_dark_miou", base_dark, "mIoU %", dark)

@@ -224,6 +224,23 @@ def machine():
     return f"{cpu}, {cores} cores"
 
 
+def recorder(command, echo=False):
+    """`(recs, add)`: `add(name, value, unit, split)` appends a result record (value rounded to 3
+    decimals) with `command`, today's date (UTC) and this machine to the list `recs`, and prints
+    it when `echo`."""
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    mach = machine()
+    recs = []
+
+    def add(name, value, unit, split):
+        recs.append({"name": name, "value": round(value, 3), "unit": unit, "split": split,
+                     "command": command, "date": date, "machine": mach})
+        if echo:
+            print(f"  {name} = {value:.3f} {unit}", flush=True)
+
+    return recs, add
+
+
 def merge_records(path, recs):
     """Replace-by-name merge of `recs` into the JSON list at `path`, written atomically."""
     out = Path(path)
