@@ -435,22 +435,22 @@ def table(a, runs):
         x, v = cell(f"cac_ablation_{variant}_1_8")
         lines.append(f"| CAC without {variant.removeprefix('no_').replace('_', ' ')}, 1/8 | {x} | {v} |")
     if a.plan == "cpu":
-        for ratio in dict(X3):
+        def x3_rows(methods, ratio):
+            """A row per method at `ratio` with 3x the schedule, then the last one's paired gain."""
             r = ratio.replace("_", "/")
-            for m in ("suponly", "cac"):
+            for m in methods:
                 x, v = cell(f"{m}_{ratio}_x3")
                 what = "4,800 steps" + (", warm-up 1,200" if m in WARMUP else "")
                 lines.append(f"| {names[m]}, {r}, 3× the schedule ({what}) | {x} | {v} |")
-            g = gains.get(("cac", f"{ratio}_x3"))
-            lines.append(f"| CAC's gain over SupOnly at 3× the schedule, {r} | "
+            g = gains.get((methods[-1], f"{ratio}_x3"))
+            lines.append(f"| {names[methods[-1]]}'s gain over SupOnly at 3× the schedule, {r} | "
                          f"{gain_cell(g, ', same split and seed') if g else '–'} | |")
+
+        for ratio in dict(X3):
+            x3_rows(("suponly", "cac"), ratio)
         x, v = cell("suponly_full_x3")
         lines.append(f"| SupOnly, full pool (266 labeled frames), 3× the schedule (4,800 steps): the ceiling | {x} | {v} |")
-        x, v = cell("cps_1_16_x3")
-        lines.append(f"| CPS, 1/16, 3× the schedule (4,800 steps, warm-up 1,200) | {x} | {v} |")
-        g = gains.get(("cps", "1_16_x3"))
-        lines.append(f"| CPS's gain over SupOnly at 3× the schedule, 1/16 | "
-                     f"{gain_cell(g, ', same split and seed') if g else '–'} | |")
+        x3_rows(("cps",), "1_16")
     return "\n".join(lines)
 
 
