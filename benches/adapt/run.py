@@ -3,6 +3,7 @@
 
   python3 benches/adapt/run.py [--data ../shared/data/camvid] [--work runs/adapt]
                                [--results docs/results/adapt.json] [--stress 10] [--fps-loops 4]
+                               [--source-config trainer/configs/camvid_day_source.toml]
 
 1. Source model: the edge-student architecture trained supervised on the daytime drives only
    (train frames of 0006R0 and 0016E5; trainer/configs/camvid_day_source.toml), exported to
@@ -89,6 +90,8 @@ def main():
     ap.add_argument("--data", default="../shared/data/camvid")
     ap.add_argument("--work", default="runs/adapt")
     ap.add_argument("--source-run", default="runs/day_source")
+    ap.add_argument("--source-config", default=SOURCE_CFG,
+                    help="trainer config of the source model (camvid_day_source_x3.toml: 3x the schedule)")
     ap.add_argument("--results", default="docs/results/adapt.json")
     ap.add_argument("--stress", type=int, default=10)
     ap.add_argument("--fps-loops", type=int, default=4)
@@ -114,10 +117,10 @@ def main():
 
     run = Path(a.source_run)
     src = work / "day_source.onnx"
-    iterations = int(re.search(r"^iterations\s*=\s*(\d+)", Path(SOURCE_CFG).read_text(), re.M).group(1))
+    iterations = int(re.search(r"^iterations\s*=\s*(\d+)", Path(a.source_config).read_text(), re.M).group(1))
     if last_iter(run) < iterations:
         print("== train the day source model", flush=True)
-        cmd = [TRAIN, "train", "--config", SOURCE_CFG, "--out", run, "--data", a.data, "--no-progress"]
+        cmd = [TRAIN, "train", "--config", a.source_config, "--out", run, "--data", a.data, "--no-progress"]
         if (run / "last.safetensors").exists():
             cmd.append("--resume")
         sh(cmd, log)
