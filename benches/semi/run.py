@@ -326,18 +326,24 @@ def paired_gains(a, runs):
 
 
 def collect(a, runs, command):
+    """Records of the finished runs among `runs` (those --only selected), and the seed means and
+    paired gains they belong to, computed over every finished run of the plan."""
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     recs, groups, fresh = [], {}, set()
     protocol = f"{a.plan} plan (benches/semi/run.py)"
-    for name, method, ratio, seed, _, _ in runs:
+    selected = {r[0] for r in runs}
+    every = plan_runs(a.plan)
+    for name, method, ratio, seed, _, _ in every:
         d = load_done(Path(a.runs) / name, a.results)
         if d is None:
             continue
         key = name.rsplit("_s", 1)[0]  # drop the seed
         groups.setdefault(key, []).append(d)
-        if d.get("from_records"):  # its own records stay as they were written
+        if d.get("from_records") or name not in selected:  # its own records stay as they were written
             continue
         fresh.add(name)
+        if recorded(a.results, name) is not None:  # collected before: keep its records' dates
+            continue
 
         def add(n, v, unit, split):
             recs.append({"name": n, "value": round(float(v), 4), "unit": unit, "split": split,
@@ -373,7 +379,7 @@ def collect(a, runs, command):
                             (f"{key}_val_miou", sum(vs) / n, "mIoU %")):
             recs.append({"name": nm, "value": round(v, 4), "unit": unit, "split": split, "command": command,
                          "date": date, "machine": ds[0].get("machine", machine())})
-    for (method, ratio), g in paired_gains(a, runs).items():
+    for (method, ratio), g in paired_gains(a, every).items():
         if not any(n.rsplit("_s", 1)[0] in (f"{method}_{ratio}", f"suponly_{ratio}") for n in fresh):
             continue
         recs.append({"name": f"{method}_{ratio}_xseq_gain", "value": round(sum(g) / len(g), 4), "unit": "mIoU points",
