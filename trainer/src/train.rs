@@ -14,7 +14,7 @@ use seg_nn::{init, optim, SegModel};
 use serde_json::json;
 
 use crate::checkpoint;
-use crate::config::TrainConfig;
+use crate::config::{ModelInit, TrainConfig};
 use crate::data;
 use crate::eval::evaluate;
 use crate::methods::{self, LabeledBatch, MethodInit, StepContext, UnlabeledBatch, UnlabeledView};
@@ -31,6 +31,9 @@ pub struct RunOptions {
     /// Stop (with a checkpoint) after this many completed steps, keeping the schedule of
     /// `schedule.iterations` (continue later with `resume`).
     pub stop_after: Option<u64>,
+    /// The ImageNet weights file for `init = "imagenet"` (default: the fetch cache); not saved
+    /// in the config, so runs and exports never carry a local path.
+    pub pretrained: Option<PathBuf>,
 }
 
 /// What a finished run reports.
@@ -98,6 +101,21 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     let varmap = VarMap::new();
     let model = SegModel::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     init::reseed(&varmap, cfg.schedule.seed)?;
+    if cfg.init == ModelInit::Imagenet && !opts.resume {
+        let variant = cfg
+            .model
+            .encoder
+            .lite()
+            .context("init = imagenet needs a Lite encoder")?;
+        let path = crate::pretrained::resolve(variant, opts.pretrained.as_deref())?;
+        let r = seg_nn::pretrained::load_into(&varmap, &path)?;
+        tracing::info!(
+            loaded = r.loaded,
+            skipped = r.skipped.len(),
+            file = %path.display(),
+            "ImageNet weights loaded into the encoder"
+        );
+    }
     let class_frequencies = data::class_frequencies(&train, cfg.data.classes.len());
     let init = MethodInit {
         cfg,

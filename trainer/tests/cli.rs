@@ -200,6 +200,7 @@ mod semi {
             resume,
             progress: false,
             stop_after,
+            pretrained: None,
         }
     }
 

@@ -196,6 +196,14 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Res
     let Geometry {
         b, c, co, k, oh, ow, ..
     } = Geometry::of(x, weight, padding, stride)?;
+    if k == 1 && stride == 1 && padding == 0 {
+        // a pointwise convolution is already a matrix product per image: no im2col copy and no
+        // transpose back (the MBConv blocks' expand and project layers)
+        let y = weight
+            .reshape((co, c))?
+            .broadcast_matmul(&x.contiguous()?.reshape((b, c, oh * ow))?)?; // [b, c_out, h·w]
+        return y.reshape((b, co, oh, ow));
+    }
     let cols = x.contiguous()?.apply_op1(Im2Col { k, stride, padding })?; // [c·k·k, b·oh·ow]
     let y = weight.reshape((co, c * k * k))?.matmul(&cols)?; // [c_out, b·oh·ow]
     y.reshape((co, b, oh, ow))?.transpose(0, 1)?.contiguous() // [b, c_out, oh, ow]
@@ -264,6 +272,7 @@ mod tests {
             (2, 3, 5, 8, 11, 3, 2),
             (1, 4, 2, 5, 6, 1, 1),
             (3, 2, 3, 9, 7, 1, 2),
+            (3, 5, 7, 4, 6, 1, 1),
         ] {
             let x = Tensor::from_vec(values(b * c * h * w, 1), (b, c, h, w), &dev).unwrap();
             let wt = Tensor::from_vec(values(co * c * k * k, 2), (co, c, k, k), &dev).unwrap();
@@ -283,17 +292,18 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let dev = Device::Cpu;
-        let (b, c, co, h, w, k) = (2, 2, 3, 5, 6, 3);
-        for s in [1, 2] {
+        let (b, c, co, h, w) = (2, 2, 3, 5, 6);
+        // (kernel, stride, padding): the im2col path, strided, and the pointwise fast path
+        for (k, s, pad) in [(3, 1, 1), (3, 2, 1), (1, 1, 0)] {
             let x0 = values(b * c * h * w, 3);
             let w0 = values(co * c * k * k, 4);
-            let oh = out_len(h, k, s, 1);
-            let ow = out_len(w, k, s, 1);
+            let oh = out_len(h, k, s, pad);
+            let ow = out_len(w, k, s, pad);
             let weights = Tensor::from_vec(values(b * co * oh * ow, 5), (b, co, oh, ow), &dev).unwrap();
             let f = |xv: &[f32], wv: &[f32]| -> f32 {
                 let x = Tensor::from_vec(xv.to_vec(), (b, c, h, w), &dev).unwrap();
                 let wt = Tensor::from_vec(wv.to_vec(), (co, c, k, k), &dev).unwrap();
-                (conv2d(&x, &wt, 1, s).unwrap() * &weights)
+                (conv2d(&x, &wt, pad, s).unwrap() * &weights)
                     .unwrap()
                     .sum_all()
                     .unwrap()
@@ -302,7 +312,7 @@ mod tests {
             };
             let x = Var::from_vec(x0.clone(), (b, c, h, w), &dev).unwrap();
             let wt = Var::from_vec(w0.clone(), (co, c, k, k), &dev).unwrap();
-            let loss = (conv2d(x.as_tensor(), wt.as_tensor(), 1, s).unwrap() * &weights)
+            let loss = (conv2d(x.as_tensor(), wt.as_tensor(), pad, s).unwrap() * &weights)
                 .unwrap()
                 .sum_all()
                 .unwrap();

@@ -21,7 +21,42 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor}
 pub struct BnTrain {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
-    relu: bool,
+    act: Act,
+}
+
+/// The activation that may follow a BatchNorm: none, ReLU, or ReLU6 (`min(max(x, 0), 6)`,
+/// ONNX `Clip(0, 6)`, EfficientNet-Lite's activation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Act {
+    /// Identity.
+    #[default]
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+}
+
+impl Act {
+    /// Applies the activation to one value.
+    #[inline]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Act::None => v,
+            Act::Relu => v.max(0.0),
+            Act::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// Whether the gradient passes at an output value `y` (0 on the flat parts).
+    #[inline]
+    pub fn passes(self, y: f32) -> bool {
+        match self {
+            Act::None => true,
+            Act::Relu => y > 0.0,
+            Act::Relu6 => y > 0.0 && y < 6.0,
+        }
+    }
 }
 
 /// Runs `f(row_index, row)` over the `row`-long rows of `data` on up to
@@ -133,13 +168,21 @@ impl CustomOp3 for BnTrain {
             let ci = i % c;
             let (m, k, bb) = (self.mean[ci], self.inv_std[ci] * gamma[ci], beta[ci]);
             let src = &x[i * hw..(i + 1) * hw];
-            if self.relu {
-                for (o, &v) in out.iter_mut().zip(src) {
-                    *o = ((v - m) * k + bb).max(0.0);
+            match self.act {
+                Act::None => {
+                    for (o, &v) in out.iter_mut().zip(src) {
+                        *o = (v - m) * k + bb;
+                    }
                 }
-            } else {
-                for (o, &v) in out.iter_mut().zip(src) {
-                    *o = (v - m) * k + bb;
+                Act::Relu => {
+                    for (o, &v) in out.iter_mut().zip(src) {
+                        *o = ((v - m) * k + bb).max(0.0);
+                    }
+                }
+                Act::Relu6 => {
+                    for (o, &v) in out.iter_mut().zip(src) {
+                        *o = ((v - m) * k + bb).clamp(0.0, 6.0);
+                    }
                 }
             }
         });
@@ -157,12 +200,13 @@ impl CustomOp3 for BnTrain {
         let (b, c, h, w) = x.dims4()?;
         let hw = h * w;
         let g = values(gamma)?;
-        // dy masked by the ReLU, as an owned buffer that becomes dx
+        // dy masked by the activation, as an owned buffer that becomes dx
         let mut dy = values(grad)?;
-        if self.relu {
+        if self.act != Act::None {
+            let act = self.act;
             with_slice(res, |y| {
                 for (d, &v) in dy.iter_mut().zip(y) {
-                    if v <= 0.0 {
+                    if !act.passes(v) {
                         *d = 0.0;
                     }
                 }
@@ -211,15 +255,15 @@ impl CustomOp3 for BnTrain {
     }
 }
 
-/// Training-mode batch norm of `x [b, c, h, w]` with `weight`/`bias` `[c]` (and a ReLU after
-/// it when `relu`), on CPU f32 tensors. Returns the output and the batch `(mean, biased
+/// Training-mode batch norm of `x [b, c, h, w]` with `weight`/`bias` `[c]` (and the activation
+/// `act` after it), on CPU f32 tensors. Returns the output and the batch `(mean, biased
 /// variance)` per channel, for the running statistics.
 pub fn batch_norm_train(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
-    relu: bool,
+    act: Act,
 ) -> Result<(Tensor, Vec<f32>, Vec<f32>)> {
     let x = x.contiguous()?;
     let (b, c, h, w) = x.dims4()?;
@@ -227,7 +271,7 @@ pub fn batch_norm_train(
     let op = BnTrain {
         mean: mean.iter().map(|&m| m as f32).collect(),
         inv_std: var.iter().map(|&v| (1.0 / (v + eps).sqrt()) as f32).collect(),
-        relu,
+        act,
     };
     let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
     Ok((
@@ -250,7 +294,7 @@ pub(crate) mod tests {
     }
 
     /// The same layer from candle's differentiable primitives.
-    fn reference(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64, relu: bool) -> Tensor {
+    fn reference(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64, act: Act) -> Tensor {
         let c = x.dim(1).unwrap();
         let mean = x.mean_keepdim((0, 2, 3)).unwrap();
         let centered = x.broadcast_sub(&mean).unwrap();
@@ -263,10 +307,10 @@ pub(crate) mod tests {
             .unwrap()
             .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
             .unwrap();
-        if relu {
-            y.relu().unwrap()
-        } else {
-            y
+        match act {
+            Act::None => y,
+            Act::Relu => y.relu().unwrap(),
+            Act::Relu6 => y.clamp(0f32, 6f32).unwrap(),
         }
     }
 
@@ -275,16 +319,20 @@ pub(crate) mod tests {
         let dev = Device::Cpu;
         // a large offset checks the statistics' numerical stability
         for (b, c, h, w, relu, offset) in [
-            (2, 3, 4, 5, false, 0.0),
-            (3, 4, 6, 7, true, 0.0),
-            (2, 2, 3, 3, false, 100.0),
-            (4, 8, 32, 32, true, 0.3),
-            (4, 6, 1, 1, true, 0.0),
-            (4, 6, 1, 1, false, 0.0),
-            (2, 3, 1, 2, true, 0.5),
+            (2, 3, 4, 5, Act::None, 0.0),
+            (3, 4, 6, 7, Act::Relu, 0.0),
+            (2, 2, 3, 3, Act::None, 100.0),
+            (4, 8, 32, 32, Act::Relu, 0.3),
+            (4, 6, 1, 1, Act::Relu, 0.0),
+            (4, 6, 1, 1, Act::None, 0.0),
+            (2, 3, 1, 2, Act::Relu, 0.5),
+            (3, 4, 6, 7, Act::Relu6, 0.0),
+            (2, 3, 5, 4, Act::Relu6, 0.2),
         ] {
             let x = Var::from_vec(vals(b * c * h * w, 1, 4.0, offset), (b, c, h, w), &dev).unwrap();
-            let g = Var::from_vec(vals(c, 2, 1.0, 1.0), c, &dev).unwrap();
+            // ReLU6 cases get a large γ so that the upper clip is reached too
+            let gs = if relu == Act::Relu6 { 4.0 } else { 1.0 };
+            let g = Var::from_vec(vals(c, 2, gs, gs), c, &dev).unwrap();
             let be = Var::from_vec(vals(c, 3, 1.0, 0.0), c, &dev).unwrap();
             let wts = Tensor::from_vec(vals(b * c * h * w, 4, 2.0, 0.0), (b, c, h, w), &dev).unwrap();
             let (y, mean, var) = batch_norm_train(x.as_tensor(), g.as_tensor(), be.as_tensor(), 1e-5, relu).unwrap();
@@ -312,7 +360,7 @@ pub(crate) mod tests {
                 let d = a.iter().zip(&e).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
                 assert!(
                     d < 2e-3 * scale,
-                    "{b}x{c}x{h}x{w} relu={relu} d{name}: {d} (scale {scale})"
+                    "{b}x{c}x{h}x{w} act={relu:?} d{name}: {d} (scale {scale})"
                 );
             }
         }
@@ -321,6 +369,7 @@ pub(crate) mod tests {
     #[test]
     fn gradient_matches_finite_differences() {
         let dev = Device::Cpu;
+        let act = Act::None;
         let (b, c, h, w) = (2, 2, 3, 2);
         let x0 = vals(b * c * h * w, 5, 3.0, 0.0);
         let g0 = vals(c, 6, 1.0, 1.0);
@@ -329,12 +378,12 @@ pub(crate) mod tests {
         let f = |xv: &[f32], gv: &[f32]| -> f64 {
             let x = Tensor::from_vec(xv.to_vec(), (b, c, h, w), &dev).unwrap();
             let g = Tensor::from_vec(gv.to_vec(), c, &dev).unwrap();
-            let (y, _, _) = batch_norm_train(&x, &g, &be, 1e-5, false).unwrap();
+            let (y, _, _) = batch_norm_train(&x, &g, &be, 1e-5, act).unwrap();
             (y * &wts).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
         };
         let x = Var::from_vec(x0.clone(), (b, c, h, w), &dev).unwrap();
         let g = Var::from_vec(g0.clone(), c, &dev).unwrap();
-        let (y, _, _) = batch_norm_train(x.as_tensor(), g.as_tensor(), &be, 1e-5, false).unwrap();
+        let (y, _, _) = batch_norm_train(x.as_tensor(), g.as_tensor(), &be, 1e-5, act).unwrap();
         let grads = (y * &wts).unwrap().sum_all().unwrap().backward().unwrap();
         let gx = values(grads.get(&x).unwrap()).unwrap();
         let gg = values(grads.get(&g).unwrap()).unwrap();

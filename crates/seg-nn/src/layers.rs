@@ -14,19 +14,69 @@ fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
-/// A 2-D convolution with "same"-style padding `k / 2`.
+pub use crate::fused::Act;
+
+/// How a convolution pads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// `p` zeros on every side (the ResNet-lite encoder and the decoder use `k / 2`).
+    Symmetric(usize),
+    /// TensorFlow's "SAME": output `ceil(n / s)`, the padding split with the extra pixel after
+    /// (asymmetric on stride 2 for even sizes) — what the EfficientNet-Lite ImageNet weights
+    /// were trained with. Computed from the input size at each call and written into the ONNX
+    /// `pads` at export, where the size is fixed.
+    TfSame,
+}
+
+impl Padding {
+    /// `(before, after)` along an axis of `len` for kernel `k` and stride `s`.
+    pub fn along(self, len: usize, k: usize, s: usize) -> (usize, usize) {
+        match self {
+            Padding::Symmetric(p) => (p, p),
+            Padding::TfSame => {
+                let out = len.div_ceil(s.max(1));
+                let total = ((out.max(1) - 1) * s + k).saturating_sub(len);
+                (total / 2, total - total / 2)
+            }
+        }
+    }
+
+    /// `[top, left, bottom, right]` for an input of `(h, w)`.
+    pub fn pads(self, (h, w): (usize, usize), k: usize, s: usize) -> [usize; 4] {
+        let (t, b) = self.along(h, k, s);
+        let (l, r) = self.along(w, k, s);
+        [t, l, b, r]
+    }
+}
+
+/// A 2-D convolution: dense (`group = 1`) or depthwise (`group = c_in = c_out`).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
     stride: usize,
-    padding: usize,
+    padding: Padding,
+    groups: usize,
     name: String,
 }
 
 impl Conv2d {
-    /// `[c_out, c_in, k, k]` kernel named `<prefix>.weight` (+ `<prefix>.bias`).
+    /// `[c_out, c_in, k, k]` kernel named `<prefix>.weight` (+ `<prefix>.bias`), padded by
+    /// `k / 2` on every side.
     pub fn new(c_in: usize, c_out: usize, k: usize, stride: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        Self::padded(c_in, c_out, k, stride, bias, Padding::Symmetric(k / 2), vb)
+    }
+
+    /// A dense convolution with the given padding.
+    pub fn padded(
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        bias: bool,
+        padding: Padding,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let weight = vb.get_with_hints((c_out, c_in, k, k), "weight", Init::Const(0.0))?;
         let bias = if bias {
             Some(vb.get_with_hints(c_out, "bias", Init::Const(0.0))?)
@@ -37,14 +87,40 @@ impl Conv2d {
             weight,
             bias,
             stride,
-            padding: k / 2,
+            padding,
+            groups: 1,
+            name: vb.prefix(),
+        })
+    }
+
+    /// A depthwise convolution without bias: one `k×k` filter per channel, `[c, 1, k, k]`.
+    pub fn depthwise(c: usize, k: usize, stride: usize, padding: Padding, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints((c, 1, k, k), "weight", Init::Const(0.0))?;
+        Ok(Self {
+            weight,
+            bias: None,
+            stride,
+            padding,
+            groups: c,
             name: vb.prefix(),
         })
     }
 
     /// `[b, c_in, h, w] -> [b, c_out, h', w']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = crate::conv::conv2d(x, &self.weight, self.padding, self.stride)?; // [b, c_out, h', w']
+        let (_, _, h, w) = x.dims4()?;
+        let pads = self.padding.pads((h, w), self.kernel(), self.stride);
+        let y = if self.groups > 1 {
+            crate::depthwise::depthwise_conv2d(x, &self.weight, self.stride, pads)?
+        // [b, c, h', w']
+        } else if pads.iter().all(|&p| p == pads[0]) {
+            crate::conv::conv2d(x, &self.weight, pads[0], self.stride)? // [b, c_out, h', w']
+        } else {
+            let xp = x
+                .pad_with_zeros(2, pads[0], pads[2])?
+                .pad_with_zeros(3, pads[1], pads[3])?;
+            crate::conv::conv2d(&xp, &self.weight, 0, self.stride)?
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(y),
@@ -61,18 +137,36 @@ impl Conv2d {
         self.weight.dims()[2]
     }
 
+    /// Groups (1, or the channel count for a depthwise convolution).
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// The kernel `[c_out, c_in / groups, k, k]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
     /// Spatial output size for an input of `(h, w)`.
     pub fn out_hw(&self, (h, w): (usize, usize)) -> (usize, usize) {
         let k = self.kernel();
+        let [t, l, b, r] = self.padding.pads((h, w), k, self.stride);
         (
-            conv_out(h, k, self.stride, self.padding),
-            conv_out(w, k, self.stride, self.padding),
+            (h + t + b).saturating_sub(k) / self.stride + 1,
+            (w + l + r).saturating_sub(k) / self.stride + 1,
         )
     }
 
-    /// Emits an ONNX `Conv`, with the weights optionally scaled per output channel and shifted
-    /// (used to fold BatchNorm): `w' = w · scale[o]`, `b' = b · scale[o] + shift[o]`.
-    fn emit_scaled(&self, g: &mut GraphBuilder, x: &str, scale: Option<(&[f32], &[f32])>) -> Result<String> {
+    /// Emits an ONNX `Conv` for an input of spatial size `hw`, with the weights optionally
+    /// scaled per output channel and shifted (used to fold BatchNorm): `w' = w · scale[o]`,
+    /// `b' = b · scale[o] + shift[o]`.
+    fn emit_scaled(
+        &self,
+        g: &mut GraphBuilder,
+        x: &str,
+        hw: (usize, usize),
+        scale: Option<(&[f32], &[f32])>,
+    ) -> Result<String> {
         let dims: Vec<i64> = self.weight.dims().iter().map(|&d| d as i64).collect();
         let mut w = to_vec(&self.weight)?;
         let c_out = dims[0] as usize;
@@ -89,9 +183,9 @@ impl Conv2d {
         }
         let wn = g.init_f32(&format!("{}.weight", self.name), &dims, &w);
         let bn = g.init_f32(&format!("{}.bias", self.name), &[c_out as i64], &b);
-        let p = self.padding as i64;
-        let s = self.stride as i64;
         let k = dims[2];
+        let pads = self.padding.pads(hw, k as usize, self.stride).map(|p| p as i64);
+        let s = self.stride as i64;
         let out = format!("{}.out", self.name);
         Ok(g.node(
             "Conv",
@@ -100,16 +194,18 @@ impl Conv2d {
             &[
                 ("kernel_shape", Attr::Ints(vec![k, k])),
                 ("strides", Attr::Ints(vec![s, s])),
-                ("pads", Attr::Ints(vec![p, p, p, p])),
+                // ONNX order: [top, left, bottom, right] = [x1_begin, x2_begin, x1_end, x2_end]
+                ("pads", Attr::Ints(pads.to_vec())),
                 ("dilations", Attr::Ints(vec![1, 1])),
-                ("group", Attr::Int(1)),
+                ("group", Attr::Int(self.groups as i64)),
             ],
         ))
     }
 
-    /// Emits this convolution as an ONNX `Conv` node; returns the output name.
-    pub fn emit(&self, g: &mut GraphBuilder, x: &str) -> Result<String> {
-        self.emit_scaled(g, x, None)
+    /// Emits this convolution as an ONNX `Conv` node for an input of spatial size `hw`;
+    /// returns the output name.
+    pub fn emit(&self, g: &mut GraphBuilder, x: &str, hw: (usize, usize)) -> Result<String> {
+        self.emit_scaled(g, x, hw, None)
     }
 }
 
@@ -125,8 +221,13 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
-    /// `weight`, `bias`, `running_mean`, `running_var` of `c` channels.
+    /// `weight`, `bias`, `running_mean`, `running_var` of `c` channels, ε = 1e-5.
     pub fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        Self::with_eps(c, 1e-5, vb)
+    }
+
+    /// The same with another ε (EfficientNet-Lite's weights come with 1e-3).
+    pub fn with_eps(c: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get_with_hints(c, "weight", Init::Const(1.0))?;
         let bias = vb.get_with_hints(c, "bias", Init::Const(0.0))?;
         let running_mean = Var::from_tensor(&vb.get_with_hints(c, "running_mean", Init::Const(0.0))?)?;
@@ -136,7 +237,7 @@ impl BatchNorm {
             bias,
             running_mean,
             running_var,
-            eps: 1e-5,
+            eps,
             momentum: 0.1,
         })
     }
@@ -144,17 +245,17 @@ impl BatchNorm {
     /// Training mode normalises with the batch statistics (and updates the running ones);
     /// evaluation mode uses the running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward_relu_t(x, train, false)
+        self.forward_act_t(x, train, Act::None)
     }
 
-    /// [`Self::forward_t`] followed by a ReLU when `relu`; on CPU, training mode runs as one
+    /// [`Self::forward_t`] followed by the activation `act`; on CPU, training mode runs as one
     /// fused op ([`crate::fused`]).
-    pub fn forward_relu_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+    pub fn forward_act_t(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         let c = x.dim(1)?;
         let n = (x.elem_count() / c) as f64;
         let unbias = n / (n - 1.0).max(1.0);
         if train && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-            let (y, mean, var) = crate::fused::batch_norm_train(x, &self.weight, &self.bias, self.eps, relu)?;
+            let (y, mean, var) = crate::fused::batch_norm_train(x, &self.weight, &self.bias, self.eps, act)?;
             let dev = x.device();
             self.update_running(&Tensor::new(mean, dev)?, &(Tensor::new(var, dev)? * unbias)?)?;
             return Ok(y);
@@ -176,10 +277,10 @@ impl BatchNorm {
         let y = centered
             .broadcast_mul(&scale)?
             .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?; // [b, c, h, w]
-        if relu {
-            y.relu()
-        } else {
-            Ok(y)
+        match act {
+            Act::None => Ok(y),
+            Act::Relu => y.relu(),
+            Act::Relu6 => y.clamp(0f32, 6f32),
         }
     }
 
@@ -208,41 +309,55 @@ impl BatchNorm {
     }
 }
 
-/// Convolution → BatchNorm → optional ReLU; exported as a single folded `Conv` (+ `Relu`).
+/// Emits the activation `act` after `y` (`Relu`, or `Clip(0, 6)` for ReLU6) named after
+/// `prefix`; returns the output name.
+pub fn emit_act(g: &mut GraphBuilder, y: &str, prefix: &str, act: Act) -> String {
+    match act {
+        Act::None => y.to_string(),
+        Act::Relu => g.node("Relu", &[y], &format!("{prefix}.relu"), &[]),
+        Act::Relu6 => {
+            let lo = g.init_f32(&format!("{prefix}.clip_min"), &[], &[0.0]);
+            let hi = g.init_f32(&format!("{prefix}.clip_max"), &[], &[6.0]);
+            g.node("Clip", &[y, &lo, &hi], &format!("{prefix}.relu6"), &[])
+        }
+    }
+}
+
+/// Convolution → BatchNorm → activation; exported as a single folded `Conv` (+ `Relu`/`Clip`).
 #[derive(Debug, Clone)]
 pub struct ConvBn {
     /// The convolution (`<prefix>.conv`).
     pub conv: Conv2d,
     /// Its batch norm (`<prefix>.bn`).
     pub bn: BatchNorm,
-    relu: bool,
+    act: Act,
 }
 
 impl ConvBn {
-    /// A `k×k` conv without bias, its BN and an optional ReLU.
+    /// A `k×k` conv without bias (padding `k / 2`), its BN and an optional ReLU.
     pub fn new(c_in: usize, c_out: usize, k: usize, stride: usize, relu: bool, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             conv: Conv2d::new(c_in, c_out, k, stride, false, vb.pp("conv"))?,
             bn: BatchNorm::new(c_out, vb.pp("bn"))?,
-            relu,
+            act: if relu { Act::Relu } else { Act::None },
         })
+    }
+
+    /// A convolution, its batch norm and the activation after them.
+    pub fn from_parts(conv: Conv2d, bn: BatchNorm, act: Act) -> Self {
+        Self { conv, bn, act }
     }
 
     /// `[b, c_in, h, w] -> [b, c_out, h/stride, w/stride]`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_relu_t(&self.conv.forward(x)?, train, self.relu)
+        self.bn.forward_act_t(&self.conv.forward(x)?, train, self.act)
     }
 
-    /// Emits the BN-folded conv (and ReLU).
-    pub fn emit(&self, g: &mut GraphBuilder, x: &str) -> Result<String> {
+    /// Emits the BN-folded conv (and its activation) for an input of spatial size `hw`.
+    pub fn emit(&self, g: &mut GraphBuilder, x: &str, hw: (usize, usize)) -> Result<String> {
         let (s, t) = self.bn.affine()?;
-        let y = self.conv.emit_scaled(g, x, Some((&s, &t)))?;
-        if self.relu {
-            let out = format!("{}.relu", self.conv.name);
-            Ok(g.node("Relu", &[&y], &out, &[]))
-        } else {
-            Ok(y)
-        }
+        let y = self.conv.emit_scaled(g, x, hw, Some((&s, &t)))?;
+        Ok(emit_act(g, &y, &self.conv.name, self.act))
     }
 }
 
@@ -286,12 +401,17 @@ impl BasicBlock {
         self.conv1.conv.out_hw(hw)
     }
 
-    /// Emits the block.
-    pub fn emit(&self, g: &mut GraphBuilder, x: &str) -> Result<String> {
-        let y = self.conv1.emit(g, x)?;
-        let y = self.conv2.emit(g, &y)?;
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.conv2.conv.out_channels()
+    }
+
+    /// Emits the block for an input of spatial size `hw`.
+    pub fn emit(&self, g: &mut GraphBuilder, x: &str, hw: (usize, usize)) -> Result<String> {
+        let y = self.conv1.emit(g, x, hw)?;
+        let y = self.conv2.emit(g, &y, self.out_hw(hw))?;
         let short = match &self.down {
-            Some(d) => d.emit(g, x)?,
+            Some(d) => d.emit(g, x, hw)?,
             None => x.to_string(),
         };
         let sum = g.node("Add", &[&y, &short], &format!("{}.add", self.name), &[]);

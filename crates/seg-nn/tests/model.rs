@@ -15,6 +15,7 @@ fn tiny_cfg() -> ModelConfig {
         aspp_channels: 8,
         low_channels: 4,
         decoder_channels: 8,
+        ..ModelConfig::default()
     }
 }
 
