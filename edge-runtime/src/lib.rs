@@ -55,10 +55,13 @@ pub enum RuntimeError {
     Adapt(String),
 }
 
-/// The model the binary embeds: trained by this project (see docs/BENCHMARKS.md).
-pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../assets/models/camvid-small.onnx");
+/// The model the binary embeds: EfficientNet-Lite0 from ImageNet weights, trained by this
+/// project on CamVid (issue #21; see docs/BENCHMARKS.md).
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../assets/models/camvid-lite0.onnx");
 /// Its name.
-pub const DEFAULT_MODEL_NAME: &str = "assets/models/camvid-small.onnx (embedded)";
+pub const DEFAULT_MODEL_NAME: &str = "assets/models/camvid-lite0.onnx (embedded)";
+/// The from-scratch ResNet-lite baseline (issue #2), kept for tests that need a small, fast model.
+pub const SMALL_MODEL: &[u8] = include_bytes!("../../assets/models/camvid-small.onnx");
 
 /// Sample CamVid frames embedded in the binary (see assets/samples/README.md).
 pub const DEFAULT_SAMPLES: &[(&str, &[u8])] = &[

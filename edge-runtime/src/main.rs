@@ -135,7 +135,7 @@ struct QuantizeArgs {
 
 #[derive(clap::Args, Default)]
 struct RunArgs {
-    /// ONNX model (default: the embedded camvid-small model).
+    /// ONNX model (default: the embedded camvid-lite0 model).
     #[arg(long)]
     model: Option<PathBuf>,
     /// An image, a folder of images (sorted), a Y4M / MJPEG / raw .rgb / .yuyv stream file, or

@@ -102,7 +102,7 @@ fn issue2_wrong_size_mask_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
     camvid_fixture(dir.path(), Some(GrayImage::new(64, 40)));
     let model = dir.path().join("m.onnx");
-    std::fs::write(&model, edge_seg_runtime::DEFAULT_MODEL).unwrap();
+    std::fs::write(&model, edge_seg_runtime::SMALL_MODEL).unwrap();
     let out = edge_seg(
         &["eval", "--model", "m.onnx", "--data", ".", "--split", "val"],
         dir.path(),
@@ -114,7 +114,7 @@ fn issue2_wrong_size_mask_is_a_one_line_error() {
 fn issue2_unknown_class_id_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
     camvid_fixture(dir.path(), Some(GrayImage::from_pixel(64, 48, Luma([14]))));
-    std::fs::write(dir.path().join("m.onnx"), edge_seg_runtime::DEFAULT_MODEL).unwrap();
+    std::fs::write(dir.path().join("m.onnx"), edge_seg_runtime::SMALL_MODEL).unwrap();
     let out = edge_seg(
         &["eval", "--model", "m.onnx", "--data", ".", "--split", "val"],
         dir.path(),
@@ -126,7 +126,7 @@ fn issue2_unknown_class_id_is_a_one_line_error() {
 fn issue2_eval_prints_miou_and_writes_confusion_and_record() {
     let dir = tempfile::tempdir().unwrap();
     camvid_fixture(dir.path(), None);
-    std::fs::write(dir.path().join("m.onnx"), edge_seg_runtime::DEFAULT_MODEL).unwrap();
+    std::fs::write(dir.path().join("m.onnx"), edge_seg_runtime::SMALL_MODEL).unwrap();
     let out = edge_seg(
         &[
             "eval",
@@ -166,7 +166,7 @@ fn issue2_eval_prints_miou_and_writes_confusion_and_record() {
 #[test]
 fn quantize_then_run_the_int8_graph() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("m.onnx"), edge_seg_runtime::DEFAULT_MODEL).unwrap();
+    std::fs::write(dir.path().join("m.onnx"), edge_seg_runtime::SMALL_MODEL).unwrap();
     std::fs::create_dir_all(dir.path().join("calib")).unwrap();
     for (name, bytes) in edge_seg_runtime::DEFAULT_SAMPLES.iter().take(2) {
         std::fs::write(dir.path().join("calib").join(name), bytes).unwrap();
@@ -528,7 +528,7 @@ fn issue4_edge_student_segments_like_its_teacher() {
     let mut student = Segmenter::open(&path).unwrap();
     assert_eq!(student.meta.name, "camvid-edge");
     assert_eq!(student.meta.classes.len(), 11);
-    let mut teacher = Segmenter::from_bytes(edge_seg_runtime::DEFAULT_MODEL, "teacher").unwrap();
+    let mut teacher = Segmenter::from_bytes(edge_seg_runtime::SMALL_MODEL, "teacher").unwrap();
     let frames: Vec<RgbImage> = edge_seg_runtime::DEFAULT_SAMPLES
         .iter()
         .map(|(_, b)| image::load_from_memory(b).unwrap().to_rgb8())

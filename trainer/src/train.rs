@@ -78,6 +78,18 @@ fn bar(len: u64, show: bool, template: &str) -> ProgressBar {
 pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     cfg.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
     let started = Instant::now();
+    // the ImageNet weights file, found before the data is loaded so that a missing one fails fast
+    let pretrained = match (cfg.init, opts.resume) {
+        (ModelInit::Imagenet, false) => {
+            let variant = cfg
+                .model
+                .encoder
+                .lite()
+                .context("init = imagenet needs a Lite encoder")?;
+            Some(crate::pretrained::resolve(variant, opts.pretrained.as_deref())?)
+        }
+        _ => None,
+    };
     let dev = device()?;
     std::fs::create_dir_all(&opts.out).with_context(|| format!("{}: cannot create", opts.out.display()))?;
 
@@ -101,14 +113,8 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     let varmap = VarMap::new();
     let model = SegModel::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     init::reseed(&varmap, cfg.schedule.seed)?;
-    if cfg.init == ModelInit::Imagenet && !opts.resume {
-        let variant = cfg
-            .model
-            .encoder
-            .lite()
-            .context("init = imagenet needs a Lite encoder")?;
-        let path = crate::pretrained::resolve(variant, opts.pretrained.as_deref())?;
-        let r = seg_nn::pretrained::load_into(&varmap, &path)?;
+    if let Some(path) = &pretrained {
+        let r = seg_nn::pretrained::load_into(&varmap, path)?;
         tracing::info!(
             loaded = r.loaded,
             skipped = r.skipped.len(),

@@ -18,6 +18,24 @@ fn assert_user_error(out: &Output, what: &str) {
     assert!(err.contains(what), "'{what}' not in: {err}");
 }
 
+/// A CamVid-layout folder with two 40×32 frames in `train` and in `val` (two classes).
+fn two_frame_camvid(root: &Path) {
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+    for split in ["train", "val"] {
+        std::fs::create_dir_all(root.join(split)).unwrap();
+        std::fs::create_dir_all(root.join(format!("{split}annot"))).unwrap();
+        for i in 0..2u32 {
+            let name = format!("S_{i}.png");
+            RgbImage::from_fn(40, 32, |x, y| Rgb([(x * 6) as u8, (y * 7 + i) as u8, 90]))
+                .save(root.join(split).join(&name))
+                .unwrap();
+            GrayImage::from_fn(40, 32, |_, y| Luma([if y < 12 { 0 } else { 3 }]))
+                .save(root.join(format!("{split}annot")).join(&name))
+                .unwrap();
+        }
+    }
+}
+
 /// Issue #2: an unknown config key names the file, line and key.
 #[test]
 fn issue2_bad_toml_key_is_a_one_line_error() {
@@ -64,21 +82,8 @@ fn issue2_export_of_a_missing_run_is_a_one_line_error() {
 /// records it.
 #[test]
 fn issue2_train_then_export_records_parity() {
-    use image::{GrayImage, Luma, Rgb, RgbImage};
     let dir = tempfile::tempdir().unwrap();
-    for split in ["train", "val"] {
-        std::fs::create_dir_all(dir.path().join("d").join(split)).unwrap();
-        std::fs::create_dir_all(dir.path().join("d").join(format!("{split}annot"))).unwrap();
-        for i in 0..2u32 {
-            let name = format!("S_{i}.png");
-            RgbImage::from_fn(40, 32, |x, y| Rgb([(x * 6) as u8, (y * 7 + i) as u8, 90]))
-                .save(dir.path().join("d").join(split).join(&name))
-                .unwrap();
-            GrayImage::from_fn(40, 32, |_, y| Luma([if y < 12 { 0 } else { 3 }]))
-                .save(dir.path().join("d").join(format!("{split}annot")).join(&name))
-                .unwrap();
-        }
-    }
+    two_frame_camvid(&dir.path().join("d"));
     let cfg = "[data]\nroot = \"d\"\ninput_size = [32, 40]\n[augment]\ncrop = [24, 24]\n\
                [model]\nwidths = [4, 8, 8, 8, 8]\nblocks = [1, 1, 1, 1]\naspp_channels = 8\nlow_channels = 4\ndecoder_channels = 8\n\
                [schedule]\niterations = 2\nbatch_size = 2\n";
@@ -109,6 +114,94 @@ fn issue2_train_then_export_records_parity() {
     let v = rec[0]["value"].as_f64().unwrap();
     assert!((0.0..=1e-4).contains(&v), "{v}");
     assert!(dir.path().join("m.onnx").exists());
+}
+
+/// Issue #21: `init = "imagenet"` without the weights says how to fetch them, before any data
+/// is read; with a ResNet encoder it is a config error.
+#[test]
+fn issue21_imagenet_init_errors_name_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "init = \"imagenet\"\n[model]\nencoder = \"efficientnet_lite0\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-seg-train"))
+        .args(["train", "--config", "c.toml", "--data", "no-such-data"])
+        .env("EDGE_SEG_PRETRAINED_CACHE", dir.path().join("empty-cache"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_user_error(&out, "edge-seg-train fetch-pretrained --variant lite0");
+    let out = train_bin(
+        &["train", "--config", "c.toml", "--pretrained", "missing.pth"],
+        dir.path(),
+    );
+    assert_user_error(&out, "--pretrained missing.pth: no such file");
+    std::fs::write(dir.path().join("r.toml"), "init = \"imagenet\"\n").unwrap();
+    assert_user_error(
+        &train_bin(&["train", "--config", "r.toml"], dir.path()),
+        "needs an EfficientNet-Lite encoder",
+    );
+}
+
+/// Issue #21: a Lite0 net trains from the real ImageNet weights and exports; neither the run's
+/// config nor the ONNX metadata carries the weights' local path. Needs the weights (the fetch
+/// cache, as the golden test); `EDGE_SEG_REQUIRE_PRETRAINED=1` makes their absence a failure.
+#[test]
+fn issue21_lite0_from_imagenet_trains_and_exports_without_the_local_path() {
+    let cache = std::env::var_os("EDGE_SEG_PRETRAINED_CACHE")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/edge-seg/pretrained")));
+    let Some(pth) =
+        cache.and_then(|c| edge_seg_trainer::pretrained::find_in(&c, seg_nn::efficientnet::LiteVariant::Lite0))
+    else {
+        assert!(
+            std::env::var_os("EDGE_SEG_REQUIRE_PRETRAINED").is_none(),
+            "EDGE_SEG_REQUIRE_PRETRAINED is set but the Lite0 weights are not in the cache"
+        );
+        eprintln!("skipped: no efficientnet-lite0 weights (edge-seg-train fetch-pretrained)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    two_frame_camvid(&dir.path().join("d"));
+    let marked = dir.path().join("weights-at-a-local-path-7f3a.pth");
+    std::fs::copy(&pth, &marked).unwrap();
+    let cfg = "init = \"imagenet\"\n[data]\nroot = \"d\"\ninput_size = [64, 80]\n[augment]\ncrop = [64, 64]\n\
+               [model]\nencoder = \"efficientnet_lite0\"\naspp_channels = 8\nlow_channels = 4\ndecoder_channels = 8\n\
+               [schedule]\niterations = 2\nbatch_size = 2\n";
+    std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
+    let out = train_bin(
+        &[
+            "train",
+            "--config",
+            "c.toml",
+            "--out",
+            "run",
+            "--no-progress",
+            "--pretrained",
+            marked.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ImageNet weights loaded"));
+    let out = train_bin(
+        &["export", "--run", "run", "--checkpoint", "last", "--out", "m.onnx"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
+    assert!(config.contains("init = \"imagenet\""), "{config}");
+    let onnx = std::fs::read(dir.path().join("m.onnx")).unwrap();
+    for bytes in [config.as_bytes(), onnx.as_slice()] {
+        let marker = b"at-a-local-path-7f3a";
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker),
+            "the local path leaked"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

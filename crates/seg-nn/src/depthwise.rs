@@ -301,7 +301,10 @@ mod tests {
         xp.conv2d(wt, 0, stride, 1, c).unwrap()
     }
 
-    const CASES: [(usize, usize, usize, usize, usize, usize, [usize; 4]); 7] = [
+    /// (batch, channels, h, w, kernel, stride, pads)
+    type Case = (usize, usize, usize, usize, usize, usize, [usize; 4]);
+
+    const CASES: [Case; 7] = [
         (2, 3, 7, 9, 3, 1, [1, 1, 1, 1]),
         (2, 3, 8, 10, 3, 2, [0, 0, 1, 1]),
         (1, 4, 9, 11, 5, 2, [2, 2, 2, 2]),

@@ -298,7 +298,7 @@ fn unpickle(c: &mut Cursor) -> Result<Value, String> {
 
 /// `[k0, v0, k1, v1, …]` as pairs.
 fn pairs(items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>, String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(format!("odd number of dict items at byte {at}"));
     }
     let mut it = items.into_iter();

@@ -1096,7 +1096,7 @@ mod tests {
     }
 
     fn adapter(cfg: AdaptConfig) -> Adapter {
-        Adapter::new(crate::DEFAULT_MODEL, "embedded", cfg).unwrap()
+        Adapter::new(crate::SMALL_MODEL, "embedded", cfg).unwrap()
     }
 
     fn values(s: &HashMap<String, Tensor>) -> Vec<(String, Vec<f32>)> {
@@ -1370,7 +1370,7 @@ mod tests {
     #[test]
     fn issue5_input_norm_is_published_in_the_graph() {
         let e = Adapter::new(
-            crate::DEFAULT_MODEL,
+            crate::SMALL_MODEL,
             "m",
             AdaptConfig {
                 input_norm: 0.5,
@@ -1435,7 +1435,7 @@ mod tests {
             crop: [100, 128],
             ..Default::default()
         };
-        let e = Adapter::new(crate::DEFAULT_MODEL, "m", bad).err().unwrap().to_string();
+        let e = Adapter::new(crate::SMALL_MODEL, "m", bad).err().unwrap().to_string();
         assert!(e.contains("multiples of 32"), "{e}");
         let e = Adapter::new(b"not onnx", "x.onnx", AdaptConfig::default())
             .err()
@@ -1491,7 +1491,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let e = Adapter::new(crate::DEFAULT_MODEL, "m", cfg(empty.path()))
+        let e = Adapter::new(crate::SMALL_MODEL, "m", cfg(empty.path()))
             .err()
             .unwrap()
             .to_string();
@@ -1500,7 +1500,7 @@ mod tests {
             "{e}"
         );
         std::fs::write(empty.path().join("broken.png"), b"\x89PNG truncated").unwrap();
-        let e = Adapter::new(crate::DEFAULT_MODEL, "m", cfg(empty.path()))
+        let e = Adapter::new(crate::SMALL_MODEL, "m", cfg(empty.path()))
             .err()
             .unwrap()
             .to_string();
@@ -1544,7 +1544,7 @@ mod tests {
         );
 
         let e = Adapter::new(
-            crate::DEFAULT_MODEL,
+            crate::SMALL_MODEL,
             "m",
             AdaptConfig {
                 guard: GuardConfig::default(),
