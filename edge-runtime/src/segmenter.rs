@@ -217,7 +217,8 @@ mod tests {
     fn stripping_the_final_resize_keeps_the_segmentation() {
         use prost::Message;
         let mut proto = seg_onnx::pb::ModelProto::decode(crate::DEFAULT_MODEL).unwrap();
-        assert_eq!(strip_final_resize(&mut proto).as_deref(), Some("Resize_56"));
+        let stripped = strip_final_resize(&mut proto).expect("the shipped model ends in a Resize");
+        assert!(stripped.starts_with("Resize"), "{stripped}");
         assert!(strip_final_resize(&mut proto).is_none(), "the next node is a Conv");
         let frame = image::load_from_memory(crate::DEFAULT_SAMPLES[0].1).unwrap().to_rgb8();
         let mut fast = Segmenter::from_bytes(crate::DEFAULT_MODEL, "m").unwrap();
