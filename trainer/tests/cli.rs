@@ -150,13 +150,8 @@ fn issue21_imagenet_init_errors_name_the_fix() {
 /// cache, as the golden test); `EDGE_SEG_REQUIRE_PRETRAINED=1` makes their absence a failure.
 #[test]
 fn issue21_lite0_from_imagenet_trains_and_exports_without_the_local_path() {
-    let cache = std::env::var_os("EDGE_SEG_PRETRAINED_CACHE")
-        .filter(|d| !d.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/edge-seg/pretrained")));
-    let Some(pth) =
-        cache.and_then(|c| edge_seg_trainer::pretrained::find_in(&c, seg_nn::efficientnet::LiteVariant::Lite0))
-    else {
+    use seg_nn::pretrained::{cache_dir, find_in};
+    let Some(pth) = find_in(&cache_dir(), seg_nn::efficientnet::LiteVariant::Lite0) else {
         assert!(
             std::env::var_os("EDGE_SEG_REQUIRE_PRETRAINED").is_none(),
             "EDGE_SEG_REQUIRE_PRETRAINED is set but the Lite0 weights are not in the cache"

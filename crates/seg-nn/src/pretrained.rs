@@ -17,7 +17,7 @@
 //! every shape that differs; the classifier head is skipped for segmentation models.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarMap;
@@ -77,6 +77,33 @@ pub fn model_name(key: &str) -> Option<String> {
         }
     };
     Some(format!("{mapped}.{field}"))
+}
+
+/// The folder the weights are unpacked into (by `edge-seg-train fetch-pretrained`):
+/// `$EDGE_SEG_PRETRAINED_CACHE`, else `$HOME/.cache/edge-seg/pretrained`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("EDGE_SEG_PRETRAINED_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache/edge-seg/pretrained")
+}
+
+/// The `.pth` of `variant` in `dir` (`efficientnet-lite0-*.pth`), if there is one.
+pub fn find_in(dir: &Path, variant: crate::efficientnet::LiteVariant) -> Option<PathBuf> {
+    let prefix = format!("{}-", variant.name());
+    let mut hits: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".pth"))
+        })
+        .collect();
+    hits.sort();
+    hits.pop()
 }
 
 /// What [`load_into`] did.

