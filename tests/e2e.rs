@@ -109,7 +109,12 @@ fn issue2_train_export_tract_round_trip() {
     let xt = Tensor::from_vec(x, (1, 3, 48, 64), &Device::Cpu).unwrap();
     let want: Vec<f32> = model.logits(&xt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     // the graph as written (the default runtime drops the final Resize and interpolates itself)
-    let mut exact = Segmenter::from_bytes_unmodified(&std::fs::read(&onnx).unwrap(), "m.onnx").unwrap();
+    let mut exact = Segmenter::from_bytes_unmodified(
+        &std::fs::read(&onnx).unwrap(),
+        "m.onnx",
+        &edge_seg_runtime::backend::BackendOptions::tract(),
+    )
+    .unwrap();
     let mut seg = Segmenter::open(&onnx).unwrap();
     assert_eq!(seg.meta.input_hw, (48, 64));
     assert_eq!(seg.meta.classes, ClassTable::camvid());

@@ -11,6 +11,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use edge_seg_runtime::adapt::worker::Worker;
 use edge_seg_runtime::adapt::{state as adapt_state, AdaptConfig, Adapter};
+use edge_seg_runtime::backend::ort::{Ep, OrtOptions};
+use edge_seg_runtime::backend::{BackendKind, BackendOptions};
 use edge_seg_runtime::output::fb::{FbGeometry, FbOutput, Framebuffer};
 use edge_seg_runtime::output::serve::MjpegServer;
 use edge_seg_runtime::output::{Output, PngDir};
@@ -99,6 +101,13 @@ struct AdaptSettings {
     adapt_reset: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WeightRange {
+    Auto,
+    Full,
+    Reduced,
+}
+
 #[derive(clap::Args)]
 struct QuantizeArgs {
     /// Float ONNX model (edge-seg metadata gives the preprocessing).
@@ -128,9 +137,58 @@ struct QuantizeArgs {
     /// Keep the first and last weight layers in float.
     #[arg(long)]
     keep_first_last_float: bool,
+    /// Weight range: auto (reduced for --target onnxruntime, full otherwise) | full (int8
+    /// [-127, 127]) | reduced (7 bits, [-63, 63]: onnxruntime's x86 int8 kernels saturate on
+    /// full-range weights on CPUs without VNNI).
+    #[arg(long, value_enum, default_value_t = WeightRange::Auto)]
+    weight_range: WeightRange,
     /// Write the per-tensor report (scale, clipping, SQNR) as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
+}
+
+/// Which engine runs the model (`run` and `eval`).
+#[derive(clap::Args, Default, Clone)]
+struct EngineArgs {
+    /// Inference backend: auto (onnxruntime when its library loads, else tract) | tract | ort.
+    #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
+    backend: BackendKind,
+    /// onnxruntime execution provider (the GPU ones need an onnxruntime built with them, e.g. on
+    /// a Jetson: see docs/JETSON.md).
+    #[arg(long, value_enum, default_value_t = Ep::Cpu)]
+    ep: Ep,
+    /// CUDA / TensorRT device id.
+    #[arg(long, default_value_t = 0)]
+    device_id: i32,
+    /// TensorRT: build fp16 engines.
+    #[arg(long)]
+    trt_fp16: bool,
+    /// TensorRT: build int8 engines.
+    #[arg(long)]
+    trt_int8: bool,
+    /// TensorRT: cache built engines (and timing) in this folder.
+    #[arg(long)]
+    trt_cache: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    fn options(&self, threads: usize) -> Result<BackendOptions> {
+        anyhow::ensure!(
+            self.ep == Ep::Tensorrt || (!self.trt_fp16 && !self.trt_int8 && self.trt_cache.is_none()),
+            "--trt-fp16, --trt-int8 and --trt-cache need --ep tensorrt"
+        );
+        Ok(BackendOptions {
+            kind: self.backend,
+            ort: OrtOptions {
+                ep: self.ep,
+                threads,
+                device_id: self.device_id,
+                trt_fp16: self.trt_fp16,
+                trt_int8: self.trt_int8,
+                trt_cache: self.trt_cache.clone(),
+            },
+        })
+    }
 }
 
 #[derive(clap::Args, Default)]
@@ -197,10 +255,12 @@ struct RunArgs {
     /// Stop after this many frames.
     #[arg(long)]
     max_frames: Option<u64>,
-    /// Threads for tract's matrix products (default: all cores; 1 leaves the other pipeline
-    /// stages a core of their own).
+    /// Inference threads, tract's matrix products or onnxruntime's intra-op pool (default: all
+    /// cores; 1 leaves the other pipeline stages a core of their own).
     #[arg(long)]
     threads: Option<usize>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Write per-frame timings and the final summary as JSON lines here (`-` = stdout).
     #[arg(long)]
     stats: Option<PathBuf>,
@@ -248,6 +308,19 @@ struct EvalArgs {
     /// The record's name (with --record).
     #[arg(long, default_value = "val_miou")]
     record_name: String,
+    /// Inference threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// `--threads` or all cores; sets tract's process-wide pool.
+fn inference_threads(threads: Option<usize>) -> Result<usize> {
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    edge_seg_runtime::backend::tract::set_threads(threads);
+    Ok(threads)
 }
 
 fn main() -> ExitCode {
@@ -278,10 +351,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_model(path: &Option<PathBuf>) -> Result<Segmenter> {
+fn load_model(path: &Option<PathBuf>, opts: &BackendOptions) -> Result<Segmenter> {
     Ok(match path {
-        Some(p) => Segmenter::open(p)?,
-        None => Segmenter::from_bytes(DEFAULT_MODEL, DEFAULT_MODEL_NAME)?,
+        Some(p) => Segmenter::open_with(p, opts)?,
+        None => Segmenter::from_bytes_with(DEFAULT_MODEL, DEFAULT_MODEL_NAME, opts)?,
     })
 }
 
@@ -345,12 +418,17 @@ fn run(a: RunArgs) -> Result<()> {
         "wait" => Some(Policy::Block),
         d => anyhow::bail!("--drop {d}: expected auto, drop or wait"),
     };
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
-    edge_seg_runtime::backend::tract::set_threads(threads);
-    let mut seg = load_model(&a.model)?;
+    let threads = inference_threads(a.threads)?;
+    let mut engine = a.engine.options(threads)?;
+    if a.adapt {
+        // the adaptation worker publishes tract plans of the adapted weights
+        anyhow::ensure!(
+            engine.kind != BackendKind::Ort,
+            "--adapt runs the model on tract (the worker publishes tract plans of the adapted weights); drop --backend ort"
+        );
+        engine.kind = BackendKind::Tract;
+    }
+    let mut seg = load_model(&a.model, &engine)?;
     let s = &a.adapt_settings;
     anyhow::ensure!(
         a.adapt || (s.adapt_config.is_none() && s.adapt_set.is_empty() && s.adapt_state.is_none() && !s.adapt_reset),
@@ -627,7 +705,9 @@ fn adapt(a: AdaptArgs) -> Result<()> {
 }
 
 fn evaluate(a: EvalArgs) -> Result<()> {
-    let mut seg = Segmenter::open(&a.model)?;
+    let threads = inference_threads(a.threads)?;
+    let mut seg = Segmenter::open_with(&a.model, &a.engine.options(threads)?)?;
+    eprintln!("{} on {}", seg.origin, seg.backend_name());
     let t0 = Instant::now();
     let mut images = 0;
     let cm = eval::evaluate(&mut seg, &a.data, a.layout, &a.split, a.ignore_id, |i, n| {
@@ -680,6 +760,11 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         target,
         exclude: a.exclude,
         keep_first_last_float: a.keep_first_last_float,
+        reduce_range: match a.weight_range {
+            WeightRange::Auto => target == Target::OnnxRuntime,
+            WeightRange::Full => false,
+            WeightRange::Reduced => true,
+        },
     };
     let (qdq, report) = quantize_model(&model, &calib, &opts).with_context(|| a.model.display().to_string())?;
     seg_onnx::save(&qdq, &a.out)?;

@@ -6,7 +6,7 @@ use image::RgbImage;
 use seg_core::meta::ModelMeta;
 use seg_core::preprocess::{half_pixel_taps, normalize_into, resize_rgb};
 
-use crate::backend::{tract::TractBackend, Backend, Logits};
+use crate::backend::{Backend, BackendOptions, Logits};
 use crate::RuntimeError;
 
 /// A model ready to segment frames.
@@ -21,45 +21,52 @@ pub struct Segmenter {
 
 impl Segmenter {
     /// Loads an ONNX file written by `edge-seg-train export` (or any ONNX with the same
-    /// metadata keys and a fixed `[1, 3, H, W]` input).
+    /// metadata keys and a fixed `[1, 3, H, W]` input) on tract.
     pub fn open(path: &Path) -> Result<Self, RuntimeError> {
+        Self::open_with(path, &BackendOptions::tract())
+    }
+
+    /// Like [`Segmenter::open`], on the backend `opts` asks for.
+    pub fn open_with(path: &Path, opts: &BackendOptions) -> Result<Self, RuntimeError> {
         let bytes = std::fs::read(path).map_err(|e| RuntimeError::Model {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        Self::from_bytes(&bytes, &path.display().to_string())
+        Self::from_bytes_with(&bytes, &path.display().to_string(), opts)
     }
 
-    /// Loads a model from memory; `origin` names it in errors. The graph is rewritten for the
-    /// backend first ([`crate::rewrite::prepare_graph`]).
+    /// Loads a model from memory on tract; `origin` names it in errors. The graph is rewritten
+    /// for the backend first ([`crate::backend::open`]).
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self, RuntimeError> {
-        Self::load(bytes, origin, true)
+        Self::load(bytes, origin, true, &BackendOptions::tract())
     }
 
-    /// Like [`Segmenter::from_bytes`], but runs the graph exactly as written, final `Resize`
-    /// included (for comparisons).
-    pub fn from_bytes_unmodified(bytes: &[u8], origin: &str) -> Result<Self, RuntimeError> {
-        Self::load(bytes, origin, false)
+    /// Like [`Segmenter::from_bytes`], on the backend `opts` asks for.
+    pub fn from_bytes_with(bytes: &[u8], origin: &str, opts: &BackendOptions) -> Result<Self, RuntimeError> {
+        Self::load(bytes, origin, true, opts)
     }
 
-    fn load(bytes: &[u8], origin: &str, rewrite: bool) -> Result<Self, RuntimeError> {
+    /// Like [`Segmenter::from_bytes_with`], but runs the graph exactly as written, final
+    /// `Resize` included (for comparisons).
+    pub fn from_bytes_unmodified(bytes: &[u8], origin: &str, opts: &BackendOptions) -> Result<Self, RuntimeError> {
+        Self::load(bytes, origin, false, opts)
+    }
+
+    fn load(bytes: &[u8], origin: &str, rewrite: bool, opts: &BackendOptions) -> Result<Self, RuntimeError> {
         use prost::Message;
         let model_err = |reason: String| RuntimeError::Model {
             path: origin.to_string(),
             reason,
         };
-        let mut proto =
+        let proto =
             seg_onnx::pb::ModelProto::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
         if proto.graph.as_ref().is_none_or(|g| g.node.is_empty()) {
             return Err(model_err("not a valid ONNX model: it has no graph nodes".into()));
         }
         let meta = ModelMeta::from_map(&seg_onnx::metadata(&proto))
             .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
-        if rewrite {
-            crate::rewrite::prepare_graph(&mut proto, meta.input_hw).map_err(model_err)?;
-        }
-        let backend = TractBackend::new(&proto, origin, meta.input_hw)?;
-        Ok(Self::with_backend(meta, origin, Box::new(backend)))
+        let backend = crate::backend::open(proto, origin, meta.input_hw, rewrite, opts)?;
+        Ok(Self::with_backend(meta, origin, backend))
     }
 
     /// Wraps an already-built backend.
@@ -222,7 +229,7 @@ mod tests {
         assert!(strip_final_resize(&mut proto).is_none(), "the next node is a Conv");
         let frame = image::load_from_memory(crate::DEFAULT_SAMPLES[0].1).unwrap().to_rgb8();
         let mut fast = Segmenter::from_bytes(crate::DEFAULT_MODEL, "m").unwrap();
-        let mut full = Segmenter::from_bytes_unmodified(crate::DEFAULT_MODEL, "m").unwrap();
+        let mut full = Segmenter::from_bytes_unmodified(crate::DEFAULT_MODEL, "m", &BackendOptions::tract()).unwrap();
         let l = fast.logits(&frame).unwrap();
         assert_eq!((l.classes, l.height, l.width), (11, 90, 120));
         assert_eq!(full.logits(&frame).unwrap().height, 360);
@@ -247,7 +254,7 @@ mod tests {
         assert!(done.fused_qdq >= 20 && done.resizes_as_matmuls == 1, "{done:?}");
         assert!(done.stripped_resize.is_some());
         let mut fast = Segmenter::from_bytes(&bytes, "int8").unwrap();
-        let mut full = Segmenter::from_bytes_unmodified(&bytes, "int8").unwrap();
+        let mut full = Segmenter::from_bytes_unmodified(&bytes, "int8", &BackendOptions::tract()).unwrap();
         for frame in &frames {
             assert_agree(&fast.segment(frame).unwrap(), &full.segment(frame).unwrap());
         }

@@ -107,6 +107,9 @@ pub struct QuantizeOptions {
     pub exclude: Vec<String>,
     /// Keep the first and last weight layers (Conv/ConvTranspose/MatMul/Gemm) in float.
     pub keep_first_last_float: bool,
+    /// 7-bit weights (`[-63, 63]`), for onnxruntime's U8S8 kernels on x86 CPUs without VNNI,
+    /// which saturate on full-range weights (see [`params::QParams::symmetric_i7`]).
+    pub reduce_range: bool,
 }
 
 impl Default for QuantizeOptions {
@@ -118,6 +121,7 @@ impl Default for QuantizeOptions {
             target: Target::Tract,
             exclude: Vec::new(),
             keep_first_last_float: false,
+            reduce_range: false,
         }
     }
 }

@@ -46,6 +46,20 @@ impl QParams {
         })
     }
 
+    /// Symmetric 7-bit weights (`zero_point = 0`, range `[-63, 63]` in int8): onnxruntime's
+    /// U8S8 kernels on x86 without VNNI add two u8 × s8 products in 16 bits (`vpmaddubsw`),
+    /// which saturates for full-range weights (255 · 127 · 2 > 32767) and not for these
+    /// (255 · 63 · 2 = 32130); onnxruntime's own quantizer calls this `reduce_range`.
+    pub fn symmetric_i7(abs_max: f32) -> Result<Self, QuantError> {
+        let full = Self::symmetric_i8(abs_max)?;
+        Ok(Self {
+            scale: if abs_max == 0.0 { 1.0 } else { abs_max / 63.0 },
+            qmin: -63,
+            qmax: 63,
+            ..full
+        })
+    }
+
     /// Symmetric int8 for activations (`zero_point = 0`, scale `abs_max / 127`, but the full
     /// `[-128, 127]` range that ONNX `QuantizeLinear` saturates to), as TensorRT wants them.
     pub fn symmetric_i8_activation(abs_max: f32) -> Result<Self, QuantError> {
@@ -136,6 +150,8 @@ mod tests {
 
     #[test]
     fn saturates_and_rounds_half_to_even_like_onnx() {
+        let r = QParams::symmetric_i7(6.3).unwrap();
+        assert_eq!((r.quantize(6.3), r.quantize(-100.0), r.quantize(0.1)), (63, -63, 1));
         let q = QParams::symmetric_i8(127.0).unwrap();
         assert_eq!(q.scale, 1.0);
         assert_eq!(q.quantize(1000.0), 127);

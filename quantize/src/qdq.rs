@@ -11,6 +11,8 @@
 //! - Weights are **int8 symmetric** (zero point 0, `[-127, 127]`), per output channel (axis 0
 //!   for Conv, axis 1 for ConvTranspose with group 1) when asked for, except for
 //!   [`Target::Tract`], which is kept per-tensor (see the crate README for what tract does).
+//!   With `reduce_range` they use `[-63, 63]`: onnxruntime's x86 U8S8 kernels saturate on
+//!   full-range weights on CPUs without VNNI ([`QParams::symmetric_i7`]).
 //! - Biases stay **float** for Tract (it dequantizes weights back to f32 and runs an f32 conv, so
 //!   an int32 bias buys nothing) and TensorRT (which quantizes biases itself and expects float);
 //!   for onnxruntime they become **int32** with `scale = s_in · s_w` (per channel when the weight
@@ -366,7 +368,8 @@ pub(crate) fn write(
                 "ConvTranspose" if per_channel && group == 1 => Some(1),
                 _ => None,
             };
-            let (q, params) = quantize_weight(&values, &dims, axis).map_err(|r| node_err(i, node, r))?;
+            let (q, params) =
+                quantize_weight(&values, &dims, axis, opts.reduce_range).map_err(|r| node_err(i, node, r))?;
             let fq: Vec<f32> = q
                 .iter()
                 .enumerate()
@@ -514,7 +517,13 @@ fn channel_of(j: usize, dims: &[i64], axis: Option<usize>) -> usize {
 
 /// Symmetric int8 weights, per tensor or per channel along `axis`; returns the values and one
 /// [`QParams`] per channel.
-fn quantize_weight(values: &[f32], dims: &[i64], axis: Option<usize>) -> Result<(Vec<i8>, Vec<QParams>), String> {
+/// `reduce_range` keeps them in `[-63, 63]` ([`QParams::symmetric_i7`]).
+fn quantize_weight(
+    values: &[f32],
+    dims: &[i64],
+    axis: Option<usize>,
+    reduce_range: bool,
+) -> Result<(Vec<i8>, Vec<QParams>), String> {
     let channels = match axis {
         Some(a) if a < dims.len() && dims[a] > 0 => dims[a] as usize,
         Some(a) => return Err(format!("weight dims {dims:?} have no axis {a}")),
@@ -530,7 +539,13 @@ fn quantize_weight(values: &[f32], dims: &[i64], axis: Option<usize>) -> Result<
     }
     let params: Vec<QParams> = absmax
         .iter()
-        .map(|&m| QParams::symmetric_i8(m))
+        .map(|&m| {
+            if reduce_range {
+                QParams::symmetric_i7(m)
+            } else {
+                QParams::symmetric_i8(m)
+            }
+        })
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     let q = values
@@ -539,4 +554,26 @@ fn quantize_weight(values: &[f32], dims: &[i64], axis: Option<usize>) -> Result<
         .map(|(j, &v)| params[channel_of(j, dims, axis)].quantize(v) as i8)
         .collect();
     Ok((q, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #22: 7-bit weights stay within [-63, 63] per channel and round-trip within half a
+    /// step; full range reaches ±127.
+    #[test]
+    fn issue22_reduced_range_weights() {
+        let values = [0.5f32, -1.0, 0.25, 2.0, -0.1, 0.0];
+        let dims = [2i64, 3];
+        let (q, p) = quantize_weight(&values, &dims, Some(0), true).unwrap();
+        assert!(q.iter().all(|v| (-63..=63).contains(v)), "{q:?}");
+        assert_eq!((q[1], q[3]), (-63, 63));
+        for (j, (&v, &qv)) in values.iter().zip(&q).enumerate() {
+            let s = p[j / 3].scale;
+            assert!((qv as f32 * s - v).abs() <= 0.5 * s + 1e-7);
+        }
+        let (q, _) = quantize_weight(&values, &dims, Some(0), false).unwrap();
+        assert_eq!((q[1], q[3]), (-127, 127));
+    }
 }

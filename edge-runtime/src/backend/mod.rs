@@ -1,6 +1,15 @@
 //! Inference backends. The pipeline talks to [`Backend`] only; a backend is one file.
+//!
+//! - [`tract`]: pure Rust, always there (the default when onnxruntime is not installed);
+//! - [`ort`]: onnxruntime, loaded at run time (`ORT_DYLIB_PATH` or the pip package), with the
+//!   CPU, CUDA and TensorRT execution providers.
+//!
+//! [`open`] picks one from [`BackendOptions`] and applies the graph rewrites that pay on it.
 
+pub mod ort;
 pub mod tract;
+
+use crate::RuntimeError;
 
 /// Class scores of one frame at the network's resolution, `[classes, height, width]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,4 +30,90 @@ pub trait Backend: Send {
     fn name(&self) -> &'static str;
     /// Runs the network.
     fn run(&mut self, input: &[f32]) -> Result<Logits, crate::RuntimeError>;
+}
+
+/// Which backend runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BackendKind {
+    /// onnxruntime when its library loads, tract otherwise.
+    #[default]
+    Auto,
+    /// tract (pure Rust).
+    Tract,
+    /// onnxruntime (`ORT_DYLIB_PATH` or `pip install onnxruntime`).
+    Ort,
+}
+
+/// How to build a backend.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackendOptions {
+    /// The backend.
+    pub kind: BackendKind,
+    /// onnxruntime settings (threads, execution provider); `ort.threads` is used by tract too.
+    pub ort: ort::OrtOptions,
+}
+
+impl BackendOptions {
+    /// tract only (tests, and callers that need a pure-Rust backend).
+    pub fn tract() -> Self {
+        Self {
+            kind: BackendKind::Tract,
+            ..Self::default()
+        }
+    }
+}
+
+/// The backend `opts` asks for, on `proto` with a fixed `[1, 3, h, w]` input; `rewrite` applies
+/// the graph rewrites that keep the network's function and pay on that backend
+/// ([`crate::rewrite`]): all of them on tract; on onnxruntime only the final Resize is left to the
+/// runtime's arg-max (onnxruntime runs int8 QDQ pairs with integer kernels and its own Resize).
+///
+/// `auto` uses onnxruntime when its library loads and the CPU provider is asked for, tract
+/// otherwise; an explicit `--backend ort` that cannot load the library is an error.
+pub fn open(
+    mut proto: seg_onnx::pb::ModelProto,
+    origin: &str,
+    hw: (u32, u32),
+    rewrite: bool,
+    opts: &BackendOptions,
+) -> Result<Box<dyn Backend>, RuntimeError> {
+    let model_err = |reason: String| RuntimeError::Model {
+        path: origin.to_string(),
+        reason,
+    };
+    let use_ort = match opts.kind {
+        BackendKind::Tract => false,
+        BackendKind::Ort => {
+            ort::library()?;
+            true
+        }
+        BackendKind::Auto => match ort::library() {
+            Ok(lib) => {
+                tracing::info!("backend auto: {lib}");
+                true
+            }
+            Err(e) if opts.ort.ep == ort::Ep::Cpu => {
+                tracing::info!("backend auto: tract ({e})");
+                false
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    if use_ort {
+        if rewrite {
+            crate::rewrite::strip_final_resize(&mut proto);
+        }
+        let bytes = seg_onnx::encode(&proto);
+        return Ok(Box::new(ort::OrtBackend::new(&bytes, origin, hw, &opts.ort)?));
+    }
+    if opts.ort.ep != ort::Ep::Cpu {
+        return Err(RuntimeError::Backend(format!(
+            "--ep {} needs --backend ort (tract runs on the CPU only)",
+            opts.ort.ep.flag()
+        )));
+    }
+    if rewrite {
+        crate::rewrite::prepare_graph(&mut proto, hw).map_err(model_err)?;
+    }
+    Ok(Box::new(tract::TractBackend::new(&proto, origin, hw)?))
 }
