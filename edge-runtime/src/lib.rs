@@ -5,6 +5,7 @@ pub mod adapt;
 pub mod backend;
 #[cfg(target_os = "linux")]
 pub mod camera;
+pub mod describe;
 pub mod eval;
 pub mod frame;
 pub mod output;
@@ -15,7 +16,7 @@ pub mod rewrite;
 pub mod segmenter;
 pub mod source;
 
-pub use segmenter::Segmenter;
+pub use segmenter::{LoadOptions, Segmenter};
 
 /// Errors of the runtime; every message names the file or the stage that failed.
 #[derive(Debug, thiserror::Error)]

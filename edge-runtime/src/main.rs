@@ -13,6 +13,7 @@ use edge_seg_runtime::adapt::worker::Worker;
 use edge_seg_runtime::adapt::{state as adapt_state, AdaptConfig, Adapter};
 use edge_seg_runtime::backend::ort::{Ep, OrtOptions};
 use edge_seg_runtime::backend::{BackendKind, BackendOptions};
+use edge_seg_runtime::describe::{describe, MetaOverrides, MAX_INPUT_SIDE};
 use edge_seg_runtime::output::fb::{FbGeometry, FbOutput, Framebuffer};
 use edge_seg_runtime::output::serve::MjpegServer;
 use edge_seg_runtime::output::{Output, PngDir};
@@ -20,7 +21,9 @@ use edge_seg_runtime::overlay::{OverlayMode, RenderOptions};
 use edge_seg_runtime::pipeline::{self, PipelineOptions};
 use edge_seg_runtime::queue::Policy;
 use edge_seg_runtime::source::{open_input, Embedded, FrameSource, InputOptions, Paced, Reconnecting, StreamFormat};
+use edge_seg_runtime::LoadOptions;
 use edge_seg_runtime::{eval, Segmenter, DEFAULT_MODEL, DEFAULT_MODEL_NAME, DEFAULT_SAMPLES};
+use seg_core::classes::ClassTable;
 use seg_core::data::Layout;
 use seg_core::results::{upsert, Record};
 
@@ -145,6 +148,64 @@ struct QuantizeArgs {
     /// Write the per-tensor report (scale, clipping, SQNR) as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
+    #[command(flatten)]
+    model_args: ModelArgs,
+}
+
+/// What the model is, for a model without edge-seg metadata (or to override it).
+#[derive(clap::Args, Default, Clone)]
+struct ModelArgs {
+    /// Class file: one class per line, `name` or `name r g b` (default: the model's metadata, or
+    /// generic names for as many classes as its output has).
+    #[arg(long, value_name = "FILE")]
+    classes: Option<PathBuf>,
+    /// Normalisation mean on 0..1 pixels, `r,g,b` (default: the metadata, or ImageNet's).
+    #[arg(long, value_parser = parse_triple)]
+    mean: Option<[f32; 3]>,
+    /// Normalisation std, `r,g,b` (default: the metadata, or ImageNet's).
+    #[arg(long, value_parser = parse_triple)]
+    std: Option<[f32; 3]>,
+    /// Network input size HEIGHTxWIDTH (default: the metadata, or the graph's fixed input).
+    #[arg(long, value_parser = parse_hw)]
+    input_size: Option<(u32, u32)>,
+}
+
+impl ModelArgs {
+    fn overrides(&self) -> Result<MetaOverrides> {
+        let classes = match &self.classes {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("--classes {}: cannot read", p.display()))?;
+                Some(ClassTable::parse_lines(&text).map_err(|e| anyhow::anyhow!("--classes {}: {e}", p.display()))?)
+            }
+            None => None,
+        };
+        Ok(MetaOverrides {
+            classes,
+            input_hw: self.input_size,
+            mean: self.mean,
+            std: self.std,
+        })
+    }
+}
+
+fn parse_triple(s: &str) -> std::result::Result<[f32; 3], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f32>().ok().filter(|v| v.is_finite()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("'{s}': expected three numbers r,g,b"))?;
+    <[f32; 3]>::try_from(v.as_slice()).map_err(|_| format!("'{s}': expected three numbers r,g,b"))
+}
+
+fn parse_hw(s: &str) -> std::result::Result<(u32, u32), String> {
+    let (h, w) = s
+        .split_once('x')
+        .ok_or_else(|| format!("'{s}': expected HEIGHTxWIDTH"))?;
+    match (h.parse::<u32>(), w.parse::<u32>()) {
+        (Ok(h), Ok(w)) if (1..=MAX_INPUT_SIDE).contains(&h) && (1..=MAX_INPUT_SIDE).contains(&w) => Ok((h, w)),
+        _ => Err(format!("'{s}': expected HEIGHTxWIDTH, each 1..={MAX_INPUT_SIDE}")),
+    }
 }
 
 /// Which engine runs the model (`run` and `eval`).
@@ -261,6 +322,8 @@ struct RunArgs {
     threads: Option<usize>,
     #[command(flatten)]
     engine: EngineArgs,
+    #[command(flatten)]
+    model_args: ModelArgs,
     /// Write per-frame timings and the final summary as JSON lines here (`-` = stdout).
     #[arg(long)]
     stats: Option<PathBuf>,
@@ -313,6 +376,8 @@ struct EvalArgs {
     threads: Option<usize>,
     #[command(flatten)]
     engine: EngineArgs,
+    #[command(flatten)]
+    model_args: ModelArgs,
 }
 
 /// `--threads` or all cores; sets tract's process-wide pool.
@@ -351,11 +416,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_model(path: &Option<PathBuf>, opts: &BackendOptions) -> Result<Segmenter> {
-    Ok(match path {
+fn load_model(path: &Option<PathBuf>, opts: &LoadOptions) -> Result<Segmenter> {
+    let seg = match path {
         Some(p) => Segmenter::open_with(p, opts)?,
         None => Segmenter::from_bytes_with(DEFAULT_MODEL, DEFAULT_MODEL_NAME, opts)?,
-    })
+    };
+    if let Some(w) = &seg.warning {
+        eprintln!("warning: {}: {w}", seg.origin);
+    }
+    Ok(seg)
 }
 
 fn open_source(a: &RunArgs, stop: &Arc<AtomicBool>) -> Result<Box<dyn FrameSource>> {
@@ -428,7 +497,13 @@ fn run(a: RunArgs) -> Result<()> {
         );
         engine.kind = BackendKind::Tract;
     }
-    let mut seg = load_model(&a.model, &engine)?;
+    let mut seg = load_model(
+        &a.model,
+        &LoadOptions {
+            backend: engine,
+            meta: a.model_args.overrides()?,
+        },
+    )?;
     let s = &a.adapt_settings;
     anyhow::ensure!(
         a.adapt || (s.adapt_config.is_none() && s.adapt_set.is_empty() && s.adapt_state.is_none() && !s.adapt_reset),
@@ -706,8 +781,12 @@ fn adapt(a: AdaptArgs) -> Result<()> {
 
 fn evaluate(a: EvalArgs) -> Result<()> {
     let threads = inference_threads(a.threads)?;
-    let mut seg = Segmenter::open_with(&a.model, &a.engine.options(threads)?)?;
-    eprintln!("{} on {}", seg.origin, seg.backend_name());
+    let opts = LoadOptions {
+        backend: a.engine.options(threads)?,
+        meta: a.model_args.overrides()?,
+    };
+    let mut seg = load_model(&Some(a.model.clone()), &opts)?;
+    println!("{} on {}", seg.origin, seg.backend_name());
     let t0 = Instant::now();
     let mut images = 0;
     let cm = eval::evaluate(&mut seg, &a.data, a.layout, &a.split, a.ignore_id, |i, n| {
@@ -751,7 +830,12 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         "tensorrt" => Target::TensorRt,
         t => anyhow::bail!("--target {t}: expected tract, onnxruntime or tensorrt"),
     };
-    let model = seg_onnx::load(&a.model)?;
+    let mut model = seg_onnx::load(&a.model)?;
+    let (_, warning) =
+        describe(&mut model, &a.model_args.overrides()?).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    if let Some(w) = warning {
+        eprintln!("warning: {}: {w}", a.model.display());
+    }
     let calib = load_images(&a.calib)?;
     let opts = QuantizeOptions {
         method,

@@ -7,7 +7,33 @@ use seg_core::meta::ModelMeta;
 use seg_core::preprocess::{half_pixel_taps, normalize_into, resize_rgb};
 
 use crate::backend::{Backend, BackendOptions, Logits};
+use crate::describe::MetaOverrides;
 use crate::RuntimeError;
+
+/// How to load a model: the backend, and values that replace (or, for a model without edge-seg
+/// metadata, supply) its description.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadOptions {
+    /// The backend.
+    pub backend: BackendOptions,
+    /// Classes, input size, normalisation given by the user.
+    pub meta: MetaOverrides,
+}
+
+impl LoadOptions {
+    /// tract, the model's own description.
+    pub fn tract() -> Self {
+        Self::backend(BackendOptions::tract())
+    }
+
+    /// `backend`, the model's own description.
+    pub fn backend(backend: BackendOptions) -> Self {
+        Self {
+            backend,
+            meta: MetaOverrides::default(),
+        }
+    }
+}
 
 /// A model ready to segment frames.
 pub struct Segmenter {
@@ -15,6 +41,8 @@ pub struct Segmenter {
     pub meta: ModelMeta,
     /// Where the model came from (file path or "embedded").
     pub origin: String,
+    /// What was assumed about a model without edge-seg metadata (one line), if anything.
+    pub warning: Option<String>,
     backend: Box<dyn Backend>,
     input: Vec<f32>,
 }
@@ -23,11 +51,11 @@ impl Segmenter {
     /// Loads an ONNX file written by `edge-seg-train export` (or any ONNX with the same
     /// metadata keys and a fixed `[1, 3, H, W]` input) on tract.
     pub fn open(path: &Path) -> Result<Self, RuntimeError> {
-        Self::open_with(path, &BackendOptions::tract())
+        Self::open_with(path, &LoadOptions::tract())
     }
 
     /// Like [`Segmenter::open`], on the backend `opts` asks for.
-    pub fn open_with(path: &Path, opts: &BackendOptions) -> Result<Self, RuntimeError> {
+    pub fn open_with(path: &Path, opts: &LoadOptions) -> Result<Self, RuntimeError> {
         let bytes = std::fs::read(path).map_err(|e| RuntimeError::Model {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -38,35 +66,36 @@ impl Segmenter {
     /// Loads a model from memory on tract; `origin` names it in errors. The graph is rewritten
     /// for the backend first ([`crate::backend::open`]).
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self, RuntimeError> {
-        Self::load(bytes, origin, true, &BackendOptions::tract())
+        Self::load(bytes, origin, true, &LoadOptions::tract())
     }
 
     /// Like [`Segmenter::from_bytes`], on the backend `opts` asks for.
-    pub fn from_bytes_with(bytes: &[u8], origin: &str, opts: &BackendOptions) -> Result<Self, RuntimeError> {
+    pub fn from_bytes_with(bytes: &[u8], origin: &str, opts: &LoadOptions) -> Result<Self, RuntimeError> {
         Self::load(bytes, origin, true, opts)
     }
 
     /// Like [`Segmenter::from_bytes_with`], but runs the graph exactly as written, final
     /// `Resize` included (for comparisons).
-    pub fn from_bytes_unmodified(bytes: &[u8], origin: &str, opts: &BackendOptions) -> Result<Self, RuntimeError> {
+    pub fn from_bytes_unmodified(bytes: &[u8], origin: &str, opts: &LoadOptions) -> Result<Self, RuntimeError> {
         Self::load(bytes, origin, false, opts)
     }
 
-    fn load(bytes: &[u8], origin: &str, rewrite: bool, opts: &BackendOptions) -> Result<Self, RuntimeError> {
+    fn load(bytes: &[u8], origin: &str, rewrite: bool, opts: &LoadOptions) -> Result<Self, RuntimeError> {
         use prost::Message;
         let model_err = |reason: String| RuntimeError::Model {
             path: origin.to_string(),
             reason,
         };
-        let proto =
+        let mut proto =
             seg_onnx::pb::ModelProto::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
         if proto.graph.as_ref().is_none_or(|g| g.node.is_empty()) {
             return Err(model_err("not a valid ONNX model: it has no graph nodes".into()));
         }
-        let meta = ModelMeta::from_map(&seg_onnx::metadata(&proto))
-            .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
-        let backend = crate::backend::open(proto, origin, meta.input_hw, rewrite, opts)?;
-        Ok(Self::with_backend(meta, origin, backend))
+        let (meta, warning) = crate::describe::describe(&mut proto, &opts.meta).map_err(model_err)?;
+        let backend = crate::backend::open(proto, origin, meta.input_hw, rewrite, &opts.backend)?;
+        let mut seg = Self::with_backend(meta, origin, backend);
+        seg.warning = warning;
+        Ok(seg)
     }
 
     /// Wraps an already-built backend.
@@ -75,6 +104,7 @@ impl Segmenter {
         Self {
             meta,
             origin: origin.to_string(),
+            warning: None,
             backend,
             input: vec![0.0; 3 * h as usize * w as usize],
         }
@@ -229,7 +259,7 @@ mod tests {
         assert!(strip_final_resize(&mut proto).is_none(), "the next node is a Conv");
         let frame = image::load_from_memory(crate::DEFAULT_SAMPLES[0].1).unwrap().to_rgb8();
         let mut fast = Segmenter::from_bytes(crate::DEFAULT_MODEL, "m").unwrap();
-        let mut full = Segmenter::from_bytes_unmodified(crate::DEFAULT_MODEL, "m", &BackendOptions::tract()).unwrap();
+        let mut full = Segmenter::from_bytes_unmodified(crate::DEFAULT_MODEL, "m", &LoadOptions::tract()).unwrap();
         let l = fast.logits(&frame).unwrap();
         assert_eq!((l.classes, l.height, l.width), (11, 90, 120));
         assert_eq!(full.logits(&frame).unwrap().height, 360);
@@ -254,7 +284,7 @@ mod tests {
         assert!(done.fused_qdq >= 20 && done.resizes_as_matmuls == 1, "{done:?}");
         assert!(done.stripped_resize.is_some());
         let mut fast = Segmenter::from_bytes(&bytes, "int8").unwrap();
-        let mut full = Segmenter::from_bytes_unmodified(&bytes, "int8", &BackendOptions::tract()).unwrap();
+        let mut full = Segmenter::from_bytes_unmodified(&bytes, "int8", &LoadOptions::tract()).unwrap();
         for frame in &frames {
             assert_agree(&fast.segment(frame).unwrap(), &full.segment(frame).unwrap());
         }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
+use seg_core::classes::ClassTable;
 
 fn edge_seg(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_edge-seg"))
@@ -658,4 +659,155 @@ fn issue5_run_adapt_persists_state_and_rejects_a_truncated_one() {
         ),
         "nope",
     );
+}
+
+/// torchvision's LR-ASPP MobileNetV3-Large (width 0.25, random weights) exported by
+/// `torch.onnx.export` without edge-seg metadata (benches/engines/export_torchvision.py).
+const FOREIGN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lraspp_mnv3_w025.onnx");
+
+/// Issue #22: a PyTorch export without edge-seg metadata goes through run, eval and quantize,
+/// with one warning line saying what was assumed; the int8 file it writes carries the
+/// description.
+#[test]
+fn issue22_foreign_model_through_every_verb() {
+    let dir = tempfile::tempdir().unwrap();
+    let frame = dir.path().join("f.png");
+    RgbImage::from_fn(128, 96, |x, y| Rgb([(x * 2) as u8, (y * 2) as u8, 90]))
+        .save(&frame)
+        .unwrap();
+    for backend in ["tract", "auto"] {
+        let out = edge_seg(
+            &[
+                "run",
+                "--model",
+                FOREIGN,
+                "--input",
+                "f.png",
+                "--output",
+                backend,
+                "--backend",
+                backend,
+            ],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("warning:") && err.contains("11 classes") && err.contains("ImageNet"),
+            "{err}"
+        );
+        assert!(dir.path().join(backend).join("f.png").exists());
+    }
+    // a class file and the normalisation given: nothing assumed, no warning
+    std::fs::write(dir.path().join("classes.txt"), ClassTable::camvid().names.join("\n")).unwrap();
+    camvid_fixture(&dir.path().join("camvid"), None);
+    let out = edge_seg(
+        &[
+            "eval",
+            "--model",
+            FOREIGN,
+            "--data",
+            "camvid",
+            "--classes",
+            "classes.txt",
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.25,0.25,0.25",
+            "--backend",
+            "tract",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Sky"));
+    // quantize, then the int8 file runs without flags or warnings
+    std::fs::create_dir(dir.path().join("calib")).unwrap();
+    std::fs::copy(&frame, dir.path().join("calib/f.png")).unwrap();
+    let out = edge_seg(
+        &["quantize", "--model", FOREIGN, "--calib", "calib", "--out", "q.onnx"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let meta = seg_onnx::metadata(&seg_onnx::load(&dir.path().join("q.onnx")).unwrap());
+    assert_eq!(meta.get("edge_seg.input_height").map(String::as_str), Some("96"));
+    let out = edge_seg(
+        &[
+            "run",
+            "--model",
+            "q.onnx",
+            "--input",
+            "f.png",
+            "--output",
+            "q",
+            "--backend",
+            "tract",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
+/// Issue #22: a foreign model whose input size is not fixed needs --input-size; bad flags and
+/// class files are one-line errors.
+#[test]
+fn issue22_foreign_model_errors() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proto = seg_onnx::load(Path::new(FOREIGN)).unwrap();
+    {
+        use seg_onnx::pb::tensor_shape_proto::dimension::Value;
+        use seg_onnx::pb::type_proto::Value as T;
+        let input = &mut proto.graph.as_mut().unwrap().input[0];
+        let Some(T::TensorType(t)) = input.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
+            panic!("input is not a tensor")
+        };
+        let dims = &mut t.shape.as_mut().unwrap().dim;
+        dims[2].value = Some(Value::DimParam("height".into()));
+        dims[3].value = Some(Value::DimParam("width".into()));
+    }
+    std::fs::write(dir.path().join("dyn.onnx"), proto.encode_to_vec()).unwrap();
+    let out = edge_seg(&["run", "--model", "dyn.onnx", "--backend", "tract"], dir.path());
+    assert_user_error(&out, "--input-size");
+    let out = edge_seg(
+        &[
+            "run",
+            "--model",
+            "dyn.onnx",
+            "--backend",
+            "tract",
+            "--input-size",
+            "96x128",
+            "--output",
+            "o",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // a class file with fewer classes than the output has
+    std::fs::write(dir.path().join("c.txt"), "road\ncar\n").unwrap();
+    let out = edge_seg(
+        &[
+            "run",
+            "--model",
+            FOREIGN,
+            "--classes",
+            "c.txt",
+            "--backend",
+            "tract",
+            "--output",
+            "o2",
+        ],
+        dir.path(),
+    );
+    assert_user_error(&out, "the model outputs 11");
+    std::fs::write(dir.path().join("bad.txt"), "road 1 2\n").unwrap();
+    let out = edge_seg(&["run", "--model", FOREIGN, "--classes", "bad.txt"], dir.path());
+    assert_user_error(&out, "bad.txt");
+    let out = edge_seg(&["run", "--model", FOREIGN, "--std", "0,1,1"], dir.path());
+    assert_user_error(&out, "std");
+    let out = edge_seg(&["run", "--mean", "1,2"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use edge_seg_runtime::backend::ort::{Ep, OrtOptions};
 use edge_seg_runtime::backend::{BackendKind, BackendOptions};
-use edge_seg_runtime::{Segmenter, DEFAULT_MODEL, DEFAULT_SAMPLES, SMALL_MODEL};
+use edge_seg_runtime::{LoadOptions, Segmenter, DEFAULT_MODEL, DEFAULT_SAMPLES, SMALL_MODEL};
 use image::RgbImage;
 
 /// Whether onnxruntime loads here (panics when it must and does not).
@@ -30,14 +30,14 @@ fn ort_available() -> bool {
     }
 }
 
-fn ort_options() -> BackendOptions {
-    BackendOptions {
+fn ort_options() -> LoadOptions {
+    LoadOptions::backend(BackendOptions {
         kind: BackendKind::Ort,
         ort: OrtOptions {
             threads: 2,
             ..OrtOptions::default()
         },
-    }
+    })
 }
 
 fn samples() -> Vec<RgbImage> {
@@ -49,7 +49,7 @@ fn samples() -> Vec<RgbImage> {
 
 /// The share of pixels where tract and onnxruntime give the same class, over the samples.
 fn agreement(model: &[u8]) -> f64 {
-    let mut tract = Segmenter::from_bytes_with(model, "m", &BackendOptions::tract()).unwrap();
+    let mut tract = Segmenter::from_bytes_with(model, "m", &LoadOptions::tract()).unwrap();
     let mut ort = Segmenter::from_bytes_with(model, "m", &ort_options()).unwrap();
     assert_eq!(tract.backend_name(), "tract");
     assert_eq!(ort.backend_name(), "ort-cpu");
@@ -104,7 +104,7 @@ fn issue22_auto_picks_ort_when_it_loads() {
     if !ort_available() {
         return;
     }
-    let seg = Segmenter::from_bytes_with(SMALL_MODEL, "m", &BackendOptions::default()).unwrap();
+    let seg = Segmenter::from_bytes_with(SMALL_MODEL, "m", &LoadOptions::default()).unwrap();
     assert_eq!(seg.backend_name(), "ort-cpu");
 }
 
@@ -116,7 +116,7 @@ fn issue22_missing_execution_provider_is_an_error() {
     }
     for ep in [Ep::Cuda, Ep::Tensorrt] {
         let mut opts = ort_options();
-        opts.ort.ep = ep;
+        opts.backend.ort.ep = ep;
         let e = Segmenter::from_bytes_with(SMALL_MODEL, "m", &opts)
             .err()
             .expect("no GPU provider here");

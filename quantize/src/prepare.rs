@@ -36,6 +36,9 @@ pub struct PrepareSummary {
     pub folded_bn: Vec<String>,
     /// `Constant` nodes turned into initializers.
     pub constants_to_initializers: usize,
+    /// `Identity` nodes over initializers turned into initializers (PyTorch's exporter shares
+    /// equal weights, e.g. zero biases, through them).
+    pub identities_to_initializers: usize,
 }
 
 /// Checks that every node input exists (graph input, initializer or a node output) and that
@@ -89,6 +92,7 @@ pub fn prepare(proto: &pb::ModelProto) -> Result<(pb::ModelProto, PrepareSummary
     validate(graph)?;
     let mut summary = PrepareSummary::default();
     constants_to_initializers(graph, &mut summary)?;
+    identities_to_initializers(graph, &mut summary);
     fold_batch_norms(graph, &mut summary)?;
     validate(graph)?;
     Ok((model, summary))
@@ -119,6 +123,34 @@ fn constants_to_initializers(graph: &mut pb::GraphProto, summary: &mut PrepareSu
     }
     graph.node = keep;
     Ok(())
+}
+
+/// `Identity(initializer)` → a copy of the initializer under the output's name, until none is
+/// left (chains of them included).
+fn identities_to_initializers(graph: &mut pb::GraphProto, summary: &mut PrepareSummary) {
+    loop {
+        let inits: HashMap<String, usize> = graph
+            .initializer
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        let graph_outputs: std::collections::HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+        let found = graph.node.iter().position(|n| {
+            n.op_type == "Identity"
+                && n.domain.is_empty()
+                && n.input.len() == 1
+                && n.output.len() == 1
+                && inits.contains_key(&n.input[0])
+                && !graph_outputs.contains(n.output[0].as_str())
+        });
+        let Some(k) = found else { return };
+        let node = graph.node.remove(k);
+        let mut t = graph.initializer[inits[&node.input[0]]].clone();
+        t.name = node.output[0].clone();
+        graph.initializer.push(t);
+        summary.identities_to_initializers += 1;
+    }
 }
 
 /// An initializer's f32 values, or an error naming the node that needs them.

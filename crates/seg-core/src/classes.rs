@@ -115,6 +115,57 @@ impl ClassTable {
         }
     }
 
+    /// `n` classes named `class0`, `class1`, … with the VOC colour map (for a model that does
+    /// not name its classes).
+    pub fn generic(n: usize) -> Self {
+        Self {
+            names: (0..n).map(|i| format!("class{i}")).collect(),
+            palette: (0..n).map(voc_color).collect(),
+        }
+    }
+
+    /// Reads a class file: one class per line, `name` or `name r g b` (0..255 each), in class-id
+    /// order; blank lines and lines starting with `#` are skipped; classes without a colour get
+    /// the VOC colour of their id. Errors name the line.
+    pub fn parse_lines(text: &str) -> Result<Self, String> {
+        let (mut names, mut palette) = (Vec::new(), Vec::new());
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let colour = match fields.len() {
+                1 => voc_color(names.len()),
+                4 => {
+                    let mut c = [0u8; 3];
+                    for (k, f) in fields[1..].iter().enumerate() {
+                        c[k] = f
+                            .parse()
+                            .map_err(|_| format!("line {}: colour value '{f}' is not 0..255", i + 1))?;
+                    }
+                    c
+                }
+                _ => return Err(format!("line {}: expected `name` or `name r g b`", i + 1)),
+            };
+            if fields[0].contains(',') {
+                return Err(format!("line {}: a class name cannot contain ','", i + 1));
+            }
+            if names.iter().any(|n| n == fields[0]) {
+                return Err(format!("line {}: class '{}' is listed twice", i + 1, fields[0]));
+            }
+            names.push(fields[0].to_string());
+            palette.push(colour);
+        }
+        if names.is_empty() {
+            return Err("no classes".into());
+        }
+        if names.len() > MAX_CLASSES {
+            return Err(format!("{} classes: at most {MAX_CLASSES}", names.len()));
+        }
+        Ok(Self { names, palette })
+    }
+
     /// Palette as a flat `r,g,b;r,g,b;…` string (used in ONNX metadata).
     pub fn palette_string(&self) -> String {
         self.palette
@@ -171,6 +222,28 @@ fn voc_color(i: usize) -> [u8; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue22_class_file_and_generic_table() {
+        let t = ClassTable::parse_lines("# comment\nroad 128 64 128\n\ncar\n").unwrap();
+        assert_eq!(t.names, ["road", "car"]);
+        assert_eq!(t.palette, [[128, 64, 128], voc_color(1)]);
+        for (bad, what) in [
+            ("a 1 2", "line 1"),
+            ("a\nb 1 2 300", "line 2"),
+            ("a\na", "twice"),
+            ("", "no classes"),
+            ("a,b", "','"),
+        ] {
+            let e = ClassTable::parse_lines(bad).unwrap_err();
+            assert!(e.contains(what), "{bad:?}: {e}");
+        }
+        let g = ClassTable::generic(21);
+        assert_eq!(
+            (g.names[20].as_str(), g.palette),
+            ("class20", ClassTable::voc().palette)
+        );
+    }
 
     #[test]
     fn parse_rejects_more_classes_than_8_bit_ids_hold() {

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Records of benches/engines/run.sh into docs/results/cpu_speed.json:
+  <backend>_<precision>_<model>_ms     median inference ms per frame in `edge-seg run` (--stats)
+  e2e_fps_<backend>_<precision>_<model> end-to-end FPS of that run (its summary)
+  ort_py_<precision>_<model>_ms        median latency per frame of the Python onnxruntime peer
+                                       (whole loop: convert, run, arg-max, blend)
+  peer_e2e_fps_<precision>_<model>     the peer's end-to-end FPS
+  e2e_ratio_<backend>_<precision>_<model> edge-seg FPS / peer FPS (target >= 1.2)
+  int8_speedup_<backend>_<model>       end-to-end FPS of int8 / FPS of f32
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "quantize"))
+from peer import merge_records, recorder  # noqa: E402
+
+
+def stats(path):
+    frames, summary = [], None
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        j = json.loads(line)
+        if "summary" in j:
+            summary = j["summary"]
+        else:
+            frames.append(j)
+    if summary is None or not frames:
+        sys.exit(f"{path}: no frames or no summary")
+    return statistics.median(f["infer_ms"] for f in frames), summary["fps"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--command", required=True)
+    ap.add_argument("--split", required=True)
+    ap.add_argument("--models", nargs="+", required=True)
+    a = ap.parse_args()
+    recs, add = recorder(a.command, echo=True)
+    for m in a.models:
+        d = Path(a.work) / m
+        peer = {p: json.loads((d / f"peer_{p}.json").read_text()) for p in ("f32", "int8")}
+        fps = {}
+        for backend in ("tract", "ort"):
+            for prec in ("f32", "int8"):
+                ms, f = stats(d / f"{backend}_{prec}.jsonl")
+                fps[backend, prec] = f
+                add(f"{backend}_{prec}_{m}_ms", ms, "ms", a.split)
+                add(f"e2e_fps_{backend}_{prec}_{m}", f, "FPS", a.split)
+                add(f"e2e_ratio_{backend}_{prec}_{m}", f / peer[prec]["fps"], "x peer", a.split)
+            add(f"int8_speedup_{backend}_{m}", fps[backend, "int8"] / fps[backend, "f32"], "x", a.split)
+        for prec in ("f32", "int8"):
+            add(f"ort_py_{prec}_{m}_ms", peer[prec]["latency_p50_ms"], "ms", a.split)
+            add(f"peer_e2e_fps_{prec}_{m}", peer[prec]["fps"], "FPS", a.split)
+    print(f"wrote {merge_records(a.results, recs)}")
+
+
+if __name__ == "__main__":
+    main()
