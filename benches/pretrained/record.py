@@ -9,6 +9,8 @@
       train_step_ms, torch_train_step_ms (medians) and their ratio
   record.py ort --eval EVAL.json --name NAME --results R --command C
       an onnxruntime mIoU written by benches/quantize/peer.py eval
+  record.py fps --stats STATS.jsonl --name NAME --split S --results R --command C
+      the end-to-end FPS of an `edge-seg run --stats` summary (and its backend in the unit)
 """
 
 import argparse
@@ -47,7 +49,8 @@ def count(a, add):
             a_shape = shapes.get(n.input[0]) or list(inits.get(n.input[0], []))
             macs += int(np.prod(out)) * int(a_shape[-1])
     add("default_params", params, "parameters", "-")
-    add("default_gflops", 2 * macs / 1e9, "GFLOPs (2 x MACs) per 360x480 frame", "-")
+    hw = "x".join(str(d.dim_value) for d in g.input[0].type.tensor_type.shape.dim[2:])
+    add("default_gflops", 2 * macs / 1e9, f"GFLOPs (2 x MACs) per {hw} network input", "-")
 
 
 def step(a, add):
@@ -65,10 +68,21 @@ def ort(a, add):
     add(a.name, 100 * e["miou"], "mIoU % (onnxruntime)", a.split)
 
 
+def fps(a, add):
+    summary = None
+    for line in Path(a.stats).read_text().splitlines():
+        if line.strip():
+            j = json.loads(line)
+            summary = j.get("summary", summary)
+    if summary is None:
+        sys.exit(f"{a.stats}: no summary line")
+    add(a.name, summary["fps"], f"FPS end to end ({summary['backend']}, {summary['frames_out']} frames)", a.split)
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("count", "step", "ort"):
+    for name in ("count", "step", "ort", "fps"):
         p = sub.add_parser(name)
         p.add_argument("--results", required=True)
         p.add_argument("--command", required=True)
@@ -78,9 +92,12 @@ def main():
     sub.choices["ort"].add_argument("--eval", required=True)
     sub.choices["ort"].add_argument("--name", required=True)
     sub.choices["ort"].add_argument("--split", default="val")
+    sub.choices["fps"].add_argument("--stats", required=True)
+    sub.choices["fps"].add_argument("--name", required=True)
+    sub.choices["fps"].add_argument("--split", required=True)
     a = ap.parse_args()
     recs, add = recorder(a.command, echo=True)
-    {"count": count, "step": step, "ort": ort}[a.cmd](a, add)
+    {"count": count, "step": step, "ort": ort, "fps": fps}[a.cmd](a, add)
     merge_records(a.results, recs)
 
 

@@ -56,6 +56,23 @@ pub enum RuntimeError {
     Adapt(String),
 }
 
+/// Keeps the panics of pipeline stages off stderr (the run reports them as its one-line error,
+/// [`pipeline::run`]) and prints any other panic on one line; with `RUST_BACKTRACE` set, Rust's
+/// default report is kept.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::env::var_os("RUST_BACKTRACE").is_some() {
+            default(info);
+        } else if !pipeline::panic_is_reported() {
+            eprintln!(
+                "internal error: {} (please report it)",
+                info.to_string().replace('\n', " ")
+            );
+        }
+    }));
+}
+
 /// The model the binary embeds: EfficientNet-Lite0 from ImageNet weights, trained by this
 /// project on CamVid (issue #21; see docs/BENCHMARKS.md).
 pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../assets/models/camvid-lite0.onnx");

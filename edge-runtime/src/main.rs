@@ -340,7 +340,7 @@ fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
         .split_once('x')
         .ok_or_else(|| format!("'{s}': expected WIDTHxHEIGHT"))?;
     match (w.parse::<u32>(), h.parse::<u32>()) {
-        (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
+        (Ok(w), Ok(h)) => edge_seg_runtime::source::check_frame_size(w, h, &format!("'{s}'")).map(|_| (w, h)),
         _ => Err(format!("'{s}': expected WIDTHxHEIGHT")),
     }
 }
@@ -393,6 +393,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
+    edge_seg_runtime::install_panic_hook();
     let cli = Cli::parse();
     let result = match cli.cmd {
         None => run(RunArgs {

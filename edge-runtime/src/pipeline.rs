@@ -208,12 +208,72 @@ struct Failure {
 
 impl Failure {
     fn set(&self, e: RuntimeError) {
-        let mut f = self.first.lock().expect("failure lock");
+        let mut f = self.first.lock().unwrap_or_else(|e| e.into_inner());
         if f.is_none() {
             *f = Some(e);
         }
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// The two ways a stage lets go of a queue.
+trait Shut {
+    fn close(&self);
+    fn abandon(&self);
+}
+
+impl<T> Shut for Queue<T> {
+    fn close(&self) {
+        Queue::close(self)
+    }
+    fn abandon(&self) {
+        Queue::abandon(self)
+    }
+}
+
+/// Held by each stage thread: when the thread ends, normally or by a panic, its output queue is
+/// closed (the next stage drains it and ends); on a panic its input queue is abandoned too (the
+/// previous stage's pushes fail and it ends), so no thread waits forever. The panic itself
+/// becomes the run's error when the thread is joined ([`internal_error`]).
+struct StageGuard<'a> {
+    input: Option<&'a dyn Shut>,
+    output: Option<&'a dyn Shut>,
+}
+
+impl Drop for StageGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(q) = self.input {
+                q.abandon();
+            }
+        }
+        if let Some(q) = self.output {
+            q.close();
+        }
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs a pipeline stage, whose panic [`run`] reports as its error.
+    static IN_STAGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic on this thread is reported by [`run`] (for [`crate::install_panic_hook`]).
+pub fn panic_is_reported() -> bool {
+    IN_STAGE.with(|c| c.get())
+}
+
+/// A stage's panic as a one-line error.
+fn internal_error(stage: &str, payload: Box<dyn std::any::Any + Send>) -> RuntimeError {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    RuntimeError::Backend(format!(
+        "internal error in the {stage} stage: {} (please report it)",
+        msg.replace('\n', " ")
+    ))
 }
 
 /// Runs `source` through `seg` into `outputs` until the source ends, `stop` is set, or a
@@ -256,9 +316,14 @@ pub fn run(
 
     std::thread::scope(|s| {
         // capture
-        std::thread::Builder::new()
+        let capture = std::thread::Builder::new()
             .name("capture".into())
             .spawn_scoped(s, || {
+                let _guard = StageGuard {
+                    input: None,
+                    output: Some(&q_raw),
+                };
+                IN_STAGE.with(|c| c.set(true));
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) && opts.max_frames.is_none_or(|m| n < m) {
                     match source.next_frame() {
@@ -280,9 +345,14 @@ pub fn run(
             })
             .expect("spawn capture");
         // decode + preprocess
-        std::thread::Builder::new()
+        let preprocess = std::thread::Builder::new()
             .name("preprocess".into())
             .spawn_scoped(s, || {
+                let _guard = StageGuard {
+                    input: Some(&q_raw),
+                    output: Some(&q_pre),
+                };
+                IN_STAGE.with(|c| c.set(true));
                 while let Some(raw) = q_raw.pop() {
                     let t0 = Instant::now();
                     let frame = match raw.to_rgb() {
@@ -329,9 +399,14 @@ pub fn run(
             })
             .expect("spawn preprocess");
         // inference
-        std::thread::Builder::new()
+        let inference = std::thread::Builder::new()
             .name("inference".into())
             .spawn_scoped(s, || {
+                let _guard = StageGuard {
+                    input: Some(&q_pre),
+                    output: Some(&q_inf),
+                };
+                IN_STAGE.with(|c| c.set(true));
                 let mut version = 0u64;
                 while let Some(mut p) = q_pre.pop() {
                     if let Some(a) = &opts.adapt {
@@ -365,9 +440,14 @@ pub fn run(
             })
             .expect("spawn inference");
         // post-process + draw
-        std::thread::Builder::new()
+        let draw = std::thread::Builder::new()
             .name("draw".into())
             .spawn_scoped(s, || {
+                let _guard = StageGuard {
+                    input: Some(&q_inf),
+                    output: Some(&q_drawn),
+                };
+                IN_STAGE.with(|c| c.set(true));
                 let legend = Legend {
                     names: &names,
                     palette: &palette,
@@ -404,45 +484,63 @@ pub fn run(
                 q_drawn.close();
             })
             .expect("spawn draw");
-        // outputs, on this thread
+        // outputs, on this thread; a panic here ends the run like one in another stage
         let mut ewma_dt: Option<f64> = None;
-        while let Some(mut d) = q_drawn.pop() {
-            let t0 = Instant::now();
-            let mut failed = false;
-            for o in outputs.iter_mut() {
-                if let Err(e) = o.write(&d.rendered) {
-                    fail.set(e);
-                    failed = true;
+        IN_STAGE.with(|c| c.set(true));
+        let outputs_loop = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            while let Some(mut d) = q_drawn.pop() {
+                let t0 = Instant::now();
+                let mut failed = false;
+                for o in outputs.iter_mut() {
+                    if let Err(e) = o.write(&d.rendered) {
+                        fail.set(e);
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed {
+                    q_drawn.abandon();
                     break;
                 }
+                let now = Instant::now();
+                d.t.output_ms = ms(t0);
+                d.t.latency_ms = (now - d.captured).as_secs_f64() * 1e3;
+                first_capture = Some(first_capture.map_or(d.captured, |f| f.min(d.captured)));
+                if let Some(prev) = last_output {
+                    let dt = (now - prev).as_secs_f64();
+                    let e = ewma_dt.map_or(dt, |e| 0.9 * e + 0.1 * dt);
+                    ewma_dt = Some(e);
+                    fps_bits.store((1.0 / e.max(1e-6)).to_bits(), Ordering::Relaxed);
+                }
+                last_output = Some(now);
+                on_frame(&d.t);
+                if latencies.len() == LATENCY_WINDOW {
+                    latencies.pop_front();
+                }
+                latencies.push_back(d.t.latency_ms);
+                for (acc, v) in
+                    sums.iter_mut()
+                        .zip([d.t.preprocess_ms, d.t.infer_ms, d.t.post_ms, d.t.draw_ms, d.t.output_ms])
+                {
+                    *acc += v;
+                }
+                frames_out += 1;
             }
-            if failed {
-                q_drawn.abandon();
-                break;
+        }));
+        IN_STAGE.with(|c| c.set(false));
+        if let Err(p) = outputs_loop {
+            q_drawn.abandon();
+            fail.set(internal_error("output", p));
+        }
+        for (stage, h) in [
+            ("capture", capture),
+            ("preprocess", preprocess),
+            ("inference", inference),
+            ("draw", draw),
+        ] {
+            if let Err(p) = h.join() {
+                fail.set(internal_error(stage, p));
             }
-            let now = Instant::now();
-            d.t.output_ms = ms(t0);
-            d.t.latency_ms = (now - d.captured).as_secs_f64() * 1e3;
-            first_capture = Some(first_capture.map_or(d.captured, |f| f.min(d.captured)));
-            if let Some(prev) = last_output {
-                let dt = (now - prev).as_secs_f64();
-                let e = ewma_dt.map_or(dt, |e| 0.9 * e + 0.1 * dt);
-                ewma_dt = Some(e);
-                fps_bits.store((1.0 / e.max(1e-6)).to_bits(), Ordering::Relaxed);
-            }
-            last_output = Some(now);
-            on_frame(&d.t);
-            if latencies.len() == LATENCY_WINDOW {
-                latencies.pop_front();
-            }
-            latencies.push_back(d.t.latency_ms);
-            for (acc, v) in
-                sums.iter_mut()
-                    .zip([d.t.preprocess_ms, d.t.infer_ms, d.t.post_ms, d.t.draw_ms, d.t.output_ms])
-            {
-                *acc += v;
-            }
-            frames_out += 1;
         }
     });
 
@@ -453,7 +551,12 @@ pub fn run(
             finish_err.get_or_insert(e);
         }
     }
-    if let Some(e) = fail.first.into_inner().expect("failure lock").or(finish_err) {
+    if let Some(e) = fail
+        .first
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .or(finish_err)
+    {
         return Err(e);
     }
     let wall_s = match (first_capture, last_output) {
@@ -489,6 +592,86 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Embedded sample frames; panics at frame `panic_at` (when `Some`).
+    struct Frames {
+        n: u64,
+        panic_at: Option<u64>,
+    }
+
+    impl FrameSource for Frames {
+        fn describe(&self) -> String {
+            "test frames".into()
+        }
+        fn is_live(&self) -> bool {
+            false
+        }
+        fn next_frame(&mut self) -> Result<Option<crate::frame::RawFrame>, RuntimeError> {
+            if Some(self.n) == self.panic_at {
+                panic!("capacity overflow (test)");
+            }
+            self.n += 1;
+            let png = crate::DEFAULT_SAMPLES[0].1.to_vec();
+            Ok((self.n <= 6).then(|| {
+                crate::frame::RawFrame::new(
+                    self.n - 1,
+                    format!("f{}", self.n),
+                    crate::frame::PixelFormat::Image,
+                    0,
+                    0,
+                    png,
+                )
+            }))
+        }
+    }
+
+    struct PanickyOutput(u64);
+
+    impl Output for PanickyOutput {
+        fn describe(&self) -> String {
+            "panicky".into()
+        }
+        fn write(&mut self, _: &Rendered) -> Result<(), RuntimeError> {
+            self.0 += 1;
+            assert!(self.0 < 3, "output broke (test)");
+            Ok(())
+        }
+    }
+
+    fn small() -> Segmenter {
+        Segmenter::from_bytes(crate::SMALL_MODEL, "small").unwrap()
+    }
+
+    /// Issue #23: a panic in a stage thread (capture here) or in the output stage ends the run
+    /// with a one-line error instead of leaving the other threads waiting forever.
+    #[test]
+    fn issue23_a_panicking_stage_ends_the_run_with_an_error() {
+        crate::install_panic_hook();
+        let opts = PipelineOptions {
+            queue: 1,
+            policy: Some(Policy::Block),
+            ..Default::default()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let src = Box::new(Frames {
+            n: 0,
+            panic_at: Some(2),
+        });
+        let e = run(src, small(), vec![], &opts, stop, |_| {}).unwrap_err().to_string();
+        assert!(
+            e.contains("internal error in the capture stage") && e.contains("capacity overflow"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+        let src = Box::new(Frames { n: 0, panic_at: None });
+        let out: Vec<Box<dyn Output>> = vec![Box::new(PanickyOutput(0))];
+        let stop = Arc::new(AtomicBool::new(false));
+        let e = run(src, small(), out, &opts, stop, |_| {}).unwrap_err().to_string();
+        assert!(
+            e.contains("internal error in the output stage") && e.contains("output broke"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

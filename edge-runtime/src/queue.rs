@@ -49,10 +49,17 @@ impl<T> Queue<T> {
         }
     }
 
+    /// The state; a lock poisoned by a panicking thread is still used (the state is a plain
+    /// deque and two flags, consistent between statements), so that closing a queue while a
+    /// stage unwinds never panics again.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Adds an item; returns the evicted one under [`Policy::DropOldest`], or `Err(Closed)` when
     /// the consumer closed the queue.
     pub fn push(&self, item: T) -> Result<Option<T>, Closed> {
-        let mut s = self.state.lock().expect("queue lock");
+        let mut s = self.lock();
         let mut evicted = None;
         loop {
             if s.closed {
@@ -67,7 +74,7 @@ impl<T> Queue<T> {
                     s.dropped += 1;
                     break;
                 }
-                Policy::Block => s = self.not_full.wait(s).expect("queue lock"),
+                Policy::Block => s = self.not_full.wait(s).unwrap_or_else(|e| e.into_inner()),
             }
         }
         s.items.push_back(item);
@@ -78,7 +85,7 @@ impl<T> Queue<T> {
 
     /// The oldest item; waits while empty; `None` once closed and drained.
     pub fn pop(&self) -> Option<T> {
-        let mut s = self.state.lock().expect("queue lock");
+        let mut s = self.lock();
         loop {
             if let Some(item) = s.items.pop_front() {
                 drop(s);
@@ -88,20 +95,20 @@ impl<T> Queue<T> {
             if s.closed {
                 return None;
             }
-            s = self.not_empty.wait(s).expect("queue lock");
+            s = self.not_empty.wait(s).unwrap_or_else(|e| e.into_inner());
         }
     }
 
     /// No more pushes: consumers drain what is left, producers get `Err(Closed)`.
     pub fn close(&self) {
-        self.state.lock().expect("queue lock").closed = true;
+        self.lock().closed = true;
         self.not_empty.notify_all();
         self.not_full.notify_all();
     }
 
     /// Closes and discards what is queued (a consumer giving up).
     pub fn abandon(&self) {
-        let mut s = self.state.lock().expect("queue lock");
+        let mut s = self.lock();
         s.closed = true;
         s.items.clear();
         drop(s);
@@ -111,12 +118,12 @@ impl<T> Queue<T> {
 
     /// Items evicted so far.
     pub fn dropped(&self) -> u64 {
-        self.state.lock().expect("queue lock").dropped
+        self.lock().dropped
     }
 
     /// Items queued now.
     pub fn len(&self) -> usize {
-        self.state.lock().expect("queue lock").items.len()
+        self.lock().items.len()
     }
 
     /// True when nothing is queued.

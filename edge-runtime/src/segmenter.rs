@@ -261,8 +261,10 @@ mod tests {
         let mut fast = Segmenter::from_bytes(crate::DEFAULT_MODEL, "m").unwrap();
         let mut full = Segmenter::from_bytes_unmodified(crate::DEFAULT_MODEL, "m", &LoadOptions::tract()).unwrap();
         let l = fast.logits(&frame).unwrap();
-        assert_eq!((l.classes, l.height, l.width), (11, 90, 120));
-        assert_eq!(full.logits(&frame).unwrap().height, 360);
+        let (h, w) = (fast.meta.input_hw.0 as usize, fast.meta.input_hw.1 as usize);
+        // the stride-4 scores: ceil(h / 4) with TF "SAME" padding
+        assert_eq!((l.classes, l.height, l.width), (11, h.div_ceil(4), w.div_ceil(4)));
+        assert_eq!(full.logits(&frame).unwrap().height, h);
         assert_agree(&fast.segment(&frame).unwrap(), &full.segment(&frame).unwrap());
     }
 
@@ -280,7 +282,10 @@ mod tests {
             edge_seg_quantize::quantize_model(&proto, &frames, &edge_seg_quantize::QuantizeOptions::default()).unwrap();
         let bytes = seg_onnx::encode(&qdq);
         let mut rewritten = qdq.clone();
-        let done = crate::rewrite::prepare_graph(&mut rewritten, (360, 480)).unwrap();
+        let hw = seg_core::meta::ModelMeta::from_map(&seg_onnx::metadata(&qdq))
+            .unwrap()
+            .input_hw;
+        let done = crate::rewrite::prepare_graph(&mut rewritten, hw).unwrap();
         assert!(done.fused_qdq >= 20 && done.resizes_as_matmuls == 1, "{done:?}");
         assert!(done.stripped_resize.is_some());
         let mut fast = Segmenter::from_bytes(&bytes, "int8").unwrap();

@@ -21,6 +21,19 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
 /// Largest single encoded frame accepted from a stream (guards against reading garbage forever).
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
 
+/// Largest frame side accepted from a stream header or `--size` (8K is 7680).
+pub const MAX_FRAME_SIDE: u32 = 8192;
+
+/// `w × h` checked against [`MAX_FRAME_SIDE`], with `source` naming where it came from.
+pub fn check_frame_size(w: u32, h: u32, source: &str) -> Result<(), String> {
+    if w == 0 || h == 0 || w > MAX_FRAME_SIDE || h > MAX_FRAME_SIDE {
+        return Err(format!(
+            "{source}: frame size {w}x{h} is outside 1..={MAX_FRAME_SIDE} per side"
+        ));
+    }
+    Ok(())
+}
+
 /// Something that produces frames.
 pub trait FrameSource: Send {
     /// What it is, for the start-up line and errors (`/dev/video0 (YUYV 640x480)`, a path, ...).
@@ -371,6 +384,7 @@ impl Y4mReader {
         }
         let (mut w, mut h, mut format) = (0, 0, PixelFormat::Yuv { sx: 2, sy: 2 });
         for t in tokens.filter(|t| !t.is_empty()) {
+            // read_line gave ASCII only, so byte 1 is a character boundary
             let (k, v) = t.split_at(1);
             match k {
                 "W" => w = v.parse().map_err(|_| err(format!("Y4M header: bad width '{v}'")))?,
@@ -394,6 +408,7 @@ impl Y4mReader {
         if w == 0 || h == 0 {
             return Err(err("Y4M header has no W/H".into()));
         }
+        check_frame_size(w, h, "Y4M header").map_err(err)?;
         Ok(Self {
             r,
             name,
@@ -423,6 +438,9 @@ fn read_line(r: &mut impl BufRead, max: usize) -> std::io::Result<Option<String>
         ));
     }
     line.pop();
+    if !line.is_ascii() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not ASCII"));
+    }
     String::from_utf8(line)
         .map(Some)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not ASCII"))
@@ -812,6 +830,23 @@ mod tests {
         let mut r = MjpegReader::new(reader(a[..a.len() / 2].to_vec()), "cam.mjpeg".into());
         let e = r.next_frame().unwrap_err().to_string();
         assert!(e.starts_with("cam.mjpeg: frame 0:"), "{e}");
+    }
+
+    /// Issue #23: hostile Y4M headers are errors, not panics or huge allocations.
+    #[test]
+    fn issue23_y4m_header_bounds_and_non_ascii() {
+        for (header, what) in [
+            ("YUV4MPEG2 W4294967295 H4294967295\n", "outside"),
+            ("YUV4MPEG2 W8193 H2\n", "outside"),
+            ("YUV4MPEG2 W4 H2 \u{e9}x\n", "not ASCII"),
+            ("YUV4MPEG2 \u{1f600} W4 H2\n", "not ASCII"),
+        ] {
+            let e = Y4mReader::new(reader(header.as_bytes().to_vec()), "v.y4m".into())
+                .err()
+                .unwrap_or_else(|| panic!("{header:?} accepted"))
+                .to_string();
+            assert!(e.contains(what), "{header:?}: {e}");
+        }
     }
 
     #[test]

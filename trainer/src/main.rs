@@ -39,6 +39,11 @@ enum Cmd {
         /// Also write the candle-vs-tract parity (`parity_max_abs_diff`) to this results file.
         #[arg(long)]
         record: Option<PathBuf>,
+        /// Network input size HEIGHTxWIDTH of the exported graph (default: the run's
+        /// `data.input_size`); the networks are fully convolutional, so a run can be exported
+        /// at a lower resolution for speed (the written config says the size used).
+        #[arg(long, value_parser = parse_hw)]
+        input_size: Option<[u32; 2]>,
     },
     /// Redraw a run's curves.png from its metrics.jsonl.
     Plot {
@@ -228,8 +233,12 @@ fn run(cli: Cli) -> Result<()> {
             checkpoint,
             out,
             record,
+            input_size,
         } => {
-            let (cfg, _vm, model) = export::load_model(&run, &checkpoint)?;
+            let (mut cfg, _vm, model) = export::load_model(&run, &checkpoint)?;
+            if let Some(hw) = input_size {
+                cfg.data.input_size = hw;
+            }
             export::export(&model, &cfg, &out)?;
             let diff = export::parity(&model, &cfg, &out)?;
             println!(
@@ -319,4 +328,14 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `HEIGHTxWIDTH`, each side 16..=4096.
+fn parse_hw(s: &str) -> Result<[u32; 2], String> {
+    let err = || format!("'{s}': expected HEIGHTxWIDTH, each 16..=4096");
+    let (h, w) = s.split_once('x').ok_or_else(err)?;
+    match (h.parse::<u32>(), w.parse::<u32>()) {
+        (Ok(h), Ok(w)) if (16..=4096).contains(&h) && (16..=4096).contains(&w) => Ok([h, w]),
+        _ => Err(err()),
+    }
 }

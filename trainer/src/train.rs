@@ -178,6 +178,11 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     let mut best = log.best();
     let mut final_miou = best.0;
     let mut smoothed: Option<f64> = None;
+    if start == 0 && cfg.schedule.eval_every > 0 && !log.has_eval_at(0) {
+        // the curve starts at the initial weights (for a pretrained encoder: what ImageNet
+        // alone gives, through a random decoder)
+        eval_and_log(&model, &val, cfg, &dev, &mut log, 0, &pb)?;
+    }
     for it in start..end {
         let hb = batches.recv().context("batch producer stopped")?;
         debug_assert_eq!(hb.iteration, it);
@@ -225,16 +230,8 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         }
         let eval_now = (cfg.schedule.eval_every > 0 && done % cfg.schedule.eval_every == 0) || done == total;
         if eval_now {
-            let cm = evaluate(&model, &val, &cfg.data, cfg.schedule.eval_batch, &dev)?;
-            let miou = cm.miou();
+            let miou = eval_and_log(&model, &val, cfg, &dev, &mut log, done, &pb)?;
             final_miou = miou;
-            let iou: Vec<Option<f64>> = cm.iou();
-            log.write(&json!({"iter": done, "val_miou": miou, "val_pixel_acc": cm.pixel_accuracy(), "val_iou": iou}))?;
-            pb.println(format!(
-                "step {done}: val mIoU {:.2}  pixel acc {:.2}",
-                100.0 * miou,
-                100.0 * cm.pixel_accuracy()
-            ));
             if miou > best.0 || best.1 == 0 {
                 best = (miou, done);
                 checkpoint::save_with_state(
@@ -258,6 +255,29 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         seconds: started.elapsed().as_secs_f64(),
         steps: end - start,
     })
+}
+
+/// Evaluates on val, writes the record of step `done` to the metrics log and prints it;
+/// returns the mIoU.
+fn eval_and_log(
+    model: &SegModel,
+    val: &data::Samples,
+    cfg: &TrainConfig,
+    dev: &Device,
+    log: &mut MetricsLog,
+    done: u64,
+    pb: &indicatif::ProgressBar,
+) -> Result<f64> {
+    let cm = evaluate(model, val, &cfg.data, cfg.schedule.eval_batch, dev)?;
+    let miou = cm.miou();
+    let iou: Vec<Option<f64>> = cm.iou();
+    log.write(&json!({"iter": done, "val_miou": miou, "val_pixel_acc": cm.pixel_accuracy(), "val_iou": iou}))?;
+    pb.println(format!(
+        "step {done}: val mIoU {:.2}  pixel acc {:.2}",
+        100.0 * miou,
+        100.0 * cm.pixel_accuracy()
+    ));
+    Ok(miou)
 }
 
 /// Loads the images of every `data.unlabeled_splits` entry (in order, duplicates kept).
@@ -363,6 +383,10 @@ impl MetricsLog {
         Self::push(&mut self.loss, &mut self.miou, v);
         writeln!(self.file, "{v}")?;
         Ok(())
+    }
+
+    fn has_eval_at(&self, iter: u64) -> bool {
+        self.miou.iter().any(|&(it, _)| it == iter)
     }
 
     fn best(&self) -> (f64, u64) {

@@ -182,6 +182,15 @@ fn issue21_lite0_from_imagenet_trains_and_exports_without_the_local_path() {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ImageNet weights loaded"));
+    // the val curve starts at step 0 (issue #21)
+    let evals: Vec<u64> = std::fs::read_to_string(dir.path().join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("val_miou").is_some())
+        .map(|v| v["iter"].as_u64().unwrap())
+        .collect();
+    assert_eq!(evals, [0, 2]);
     let out = train_bin(
         &["export", "--run", "run", "--checkpoint", "last", "--out", "m.onnx"],
         dir.path(),
@@ -197,6 +206,36 @@ fn issue21_lite0_from_imagenet_trains_and_exports_without_the_local_path() {
             "the local path leaked"
         );
     }
+    // issue #21's edge student: the same run exported at a lower resolution
+    let out = train_bin(
+        &[
+            "export",
+            "--run",
+            "run",
+            "--checkpoint",
+            "last",
+            "--out",
+            "s.onnx",
+            "--input-size",
+            "64x96",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let meta = seg_onnx::metadata(&seg_onnx::load(&dir.path().join("s.onnx")).unwrap());
+    assert_eq!(
+        (
+            meta["edge_seg.input_height"].as_str(),
+            meta["edge_seg.input_width"].as_str()
+        ),
+        ("64", "96")
+    );
+    let out = train_bin(
+        &["export", "--run", "run", "--out", "x.onnx", "--input-size", "8x48"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--input-size"));
 }
 
 // ---------------------------------------------------------------------------------------------
