@@ -112,7 +112,7 @@ fn issue2_train_export_tract_round_trip() {
     let mut exact = Segmenter::from_bytes_unmodified(
         &std::fs::read(&onnx).unwrap(),
         "m.onnx",
-        &edge_seg_runtime::backend::BackendOptions::tract(),
+        &edge_seg_runtime::LoadOptions::tract(),
     )
     .unwrap();
     let mut seg = Segmenter::open(&onnx).unwrap();
