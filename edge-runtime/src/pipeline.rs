@@ -263,6 +263,15 @@ pub fn panic_is_reported() -> bool {
     IN_STAGE.with(|c| c.get())
 }
 
+/// Runs `f` with its panics caught and marked as reported (the caller turns them into an
+/// error; [`crate::install_panic_hook`] keeps them off stderr).
+pub(crate) fn catch_reported<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    let was = IN_STAGE.with(|c| c.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_STAGE.with(|c| c.set(was));
+    r
+}
+
 /// A stage's panic as a one-line error.
 fn internal_error(stage: &str, payload: Box<dyn std::any::Any + Send>) -> RuntimeError {
     let msg = payload

@@ -91,8 +91,26 @@ impl Segmenter {
         if proto.graph.as_ref().is_none_or(|g| g.node.is_empty()) {
             return Err(model_err("not a valid ONNX model: it has no graph nodes".into()));
         }
+        if let Some(g) = &proto.graph {
+            edge_seg_quantize::validate(g).map_err(|e| model_err(format!("invalid graph: {e}")))?;
+        }
         let (meta, warning) = crate::describe::describe(&mut proto, &opts.meta).map_err(model_err)?;
-        let backend = crate::backend::open(proto, origin, meta.input_hw, rewrite, &opts.backend)?;
+        // a graph the checks above let through may still trip an assertion inside a backend:
+        // that is this model's error, not a crash
+        let backend = crate::pipeline::catch_reported(|| {
+            crate::backend::open(proto, origin, meta.input_hw, rewrite, &opts.backend)
+        })
+        .map_err(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            model_err(format!(
+                "the backend cannot load this graph: {}",
+                msg.replace('\n', " ")
+            ))
+        })??;
         let mut seg = Self::with_backend(meta, origin, backend);
         seg.warning = warning;
         Ok(seg)

@@ -811,3 +811,24 @@ fn issue22_foreign_model_errors() {
     let out = edge_seg(&["run", "--mean", "1,2"], dir.path());
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Issue #23: graphs that would panic inside the backend are one-line model errors.
+#[test]
+fn issue23_invalid_graphs_are_model_errors() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let base = seg_onnx::load(Path::new(FOREIGN)).unwrap();
+    // a graph output no node produces
+    let mut p = base.clone();
+    p.graph.as_mut().unwrap().output[0].name = "nobody_makes_this".into();
+    std::fs::write(dir.path().join("a.onnx"), p.encode_to_vec()).unwrap();
+    let out = edge_seg(&["run", "--model", "a.onnx", "--backend", "tract"], dir.path());
+    assert_user_error(&out, "nobody_makes_this");
+    // a Conv with stride 0
+    let mut p = base.clone();
+    let conv = p.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "Conv").unwrap();
+    conv.attribute.iter_mut().find(|a| a.name == "strides").unwrap().ints = vec![0, 0];
+    std::fs::write(dir.path().join("b.onnx"), p.encode_to_vec()).unwrap();
+    let out = edge_seg(&["run", "--model", "b.onnx", "--backend", "tract"], dir.path());
+    assert_user_error(&out, "strides");
+}

@@ -22,7 +22,7 @@ use tract_onnx::prelude::*;
 
 pub use calibrate::{load_images, Method, Preprocess, TensorStats, TractRunner};
 pub use params::{sqnr_db, QParams, QuantError};
-pub use prepare::{prepare, PrepareSummary};
+pub use prepare::{prepare, validate, PrepareSummary};
 pub use qdq::WeightReport;
 pub use report::{ActivationReport, Report};
 

@@ -73,12 +73,49 @@ pub fn validate(graph: &pb::GraphProto) -> Result<(), QuantizeError> {
             }
         }
     }
+    for (i, node) in graph.node.iter().enumerate() {
+        check_attributes(node).map_err(|r| node_err(i, node, r))?;
+    }
     for o in &graph.output {
         if !defined.contains(o.name.as_str()) && !produced.contains_key(o.name.as_str()) {
             return Err(QuantizeError::Tensor {
                 name: o.name.clone(),
                 reason: "graph output is not produced by any node".into(),
             });
+        }
+    }
+    Ok(())
+}
+
+/// Window attributes that backends index with unchecked (a stride of 0 divides by zero in
+/// tract): strides, dilations and kernel sizes must be positive, pads non-negative, group ≥ 1.
+fn check_attributes(node: &pb::NodeProto) -> Result<(), String> {
+    const WINDOW_OPS: &[&str] = &[
+        "Conv",
+        "ConvTranspose",
+        "ConvInteger",
+        "QLinearConv",
+        "MaxPool",
+        "AveragePool",
+        "LpPool",
+    ];
+    if !node.domain.is_empty() || !WINDOW_OPS.contains(&node.op_type.as_str()) {
+        return Ok(());
+    }
+    for a in &node.attribute {
+        let bad = match a.name.as_str() {
+            "strides" | "dilations" | "kernel_shape" => a.ints.iter().any(|&v| v < 1),
+            "pads" | "output_padding" => a.ints.iter().any(|&v| v < 0),
+            "group" => a.i < 1,
+            _ => false,
+        };
+        if bad {
+            let v = if a.name == "group" {
+                a.i.to_string()
+            } else {
+                format!("{:?}", a.ints)
+            };
+            return Err(format!("attribute {} = {v} is out of range", a.name));
         }
     }
     Ok(())
