@@ -162,7 +162,11 @@ def cmd_eval(a):
             logits = sess.run(None, {in_name: preprocess(img, meta)})[0][0]
             t = np.asarray(Image.open(mask))
             if logits.shape[1:] != t.shape:
-                sys.exit(f"{img}: logits {logits.shape[1:]} vs label {t.shape}: resize not implemented")
+                # as edge-seg's arg-max: the scores resized bilinearly (half-pixel) to the label
+                y0, y1, wy = _axis(logits.shape[1], t.shape[0])
+                x0, x1, wx = _axis(logits.shape[2], t.shape[1])
+                rows = logits[:, y0] + (logits[:, y1] - logits[:, y0]) * wy[None, :, None]
+                logits = rows[:, :, x0] + (rows[:, :, x1] - rows[:, :, x0]) * wx[None, None, :]
             pred = logits.argmax(0).astype(np.int64)
             keep = (t != a.ignore_id) & (t < n)
             cm += np.bincount(t[keep].astype(np.int64) * n + pred[keep], minlength=n * n).reshape(n, n)

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
-from peer import machine, merge_records, model_meta, session  # noqa: E402
+from peer import _axis, machine, merge_records, model_meta, resize_bilinear, session  # noqa: E402
 
 
 def rgb_to_yuyv(rgb):
@@ -74,8 +74,9 @@ def cmd_record(a):
 def cmd_e2e(a):
     meta = model_meta(a.model)
     w, h = (int(v) for v in a.size.split("x"))
-    if (h, w) != (meta["h"], meta["w"]):
-        sys.exit(f"e2e: frames {w}x{h} differ from the model input {meta['w']}x{meta['h']}")
+    # frames of another size are resized to the network input and the scores back to the frame
+    # (half-pixel bilinear both ways), the work edge-seg run does
+    same = (h, w) == (meta["h"], meta["w"])
     import onnx
 
     md = {p.key: p.value for p in onnx.load(a.model, load_external_data=False).metadata_props}
@@ -94,9 +95,15 @@ def cmd_e2e(a):
             t0 = time.perf_counter()
             t_start = t_start or t0
             rgb = yuyv_to_rgb(buf, w, h)
-            x = (rgb.astype(np.float32) / 255.0 - meta["mean"]) / meta["std"]
+            net_in = rgb if same else resize_bilinear(rgb, meta["h"], meta["w"])
+            x = (net_in.astype(np.float32) / 255.0 - meta["mean"]) / meta["std"]
             x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
             logits = sess.run(None, {name: x})[0][0]
+            if logits.shape[1:] != (h, w):
+                y0, y1, wy = _axis(logits.shape[1], h)
+                x0, x1, wx = _axis(logits.shape[2], w)
+                rows = logits[:, y0] + (logits[:, y1] - logits[:, y0]) * wy[None, :, None]
+                logits = rows[:, :, x0] + (rows[:, :, x1] - rows[:, :, x0]) * wx[None, None, :]
             cls = logits.argmax(0)
             if cls.shape != (h, w):
                 sys.exit(f"e2e: logits {cls.shape} are not at the input resolution")
