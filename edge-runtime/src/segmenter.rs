@@ -267,7 +267,10 @@ mod tests {
     }
 
     /// The shipped model ends in a Resize; without it, the runtime's own interpolation gives the
-    /// same class map (up to float rounding at near-ties) on a real frame.
+    /// same class map (up to float rounding at near-ties) on a real frame at the network's input
+    /// size. (For a frame of another size the two differ by design: the graph as written
+    /// interpolates to the network input and the arg-max again to the frame, the stripped graph
+    /// once, straight to the frame.)
     #[test]
     fn stripping_the_final_resize_keeps_the_segmentation() {
         use prost::Message;
@@ -275,11 +278,12 @@ mod tests {
         let stripped = strip_final_resize(&mut proto).expect("the shipped model ends in a Resize");
         assert!(stripped.starts_with("Resize"), "{stripped}");
         assert!(strip_final_resize(&mut proto).is_none(), "the next node is a Conv");
-        let frame = image::load_from_memory(crate::DEFAULT_SAMPLES[0].1).unwrap().to_rgb8();
         let mut fast = Segmenter::from_bytes(crate::DEFAULT_MODEL, "m").unwrap();
         let mut full = Segmenter::from_bytes_unmodified(crate::DEFAULT_MODEL, "m", &LoadOptions::tract()).unwrap();
-        let l = fast.logits(&frame).unwrap();
         let (h, w) = (fast.meta.input_hw.0 as usize, fast.meta.input_hw.1 as usize);
+        let frame = image::load_from_memory(crate::DEFAULT_SAMPLES[0].1).unwrap().to_rgb8();
+        let frame = resize_rgb(&frame, h as u32, w as u32);
+        let l = fast.logits(&frame).unwrap();
         // the stride-4 scores: ceil(h / 4) with TF "SAME" padding
         assert_eq!((l.classes, l.height, l.width), (11, h.div_ceil(4), w.div_ceil(4)));
         assert_eq!(full.logits(&frame).unwrap().height, h);
@@ -291,11 +295,13 @@ mod tests {
     #[test]
     fn rewritten_int8_graph_keeps_the_segmentation() {
         use prost::Message;
+        let proto = seg_onnx::pb::ModelProto::decode(crate::DEFAULT_MODEL).unwrap();
+        let (h, w) = ModelMeta::from_map(&seg_onnx::metadata(&proto)).unwrap().input_hw;
+        // at the network's input size (see the test above)
         let frames: Vec<RgbImage> = crate::DEFAULT_SAMPLES
             .iter()
-            .map(|(_, b)| image::load_from_memory(b).unwrap().to_rgb8())
+            .map(|(_, b)| resize_rgb(&image::load_from_memory(b).unwrap().to_rgb8(), h, w))
             .collect();
-        let proto = seg_onnx::pb::ModelProto::decode(crate::DEFAULT_MODEL).unwrap();
         let (qdq, _) =
             edge_seg_quantize::quantize_model(&proto, &frames, &edge_seg_quantize::QuantizeOptions::default()).unwrap();
         let bytes = seg_onnx::encode(&qdq);
