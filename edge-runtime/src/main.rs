@@ -545,6 +545,9 @@ fn run(a: RunArgs) -> Result<()> {
         (None, None, None, false) => Some(PathBuf::from("edge-seg-out")),
         _ => None,
     };
+    if let (Some(out), Some(input)) = (&output_dir, &a.input) {
+        check_not_input_folder(out, input)?;
+    }
     if let Some(d) = &output_dir {
         outputs.push(Box::new(PngDir::new(d)?));
     }
@@ -645,6 +648,34 @@ fn run(a: RunArgs) -> Result<()> {
         if let Some(st) = &adapted {
             println!("{} (mean step {:.1} ms)", st.status(), st.mean_step_ms);
         }
+    }
+    Ok(())
+}
+
+/// Overlays go to `<out>/<name>.png`: into the folder of the input images they would replace
+/// them (`a.png`), so that folder is refused.
+fn check_not_input_folder(out: &Path, input: &Path) -> Result<()> {
+    let is_image = |p: &Path| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| edge_seg_runtime::source::IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    };
+    let in_dir = if input.is_dir() {
+        input
+    } else if is_image(input) {
+        match input.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    } else {
+        return Ok(());
+    };
+    if let (Ok(i), Ok(o)) = (in_dir.canonicalize(), out.canonicalize()) {
+        anyhow::ensure!(
+            i != o,
+            "--output {}: it is the folder of the input images; the overlays would overwrite them (choose another folder)",
+            out.display()
+        );
     }
     Ok(())
 }

@@ -134,10 +134,7 @@ pub fn open_input(path: &Path, opts: &InputOptions) -> Result<Box<dyn FrameSourc
             let f = File::open(path).map_err(|e| err(e.to_string()))?;
             stream_source(Box::new(f), name, fmt, opts.size)
         }
-        None => Ok(Box::new(ImageFiles {
-            files: vec![path.to_path_buf()],
-            next: 0,
-        })),
+        None => Ok(Box::new(ImageFiles::new(vec![path.to_path_buf()]))),
     }
 }
 
@@ -169,10 +166,57 @@ fn stream_source(
 #[derive(Debug, Clone)]
 pub struct ImageFiles {
     files: Vec<PathBuf>,
+    names: Vec<String>,
     next: usize,
 }
 
+/// Output names for `files`, one each, all different: the file stem, except where two files
+/// share a stem (`a.png`, `a.jpg`) or a name is not UTF-8 (its lossy form may equal another's):
+/// then the whole file name (`a.jpg`); any name still taken gets `~N` (N = its position).
+pub fn output_names(files: &[PathBuf]) -> Vec<String> {
+    use std::collections::{HashMap, HashSet};
+    let stem = |p: &PathBuf| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for p in files {
+        *count.entry(stem(p)).or_default() += 1;
+    }
+    let mut taken = HashSet::new();
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let s = stem(p);
+            let exact = p.file_stem().and_then(|s| s.to_str()).is_some();
+            let mut name = if count[&s] == 1 && exact {
+                s
+            } else {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            if !taken.insert(name.clone()) {
+                name = format!("{name}~{i}");
+                taken.insert(name.clone());
+            }
+            name
+        })
+        .collect()
+}
+
 impl ImageFiles {
+    /// These files, in this order.
+    pub fn new(files: Vec<PathBuf>) -> Self {
+        Self {
+            names: output_names(&files),
+            files,
+            next: 0,
+        }
+    }
+
     /// The images of a folder, sorted by name.
     pub fn from_dir(dir: &Path) -> Result<Self, RuntimeError> {
         let err = |reason: String| RuntimeError::Input {
@@ -195,7 +239,7 @@ impl ImageFiles {
                 IMAGE_EXTENSIONS.join(", ")
             )));
         }
-        Ok(Self { files, next: 0 })
+        Ok(Self::new(files))
     }
 }
 
@@ -224,10 +268,7 @@ impl FrameSource for ImageFiles {
             path: p.display().to_string(),
             reason: e.to_string(),
         })?;
-        let name = p
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = self.names[self.next].clone();
         self.next += 1;
         Ok(Some(
             RawFrame::new(self.next as u64 - 1, name, PixelFormat::Image, 0, 0, data)
@@ -830,6 +871,24 @@ mod tests {
         let mut r = MjpegReader::new(reader(a[..a.len() / 2].to_vec()), "cam.mjpeg".into());
         let e = r.next_frame().unwrap_err().to_string();
         assert!(e.starts_with("cam.mjpeg: frame 0:"), "{e}");
+    }
+
+    /// Issue #23: inputs that share a stem, or whose names are not UTF-8, get different output
+    /// names (no overlay overwrites another).
+    #[test]
+    fn issue23_output_names_are_unique() {
+        let p = |s: &str| PathBuf::from(s);
+        let names = output_names(&[p("d/a.jpg"), p("d/a.png"), p("d/b.png")]);
+        assert_eq!(names, ["a.jpg", "a.png", "b"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let bad = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
+            let names = output_names(&[bad(b"d/x\xff.png"), bad(b"d/x\xfe.png"), p("d/x.png")]);
+            let unique: std::collections::HashSet<_> = names.iter().collect();
+            assert_eq!(unique.len(), 3, "{names:?}");
+            assert_eq!(names[2], "x");
+        }
     }
 
     /// Issue #23: hostile Y4M headers are errors, not panics or huge allocations.

@@ -863,3 +863,30 @@ fn issue23_invalid_graphs_are_model_errors() {
     let out = edge_seg(&["run", "--model", "b.onnx", "--backend", "tract"], dir.path());
     assert_user_error(&out, "strides");
 }
+
+/// Issue #23: `--output` into the input folder is refused before anything is written, and two
+/// inputs with one stem get two overlays.
+#[test]
+fn issue23_overlays_never_overwrite_inputs_or_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    let img = RgbImage::from_fn(64, 48, |x, _| Rgb([(x * 4) as u8, 100, 50]));
+    img.save(d.join("a.png")).unwrap();
+    img.save(d.join("a.jpg")).unwrap();
+    let before = std::fs::read(d.join("a.png")).unwrap();
+    for args in [
+        vec!["run", "--input", "d", "--output", "d", "--backend", "tract"],
+        vec!["run", "--input", "d/a.png", "--output", "d/", "--backend", "tract"],
+    ] {
+        let out = edge_seg(&args, dir.path());
+        assert_user_error(&out, "overwrite");
+    }
+    assert_eq!(std::fs::read(d.join("a.png")).unwrap(), before);
+    let out = edge_seg(
+        &["run", "--input", "d", "--output", "o", "--backend", "tract"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pngs_in(&dir.path().join("o")), ["a.jpg.png", "a.png.png"]);
+}
