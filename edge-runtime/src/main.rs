@@ -693,11 +693,33 @@ fn make_adapter(bytes: &[u8], origin: &str, s: &AdaptSettings) -> Result<Adapter
         if p.exists() {
             match adapt_state::load(&mut adapter, p) {
                 Ok(steps) => eprintln!("{}: adapted weights loaded ({steps} steps)", p.display()),
-                Err(e) => eprintln!("warning: {e}"),
+                // the file is moved aside, never overwritten by the new state (issue #23)
+                Err(e) => match set_aside(p) {
+                    Ok(kept) => eprintln!("warning: {e}; it was moved to {}", kept.display()),
+                    Err(m) => anyhow::bail!("{e}; and it cannot be moved aside ({m}): not overwriting it"),
+                },
             }
         }
     }
     Ok(adapter)
+}
+
+/// Renames `p` to `p.rejected` (or `p.rejected.N`, the first free name) and returns it.
+fn set_aside(p: &Path) -> std::io::Result<PathBuf> {
+    for n in 0..1000 {
+        let mut name = p.as_os_str().to_owned();
+        name.push(if n == 0 {
+            ".rejected".to_string()
+        } else {
+            format!(".rejected.{n}")
+        });
+        let to = PathBuf::from(name);
+        if !to.exists() {
+            std::fs::rename(p, &to)?;
+            return Ok(to);
+        }
+    }
+    Err(std::io::Error::other("no free .rejected name"))
 }
 
 /// Near-constant frame: `f`'s mean colour plus ±3 of deterministic noise.

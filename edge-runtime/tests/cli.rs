@@ -639,6 +639,9 @@ fn issue5_run_adapt_persists_state_and_rejects_a_truncated_one() {
     let warn: Vec<&str> = stderr.lines().filter(|l| l.contains("adapt.safetensors")).collect();
     assert_eq!(warn.len(), 1, "{stderr}");
     assert!(warn[0].contains("truncated") && warn[0].contains("keeping"), "{stderr}");
+    // issue #23: the rejected file is kept aside, not overwritten by the new state
+    let kept = dir.path().join("adapt.safetensors.rejected");
+    assert_eq!(std::fs::read(&kept).unwrap(), &bytes[..bytes.len() / 2]);
 
     // bad settings: one line, exit 2
     assert_user_error(&run(&["--adapt-set", "crop=[100, 100]"]), "multiples of 32");
