@@ -69,7 +69,8 @@ impl BackendOptions {
 /// runtime's arg-max (onnxruntime runs int8 QDQ pairs with integer kernels and its own Resize).
 ///
 /// `auto` uses onnxruntime when its library loads and the CPU provider is asked for, tract
-/// otherwise; an explicit `--backend ort` that cannot load the library is an error.
+/// otherwise (also when onnxruntime rejects the graph); an explicit `--backend ort` that cannot
+/// load the library or the graph is an error.
 pub fn open(
     mut proto: seg_onnx::pb::ModelProto,
     origin: &str,
@@ -100,11 +101,18 @@ pub fn open(
         },
     };
     if use_ort {
+        let mut for_ort = proto.clone();
         if rewrite {
-            crate::rewrite::strip_final_resize(&mut proto);
+            crate::rewrite::strip_final_resize(&mut for_ort);
         }
-        let bytes = seg_onnx::encode(&proto);
-        return Ok(Box::new(ort::OrtBackend::new(&bytes, origin, hw, &opts.ort)?));
+        match ort::OrtBackend::new(&seg_onnx::encode(&for_ort), origin, hw, &opts.ort) {
+            Ok(b) => return Ok(Box::new(b)),
+            // auto: a graph onnxruntime rejects still runs on tract
+            Err(e) if opts.kind == BackendKind::Auto && opts.ort.ep == ort::Ep::Cpu => {
+                tracing::warn!("onnxruntime cannot run {origin} ({e}); using tract");
+            }
+            Err(e) => return Err(e),
+        }
     }
     if opts.ort.ep != ort::Ep::Cpu {
         return Err(RuntimeError::Backend(format!(
