@@ -893,3 +893,24 @@ fn issue23_overlays_never_overwrite_inputs_or_each_other() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(pngs_in(&dir.path().join("o")), ["a.jpg.png", "a.png.png"]);
 }
+
+/// Issue #23: a Resize asking for an absurd output is a model error before tract allocates it.
+#[test]
+fn issue23_huge_resize_is_a_model_error() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = seg_onnx::pb::ModelProto::decode(edge_seg_runtime::SMALL_MODEL).unwrap();
+    let g = p.graph.as_mut().unwrap();
+    let resize = g.node.iter().rev().find(|n| n.op_type == "Resize").unwrap().clone();
+    // point the last Resize at huge constant scales
+    let name = "huge_scales".to_string();
+    g.initializer
+        .push(seg_onnx::tensor_f32(&name, &[4], &[1.0, 1.0, 1e6, 1e6]));
+    let r = g.node.iter_mut().find(|n| n.name == resize.name).unwrap();
+    r.input.resize(4, String::new());
+    r.input[2] = name;
+    r.input[3] = String::new();
+    std::fs::write(dir.path().join("h.onnx"), p.encode_to_vec()).unwrap();
+    let out = edge_seg(&["run", "--model", "h.onnx", "--backend", "tract"], dir.path());
+    assert_user_error(&out, "Resize scale");
+}

@@ -73,8 +73,10 @@ pub fn validate(graph: &pb::GraphProto) -> Result<(), QuantizeError> {
             }
         }
     }
+    let constants = constant_tensors(graph);
     for (i, node) in graph.node.iter().enumerate() {
         check_attributes(node).map_err(|r| node_err(i, node, r))?;
+        check_resize(node, &constants).map_err(|r| node_err(i, node, r))?;
     }
     for o in &graph.output {
         if !defined.contains(o.name.as_str()) && !produced.contains_key(o.name.as_str()) {
@@ -116,6 +118,80 @@ fn check_attributes(node: &pb::NodeProto) -> Result<(), String> {
                 format!("{:?}", a.ints)
             };
             return Err(format!("attribute {} = {v} is out of range", a.name));
+        }
+    }
+    Ok(())
+}
+
+/// Largest constant `Resize` scale accepted.
+pub const MAX_RESIZE_SCALE: f32 = 64.0;
+/// Most elements a constant `Resize` `sizes` may ask for (2³⁰ f32 = 4 GiB).
+pub const MAX_RESIZE_ELEMENTS: i64 = 1 << 30;
+
+/// Initializers and `Constant` node values by name.
+fn constant_tensors(graph: &pb::GraphProto) -> HashMap<&str, &pb::TensorProto> {
+    let mut m: HashMap<&str, &pb::TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    for n in graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Constant" && n.domain.is_empty())
+    {
+        if let (Some(out), Some(t)) = (
+            n.output.first(),
+            n.attribute
+                .iter()
+                .find(|a| a.name == "value")
+                .and_then(|a| a.t.as_ref()),
+        ) {
+            m.insert(out.as_str(), t);
+        }
+    }
+    m
+}
+
+/// A `Resize` with constant `scales` or `sizes` must not ask tract for an absurd allocation:
+/// scales in (0, 64], sizes positive with at most 2³⁰ elements.
+fn check_resize(node: &pb::NodeProto, constants: &HashMap<&str, &pb::TensorProto>) -> Result<(), String> {
+    if node.op_type != "Resize" || !node.domain.is_empty() {
+        return Ok(());
+    }
+    if let Some(t) = node
+        .input
+        .get(2)
+        .filter(|n| !n.is_empty())
+        .and_then(|n| constants.get(n.as_str()))
+    {
+        if let Ok(scales) = seg_onnx::tensor_to_f32(t) {
+            if let Some(s) = scales
+                .iter()
+                .find(|s| !(s.is_finite() && **s > 0.0 && **s <= MAX_RESIZE_SCALE))
+            {
+                return Err(format!("Resize scale {s} is outside (0, {MAX_RESIZE_SCALE}]"));
+            }
+        }
+    }
+    if let Some(t) = node
+        .input
+        .get(3)
+        .filter(|n| !n.is_empty())
+        .and_then(|n| constants.get(n.as_str()))
+    {
+        let sizes: Vec<i64> = if !t.raw_data.is_empty() {
+            t.raw_data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect()
+        } else {
+            t.int64_data.clone()
+        };
+        let mut total: i64 = 1;
+        for &v in &sizes {
+            total = total.saturating_mul(v.max(0));
+            if v < 1 || total > MAX_RESIZE_ELEMENTS {
+                return Err(format!(
+                    "Resize sizes {sizes:?} ask for more than {MAX_RESIZE_ELEMENTS} elements or a size below 1"
+                ));
+            }
         }
     }
     Ok(())
