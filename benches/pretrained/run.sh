@@ -72,10 +72,8 @@ fi
 if has quantize; then
     require_peer_python run.sh
     CALIB=$WORK/calib
-    rm -rf "$CALIB" && mkdir -p "$CALIB"
-    # 20 CamVid train frames: every 18th file of train/ sorted by name (as benches/quantize)
-    find "$DATA/train" -maxdepth 1 -type f -name '*.png' | LC_ALL=C sort |
-        awk 'NR % 18 == 1 && ++n <= 20' | while read -r f; do cp "$f" "$CALIB/"; done
+    rm -rf "$CALIB"
+    calib_frames "$DATA" "$CALIB"
     step "int8 per-channel (onnxruntime target) and per-tensor (tract target)"
     "$EDGE" quantize --model "$OUT" --calib "$CALIB" --out "$WORK/pc.onnx" --per-channel --target onnxruntime
     "$EDGE" quantize --model "$OUT" --calib "$CALIB" --out "$WORK/pt.onnx" --target tract

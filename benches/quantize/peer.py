@@ -66,6 +66,17 @@ def resize_bilinear(img, h, w):
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def resize_scores(logits, h, w):
+    """CHW scores -> CHW at (h, w), half-pixel bilinear (rows, then columns), as edge-seg's
+    arg-max does; unchanged when already that size."""
+    if logits.shape[1:] == (h, w):
+        return logits
+    y0, y1, wy = _axis(logits.shape[1], h)
+    x0, x1, wx = _axis(logits.shape[2], w)
+    rows = logits[:, y0] + (logits[:, y1] - logits[:, y0]) * wy[None, :, None]
+    return rows[:, :, x0] + (rows[:, :, x1] - rows[:, :, x0]) * wx[None, None, :]
+
+
 def preprocess(path, meta):
     img = np.asarray(Image.open(path).convert("RGB"))
     if img.shape[:2] != (meta["h"], meta["w"]):
@@ -161,12 +172,7 @@ def cmd_eval(a):
         for k, (img, mask) in enumerate(pairs):
             logits = sess.run(None, {in_name: preprocess(img, meta)})[0][0]
             t = np.asarray(Image.open(mask))
-            if logits.shape[1:] != t.shape:
-                # as edge-seg's arg-max: the scores resized bilinearly (half-pixel) to the label
-                y0, y1, wy = _axis(logits.shape[1], t.shape[0])
-                x0, x1, wx = _axis(logits.shape[2], t.shape[1])
-                rows = logits[:, y0] + (logits[:, y1] - logits[:, y0]) * wy[None, :, None]
-                logits = rows[:, :, x0] + (rows[:, :, x1] - rows[:, :, x0]) * wx[None, None, :]
+            logits = resize_scores(logits, *t.shape)
             pred = logits.argmax(0).astype(np.int64)
             keep = (t != a.ignore_id) & (t < n)
             cm += np.bincount(t[keep].astype(np.int64) * n + pred[keep], minlength=n * n).reshape(n, n)

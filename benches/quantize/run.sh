@@ -52,22 +52,13 @@ cargo bench -p edge-seg-benches --bench quantize_latency --no-run
 EDGE=target/release/edge-seg
 
 # the work folder is wiped at each run, so only one this script created (marker file) is removed
-if [[ -d $WORK && -n $(ls -A "$WORK") && ! -f $WORK/.quantize-bench ]]; then
-    echo "run.sh: --work $WORK exists and was not made by run.sh; not wiping it" >&2
-    exit 2
-fi
-rm -rf "$WORK"
-mkdir -p "$WORK"
-touch "$WORK/.quantize-bench"
+fresh_work "$WORK" .quantize-bench
 WORK=$(cd "$WORK" && pwd)
 
 # ---------------------------------------------------------------- calibration set
 if [[ -z $CALIB ]]; then
     CALIB=$WORK/calib
-    mkdir -p "$CALIB"
-    # 20 CamVid train frames: every 18th file of train/ sorted by name (deterministic)
-    find "$DATA/train" -maxdepth 1 -type f \( -name '*.png' -o -name '*.jpg' \) | LC_ALL=C sort |
-        awk 'NR % 18 == 1 && ++n <= 20' | while read -r f; do cp "$f" "$CALIB/"; done
+    calib_frames "$DATA" "$CALIB"
 fi
 NCALIB=$(find "$CALIB" -maxdepth 1 -type f \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' \) | wc -l)
 [[ $NCALIB -gt 0 ]] || { echo "run.sh: no calibration images in $CALIB" >&2; exit 2; }

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
-from peer import _axis, machine, merge_records, model_meta, resize_bilinear, session  # noqa: E402
+from peer import machine, merge_records, model_meta, resize_bilinear, resize_scores, session  # noqa: E402
 
 
 def rgb_to_yuyv(rgb):
@@ -99,11 +99,7 @@ def cmd_e2e(a):
             x = (net_in.astype(np.float32) / 255.0 - meta["mean"]) / meta["std"]
             x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
             logits = sess.run(None, {name: x})[0][0]
-            if logits.shape[1:] != (h, w):
-                y0, y1, wy = _axis(logits.shape[1], h)
-                x0, x1, wx = _axis(logits.shape[2], w)
-                rows = logits[:, y0] + (logits[:, y1] - logits[:, y0]) * wy[None, :, None]
-                logits = rows[:, :, x0] + (rows[:, :, x1] - rows[:, :, x0]) * wx[None, None, :]
+            logits = resize_scores(logits, h, w)
             cls = logits.argmax(0)
             if cls.shape != (h, w):
                 sys.exit(f"e2e: logits {cls.shape} are not at the input resolution")

@@ -51,18 +51,11 @@ step "build edge-seg (release)"
 cargo build --release -p edge-seg-runtime --bin edge-seg
 EDGE=target/release/edge-seg
 
-if [[ -d $WORK && -n $(ls -A "$WORK") && ! -f $WORK/.runtime-bench ]]; then
-    echo "run.sh: --work $WORK exists and was not made by run.sh; not wiping it" >&2
-    exit 2
-fi
-rm -rf "$WORK"
-mkdir -p "$WORK/calib"
-touch "$WORK/.runtime-bench"
+fresh_work "$WORK" .runtime-bench
 
 step "inputs: YUYV recording of $DATA/val, int8 calibration set (20 train frames)"
 "$PY" benches/runtime/peer.py record --data "$DATA" --split val --limit "$LIMIT" --out "$WORK/val.yuyv"
-find "$DATA/train" -maxdepth 1 -type f -name '*.png' | LC_ALL=C sort | awk 'NR % 18 == 1 && ++n <= 20' |
-    while read -r f; do cp "$f" "$WORK/calib/"; done
+calib_frames "$DATA" "$WORK/calib"
 NFRAMES=$(( $(stat -c %s "$WORK/val.yuyv") / (480 * 360 * 2) ))
 
 bench_model() { # tag model

@@ -211,6 +211,10 @@ fn parse_hw(s: &str) -> std::result::Result<(u32, u32), String> {
 /// Which engine runs the model (`run` and `eval`).
 #[derive(clap::Args, Default, Clone)]
 struct EngineArgs {
+    /// Inference threads, tract's matrix products or onnxruntime's intra-op pool (default: all
+    /// cores; with `run`, 1 leaves the other pipeline stages a core of their own).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Inference backend: auto (onnxruntime when its library loads, else tract) | tract | ort.
     #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
     backend: BackendKind,
@@ -233,7 +237,13 @@ struct EngineArgs {
 }
 
 impl EngineArgs {
-    fn options(&self, threads: usize) -> Result<BackendOptions> {
+    /// The backend options; also sets tract's process-wide thread pool.
+    fn options(&self) -> Result<BackendOptions> {
+        let threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+        edge_seg_runtime::backend::tract::set_threads(threads);
         anyhow::ensure!(
             self.ep == Ep::Tensorrt || (!self.trt_fp16 && !self.trt_int8 && self.trt_cache.is_none()),
             "--trt-fp16, --trt-int8 and --trt-cache need --ep tensorrt"
@@ -316,10 +326,6 @@ struct RunArgs {
     /// Stop after this many frames.
     #[arg(long)]
     max_frames: Option<u64>,
-    /// Inference threads, tract's matrix products or onnxruntime's intra-op pool (default: all
-    /// cores; 1 leaves the other pipeline stages a core of their own).
-    #[arg(long)]
-    threads: Option<usize>,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -371,21 +377,10 @@ struct EvalArgs {
     /// The record's name (with --record).
     #[arg(long, default_value = "val_miou")]
     record_name: String,
-    /// Inference threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
     model_args: ModelArgs,
-}
-
-/// `--threads` or all cores; sets tract's process-wide pool.
-fn inference_threads(threads: Option<usize>) -> Result<usize> {
-    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
-    edge_seg_runtime::backend::tract::set_threads(threads);
-    Ok(threads)
 }
 
 fn main() -> ExitCode {
@@ -488,8 +483,7 @@ fn run(a: RunArgs) -> Result<()> {
         "wait" => Some(Policy::Block),
         d => anyhow::bail!("--drop {d}: expected auto, drop or wait"),
     };
-    let threads = inference_threads(a.threads)?;
-    let mut engine = a.engine.options(threads)?;
+    let mut engine = a.engine.options()?;
     if a.adapt {
         // the adaptation worker publishes tract plans of the adapted weights
         anyhow::ensure!(
@@ -834,9 +828,8 @@ fn adapt(a: AdaptArgs) -> Result<()> {
 }
 
 fn evaluate(a: EvalArgs) -> Result<()> {
-    let threads = inference_threads(a.threads)?;
     let opts = LoadOptions {
-        backend: a.engine.options(threads)?,
+        backend: a.engine.options()?,
         meta: a.model_args.overrides()?,
     };
     let mut seg = load_model(&Some(a.model.clone()), &opts)?;

@@ -272,16 +272,21 @@ pub(crate) fn catch_reported<R>(f: impl FnOnce() -> R) -> std::thread::Result<R>
     r
 }
 
-/// A stage's panic as a one-line error.
-fn internal_error(stage: &str, payload: Box<dyn std::any::Any + Send>) -> RuntimeError {
-    let msg = payload
+/// A panic's message on one line.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into());
+        .unwrap_or_else(|| "(no message)".into())
+        .replace('\n', " ")
+}
+
+/// A stage's panic as a one-line error.
+fn internal_error(stage: &str, payload: Box<dyn std::any::Any + Send>) -> RuntimeError {
     RuntimeError::Backend(format!(
         "internal error in the {stage} stage: {} (please report it)",
-        msg.replace('\n', " ")
+        panic_message(payload.as_ref())
     ))
 }
 

@@ -101,14 +101,9 @@ impl Segmenter {
             crate::backend::open(proto, origin, meta.input_hw, rewrite, &opts.backend)
         })
         .map_err(|p| {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
             model_err(format!(
                 "the backend cannot load this graph: {}",
-                msg.replace('\n', " ")
+                crate::pipeline::panic_message(p.as_ref())
             ))
         })??;
         let mut seg = Self::with_backend(meta, origin, backend);

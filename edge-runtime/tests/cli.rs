@@ -1,6 +1,8 @@
 //! The `edge-seg` binary as a user meets it: the default job, and bad input giving a one-line
 //! error with exit code 2.
 
+mod common;
+use common::assert_user_error;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -13,15 +15,6 @@ fn edge_seg(args: &[&str], cwd: &Path) -> Output {
         .current_dir(cwd)
         .output()
         .unwrap()
-}
-
-/// Exit code 2 and a single stderr line that names `what`.
-fn assert_user_error(out: &Output, what: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.contains(what), "'{what}' not in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 fn camvid_fixture(root: &Path, bad_mask: Option<GrayImage>) {
@@ -343,19 +336,7 @@ fn issue4_serve_streams_frames_to_an_http_client() {
     let mjpeg: Vec<u8> = test_frames(40).iter().flat_map(jpeg_bytes).collect();
     std::fs::write(dir.path().join("rec.mjpeg"), mjpeg).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edge-seg"))
-        // --alpha 0: the overlay shows the frame's own colours, so what reaches the page does
-        // not depend on what the embedded model predicts on these synthetic frames
-        .args([
-            "run",
-            "--input",
-            "rec.mjpeg",
-            "--pace",
-            "10",
-            "--serve",
-            "127.0.0.1:0",
-            "--alpha",
-            "0",
-        ])
+        .args(["run", "--input", "rec.mjpeg", "--pace", "10", "--serve", "127.0.0.1:0"])
         .current_dir(dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -5,6 +5,8 @@
 //! are skipped when it is missing unless `EDGE_SEG_REQUIRE_ORT` is set (`.ci/run` sets it once
 //! it has installed the pip package), and then they fail instead.
 
+mod common;
+use common::assert_user_error;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -133,14 +135,6 @@ fn edge_seg(args: &[&str], cwd: &Path, dylib: Option<&Path>) -> Output {
         c.env("ORT_DYLIB_PATH", p);
     }
     c.output().unwrap()
-}
-
-fn assert_user_error(out: &Output, what: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.contains(what), "'{what}' not in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -245,6 +245,30 @@ mod tests {
         );
     }
 
+    /// Issue #22: random class files (a seeded stand-in for a fuzz target; the project builds on
+    /// stable only) give a table or an error, never a panic, and every table is consistent.
+    #[test]
+    fn issue22_class_file_random_input_never_panics() {
+        let alphabet = b"ab\xc3\xa9 0123456789#,\n\t-+.";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            let mut bytes = Vec::new();
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            for _ in 0..(state % 40) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                bytes.push(alphabet[(state % alphabet.len() as u64) as usize]);
+            }
+            if let Ok(t) = ClassTable::parse_lines(&String::from_utf8_lossy(&bytes)) {
+                assert_eq!(t.names.len(), t.palette.len());
+                assert!(!t.is_empty() && t.len() <= MAX_CLASSES);
+            }
+        }
+    }
+
     #[test]
     fn parse_rejects_more_classes_than_8_bit_ids_hold() {
         let names = vec!["c"; MAX_CLASSES + 1].join(",");
