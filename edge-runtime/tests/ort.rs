@@ -109,7 +109,10 @@ fn issue22_ort_runs_our_int8_graph_like_tract() {
         };
         let (qdq, _) = edge_seg_quantize::quantize_model(&proto, &samples(), &full).unwrap();
         let a = agreement(&seg_onnx::encode(&qdq));
-        eprintln!("int8 per-channel {per_channel}, full-range weights: {:.4} % agree", 100.0 * a);
+        eprintln!(
+            "int8 per-channel {per_channel}, full-range weights: {:.4} % agree",
+            100.0 * a
+        );
     }
 }
 
