@@ -14,6 +14,7 @@ pub use crate::methods::cac::CacConfig;
 pub use crate::methods::cps::CpsConfig;
 pub use crate::methods::distill::DistillConfig;
 pub use crate::methods::mean_teacher::MeanTeacherConfig;
+pub use crate::methods::w2s::W2sConfig;
 
 /// Everything a training run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +46,8 @@ pub struct TrainConfig {
     pub mean_teacher: MeanTeacherConfig,
     /// Settings of the `distill` method (the teacher).
     pub distill: DistillConfig,
+    /// Settings of the `w2s` (weak-to-strong, UniMatch-style) method.
+    pub w2s: W2sConfig,
 }
 
 impl Default for TrainConfig {
@@ -62,6 +65,7 @@ impl Default for TrainConfig {
             cps: CpsConfig::default(),
             mean_teacher: MeanTeacherConfig::default(),
             distill: DistillConfig::default(),
+            w2s: W2sConfig::default(),
         }
     }
 }
@@ -249,6 +253,7 @@ impl TrainConfig {
             "cps" => self.cps.validate(),
             "mean_teacher" => self.mean_teacher.validate(),
             "distill" => self.distill.validate(),
+            "w2s" => self.w2s.validate(),
             _ => Ok(()),
         }
     }

@@ -104,6 +104,30 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write the target-scene split of one drive (xseq-target protocol): its first --adapt
+    /// frames become unlabeled target frames (target.txt), the rest evaluation frames
+    /// (eval.txt); for each --labeled list, the target oracle's list (that list + the target
+    /// frames) under out/oracle/<ratio>/<seed>/labeled.txt.
+    TargetSplit {
+        /// Dataset folder (default: the config's, `../shared/data/camvid`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Split of the dataset holding the drive.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Name prefix of the target drive.
+        #[arg(long)]
+        prefix: String,
+        /// How many of its first frames (in name order) are unlabeled target frames.
+        #[arg(long)]
+        adapt: usize,
+        /// Labeled lists (`<ratio>/<seed>/labeled.txt`) to extend into target-oracle lists.
+        #[arg(long)]
+        labeled: Vec<PathBuf>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// An EfficientNet-Lite variant on the command line.
@@ -325,6 +349,25 @@ fn run(cli: Cli) -> Result<()> {
             let r = split::parse_ratio(&ratio)?;
             let (l, u) = split::run(&cfg, &split, &prefixes, r, seed, &out)?;
             println!("{l} labeled, {u} unlabeled -> {}", out.display());
+        }
+        Cmd::TargetSplit {
+            data,
+            split,
+            prefix,
+            adapt,
+            labeled,
+            out,
+        } => {
+            let mut cfg = TrainConfig::default().data;
+            if let Some(d) = data {
+                cfg.root = d;
+            }
+            let (t, e) = split::target(&cfg, &split, &prefix, adapt, &labeled, &out)?;
+            println!(
+                "{t} target frames, {e} evaluation frames, {} oracle lists -> {}",
+                labeled.len(),
+                out.display()
+            );
         }
     }
     Ok(())

@@ -128,6 +128,7 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         model_vars: &varmap,
         device: &dev,
         class_frequencies: &class_frequencies,
+        pretrained: pretrained.as_deref(),
     };
     let mut method = methods::build(&cfg.method, &init).context("unknown method")??;
     let view = method.unlabeled_view();

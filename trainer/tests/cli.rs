@@ -318,6 +318,7 @@ mod semi {
         cfg.cac.negative_chunk = 24;
         cfg.cac.gamma = 0.0; // untrained nets are not confident: keep the positives
         cfg.mean_teacher.threshold = 0.0;
+        cfg.w2s.threshold = 0.0; // untrained nets are not confident
         cfg
     }
 
@@ -439,6 +440,142 @@ mod semi {
         });
     }
 
+    #[test]
+    fn issue25_w2s_smoke() {
+        smoke(
+            "w2s",
+            &["ce", "strong", "fp"],
+            &["strong_raw", "fp_raw", "mask_ratio"],
+            |_| {},
+        );
+        smoke("w2s", &["ce", "strong", "fp"], &["strong_raw"], |c| {
+            c.w2s.cutmix = false;
+            c.w2s.weight_fp = 0.0;
+        });
+        // the confidence threshold gates the pseudo-labels: nothing passes 1.0 on 11 classes
+        // of an untrained net
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 8);
+        let mut cfg = tiny_config(&data, "w2s", 2);
+        cfg.w2s.threshold = 1.0;
+        train::run(&cfg, &opts(&dir.path().join("run"), false, None)).unwrap();
+        for r in log_records(&dir.path().join("run")) {
+            assert_eq!(r["mask_ratio"].as_f64(), Some(0.0), "{r}");
+            assert_eq!(r["strong_raw"].as_f64(), Some(0.0), "{r}");
+        }
+    }
+
+    /// Issue #25's xseq-target split: the drive's first frames become target frames, the rest
+    /// evaluation frames (disjoint, in name order), and each oracle list is its labeled list
+    /// plus the target frames; bad requests are one-line errors.
+    #[test]
+    fn issue25_target_split_is_disjoint_and_oracles_extend_the_labeled_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 8); // train SYN_00000..SYN_00007
+        let mut cfg = TrainConfig::default().data;
+        cfg.root = data.clone();
+        let lab = dir.path().join("splits/1_4/seed3/labeled.txt");
+        std::fs::create_dir_all(lab.parent().unwrap()).unwrap();
+        std::fs::write(&lab, "OTHER_1.png\nOTHER_2.png\n").unwrap();
+        let out = dir.path().join("target");
+        let (t, e) =
+            edge_seg_trainer::split::target(&cfg, "train", "SYN_", 3, std::slice::from_ref(&lab), &out).unwrap();
+        assert_eq!((t, e), (3, 5));
+        let read =
+            |p: &Path| -> Vec<String> { std::fs::read_to_string(p).unwrap().lines().map(String::from).collect() };
+        let target = read(&out.join("target.txt"));
+        let eval = read(&out.join("eval.txt"));
+        assert_eq!(target, ["SYN_00000.png", "SYN_00001.png", "SYN_00002.png"]);
+        assert_eq!(eval.len(), 5);
+        assert!(eval.iter().all(|n| !target.contains(n)));
+        assert_eq!(
+            read(&out.join("oracle/1_4/seed3/labeled.txt")),
+            [
+                "OTHER_1.png",
+                "OTHER_2.png",
+                "SYN_00000.png",
+                "SYN_00001.png",
+                "SYN_00002.png"
+            ]
+        );
+        // every frame of the drive as target leaves nothing to evaluate
+        let err = edge_seg_trainer::split::target(&cfg, "train", "SYN_", 8, &[], &out).unwrap_err();
+        assert!(format!("{err:#}").contains("--adapt 8"), "{err:#}");
+        // a labeled list that already holds a frame of the target drive is refused
+        std::fs::write(&lab, "SYN_00004.png\n").unwrap();
+        let err =
+            edge_seg_trainer::split::target(&cfg, "train", "SYN_", 3, std::slice::from_ref(&lab), &out).unwrap_err();
+        assert!(format!("{err:#}").contains("belongs to the target drive"), "{err:#}");
+    }
+
+    /// Issue #25: with `init = "imagenet"` CPS's second network starts from the ImageNet
+    /// encoder too (only the heads differ), as in the paper. Needs the Lite0 weights in the
+    /// fetch cache (`EDGE_SEG_REQUIRE_PRETRAINED=1` makes their absence a failure).
+    #[test]
+    fn issue25_cps_second_network_starts_from_imagenet() {
+        use candle_nn::{VarBuilder, VarMap};
+        use edge_seg_trainer::methods::{self, MethodInit};
+        use seg_nn::pretrained::{cache_dir, find_in};
+        let Some(pth) = find_in(&cache_dir(), seg_nn::efficientnet::LiteVariant::Lite0) else {
+            assert!(
+                std::env::var_os("EDGE_SEG_REQUIRE_PRETRAINED").is_none(),
+                "EDGE_SEG_REQUIRE_PRETRAINED is set but the Lite0 weights are not in the cache"
+            );
+            eprintln!("skipped: no efficientnet-lite0 weights (edge-seg-train fetch-pretrained)");
+            return;
+        };
+        let mut cfg = TrainConfig {
+            method: "cps".into(),
+            init: edge_seg_trainer::config::ModelInit::Imagenet,
+            ..Default::default()
+        };
+        cfg.model.encoder = seg_nn::EncoderKind::EfficientnetLite0;
+        cfg.model.aspp_channels = 8;
+        cfg.model.low_channels = 4;
+        cfg.model.decoder_channels = 8;
+        let vars = VarMap::new();
+        seg_nn::SegModel::new(
+            &cfg.model,
+            VarBuilder::from_varmap(&vars, candle_core::DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        seg_nn::init::reseed(&vars, 0).unwrap();
+        seg_nn::pretrained::load_into(&vars, &pth).unwrap();
+        let freqs = vec![1.0 / 11.0; 11];
+        let init = MethodInit {
+            cfg: &cfg,
+            model_vars: &vars,
+            device: &Device::Cpu,
+            class_frequencies: &freqs,
+            pretrained: Some(&pth),
+        };
+        let cps = methods::build("cps", &init).unwrap().unwrap();
+        let net2: std::collections::HashMap<String, candle_core::Tensor> = cps.state().unwrap().into_iter().collect();
+        let (mut same_encoder, mut same_rest, mut rest) = (0, 0, 0);
+        for (name, v) in vars.data().lock().unwrap().iter() {
+            let a = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = net2[&format!("net2.{name}")]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            if name.starts_with("encoder.") {
+                assert_eq!(a, b, "net2 '{name}' is not the ImageNet tensor");
+                same_encoder += 1;
+            } else if name.ends_with(".weight") && !name.contains("bn") {
+                rest += 1;
+                same_rest += (a == b) as usize;
+            }
+        }
+        assert!(same_encoder > 100, "{same_encoder} encoder tensors");
+        assert!(
+            rest > 0 && same_rest == 0,
+            "{same_rest} of {rest} head weights equal the model's"
+        );
+    }
+
     /// A stopped-and-resumed run equals an uninterrupted one, method state (teacher, second
     /// network, projector and bank) and its momentum included.
     #[test]
@@ -446,7 +583,7 @@ mod semi {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         synthetic_camvid(&data, 8);
-        for method in ["mean_teacher", "cps", "cac"] {
+        for (method, has_state) in [("mean_teacher", true), ("cps", true), ("cac", true), ("w2s", false)] {
             let mut cfg = tiny_config(&data, method, 5);
             cfg.mean_teacher.dars = true;
             cfg.mean_teacher.dars_ratio = 0.3;
@@ -459,7 +596,11 @@ mod semi {
             let (a, b) = (checkpoint_tensors(&full), checkpoint_tensors(&half));
             let names: Vec<&String> = a.iter().map(|(n, _)| n).collect();
             let state = names.iter().filter(|n| n.starts_with("__method__.")).count();
-            assert!(state > 0, "{method}: no method state in the checkpoint");
+            assert_eq!(
+                state > 0,
+                has_state,
+                "{method}: {state} method-state tensors in the checkpoint"
+            );
             assert_ne!(stopped, a, "{method}: the stopped run already equals the full one");
             assert_eq!(a.len(), b.len(), "{method}");
             for ((na, va), (nb, vb)) in a.iter().zip(&b) {

@@ -341,7 +341,14 @@ impl SegModel {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<SegOutput> {
         let (_, _, h, w) = x.dims4()?;
         let (low, high) = self.encoder.forward_t(x, train)?; // [b,w1,H/4,W/4], [b,w4,H/32,W/32]
-        let embedding = self.decoder.forward_t(&low, &high, train)?; // [b, d, H/4, W/4]
+        self.decode_t(&low, &high, (h, w), train)
+    }
+
+    /// The decoder and classifier on encoder features (`low` `[b, w1, H/4, W/4]`, `high`
+    /// `[b, w4, H/32, W/32]`), scores resized to `(h, w)`: the second half of
+    /// [`Self::forward_t`], for methods that perturb the features (UniMatch's feature stream).
+    pub fn decode_t(&self, low: &Tensor, high: &Tensor, (h, w): (usize, usize), train: bool) -> Result<SegOutput> {
+        let embedding = self.decoder.forward_t(low, high, train)?; // [b, d, H/4, W/4]
         let logits_low = self.classifier.forward(&embedding)?; // [b, C, H/4, W/4]
         let logits = bilinear::resize(&logits_low, h, w)?; // [b, C, H, W]
         Ok(SegOutput {

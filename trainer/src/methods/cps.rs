@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use seg_nn::optim::ParamGroup;
 use seg_nn::{consistency, init, loss, SegModel};
@@ -78,6 +78,10 @@ impl Cps {
         let vars = VarMap::new();
         let net2 = SegModel::new(&init.cfg.model, VarBuilder::from_varmap(&vars, DType::F32, init.device))?;
         init::reseed(&vars, init.cfg.schedule.seed ^ 0xc25_0002)?;
+        if let Some(path) = init.pretrained {
+            // both networks start from ImageNet (as in the paper); only their heads differ
+            seg_nn::pretrained::load_into(&vars, path).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        }
         Ok(Box::new(Self {
             cfg: init.cfg.cps.clone(),
             seed: init.cfg.schedule.seed,
@@ -92,31 +96,6 @@ impl Cps {
     pub fn net2_vars(&self) -> &VarMap {
         &self.vars
     }
-}
-
-/// `[b, ...]` → the batch rolled by one (image k takes image k + 1's place).
-fn roll(x: &Tensor) -> Result<Tensor> {
-    let b = x.dim(0)?;
-    if b < 2 {
-        return Ok(x.clone());
-    }
-    Tensor::cat(&[&x.narrow(0, 1, b - 1)?, &x.narrow(0, 0, 1)?], 0)
-}
-
-/// Random CutMix boxes `[b, h, w]` (1 inside the box), area fraction in `area`.
-fn boxes(b: usize, h: usize, w: usize, area: [f32; 2], rng: &mut impl Rng) -> Vec<f32> {
-    let mut m = vec![0f32; b * h * w];
-    for k in 0..b {
-        let a = area[0] + (area[1] - area[0]) * rng.random::<f32>();
-        let aspect = (rng.random_range(-1.0f32..1.0) * std::f32::consts::LN_2).exp(); // 1/2..2
-        let bh = ((a * (h * w) as f32 * aspect).sqrt().round() as usize).clamp(1, h);
-        let bw = ((a * (h * w) as f32 / bh as f32).round() as usize).clamp(1, w);
-        let (y0, x0) = (rng.random_range(0..=h - bh), rng.random_range(0..=w - bw));
-        for y in y0..y0 + bh {
-            m[k * h * w + y * w + x0..k * h * w + y * w + x0 + bw].fill(1.0);
-        }
-    }
-    m
 }
 
 impl Method for Cps {
@@ -158,11 +137,15 @@ impl Method for Cps {
             let p1 = ctx.model.forward_t(strong, true)?.logits.detach().argmax(1)?; // [b, h, w]
             let p2 = self.net2.forward_t(strong, true)?.logits.detach().argmax(1)?; // [b, h, w]
             let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0xc07 ^ ctx.iteration.wrapping_mul(0x9e37_79b9));
-            let m = Tensor::from_vec(boxes(b, h, w, self.cfg.cutmix_area, &mut rng), (b, h, w), &dev)?; // [b, h, w]
+            let m = Tensor::from_vec(
+                super::cutmix_boxes(b, h, w, self.cfg.cutmix_area, &mut rng),
+                (b, h, w),
+                &dev,
+            )?; // [b, h, w]
             let inside = m.ne(0f32)?; // [b, h, w] u8
-            let mix = |a: &Tensor| -> Result<Tensor> { inside.where_cond(a, &roll(a)?) };
+            let mix = |a: &Tensor| -> Result<Tensor> { inside.where_cond(a, &super::roll(a)?) };
             let m4 = m.unsqueeze(1)?; // [b, 1, h, w]
-            let x_mix = (strong.broadcast_mul(&m4)? + roll(strong)?.broadcast_mul(&m4.affine(-1.0, 1.0)?)?)?; // [b, 3, h, w]
+            let x_mix = (strong.broadcast_mul(&m4)? + super::roll(strong)?.broadcast_mul(&m4.affine(-1.0, 1.0)?)?)?; // [b, 3, h, w]
             let v_mix = mix(valid)?.ne(0u32)?; // [b, h, w]
             let ign = Tensor::full(ignore, (b, h, w), &dev)?;
             let y1 = v_mix.where_cond(&mix(&p1)?, &ign)?;

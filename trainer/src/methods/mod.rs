@@ -24,6 +24,7 @@ pub mod cps;
 pub mod distill;
 pub mod mean_teacher;
 pub mod supervised;
+pub mod w2s;
 
 /// A labeled batch: normalised images and their targets.
 #[derive(Debug)]
@@ -79,6 +80,9 @@ pub struct MethodInit<'a> {
     pub device: &'a Device,
     /// Per-class pixel frequencies of the labeled training set (sum 1).
     pub class_frequencies: &'a [f64],
+    /// The ImageNet weights file of a fresh `init = "imagenet"` run (`None` otherwise), for a
+    /// method's own networks (CPS's second one).
+    pub pretrained: Option<&'a std::path::Path>,
 }
 
 /// A training method: returns named loss terms; the trainer sums them.
@@ -124,6 +128,7 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("cps", cps::Cps::boxed),
     ("mean_teacher", mean_teacher::MeanTeacher::boxed),
     ("distill", distill::Distill::boxed),
+    ("w2s", w2s::WeakToStrong::boxed),
 ];
 
 /// Whether `name` is in [`REGISTRY`].
@@ -192,4 +197,29 @@ pub fn supervised_ce(ctx: &StepContext) -> Result<(seg_nn::SegOutput, Tensor)> {
 /// A scalar 0 on `dev` (the value of a loss term that is off at this step).
 pub fn zero(dev: &Device) -> Result<Tensor> {
     Tensor::new(0f32, dev)
+}
+
+/// `[b, ...]` → the batch rolled by one (image k takes image k + 1's place).
+pub fn roll(x: &Tensor) -> Result<Tensor> {
+    let b = x.dim(0)?;
+    if b < 2 {
+        return Ok(x.clone());
+    }
+    Tensor::cat(&[&x.narrow(0, 1, b - 1)?, &x.narrow(0, 0, 1)?], 0)
+}
+
+/// Random CutMix boxes `[b, h, w]` (1 inside the box), area fraction in `area`.
+pub fn cutmix_boxes(b: usize, h: usize, w: usize, area: [f32; 2], rng: &mut impl rand::Rng) -> Vec<f32> {
+    let mut m = vec![0f32; b * h * w];
+    for k in 0..b {
+        let a = area[0] + (area[1] - area[0]) * rng.random::<f32>();
+        let aspect = (rng.random_range(-1.0f32..1.0) * std::f32::consts::LN_2).exp(); // 1/2..2
+        let bh = ((a * (h * w) as f32 * aspect).sqrt().round() as usize).clamp(1, h);
+        let bw = ((a * (h * w) as f32 / bh as f32).round() as usize).clamp(1, w);
+        let (y0, x0) = (rng.random_range(0..=h - bh), rng.random_range(0..=w - bw));
+        for y in y0..y0 + bh {
+            m[k * h * w + y * w + x0..k * h * w + y * w + x0 + bw].fill(1.0);
+        }
+    }
+    m
 }
