@@ -15,8 +15,7 @@ use tract_onnx::prelude::*;
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet std.
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
-/// Largest input side accepted from a graph or a flag.
-pub const MAX_INPUT_SIDE: u32 = 8192;
+pub use crate::limits::MAX_INPUT_SIDE;
 
 /// Values given on the command line; each replaces the model's own (or the assumed one).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -199,13 +198,22 @@ fn output_classes(proto: &pb::ModelProto, input_hw: (u32, u32)) -> Result<usize,
         _ => {
             let shape = [1usize, 3, input_hw.0 as usize, input_hw.1 as usize];
             let err = |e: TractError| format!("cannot infer the output shape: {}", format!("{e:#}").replace('\n', " "));
-            let model = tract_onnx::onnx()
-                .model_for_proto_model(proto)
-                .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
-                .and_then(|m| m.into_typed())
-                .map_err(err)?;
-            let fact = model.output_fact(0).map_err(err)?;
-            let dims: Vec<Option<i64>> = fact.shape.iter().map(|d| d.to_i64().ok()).collect();
+            // tract asserts on some graphs that pass validation: its panic is this model's error
+            let dims = crate::pipeline::catch_reported(|| -> Result<Vec<Option<i64>>, String> {
+                let model = tract_onnx::onnx()
+                    .model_for_proto_model(proto)
+                    .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
+                    .and_then(|m| m.into_typed())
+                    .map_err(err)?;
+                let fact = model.output_fact(0).map_err(err)?;
+                Ok(fact.shape.iter().map(|d| d.to_i64().ok()).collect())
+            })
+            .map_err(|p| {
+                format!(
+                    "cannot infer the output shape: tract failed on this graph: {}",
+                    crate::pipeline::panic_message(p.as_ref())
+                )
+            })??;
             if dims.len() != 4 {
                 return Err(format!(
                     "output '{}' is not [N, classes, H, W] (dims {})",

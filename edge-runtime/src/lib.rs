@@ -8,6 +8,7 @@ pub mod camera;
 pub mod describe;
 pub mod eval;
 pub mod frame;
+pub mod limits;
 pub mod output;
 pub mod overlay;
 pub mod pipeline;

@@ -249,11 +249,20 @@ fn input_shapes(
     names: &[String],
 ) -> Result<Vec<Option<Vec<usize>>>, String> {
     use tract_onnx::prelude::*;
-    let model = tract_onnx::onnx()
-        .model_for_proto_model(proto)
-        .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, h as usize, w as usize]).into()))
-        .and_then(|m| m.into_typed())
-        .map_err(|e| format!("{e:#}").replace('\n', " "))?;
+    // tract asserts on some graphs that pass validation: its panic is this model's error
+    let model = crate::pipeline::catch_reported(|| {
+        tract_onnx::onnx()
+            .model_for_proto_model(proto)
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, h as usize, w as usize]).into()))
+            .and_then(|m| m.into_typed())
+            .map_err(|e| format!("{e:#}").replace('\n', " "))
+    })
+    .map_err(|p| {
+        format!(
+            "tract failed on this graph: {}",
+            crate::pipeline::panic_message(p.as_ref())
+        )
+    })??;
     Ok(names
         .iter()
         .map(|n| {

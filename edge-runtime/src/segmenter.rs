@@ -80,7 +80,15 @@ impl Segmenter {
         Self::load(bytes, origin, false, opts)
     }
 
-    fn load(bytes: &[u8], origin: &str, rewrite: bool, opts: &LoadOptions) -> Result<Self, RuntimeError> {
+    /// The checks every model passes before a backend sees it: the protobuf decodes, the graph
+    /// has nodes and is valid ([`edge_seg_quantize::validate`]), and its metadata (or, for a
+    /// foreign model, the graph) describes it ([`crate::describe::describe`]). Returns the
+    /// proto with the metadata written in, the description and an optional warning.
+    pub fn parse_model(
+        bytes: &[u8],
+        origin: &str,
+        overrides: &crate::describe::MetaOverrides,
+    ) -> Result<(seg_onnx::pb::ModelProto, ModelMeta, Option<String>), RuntimeError> {
         use prost::Message;
         let model_err = |reason: String| RuntimeError::Model {
             path: origin.to_string(),
@@ -94,7 +102,16 @@ impl Segmenter {
         if let Some(g) = &proto.graph {
             edge_seg_quantize::validate(g).map_err(|e| model_err(format!("invalid graph: {e}")))?;
         }
-        let (meta, warning) = crate::describe::describe(&mut proto, &opts.meta).map_err(model_err)?;
+        let (meta, warning) = crate::describe::describe(&mut proto, overrides).map_err(model_err)?;
+        Ok((proto, meta, warning))
+    }
+
+    fn load(bytes: &[u8], origin: &str, rewrite: bool, opts: &LoadOptions) -> Result<Self, RuntimeError> {
+        let model_err = |reason: String| RuntimeError::Model {
+            path: origin.to_string(),
+            reason,
+        };
+        let (proto, meta, warning) = Self::parse_model(bytes, origin, &opts.meta)?;
         // a graph the checks above let through may still trip an assertion inside a backend:
         // that is this model's error, not a crash
         let backend = crate::pipeline::catch_reported(|| {

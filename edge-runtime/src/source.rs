@@ -18,11 +18,7 @@ use crate::RuntimeError;
 /// Image file extensions read from folders.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
 
-/// Largest single encoded frame accepted from a stream (guards against reading garbage forever).
-pub const MAX_FRAME_BYTES: usize = 64 << 20;
-
-/// Largest frame side accepted from a stream header or `--size` (8K is 7680).
-pub const MAX_FRAME_SIDE: u32 = 8192;
+pub use crate::limits::{MAX_FRAME_BYTES, MAX_FRAME_SIDE};
 
 /// `w × h` checked against [`MAX_FRAME_SIDE`], with `source` naming where it came from.
 pub fn check_frame_size(w: u32, h: u32, source: &str) -> Result<(), String> {
@@ -32,6 +28,17 @@ pub fn check_frame_size(w: u32, h: u32, source: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `WIDTHxHEIGHT` (`--size`), each side checked by [`check_frame_size`].
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("'{s}': expected WIDTHxHEIGHT"))?;
+    match (w.parse::<u32>(), h.parse::<u32>()) {
+        (Ok(w), Ok(h)) => check_frame_size(w, h, &format!("'{s}'")).map(|_| (w, h)),
+        _ => Err(format!("'{s}': expected WIDTHxHEIGHT")),
+    }
 }
 
 /// Something that produces frames.

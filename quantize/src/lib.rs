@@ -59,6 +59,16 @@ pub enum QuantizeError {
     /// Missing or bad edge-seg metadata.
     #[error("model metadata: {0}")]
     Meta(String),
+    /// An option out of range (the caller's setting, not the model's fault).
+    #[error("{option} {value}: {reason}")]
+    Option {
+        /// The option (its CLI flag).
+        option: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// tract failed to load or run the graph.
     #[error("tract: {0}")]
     Tract(String),
@@ -154,10 +164,11 @@ pub fn quantize_model_with(
         return Err(QuantizeError::Opset(opset));
     }
     if !(opts.percentile > 50.0 && opts.percentile <= 100.0) {
-        return Err(QuantizeError::Meta(format!(
-            "percentile {} is not in (50, 100]",
-            opts.percentile
-        )));
+        return Err(QuantizeError::Option {
+            option: "--percentile",
+            value: opts.percentile.to_string(),
+            reason: "must be in (50, 100]".into(),
+        });
     }
     let (prepared, summary) = prepare::prepare(proto)?;
     let graph = prepared.graph.as_ref().ok_or(QuantizeError::NoGraph)?;

@@ -104,6 +104,37 @@ fn check_attributes(node: &pb::NodeProto) -> Result<(), String> {
     if !node.domain.is_empty() || !WINDOW_OPS.contains(&node.op_type.as_str()) {
         return Ok(());
     }
+    // every per-axis attribute must agree with the kernel's rank (tract indexes them unchecked)
+    let rank = node
+        .attribute
+        .iter()
+        .find(|a| a.name == "kernel_shape")
+        .map(|a| a.ints.len())
+        .or_else(|| {
+            node.attribute
+                .iter()
+                .find(|a| matches!(a.name.as_str(), "strides" | "dilations"))
+                .map(|a| a.ints.len())
+        });
+    if let Some(k) = rank {
+        if !(1..=3).contains(&k) {
+            return Err(format!("a {k}-D window is not supported (1-D to 3-D)"));
+        }
+        for a in &node.attribute {
+            let want = match a.name.as_str() {
+                "strides" | "dilations" | "kernel_shape" | "output_padding" | "output_shape" => k,
+                "pads" => 2 * k,
+                _ => continue,
+            };
+            if a.ints.len() != want {
+                return Err(format!(
+                    "attribute {} has {} values, expected {want} for a {k}-D window",
+                    a.name,
+                    a.ints.len()
+                ));
+            }
+        }
+    }
     for a in &node.attribute {
         let bad = match a.name.as_str() {
             "strides" | "dilations" | "kernel_shape" => a.ints.iter().any(|&v| v < 1),

@@ -74,6 +74,14 @@ impl GuardConfig {
         if self.held == 0 || self.hold_every == 0 {
             return Err("guard.held and guard.hold_every must be at least 1".into());
         }
+        if self.held > 256 || self.hold_every > 1 << 20 {
+            return Err(format!(
+                "guard.held = {} / guard.hold_every = {}: limits are 256 / {}",
+                self.held,
+                self.hold_every,
+                1 << 20
+            ));
+        }
         for (k, v) in [
             ("min_agreement", self.min_agreement),
             ("max_drift", self.max_drift),

@@ -197,14 +197,53 @@ impl AdaptConfig {
         if self.every_n_frames == 0 || self.ring == 0 || self.swap_every == 0 || self.threads == 0 {
             return Err("every_n_frames, ring, swap_every and threads must be at least 1".into());
         }
-        if self.crop.iter().any(|&c| c == 0 || c % 32 != 0) {
+        crate::limits::check_threads(self.threads, "threads")?;
+        // counts that size buffers or loops: bounded before anything is allocated from them
+        for (k, v, max) in [
+            ("ring", self.ring as u64, 1024),
+            ("bank", self.bank as u64, 1 << 18),
+            ("bank_push", self.bank_push as u64, 1 << 16),
+            ("pair_negatives", self.pair_negatives as u64, 1 << 16),
+            ("low_rank", self.low_rank as u64, 256),
+            ("every_n_frames", self.every_n_frames, 1 << 20),
+            ("swap_every", self.swap_every, 1 << 20),
+        ] {
+            if v > max {
+                return Err(format!("{k} = {v} is above its limit {max}"));
+            }
+        }
+        if self.crop.iter().any(|&c| c == 0 || c % 32 != 0 || c > 2048) {
             return Err(format!(
-                "crop {:?}: both sides must be positive multiples of 32",
+                "crop {:?}: both sides must be positive multiples of 32, at most 2048",
                 self.crop
             ));
         }
-        if !(self.scale[0] > 0.0 && self.scale[0] <= self.scale[1]) {
-            return Err(format!("scale {:?}: need 0 < min <= max", self.scale));
+        if !(self.scale[0] > 0.0 && self.scale[0] <= self.scale[1] && self.scale[1] <= 8.0) {
+            return Err(format!("scale {:?}: need 0 < min <= max <= 8", self.scale));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 10.0) {
+            return Err(format!("lr must be in (0, 10], got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(format!("momentum must be in [0, 1), got {}", self.momentum));
+        }
+        if !(self.temperature.is_finite() && self.temperature >= 1e-3 && self.temperature <= 100.0) {
+            return Err(format!("temperature must be in [0.001, 100], got {}", self.temperature));
+        }
+        for (k, v) in [("gamma", self.gamma), ("pseudo_threshold", self.pseudo_threshold)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{k} must be in [0, 1], got {v}"));
+            }
+        }
+        for (k, v) in [
+            ("dc_weight", self.dc_weight),
+            ("pseudo_weight", self.pseudo_weight),
+            ("entropy_weight", self.entropy_weight),
+            ("anchor_weight", self.anchor_weight),
+        ] {
+            if !(v.is_finite() && (0.0..=1e3).contains(&v)) {
+                return Err(format!("{k} must be in [0, 1000], got {v}"));
+            }
         }
         if !(0.0 <= self.iou[0] && self.iou[0] <= self.iou[1] && self.iou[1] <= 1.0) {
             return Err(format!("iou {:?}: need 0 <= min <= max <= 1", self.iou));
@@ -473,14 +512,26 @@ impl Adapter {
         };
         cfg.validate()
             .map_err(|e| RuntimeError::Adapt(format!("adaptation config: {e}")))?;
+        // the checks every model passes before a backend (graph validation, bounded metadata);
+        // the graph itself is used as written
+        let (_, checked, _) = crate::Segmenter::parse_model(bytes, origin, &crate::describe::MetaOverrides::default())?;
         let source =
             seg_onnx::pb::ModelProto::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
+        let meta = ModelMeta::from_map(&seg_onnx::metadata(&source))
+            .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
+        let (h, w) = checked.input_hw;
+        crate::limits::check_memory(
+            (cfg.ring + cfg.guard.held) as u128 * h as u128 * w as u128 * 3,
+            &format!(
+                "the adaptation's {} ring + {} held frames of {h}x{w}",
+                cfg.ring, cfg.guard.held
+            ),
+        )
+        .map_err(|e| RuntimeError::Adapt(format!("adaptation config: {e}")))?;
         let graph = source
             .graph
             .as_ref()
             .ok_or_else(|| model_err("not a valid ONNX model: no graph".into()))?;
-        let meta = ModelMeta::from_map(&seg_onnx::metadata(&source))
-            .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
         let cut = head_inputs(graph, cfg.scope).ok_or_else(|| {
             model_err(
                 "--adapt needs a float edge-seg model (no float 'decoder.*.conv.weight' \

@@ -49,9 +49,14 @@ pub fn save(adapter: &Adapter, path: &Path) -> Result<(), RuntimeError> {
 /// the file was saved at. On any error the adapter is unchanged.
 pub fn load(adapter: &mut Adapter, path: &Path) -> Result<u64, RuntimeError> {
     let bytes = std::fs::read(path).map_err(|e| bad(path, e))?;
+    load_bytes(adapter, &bytes, path)
+}
+
+/// [`load`] on the file's bytes; `path` names it in errors.
+pub fn load_bytes(adapter: &mut Adapter, bytes: &[u8], path: &Path) -> Result<u64, RuntimeError> {
     // checks the header and that every tensor's bytes are there
-    safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("damaged or truncated: {e:?}")))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, format!("{e:?}")))?;
+    safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(path, format!("damaged or truncated: {e:?}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(path, format!("{e:?}")))?;
     let meta = header.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(bad(
@@ -70,7 +75,7 @@ pub fn load(adapter: &mut Adapter, path: &Path) -> Result<u64, RuntimeError> {
         ));
     }
     let steps: u64 = meta.get("steps").and_then(|s| s.parse().ok()).unwrap_or(0);
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| bad(path, e))?;
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| bad(path, e))?;
     let current = adapter.snapshot()?;
     if let Err(e) = adapter.restore(&tensors) {
         adapter.restore(&current)?;

@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Issue #25 driver: the semi-supervised comparison on the pretrained default net
+(trainer/configs/xseqt_*.toml), xseq-target protocol, and docs/results/semi_pretrained.json.
+
+  python3 benches/semi/pretrained.py [--only REGEX] [--runs runs/xseqt] [--list] [--collect]
+                                     [--results docs/results/semi_pretrained.json]
+
+Runs go in priority order (1/16 seed 0 of SupOnly, CAC, the target oracle, the weak-to-strong
+baseline, CPS, mean teacher + DARS; then 1/8 seed 0; then seed 1 of both). Each run's config is
+its method's xseqt_*.toml with the split paths and seed of the ratio/seed put in (written to
+<run>/../<run>.toml). Resumable: a run with `done.json` is skipped, an interrupted one continues
+with `--resume` (same result as an uninterrupted run).
+
+Score of a run: the mean of its last three evaluations on the 51 evaluation frames of 0006R0
+(splits/camvid-xseq-target/eval.txt; steps 400, 500, 600 of the 600-step schedule), because
+single checkpoints are noisy at short schedules. Records (name, value, unit, split, command,
+date, machine): per run `<method>_<ratio>_s<seed>_xseqt_miou` and `..._train_min` (the trainer's
+own clock); per method and ratio the mean over the seeds done, `<method>_<ratio>_xseqt_miou`
+(oracle rows: `oracle_<ratio>_xseqt_miou`), and for each method the paired gain over SupOnly on
+the same split and seed, `<method>_<ratio>_s<seed>_xseqt_gain`, and the fraction of the
+SupOnly-to-oracle gap it closes, `<method>_<ratio>_s<seed>_gap_closed`.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
+from peer import machine, merge_records  # noqa: E402
+
+TRAIN = os.environ.get("EDGE_SEG_TRAIN", "target/release/edge-seg-train")  # a copy keeps a rebuild from touching a running run
+METHODS = ["suponly", "cac", "oracle", "w2s", "cps", "mt_dars"]
+LAST_EVALS = 3
+
+
+def plan():
+    runs = []
+    for ratio, seed in [("1_16", 0), ("1_8", 0), ("1_16", 1), ("1_8", 1)]:
+        for m in METHODS:
+            runs.append((m, ratio, seed))
+    return runs
+
+
+def run_name(m, ratio, seed):
+    return f"{m}_{ratio}_s{seed}"
+
+
+def config_text(m, ratio, seed):
+    text = Path(f"trainer/configs/xseqt_{m}.toml").read_text()
+    text = text.replace("1_16/seed0", f"{ratio}/seed{seed}")
+    text, n = re.subn(r"(?m)^seed = 0$", f"seed = {seed}", text)
+    assert n == 1, f"xseqt_{m}.toml: expected one 'seed = 0' line"
+    return text
+
+
+def evals(run_dir):
+    out = []
+    log = run_dir / "metrics.jsonl"
+    if not log.exists():
+        return out
+    for line in log.read_text().splitlines():
+        r = json.loads(line)
+        if "val_miou" in r:
+            out.append((r["iter"], r["val_miou"]))
+    return out
+
+
+def train_seconds(run_dir):
+    t = 0.0
+    log = run_dir / "metrics.jsonl"
+    if log.exists():
+        for line in log.read_text().splitlines():
+            r = json.loads(line)
+            t = max(t, r.get("elapsed_s", 0.0))
+    return t
+
+
+def train(run_dir, cfg_path):
+    cmd = [TRAIN, "train", "--config", str(cfg_path), "--out", str(run_dir), "--no-progress"]
+    if (run_dir / "last.safetensors").exists():
+        cmd.append("--resume")
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def score(run_dir):
+    e = evals(run_dir)
+    if len(e) < LAST_EVALS + 1:  # step 0 + the last three
+        return None
+    last = [v for _, v in e[-LAST_EVALS:]]
+    return 100.0 * sum(last) / len(last), [i for i, _ in e[-LAST_EVALS:]]
+
+
+def collect(runs_dir, results):
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    mach = machine()
+    recs = []
+
+    def rec(name, value, unit, command):
+        recs.append(
+            {
+                "name": name,
+                "value": round(value, 4),
+                "unit": unit,
+                "split": "camvid 0006R0 f02430-f03930 (xseq-target eval, 51 frames)",
+                "command": command,
+                "date": date,
+                "machine": mach,
+            }
+        )
+
+    scores = {}
+    for m, ratio, seed in plan():
+        name = run_name(m, ratio, seed)
+        d = runs_dir / name
+        if not (d / "done.json").exists():
+            continue
+        s = score(d)
+        if s is None:
+            continue
+        value, steps = s
+        scores[(m, ratio, seed)] = value
+        cmd = f"python3 benches/semi/pretrained.py --only '^{name}$' (mean of the evaluations at steps {steps})"
+        rec(f"{name}_xseqt_miou", value, "mIoU %", cmd)
+        rec(f"{name}_train_min", train_seconds(d) / 60.0, "min", cmd)
+    for m in METHODS:
+        for ratio in ["1_16", "1_8"]:
+            vals = [v for (mm, r, _), v in scores.items() if mm == m and r == ratio]
+            if vals:
+                rec(
+                    f"{m}_{ratio}_xseqt_miou",
+                    sum(vals) / len(vals),
+                    "mIoU %",
+                    f"python3 benches/semi/pretrained.py (mean over {len(vals)} seed(s))",
+                )
+    for (m, ratio, seed), v in scores.items():
+        base = scores.get(("suponly", ratio, seed))
+        if m in ("suponly", "oracle") or base is None:
+            continue
+        cmd = f"python3 benches/semi/pretrained.py --collect (paired with suponly_{ratio}_s{seed})"
+        rec(f"{m}_{ratio}_s{seed}_xseqt_gain", v - base, "mIoU points", cmd)
+        oracle = scores.get(("oracle", ratio, seed))
+        if oracle is not None and oracle > base:
+            rec(f"{m}_{ratio}_s{seed}_gap_closed", (v - base) / (oracle - base), "fraction", cmd)
+    merge_records(results, recs)
+    for r in recs:
+        print(f"{r['name']:40s} {r['value']:9.3f} {r['unit']}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=None)
+    ap.add_argument("--runs", default="runs/xseqt")
+    ap.add_argument("--results", default="docs/results/semi_pretrained.json")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--collect", action="store_true")
+    a = ap.parse_args()
+    runs_dir = Path(a.runs)
+    todo = [r for r in plan() if a.only is None or re.search(a.only, run_name(*r))]
+    if a.list:
+        for r in todo:
+            d = runs_dir / run_name(*r)
+            state = "done" if (d / "done.json").exists() else ("partial" if d.exists() else "todo")
+            print(f"{run_name(*r):24s} {state}")
+        return
+    if not a.collect:
+        if not Path(TRAIN).exists():
+            sys.exit(f"{TRAIN}: missing; cargo build --release -p edge-seg-trainer")
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for r in todo:
+            d = runs_dir / run_name(*r)
+            if (d / "done.json").exists():
+                continue
+            cfg = runs_dir / f"{run_name(*r)}.toml"
+            cfg.write_text(config_text(*r))
+            t0 = time.time()
+            train(d, cfg)
+            (d / "done.json").write_text(json.dumps({"wall_s": time.time() - t0}))
+            collect(runs_dir, a.results)
+    collect(runs_dir, a.results)
+
+
+if __name__ == "__main__":
+    main()
