@@ -180,23 +180,43 @@ setInterval(poll,1000);poll();
 </body></html>
 "#;
 
-fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request = String::new();
-    reader.by_ref().take(4096).read_line(&mut request)?;
-    // skip headers
-    let mut total = 0;
+/// Time a client has to send its whole request head (a per-connection deadline: a client that
+/// trickles bytes cannot hold a slot longer than this, issue #23).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Largest request head read.
+const MAX_HEAD: usize = 64 << 10;
+
+/// Reads the request head (up to the empty line, [`MAX_HEAD`] bytes) before `deadline`; returns
+/// its first line.
+fn read_request_line(stream: &mut TcpStream, deadline: std::time::Instant) -> std::io::Result<String> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
     loop {
-        let mut line = String::new();
-        let n = reader.by_ref().take(8192).read_line(&mut line)?;
-        total += n;
-        if n == 0 || line == "\r\n" || line == "\n" || total > 65536 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request deadline passed",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") || head.len() > MAX_HEAD {
             break;
         }
     }
+    let first = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    Ok(String::from_utf8_lossy(first).trim_end().to_string())
+}
+
+fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let request = read_request_line(&mut stream, std::time::Instant::now() + REQUEST_DEADLINE)?;
     let mut parts = request.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if method != "GET" {
@@ -345,6 +365,49 @@ mod tests {
             String::from_utf8_lossy(&all[..split]).into_owned(),
             all[split + 4..].to_vec(),
         )
+    }
+
+    /// Issue #23: clients that trickle their request one byte a second lose their slot at the
+    /// request deadline, so they cannot lock everyone else out with 503s.
+    #[test]
+    fn issue23_trickling_clients_lose_their_slot_at_the_deadline() {
+        let server = MjpegServer::bind("127.0.0.1:0", 80).unwrap();
+        let addr = server.addr();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tricklers: Vec<_> = (0..MAX_CLIENTS)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    for b in b"GET /status.json HTTP/1.1\r\nHost: slow\r\n".iter().cycle() {
+                        if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        // refused while they hold every slot: a 503, or a reset when the server closes before
+        // it has read the request
+        let refused = {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let _ = write!(s, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut all = Vec::new();
+            match s.read_to_end(&mut all) {
+                Ok(_) => String::from_utf8_lossy(&all).starts_with("HTTP/1.1 503"),
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        };
+        assert!(refused, "the tricklers hold every slot");
+        std::thread::sleep(REQUEST_DEADLINE + Duration::from_millis(1500));
+        let (head, _) = get(addr, "/");
+        stop.store(true, Ordering::Relaxed);
+        assert!(head.starts_with("HTTP/1.1 200"), "after the deadline: {head}");
+        for t in tricklers {
+            t.join().unwrap();
+        }
     }
 
     #[test]

@@ -318,6 +318,19 @@ impl Dataset {
                 num_classes,
             });
         }
+        // a missing root says so, rather than "no images found"
+        if let Err(error) = fs::metadata(root).and_then(|m| {
+            if m.is_dir() {
+                Ok(())
+            } else {
+                Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder"))
+            }
+        }) {
+            return Err(DataError::Io {
+                path: root.to_path_buf(),
+                error,
+            });
+        }
         let items = match resolve_list_path(root, split) {
             Some(list) => items_from_list(root, layout, &list)?,
             None => scan_split(root, layout, split)?,
