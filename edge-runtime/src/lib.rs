@@ -9,6 +9,7 @@ pub mod describe;
 pub mod eval;
 pub mod frame;
 pub mod limits;
+pub mod notify;
 pub mod output;
 pub mod overlay;
 pub mod pipeline;

@@ -50,6 +50,26 @@ enum Cmd {
     /// Offline twin of `run --adapt`: adapt a model on a folder of unlabeled frames (in name
     /// order, as a stream) with the same worker and guards, and write the adapted model.
     Adapt(AdaptArgs),
+    /// Write a Jetson rootfs overlay for a board: the aarch64 binary, the model, the board
+    /// config, the systemd unit, the udev rule, and flash.sh / install.sh (docs/JETSON.md).
+    Image(ImageArgs),
+}
+
+#[derive(clap::Args)]
+struct ImageArgs {
+    /// Board: a shipped one (jetson-orin-nano-devkit, jetson-orin-nx-16gb, jetson-agx-orin-64gb,
+    /// jetson-xavier-nx; firmware-configs/boards/) or a board file (NAME.toml).
+    #[arg(long)]
+    board: String,
+    /// ONNX model to install on the board.
+    #[arg(long)]
+    model: PathBuf,
+    /// Output folder (created when missing); only the overlay's own files are written there.
+    #[arg(long)]
+    out: PathBuf,
+    /// The aarch64 `edge-seg` binary to install (firmware-configs/scripts/cross-build.sh builds it).
+    #[arg(long)]
+    binary: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -402,6 +422,7 @@ fn main() -> ExitCode {
         Some(Cmd::Eval(a)) => evaluate(a),
         Some(Cmd::Quantize(a)) => quantize(a),
         Some(Cmd::Adapt(a)) => adapt(a),
+        Some(Cmd::Image(a)) => image(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -823,6 +844,59 @@ fn adapt(a: AdaptArgs) -> Result<()> {
         });
         seg_core::io::write_atomic(p, serde_json::to_string_pretty(&j)?.as_bytes())
             .with_context(|| format!("{}: cannot write", p.display()))?;
+    }
+    Ok(())
+}
+
+/// `edge-seg image`: the overlay is `edge_seg_firmware`'s; here the model is checked like `run`
+/// would, and the service's command line (read back from the unit as systemd reads it) through
+/// this binary's own parser.
+fn image(a: ImageArgs) -> Result<()> {
+    use edge_seg_firmware::{BoardConfig, Overlay};
+    let board = BoardConfig::load(&a.board)?;
+    let origin = format!("--model {}", a.model.display());
+    let bytes = std::fs::read(&a.model).with_context(|| format!("{origin}: cannot read"))?;
+    Segmenter::parse_model(&bytes, &origin, &MetaOverrides::default())?;
+    if board.service.adapt {
+        Adapter::new(&bytes, &origin, AdaptConfig::default())
+            .with_context(|| format!("board {} adapts on the device (service.adapt)", board.name))?;
+    }
+    let overlay = Overlay::plan(&board, &a.model, a.binary.as_deref())?;
+    let argv = overlay.service_argv()?;
+    let board_file = BoardConfig::origin(&a.board);
+    match Cli::try_parse_from(&argv) {
+        Ok(Cli { cmd: Some(Cmd::Run(_)) }) => {}
+        Ok(_) => anyhow::bail!("{board_file}: the service command is not `edge-seg run`"),
+        Err(e) => {
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            anyhow::bail!("{board_file}: `edge-seg run` rejects the service's arguments: {first}");
+        }
+    }
+    let report = overlay.write(&a.out)?;
+    println!(
+        "{}: the {} overlay, {} files:",
+        a.out.display(),
+        board.name,
+        report.written.len()
+    );
+    for f in &report.written {
+        println!("  {f}");
+    }
+    for f in &report.removed {
+        println!("  removed {f} (an earlier overlay's, not part of this one)");
+    }
+    if report.others > 0 {
+        println!("  ({} other entries there left alone)", report.others);
+    }
+    println!("service: {}", argv.join(" "));
+    if !overlay.has_binary {
+        println!(
+            "note: no --binary, so rootfs/usr/local/bin/edge-seg is missing (flash.sh and install.sh refuse to run \
+             without it): cross-build it with firmware-configs/scripts/cross-build.sh (cargo build --release --target {t} \
+             -p edge-seg-runtime) and rerun with --binary target/{t}/release/edge-seg",
+            t = board.target
+        );
     }
     Ok(())
 }

@@ -327,6 +327,9 @@ pub fn run(
     let mut sums = [0.0f64; 5]; // preprocess, infer, post, draw, output
     let mut frames_out = 0u64;
     let (mut first_capture, mut last_output): (Option<Instant>, Option<Instant>) = (None, None);
+    // under systemd (`Type=notify`, `WatchdogSec=`): READY=1 with the first frame out, then
+    // WATCHDOG=1 while frames flow; nothing otherwise
+    let mut notify = crate::notify::Notifier::from_env();
 
     std::thread::scope(|s| {
         // capture
@@ -539,9 +542,11 @@ pub fn run(
                     *acc += v;
                 }
                 frames_out += 1;
+                notify.frame(frames_out, f64::from_bits(fps_bits.load(Ordering::Relaxed)));
             }
         }));
         IN_STAGE.with(|c| c.set(false));
+        notify.stopping();
         if let Err(p) = outputs_loop {
             q_drawn.abandon();
             fail.set(internal_error("output", p));
