@@ -22,14 +22,17 @@ use rand_chacha::ChaCha8Rng;
 
 pub mod driver;
 
+/// The function under test: runs the parser on one input; errors are fine, a panic is a finding.
+pub type Exec = Box<dyn FnMut(&[u8])>;
+
 /// A ready-to-run fuzz target: its seed inputs, dictionary and the function under test.
 pub struct Harness {
     /// Valid (or nearly valid) inputs that mutations start from.
     pub seeds: Vec<Vec<u8>>,
     /// Tokens worth inserting (format keywords, metadata keys).
     pub dict: Vec<Vec<u8>>,
-    /// Runs the parser on one input; errors are fine, a panic is a finding.
-    pub exec: Box<dyn FnMut(&[u8])>,
+    /// The function under test.
+    pub exec: Exec,
 }
 
 /// A registered target.
@@ -282,10 +285,12 @@ pub mod targets {
     /// metadata, as ONNX bytes.
     pub fn tiny_model_bytes() -> anyhow::Result<Vec<u8>> {
         use prost::Message;
-        let mut cfg = edge_seg_trainer::config::TrainConfig::default();
-        cfg.model = seg_nn::ModelConfig {
-            num_classes: 3,
-            ..seg_nn::ModelConfig::tiny()
+        let mut cfg = edge_seg_trainer::config::TrainConfig {
+            model: seg_nn::ModelConfig {
+                num_classes: 3,
+                ..seg_nn::ModelConfig::tiny()
+            },
+            ..Default::default()
         };
         cfg.data.classes =
             seg_core::classes::ClassTable::parse_lines("sky\nroad\ncar\n").map_err(anyhow::Error::msg)?;

@@ -59,7 +59,7 @@ use seg_core::data::pair::{make_pair, PairConfig};
 use seg_core::meta::ModelMeta;
 use seg_core::preprocess::{normalize, normalize_into, resize_rgb};
 use seg_nn::adapt::{AdaptHead, HeadScope};
-use seg_nn::consistency::{self, cells, DcConfig, MemoryBank, OverlapCells};
+use seg_nn::consistency::{self, cells, DcConfig, MemoryBank};
 use seg_nn::optim::{ParamGroup, Sgd};
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
@@ -68,8 +68,8 @@ use crate::backend::tract::TractBackend;
 use crate::RuntimeError;
 pub use guard::{GuardConfig, Monitors};
 
-/// Feature stride of the consistency cells: the stride-4 embedding average-pooled 2×2.
-const STRIDE: u32 = 8;
+/// Stride of the consistency cells (the trainer's CAC cells, one definition).
+const STRIDE: u32 = consistency::CAC_STRIDE;
 /// Pseudo-label value for "no label" in the cross-view cross-entropy.
 const NO_LABEL: u32 = 255;
 
@@ -861,55 +861,39 @@ impl Adapter {
     ) -> candle_core::Result<Tensor> {
         let dev = self.dev.clone();
         let out = head_forward(&self.head, feats)?;
-        let emb = out.embedding.avg_pool2d(2)?; // [2, d, h/8, w/8]
-        let scores = out.logits_low.avg_pool2d(2)?; // [2, C, h/8, w/8]
-        let (conf, label) = consistency::confidence_and_label(&scores)?; // [2, h/8, w/8] each
-        let phi = consistency::l2_normalize(&emb, 1)?; // [2, d, h/8, w/8]
-        let phi_d = phi.detach();
-        // negatives: every valid cell of both crops, plus the bank
-        let mut valid_idx: Vec<Vec<u32>> = (0..2)
-            .map(|k| {
-                geometry
-                    .cell_valid(k, STRIDE)
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &v)| v)
-                    .map(|(j, _)| j as u32)
-                    .collect()
-            })
-            .collect();
-        for idx in valid_idx.iter_mut() {
-            let keep = (self.cfg.pair_negatives / 2).min(idx.len());
-            partial_shuffle(idx, keep, &mut self.rng);
-            idx.truncate(keep);
-            idx.sort_unstable();
-        }
-        let feats = consistency::gather_locations(&phi_d, &valid_idx)?; // [n, d]
-        let labels = consistency::gather_locations(&label.unsqueeze(1)?.to_dtype(DType::F32)?, &valid_idx)?
-            .squeeze(1)?
-            .to_dtype(DType::U32)?; // [n]
-        let (negatives, negative_labels) = match self.bank.tensors(&dev)? {
-            Some((bf, bl)) => (Tensor::cat(&[&feats, &bf], 0)?, Tensor::cat(&[&labels, &bl], 0)?),
-            None => (feats.clone(), labels.clone()),
-        };
+        let c = consistency::CacCells::pool(&out.embedding, &out.logits_low)?; // [2, ·, h/8, w/8]
+        let scores = &c.scores;
+        let phi = consistency::l2_normalize(&c.emb, 1)?; // [2, d, h/8, w/8]
+                                                         // negatives: a random subset of each crop's valid cells, plus the bank
+        let keep = self.cfg.pair_negatives / 2;
+        let rng = &mut self.rng;
+        let step = consistency::cac_step(
+            &phi,
+            &c.conf,
+            &c.label,
+            std::slice::from_ref(geometry),
+            &self.bank,
+            &self.dc,
+            self.cfg.dc_weight > 0.0,
+            &mut |_, _, mut idx| {
+                let k = keep.min(idx.len());
+                partial_shuffle(&mut idx, k, rng);
+                idx.truncate(k);
+                idx.sort_unstable();
+                idx
+            },
+        )?;
+        let (feats, labels) = (&step.feats, &step.labels);
         let mut total = Tensor::new(0f32, &dev)?;
+        if let Some(l) = &step.loss {
+            total = (total + (l * self.cfg.dc_weight)?)?;
+        }
         // [n, d] features, [n] confidences and labels of each crop on the shared cells
-        if let Some(o) = OverlapCells::gather(&phi, &conf, &label, [0, 1], &geometry.overlap(STRIDE))? {
+        if let Some(o) = &step.overlaps[0] {
             let (valid, n) = (&o.valid, o.valid.dim(0)?);
-            if self.cfg.dc_weight > 0.0 {
-                let l = consistency::directional_contrastive_both(
-                    o.side(0),
-                    o.side(1),
-                    &negatives,
-                    &negative_labels,
-                    Some(valid),
-                    &self.dc,
-                )?;
-                total = (total + (l * self.cfg.dc_weight)?)?;
-            }
             if self.cfg.pseudo_weight > 0.0 {
                 // each crop learns the other's confident class on the shared cells
-                let (s1, s2) = (cells(&scores, 0, &o.index[0])?, cells(&scores, 1, &o.index[1])?); // [n, C]
+                let (s1, s2) = (cells(scores, 0, &o.index[0])?, cells(scores, 1, &o.index[1])?); // [n, C]
                 let target = |y: &Tensor, c: &Tensor| -> candle_core::Result<Tensor> {
                     let keep = (c.gt(self.cfg.pseudo_threshold as f64)?.to_dtype(DType::F32)? * valid)?;
                     let none = Tensor::full(NO_LABEL, n, &dev)?;
@@ -927,7 +911,7 @@ impl Adapter {
             }
         }
         if self.cfg.entropy_weight > 0.0 {
-            let logp = seg_nn::loss::log_softmax(&scores, 1)?; // [2, C, h/8, w/8]
+            let logp = seg_nn::loss::log_softmax(scores, 1)?; // [2, C, h/8, w/8]
             let ent = (logp.exp()? * &logp)?.sum(1)?.neg()?.mean_all()?;
             total = (total + (ent * self.cfg.entropy_weight)?)?;
         }
@@ -953,9 +937,7 @@ impl Adapter {
             let mut pick: Vec<u32> = (0..rows as u32).collect();
             partial_shuffle(&mut pick, push, &mut self.rng);
             pick.truncate(push);
-            let pick = Tensor::from_vec(pick, push, &dev)?;
-            self.bank
-                .push(&feats.index_select(&pick, 0)?, &labels.index_select(&pick, 0)?)?;
+            consistency::push_to_bank(&mut self.bank, feats, labels, pick)?;
         }
         Ok(total)
     }

@@ -18,7 +18,7 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use seg_core::data::pair::PairConfig;
-use seg_nn::consistency::{self, cells, values, DcConfig, MemoryBank, OverlapCells};
+use seg_nn::consistency::{self, CacCells, DcConfig, MemoryBank};
 use seg_nn::init;
 use seg_nn::layers::Conv2d;
 use seg_nn::optim::ParamGroup;
@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Method, MethodInit, StepContext, UnlabeledBatch, UnlabeledView};
 
-/// Feature stride of the consistency features: stride-4 embedding, then a 2×2 average pool.
-pub const STRIDE: u32 = 8;
+/// Stride of the cells ([`consistency::CAC_STRIDE`]: the stride-4 embedding, 2×2-pooled).
+pub const STRIDE: u32 = consistency::CAC_STRIDE;
 
 /// The `[cac]` config section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,93 +192,34 @@ impl Method for Cac {
         if ctx.iteration < self.cfg.warmup_iterations {
             return Ok(vec![("ce", ce), ("dc", super::zero(&dev)?)]);
         }
-        let b = crops[0].dim(0)?;
         let x = Tensor::cat(&[&crops[0], &crops[1]], 0)?; // [2b, 3, h, w]: first crops, then second
         let u = ctx.model.forward_t(&x, true)?;
-        let emb = u.embedding.avg_pool2d(2)?; // [2b, d, h/8, w/8]
-        let scores = u.logits_low.avg_pool2d(2)?; // [2b, C, h/8, w/8] (= C(pooled embedding))
-        let (conf, label) = consistency::confidence_and_label(&scores)?; // [2b, h/8, w/8] each
-        let phi = self.project(&emb)?; // [2b, k, h/8, w/8], unit norm
-                                       // Negatives: every valid cell of both crops of every image, detached, plus the bank.
-        let phi_d = phi.detach();
-        let (mut batch_feats, mut batch_labels) = (Vec::new(), Vec::new());
-        for k in 0..2 {
-            for (i, g) in geometry.iter().enumerate() {
-                let idx: Vec<u32> = g
-                    .cell_valid(k, STRIDE)
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &v)| v)
-                    .map(|(j, _)| j as u32)
-                    .collect();
-                if idx.is_empty() {
-                    continue;
-                }
-                let n = idx.len();
-                let idx = Tensor::from_vec(idx, n, &dev)?;
-                batch_feats.push(cells(&phi_d, k * b + i, &idx)?); // [n, k]
-                batch_labels.push(values(&label, k * b + i, &idx)?); // [n]
-            }
-        }
-        let (batch_feats, batch_labels) = if batch_feats.is_empty() {
-            let dim = phi.dim(1)?;
-            (
-                Tensor::zeros((0, dim), DType::F32, &dev)?,
-                Tensor::zeros(0, DType::U32, &dev)?,
-            )
-        } else {
-            (Tensor::cat(&batch_feats, 0)?, Tensor::cat(&batch_labels, 0)?)
-        };
-        let (negatives, negative_labels) = match self.bank.tensors(&dev)? {
-            Some((bf, bl)) => (
-                Tensor::cat(&[&batch_feats, &bf], 0)?,
-                Tensor::cat(&[&batch_labels, &bl], 0)?,
-            ),
-            None => (batch_feats.clone(), batch_labels.clone()),
-        };
-        // The loss per image and direction on the overlap cells.
-        let mut total = super::zero(&dev)?;
-        let (mut kept, mut locations) = (0f64, 0f64);
-        for (i, g) in geometry.iter().enumerate() {
-            // [n, k] features, [n] confidences and labels of each side
-            let Some(o) = OverlapCells::gather(&phi, &conf, &label, [i, b + i], &g.overlap(STRIDE))? else {
-                continue;
-            };
-            let l = consistency::directional_contrastive_both(
-                o.side(0),
-                o.side(1),
-                &negatives,
-                &negative_labels,
-                Some(&o.valid),
-                &self.dc,
-            )?;
-            total = (total + l)?;
-            for (ca, cp) in [(&o.conf[0], &o.conf[1]), (&o.conf[1], &o.conf[0])] {
-                let m = (consistency::dc_positive_mask(ca, cp, &self.dc)? * &o.valid)?;
-                kept += m.sum_all()?.to_scalar::<f32>()? as f64;
-            }
-            locations += 2.0 * o.valid.sum_all()?.to_scalar::<f32>()? as f64;
-        }
-        let l_dc = (total / b as f64)?;
+        let c = CacCells::pool(&u.embedding, &u.logits_low)?; // stride-8 cells of both crops
+        let phi = self.project(&c.emb)?; // [2b, k, h/8, w/8], unit norm
+                                         // negatives: every valid cell of both crops of every image, plus the bank
+        let step = consistency::cac_step(
+            &phi,
+            &c.conf,
+            &c.label,
+            geometry,
+            &self.bank,
+            &self.dc,
+            true,
+            &mut |_, _, idx| idx,
+        )?;
+        let l_dc = step.loss.expect("asked for the loss");
         // Push a random subset of this batch's cells into the bank for the next steps.
-        let rows = batch_feats.dim(0)?;
+        let rows = step.feats.dim(0)?;
         let push = self.cfg.bank_push.min(rows);
         if self.bank.capacity() > 0 && push > 0 {
             let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0xba9c ^ ctx.iteration.wrapping_mul(0x9e37_79b9));
             let pick: Vec<u32> = sample(&mut rng, rows, push).into_iter().map(|v| v as u32).collect();
-            let pick = Tensor::from_vec(pick, push, &dev)?;
-            self.bank.push(
-                &batch_feats.index_select(&pick, 0)?,
-                &batch_labels.index_select(&pick, 0)?,
-            )?;
+            consistency::push_to_bank(&mut self.bank, &step.feats, &step.labels, pick)?;
         }
         self.stats = vec![
             ("dc_raw", l_dc.to_scalar::<f32>()? as f64),
-            (
-                "dc_positive_ratio",
-                if locations > 0.0 { kept / locations } else { 0.0 },
-            ),
-            ("dc_negatives", negatives.dim(0)? as f64),
+            ("dc_positive_ratio", step.positive_ratio),
+            ("dc_negatives", step.negatives as f64),
         ];
         let dc = (l_dc * self.cfg.weight)?;
         Ok(vec![("ce", ce), ("dc", dc)])
