@@ -233,7 +233,7 @@ fn parse_hw(s: &str) -> std::result::Result<(u32, u32), String> {
 struct EngineArgs {
     /// Inference threads, tract's matrix products or onnxruntime's intra-op pool (default: all
     /// cores; with `run`, 1 leaves the other pipeline stages a core of their own).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_threads)]
     threads: Option<usize>,
     /// Inference backend: auto (onnxruntime when its library loads, else tract) | tract | ort.
     #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
@@ -295,7 +295,7 @@ struct RunArgs {
     #[arg(long)]
     camera: Option<String>,
     /// Camera frame size, or the frame size of raw RGB24/YUYV input: WIDTHxHEIGHT.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = edge_seg_runtime::source::parse_size)]
     size: Option<(u32, u32)>,
     /// Camera frame rate to request.
     #[arg(long)]
@@ -309,8 +309,9 @@ struct RunArgs {
     /// Keep retrying (with back-off) when the camera is missing or unplugged, instead of exiting.
     #[arg(long)]
     reconnect: bool,
-    /// Play a recorded --input at this rate like a camera (stale frames are dropped).
-    #[arg(long)]
+    /// Play a recorded --input at this rate like a camera (stale frames are dropped), frames per
+    /// second (0.01..=1000).
+    #[arg(long, value_parser = parse_pace)]
     pace: Option<f64>,
     /// Output folder for rendered PNGs (default for file input: edge-seg-out).
     #[arg(long)]
@@ -331,7 +332,7 @@ struct RunArgs {
     #[arg(long, default_value = "overlay")]
     mode: OverlayMode,
     /// Weight of the class colours in overlay modes (0..1).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true, value_parser = parse_alpha)]
     alpha: f32,
     /// Do not draw the legend.
     #[arg(long)]
@@ -361,14 +362,35 @@ struct RunArgs {
     adapt_settings: AdaptSettings,
 }
 
-fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
-    let (w, h) = s
-        .split_once('x')
-        .ok_or_else(|| format!("'{s}': expected WIDTHxHEIGHT"))?;
-    match (w.parse::<u32>(), h.parse::<u32>()) {
-        (Ok(w), Ok(h)) => edge_seg_runtime::source::check_frame_size(w, h, &format!("'{s}'")).map(|_| (w, h)),
-        _ => Err(format!("'{s}': expected WIDTHxHEIGHT")),
+fn parse_threads(s: &str) -> std::result::Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("'{s}': {e}"))?;
+    edge_seg_runtime::limits::check_threads(n, "--threads").map(|_| n)
+}
+
+fn parse_pace(s: &str) -> std::result::Result<f64, String> {
+    edge_seg_runtime::limits::check_pace(s.parse().map_err(|e| format!("'{s}': {e}"))?)
+}
+
+fn parse_alpha(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(a) if (0.0..=1.0).contains(&a) => Ok(a),
+        _ => Err(format!("'{s}': expected a weight in 0..=1")),
     }
+}
+
+/// An output path's folder must exist and the path must not be a folder: checked before any
+/// work, so a bad path fails at once rather than after the work, with nothing written.
+fn check_output_path(flag: &str, p: &Path) -> Result<()> {
+    anyhow::ensure!(!p.is_dir(), "{flag} {}: is a folder, expected a file", p.display());
+    if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        anyhow::ensure!(
+            parent.is_dir(),
+            "{flag} {}: the folder {} does not exist",
+            p.display(),
+            parent.display()
+        );
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -409,7 +431,25 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     edge_seg_runtime::install_panic_hook();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // one line that names the flag (clap's usage and tips would follow it)
+            let text = e.render().to_string();
+            eprintln!(
+                "{}",
+                text.lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("error: bad arguments")
+            );
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.cmd {
         None => run(RunArgs {
             alpha: 0.5,
@@ -444,7 +484,7 @@ fn load_model(path: &Option<PathBuf>, opts: &LoadOptions) -> Result<Segmenter> {
     Ok(seg)
 }
 
-fn open_source(a: &RunArgs, stop: &Arc<AtomicBool>) -> Result<Box<dyn FrameSource>> {
+fn open_source(a: &RunArgs, stop: &Arc<AtomicBool>, interruptible: &AtomicBool) -> Result<Box<dyn FrameSource>> {
     if let Some(spec) = &a.camera {
         #[cfg(target_os = "linux")]
         {
@@ -477,13 +517,18 @@ fn open_source(a: &RunArgs, stop: &Arc<AtomicBool>) -> Result<Box<dyn FrameSourc
         }
     }
     let src: Box<dyn FrameSource> = match &a.input {
-        Some(p) => open_input(
-            p,
-            &InputOptions {
-                format: a.stream_format,
-                size: a.size,
-            },
-        )?,
+        Some(p) => {
+            interruptible.store(false, Ordering::SeqCst);
+            let src = open_input(
+                p,
+                &InputOptions {
+                    format: a.stream_format,
+                    size: a.size,
+                },
+            );
+            interruptible.store(true, Ordering::SeqCst);
+            src?
+        }
         None => Box::new(Embedded::new(DEFAULT_SAMPLES)),
     };
     Ok(match a.pace {
@@ -496,7 +541,6 @@ fn open_source(a: &RunArgs, stop: &Arc<AtomicBool>) -> Result<Box<dyn FrameSourc
 }
 
 fn run(a: RunArgs) -> Result<()> {
-    anyhow::ensure!((0.0..=1.0).contains(&a.alpha), "--alpha {} is outside 0..1", a.alpha);
     anyhow::ensure!(a.queue != Some(0), "--queue must be at least 1");
     let policy = match a.drop.as_str() {
         "auto" => None,
@@ -542,18 +586,22 @@ fn run(a: RunArgs) -> Result<()> {
         None
     };
     let stop = Arc::new(AtomicBool::new(false));
+    // cleared while --input's stream header is read (it may wait on an idle pipe, and nothing
+    // is there to drain or flush yet): a stop then ends the process at once
+    let interruptible = Arc::new(AtomicBool::new(true));
     {
-        let stop = stop.clone();
-        // first Ctrl-C: stop capturing, drain, flush outputs; second: exit at once
+        let (stop, interruptible) = (stop.clone(), interruptible.clone());
+        // first Ctrl-C / SIGTERM: stop capturing, drain, flush outputs; second: exit at once
         ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
+            if stop.swap(true, Ordering::SeqCst) || !interruptible.load(Ordering::SeqCst) {
+                eprintln!("\nstopped");
                 std::process::exit(130);
             }
             eprintln!("\nstopping (Ctrl-C again to quit at once)");
         })
         .context("cannot install the Ctrl-C handler")?;
     }
-    let source = open_source(&a, &stop)?;
+    let source = open_source(&a, &stop, &interruptible)?;
     let mut outputs: Vec<Box<dyn Output>> = Vec::new();
     let output_dir = match (&a.output, &a.display, &a.serve, source.is_live()) {
         (Some(d), ..) => Some(d.clone()),
@@ -617,10 +665,16 @@ fn run(a: RunArgs) -> Result<()> {
         }),
         adapt: worker.as_ref().map(Worker::link),
     };
+    // a statistics file this run creates is removed again when it cannot be written whole
+    let stats_file = a
+        .stats
+        .as_ref()
+        .filter(|p| *p != Path::new("-") && !p.exists())
+        .cloned();
     let mut stats: Option<Box<dyn Write + Send>> = match &a.stats {
         Some(p) if p == Path::new("-") => Some(Box::new(std::io::stdout())),
         Some(p) => Some(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?,
+            std::fs::File::create(p).with_context(|| format!("--stats {}: cannot create", p.display()))?,
         ))),
         None => None,
     };
@@ -642,13 +696,21 @@ fn run(a: RunArgs) -> Result<()> {
     let summary = summary?;
     let adapted = adapted?;
     if let Some(w) = stats.as_mut() {
-        serde_json::to_writer(&mut *w, &serde_json::json!({ "summary": &summary }))?;
-        writeln!(w)?;
-        w.flush()?;
+        let end = serde_json::to_writer(&mut *w, &serde_json::json!({ "summary": &summary }))
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(w))
+            .and_then(|_| w.flush());
+        if let Err(e) = end {
+            stats_err.get_or_insert(e);
+        }
     }
     if let Some(e) = stats_err {
+        drop(stats);
+        if let Some(p) = stats_file.filter(|p| p.is_file()) {
+            let _ = std::fs::remove_file(p);
+        }
         anyhow::bail!(
-            "{}: cannot write statistics: {e}",
+            "--stats {}: cannot write statistics: {e}",
             a.stats.unwrap_or_default().display()
         );
     }
@@ -757,6 +819,10 @@ fn flat_frame(f: &image::RgbImage, seed: u64) -> image::RgbImage {
 }
 
 fn adapt(a: AdaptArgs) -> Result<()> {
+    check_output_path("--out", &a.out)?;
+    if let Some(p) = &a.summary {
+        check_output_path("--summary", p)?;
+    }
     anyhow::ensure!(a.passes >= 1, "--passes must be at least 1");
     anyhow::ensure!(a.steps_per_frame >= 1, "--steps-per-frame must be at least 1");
     let bytes = std::fs::read(&a.model).with_context(|| format!("{}: cannot read", a.model.display()))?;

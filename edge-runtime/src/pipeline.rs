@@ -307,7 +307,7 @@ pub fn run(
         .unwrap_or(if live { Policy::DropOldest } else { Policy::Block });
     // dropping frames means latency over completeness: a corrupt frame is skipped, not fatal
     let skip_bad = policy == Policy::DropOldest;
-    let q_raw: Queue<RawFrame> = Queue::new(opts.queue, policy);
+    let q_raw: Arc<Queue<RawFrame>> = Arc::new(Queue::new(opts.queue, policy));
     let q_pre: Queue<Prepared> = Queue::new(opts.queue, policy);
     let q_inf: Queue<Inferred> = Queue::new(opts.queue, policy);
     let q_drawn: Queue<Drawn> = Queue::new(opts.queue, policy);
@@ -316,7 +316,7 @@ pub fn run(
         stop: stop.clone(),
     };
     let fps_bits = AtomicU64::new(0f64.to_bits());
-    let (frames_in, skipped) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (frames_in, skipped) = (Arc::new(AtomicU64::new(0)), AtomicU64::new(0));
     let pre = seg.preprocessor();
     let model = seg.meta.name.clone();
     let backend = seg.backend_name();
@@ -331,42 +331,68 @@ pub fn run(
     // WATCHDOG=1 while frames flow; nothing otherwise
     let mut notify = crate::notify::Notifier::from_env();
 
-    std::thread::scope(|s| {
-        // capture
-        let capture = std::thread::Builder::new()
+    // capture runs outside the scope below: a read blocked on an idle pipe or a silent camera
+    // must not keep a stopped run from ending (issue #23); its error goes to its own slot
+    let capture_fail: Arc<Mutex<Option<RuntimeError>>> = Arc::new(Mutex::new(None));
+    let capture = {
+        let (q, stop, frames_in, slot) = (q_raw.clone(), stop.clone(), frames_in.clone(), capture_fail.clone());
+        let max_frames = opts.max_frames;
+        std::thread::Builder::new()
             .name("capture".into())
-            .spawn_scoped(s, || {
+            .spawn(move || {
                 let _guard = StageGuard {
                     input: None,
-                    output: Some(&q_raw),
+                    output: Some(&*q),
                 };
                 IN_STAGE.with(|c| c.set(true));
                 let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) && opts.max_frames.is_none_or(|m| n < m) {
+                while !stop.load(Ordering::Relaxed) && max_frames.is_none_or(|m| n < m) {
                     match source.next_frame() {
                         Ok(Some(f)) => {
                             n += 1;
                             frames_in.store(n, Ordering::Relaxed);
-                            if q_raw.push(f).is_err() {
+                            if q.push(f).is_err() {
                                 break;
                             }
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            fail.set(e);
+                            slot.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                            stop.store(true, Ordering::Relaxed);
                             break;
                         }
                     }
                 }
-                q_raw.close();
+                q.close();
             })
-            .expect("spawn capture");
+            .map_err(|e| RuntimeError::Input {
+                path: source_name.clone(),
+                reason: format!("cannot start the capture thread: {e}"),
+            })?
+    };
+    let pipeline_done = AtomicBool::new(false);
+
+    std::thread::scope(|s| {
+        // a stop request (Ctrl-C, SIGTERM, a failed stage) closes the capture queue, so the
+        // stages drain what was captured and end even while capture waits for input
+        std::thread::Builder::new()
+            .name("stop-watch".into())
+            .spawn_scoped(s, || {
+                while !pipeline_done.load(Ordering::Relaxed) {
+                    if stop.load(Ordering::Relaxed) {
+                        q_raw.close();
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            })
+            .expect("spawn stop-watch");
         // decode + preprocess
         let preprocess = std::thread::Builder::new()
             .name("preprocess".into())
             .spawn_scoped(s, || {
                 let _guard = StageGuard {
-                    input: Some(&q_raw),
+                    input: Some(&*q_raw),
                     output: Some(&q_pre),
                 };
                 IN_STAGE.with(|c| c.set(true));
@@ -546,23 +572,34 @@ pub fn run(
             }
         }));
         IN_STAGE.with(|c| c.set(false));
+        pipeline_done.store(true, Ordering::Relaxed);
         notify.stopping();
         if let Err(p) = outputs_loop {
             q_drawn.abandon();
             fail.set(internal_error("output", p));
         }
-        for (stage, h) in [
-            ("capture", capture),
-            ("preprocess", preprocess),
-            ("inference", inference),
-            ("draw", draw),
-        ] {
+        for (stage, h) in [("preprocess", preprocess), ("inference", inference), ("draw", draw)] {
             if let Err(p) = h.join() {
                 fail.set(internal_error(stage, p));
             }
         }
     });
 
+    // the stages are done: capture has ended too unless it waits for input that will not come
+    // (then it is left behind; the process ends without it)
+    q_raw.close();
+    let waited = Instant::now();
+    while !capture.is_finished() && waited.elapsed() < std::time::Duration::from_millis(200) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if capture.is_finished() {
+        if let Err(p) = capture.join() {
+            fail.set(internal_error("capture", p));
+        }
+    }
+    if let Some(e) = capture_fail.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        fail.set(e);
+    }
     // flush outputs even after an error or Ctrl-C
     let mut finish_err = None;
     for o in outputs.iter_mut() {
