@@ -483,14 +483,14 @@ fn issue23_hostile_cases_end_with_one_line_and_lose_nothing() {
     println!("hostile cases: {total}, failed: {}", failed.len());
     if let Some(path) = std::env::var_os("EDGE_SEG_HOSTILE_RECORD") {
         let split = "edge-runtime/tests/hostile.rs (kinds 1-8 of issue #23)";
-        seg_core::results::upsert(
-            Path::new(&path),
-            &[
-                seg_core::results::Record::now("hostile_cases", total as f64, "cases", split),
-                seg_core::results::Record::now("hostile_cases_failed", failed.len() as f64, "cases", split),
-            ],
-        )
-        .unwrap();
+        let recs: Vec<seg_core::results::Record> = [("hostile_cases", total), ("hostile_cases_failed", failed.len())]
+            .into_iter()
+            .map(|(name, v)| seg_core::results::Record {
+                command: "EDGE_SEG_HOSTILE_RECORD=docs/results/robustness.json cargo test --release -p edge-seg-runtime --test hostile".into(),
+                ..seg_core::results::Record::now(name, v as f64, "cases", split)
+            })
+            .collect();
+        seg_core::results::upsert(Path::new(&path), &recs).unwrap();
     }
     assert!(
         failed.is_empty(),
