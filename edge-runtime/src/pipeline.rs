@@ -501,7 +501,12 @@ pub fn run(
                     p.t.post_ms = ms(t0);
                     let t1 = Instant::now();
                     let fps = f64::from_bits(fps_bits.load(Ordering::Relaxed));
-                    let mut status = format!("{model} | {backend} | {fps:.1} FPS");
+                    // no rate until one has been measured (the first frames would say "0.0 FPS")
+                    let mut status = if fps > 0.0 {
+                        format!("{model} | {backend} | {fps:.1} FPS")
+                    } else {
+                        format!("{model} | {backend}")
+                    };
                     if let Some(extra) = &opts.status_suffix {
                         status.push_str(" | ");
                         status.push_str(&extra());
