@@ -131,6 +131,43 @@ enum WeightRange {
     Reduced,
 }
 
+/// `quantize --method`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MethodArg {
+    Minmax,
+    Percentile,
+    Entropy,
+}
+
+/// `quantize --target`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TargetArg {
+    Tract,
+    Onnxruntime,
+    Tensorrt,
+}
+
+/// `run --drop`.
+#[derive(Clone, Copy, Default, clap::ValueEnum)]
+enum DropArg {
+    #[default]
+    Auto,
+    Drop,
+    Wait,
+}
+
+/// `--display fb` (/dev/fb0) or `fb:/dev/fbN`: the framebuffer device.
+fn parse_display(s: &str) -> std::result::Result<PathBuf, String> {
+    match s {
+        "fb" => Ok(PathBuf::from("/dev/fb0")),
+        _ => s
+            .strip_prefix("fb:")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("'{s}': expected fb or fb:/dev/fbN")),
+    }
+}
+
 #[derive(clap::Args)]
 struct QuantizeArgs {
     /// Float ONNX model (edge-seg metadata gives the preprocessing).
@@ -142,18 +179,18 @@ struct QuantizeArgs {
     /// Output QDQ ONNX file.
     #[arg(long)]
     out: PathBuf,
-    /// Activation range: minmax | percentile | entropy.
-    #[arg(long, default_value = "minmax")]
-    method: String,
+    /// Activation range.
+    #[arg(long, value_enum, default_value_t = MethodArg::Minmax)]
+    method: MethodArg,
     /// Percentile for --method percentile.
     #[arg(long, default_value_t = 99.99)]
     percentile: f64,
     /// Per-channel weight scales (onnxruntime / tensorrt targets; tract is per-tensor).
     #[arg(long)]
     per_channel: bool,
-    /// Target runtime: tract | onnxruntime | tensorrt.
-    #[arg(long, default_value = "tract")]
-    target: String,
+    /// Target runtime.
+    #[arg(long, value_enum, default_value_t = TargetArg::Tract)]
+    target: TargetArg,
     /// Node names to keep in float (repeatable).
     #[arg(long)]
     exclude: Vec<String>,
@@ -317,8 +354,8 @@ struct RunArgs {
     #[arg(long)]
     output: Option<PathBuf>,
     /// Draw on a display: `fb` (/dev/fb0) or `fb:/dev/fbN`.
-    #[arg(long)]
-    display: Option<String>,
+    #[arg(long, value_parser = parse_display)]
+    display: Option<PathBuf>,
     /// Framebuffer geometry, WxH or WxHxBPP, when it cannot be read from sysfs.
     #[arg(long)]
     fb_geometry: Option<String>,
@@ -342,8 +379,8 @@ struct RunArgs {
     #[arg(long)]
     queue: Option<usize>,
     /// When a queue is full: auto (drop for cameras and --pace; wait for files and pipes) | drop | wait.
-    #[arg(long, default_value = "auto")]
-    drop: String,
+    #[arg(long, value_enum, default_value_t = DropArg::Auto)]
+    drop: DropArg,
     /// Stop after this many frames.
     #[arg(long)]
     max_frames: Option<u64>,
@@ -439,25 +476,29 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // one line that names the flag (clap's usage and tips would follow it)
+            // one line that names the flag and, where clap lists them, the accepted values
+            // (without the usage block)
             let text = e.render().to_string();
-            eprintln!(
-                "{}",
-                text.lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("error: bad arguments")
-            );
+            let parts: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:"))
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect();
+            if parts.is_empty() {
+                eprintln!("error: bad arguments");
+            } else {
+                eprintln!("{}", parts.join(" "));
+            }
             return ExitCode::from(2);
         }
     };
     let result = match cli.cmd {
-        None => run(RunArgs {
-            alpha: 0.5,
-            drop: "auto".into(),
-            pixel_format: "auto".into(),
-            jpeg_quality: 80,
-            ..Default::default()
-        }),
+        // no subcommand: `edge-seg run` with clap's defaults (one source of defaults)
+        None => match Cli::try_parse_from(["edge-seg", "run"]) {
+            Ok(Cli { cmd: Some(Cmd::Run(a)) }) => run(*a),
+            _ => Err(anyhow::anyhow!("internal: `edge-seg run` did not parse")),
+        },
         Some(Cmd::Run(a)) => run(*a),
         Some(Cmd::Eval(a)) => evaluate(a),
         Some(Cmd::Quantize(a)) => quantize(a),
@@ -542,11 +583,10 @@ fn open_source(a: &RunArgs, stop: &Arc<AtomicBool>, interruptible: &AtomicBool) 
 
 fn run(a: RunArgs) -> Result<()> {
     anyhow::ensure!(a.queue != Some(0), "--queue must be at least 1");
-    let policy = match a.drop.as_str() {
-        "auto" => None,
-        "drop" => Some(Policy::DropOldest),
-        "wait" => Some(Policy::Block),
-        d => anyhow::bail!("--drop {d}: expected auto, drop or wait"),
+    let policy = match a.drop {
+        DropArg::Auto => None,
+        DropArg::Drop => Some(Policy::DropOldest),
+        DropArg::Wait => Some(Policy::Block),
     };
     let mut engine = a.engine.options()?;
     if a.adapt {
@@ -614,14 +654,8 @@ fn run(a: RunArgs) -> Result<()> {
     if let Some(d) = &output_dir {
         outputs.push(Box::new(PngDir::new(d)?));
     }
-    if let Some(spec) = &a.display {
-        let path = match spec.as_str() {
-            "fb" => PathBuf::from("/dev/fb0"),
-            s => match s.strip_prefix("fb:") {
-                Some(p) => PathBuf::from(p),
-                None => anyhow::bail!("--display {s}: expected fb or fb:/dev/fbN"),
-            },
-        };
+    if let Some(path) = &a.display {
+        let path = path.clone();
         let geom = a
             .fb_geometry
             .as_deref()
@@ -1005,17 +1039,15 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     use edge_seg_quantize::{
         compare_outputs, load_images, quantize_model, Method, Preprocess, QuantizeOptions, Target,
     };
-    let method = match a.method.as_str() {
-        "minmax" => Method::MinMax,
-        "percentile" => Method::Percentile,
-        "entropy" => Method::Entropy,
-        m => anyhow::bail!("--method {m}: expected minmax, percentile or entropy"),
+    let method = match a.method {
+        MethodArg::Minmax => Method::MinMax,
+        MethodArg::Percentile => Method::Percentile,
+        MethodArg::Entropy => Method::Entropy,
     };
-    let target = match a.target.as_str() {
-        "tract" => Target::Tract,
-        "onnxruntime" => Target::OnnxRuntime,
-        "tensorrt" => Target::TensorRt,
-        t => anyhow::bail!("--target {t}: expected tract, onnxruntime or tensorrt"),
+    let target = match a.target {
+        TargetArg::Tract => Target::Tract,
+        TargetArg::Onnxruntime => Target::OnnxRuntime,
+        TargetArg::Tensorrt => Target::TensorRt,
     };
     let mut model = seg_onnx::load(&a.model)?;
     let (_, warning) =

@@ -188,7 +188,8 @@ fn quantize_then_run_the_int8_graph() {
         ],
         dir.path(),
     );
-    assert_user_error(&bad, "--method kl");
+    assert_user_error(&bad, "invalid value 'kl' for '--method");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("minmax, percentile, entropy"));
 }
 
 // ---------------------------------------------------------------- issue #4: camera runtime
