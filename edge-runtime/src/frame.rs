@@ -25,7 +25,7 @@ pub enum PixelFormat {
     },
     /// Planar luma only (Y4M `Cmono`).
     Gray,
-    /// An encoded image file (PNG, JPEG, BMP), format guessed from its bytes.
+    /// An encoded image file (PNG or JPEG), format guessed from its bytes.
     Image,
 }
 

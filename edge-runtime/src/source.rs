@@ -16,7 +16,7 @@ use crate::frame::{PixelFormat, RawFrame};
 use crate::RuntimeError;
 
 /// Image file extensions read from folders.
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
+pub use seg_core::io::IMAGE_EXTENSIONS;
 
 pub use crate::limits::{MAX_FRAME_BYTES, MAX_FRAME_SIDE};
 

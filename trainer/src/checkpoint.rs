@@ -63,9 +63,10 @@ pub fn save_with_state(
         all.insert(format!("{METHOD}{k}"), v.clone());
     }
     all.insert(ITERATION.into(), Tensor::new(&[completed as u32], &Device::Cpu)?);
-    let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(&all, &tmp).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename into place", path.display()))?;
+    // the same bytes as candle's `safetensors::save`, written by the shared atomic writer
+    // (temp file, fsync, rename)
+    let bytes = safetensors::serialize(&all, None).with_context(|| format!("{}: cannot encode", path.display()))?;
+    seg_core::io::write_atomic(path, &bytes).with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())
 }
 

@@ -13,17 +13,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Per-process counter so that concurrent writers in one process never share a temp file.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// The `.png` / `.jpg` / `.jpeg` files of folder `dir` (extension in any case; links to files
-/// count), sorted by path.
+/// Extensions of the image files every folder reader takes (the formats the `image` build
+/// decodes: PNG and JPEG), lower case.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+
+/// Whether `p`'s extension (any case) is one of [`IMAGE_EXTENSIONS`].
+pub fn has_image_extension(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// The image files ([`IMAGE_EXTENSIONS`]) of folder `dir` (links to files count), sorted by path.
 pub fn image_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| ["png", "jpg", "jpeg"].iter().any(|x| e.eq_ignore_ascii_case(x)))
-                && p.is_file()
-        })
+        .filter(|p| has_image_extension(p) && p.is_file())
         .collect();
     paths.sort();
     Ok(paths)

@@ -636,10 +636,7 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>, DataError> {
 }
 
 fn has_image_ext(name: &str) -> bool {
-    Path::new(name)
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| ["png", "jpg", "jpeg"].iter().any(|x| e.eq_ignore_ascii_case(x)))
+    crate::io::has_image_extension(Path::new(name))
 }
 
 /// File name without its last extension.
