@@ -35,6 +35,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
@@ -74,15 +75,14 @@ def miou(model, data, split, log=None):
 
 
 def evaluate(model, data, split, log=None):
-    """(mIoU, {class: IoU}, pixel accuracy) from `edge-seg eval`."""
-    out = sh([EDGE, "eval", "--model", model, "--data", data, "--split", split], log)
-    m = re.search(r"^mIoU\s+([0-9.]+)", out, re.M)
-    acc = re.search(r"^pixel acc\s+([0-9.]+)", out, re.M)
-    if not m or not acc:
-        sys.exit(f"no mIoU in the eval output of {model}")
-    table = out[out.index("IoU %"):m.start()]
-    classes = {c: float(v) for c, v in re.findall(r"^(\w+)\s+([0-9.]+)$", table, re.M)}
-    return float(m.group(1)), classes, float(acc.group(1))
+    """(mIoU, {class: IoU}, pixel accuracy) from `edge-seg eval --json` (percent; absent classes
+    left out)."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "eval.json"
+        sh([EDGE, "eval", "--model", model, "--data", data, "--split", split, "--json", out], log)
+        j = json.loads(out.read_text())
+    classes = {c: v for c, v in j["classes"].items() if v is not None}
+    return j["miou"], classes, j["pixel_accuracy"]
 
 
 def main():

@@ -450,6 +450,10 @@ struct EvalArgs {
     /// Write the confusion matrix as CSV here.
     #[arg(long)]
     confusion: Option<PathBuf>,
+    /// Write the results as JSON here (`model`, `backend`, `data`, `split`, `images`, `miou`,
+    /// `pixel_accuracy`, `classes` with each class's IoU or null when absent), for scripts.
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// Add the mIoU as a record to this docs/results JSON file.
     #[arg(long)]
     record: Option<PathBuf>,
@@ -1002,6 +1006,9 @@ fn image(a: ImageArgs) -> Result<()> {
 }
 
 fn evaluate(a: EvalArgs) -> Result<()> {
+    for p in [&a.json, &a.confusion, &a.record].into_iter().flatten() {
+        check_output_path("an output of eval", p)?;
+    }
     let opts = LoadOptions {
         backend: a.engine.options()?,
         meta: a.model_args.overrides()?,
@@ -1022,6 +1029,33 @@ fn evaluate(a: EvalArgs) -> Result<()> {
     if let Some(p) = &a.confusion {
         seg_core::io::write_atomic(p, cm.to_csv(&seg.meta.classes.names).as_bytes())
             .with_context(|| format!("{}: cannot write", p.display()))?;
+    }
+    if let Some(p) = &a.json {
+        let classes: serde_json::Map<String, serde_json::Value> = seg
+            .meta
+            .classes
+            .names
+            .iter()
+            .zip(cm.iou())
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    v.map_or(serde_json::Value::Null, |v| serde_json::json!(100.0 * v)),
+                )
+            })
+            .collect();
+        let j = serde_json::json!({
+            "model": seg.origin,
+            "backend": seg.backend_name(),
+            "data": a.data.display().to_string(),
+            "split": a.split,
+            "images": images,
+            "miou": 100.0 * cm.miou(),
+            "pixel_accuracy": 100.0 * cm.pixel_accuracy(),
+            "classes": classes,
+        });
+        seg_core::io::write_atomic(p, serde_json::to_string_pretty(&j)?.as_bytes())
+            .with_context(|| format!("--json {}: cannot write", p.display()))?;
     }
     if let Some(p) = &a.record {
         let split = format!(

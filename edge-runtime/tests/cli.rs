@@ -136,10 +136,17 @@ fn issue2_eval_prints_miou_and_writes_confusion_and_record() {
             "r.json",
             "--record-name",
             "x_miou",
+            "--json",
+            "e.json",
         ],
         dir.path(),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // issue #24: --json for scripts, the same mIoU as the record
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("e.json")).unwrap()).unwrap();
+    assert_eq!(j["images"], 2);
+    assert_eq!(j["classes"].as_object().unwrap().len(), 11);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("mIoU") && stdout.contains("Road"), "{stdout}");
     let csv = std::fs::read_to_string(dir.path().join("cm.csv")).unwrap();
@@ -153,6 +160,7 @@ fn issue2_eval_prints_miou_and_writes_confusion_and_record() {
     let rec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
     assert_eq!(rec[0]["name"], "x_miou");
+    assert!((rec[0]["value"].as_f64().unwrap() - j["miou"].as_f64().unwrap()).abs() < 1e-9);
     assert!(rec[0]["date"].as_str().unwrap().len() == 10);
 }
 
