@@ -83,6 +83,11 @@ pub const TARGETS: &[Target] = &[
         build: targets::train_toml,
     },
     Target {
+        name: "board_toml",
+        about: "Jetson board config TOML (edge-seg image --board FILE) -> parse, validate, overlay plan, the rendered service command line",
+        build: targets::board_toml,
+    },
+    Target {
         name: "adapt_state",
         about: "adaptation state (--adapt-state, safetensors) -> checks and restore into a tiny model's adapter",
         build: targets::adapt_state,
@@ -528,6 +533,44 @@ pub mod targets {
                     seg_core::config::parse_toml::<edge_seg_trainer::config::TrainConfig>(text, "fuzz.toml")
                 {
                     let _ = cfg.validate();
+                }
+            }),
+        })
+    }
+
+    /// See [`TARGETS`].
+    pub fn board_toml() -> anyhow::Result<Harness> {
+        let boards = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-configs/boards");
+        let mut seeds = Vec::new();
+        for e in std::fs::read_dir(&boards)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                seeds.push(std::fs::read(&p)?);
+            }
+        }
+        anyhow::ensure!(!seeds.is_empty(), "{}: no board files", boards.display());
+        let dir = tempfile::tempdir()?;
+        let model = dir.path().join("m.onnx");
+        std::fs::write(&model, b"model")?;
+        Ok(Harness {
+            seeds,
+            dict: toml_dict()
+                .into_iter()
+                .chain(
+                    ["'", "$", "%", "\\", "`", ";", "camera", "args", "/dev/video0"]
+                        .iter()
+                        .map(|s| s.as_bytes().to_vec()),
+                )
+                .collect(),
+            exec: Box::new(move |b| {
+                let _keep = &dir;
+                let Ok(text) = std::str::from_utf8(b) else {
+                    return;
+                };
+                if let Ok(board) = edge_seg_firmware::BoardConfig::parse(text, "fuzz.toml") {
+                    if let Ok(o) = edge_seg_firmware::Overlay::plan(&board, &model, None) {
+                        let _ = o.service_argv();
+                    }
                 }
             }),
         })
