@@ -59,32 +59,20 @@ impl Act {
     }
 }
 
-/// Runs `f(row_index, row)` over the `row`-long rows of `data` on up to
-/// `available_parallelism` threads (rows are disjoint, so no synchronisation is needed); `work`
-/// is the number of values one call reads, to keep small jobs on one thread.
+/// Runs `f(row_index, row)` over the `row`-long rows of `data` on the current rayon pool (the
+/// adaptation worker's own pool sized by its `threads` setting, or the global one); rows are
+/// disjoint, so the result does not depend on how they are split. `work` is the number of values
+/// one call reads, to keep small jobs on the calling thread.
 pub(crate) fn par_rows<T: Send, F: Fn(usize, &mut [T]) + Sync>(data: &mut [T], row: usize, work: usize, f: F) {
+    use rayon::prelude::*;
     let rows = data.len() / row.max(1);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8)
-        .min(rows.max(1));
-    if threads <= 1 || rows * work < 1 << 16 {
+    if rayon::current_num_threads() <= 1 || rows * work < 1 << 16 {
         for (i, r) in data.chunks_mut(row).enumerate() {
             f(i, r);
         }
         return;
     }
-    let per = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (t, part) in data.chunks_mut(per * row).enumerate() {
-            let f = &f;
-            s.spawn(move || {
-                for (i, r) in part.chunks_mut(row).enumerate() {
-                    f(t * per + i, r);
-                }
-            });
-        }
-    });
+    data.par_chunks_mut(row).enumerate().for_each(|(i, r)| f(i, r));
 }
 
 /// Reads a tensor's f32 values (contiguous copy when needed).
