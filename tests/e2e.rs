@@ -8,44 +8,8 @@ use candle_core::{Device, Tensor};
 use edge_seg_runtime::Segmenter;
 use edge_seg_trainer::config::TrainConfig;
 use edge_seg_trainer::{checkpoint, export, train};
-use image::{GrayImage, Luma, Rgb, RgbImage};
 use seg_core::classes::ClassTable;
-
-/// Writes a CamVid-layout dataset: class 0 (top, bright) above class 3 (bottom, dark), with a
-/// class-8 box at a varying place; some void (11) pixels.
-fn synthetic_camvid(root: &Path, n_train: usize, n_val: usize) {
-    for (split, n) in [("train", n_train), ("val", n_val)] {
-        std::fs::create_dir_all(root.join(split)).unwrap();
-        std::fs::create_dir_all(root.join(format!("{split}annot"))).unwrap();
-        for i in 0..n {
-            let (w, h) = (64u32, 48u32);
-            let bx = (i as u32 * 7) % 40;
-            let class_at = |x: u32, y: u32| -> u8 {
-                if x >= bx && x < bx + 16 && (20..34).contains(&y) {
-                    8
-                } else if y < 20 {
-                    0
-                } else if y == 47 {
-                    11
-                } else {
-                    3
-                }
-            };
-            let img = RgbImage::from_fn(w, h, |x, y| {
-                let n = ((x * 31 + y * 17 + i as u32 * 13) % 23) as u8;
-                match class_at(x, y) {
-                    0 => Rgb([200 + n, 210 + n, 220 + n]),
-                    8 => Rgb([180 + n, 20 + n, 30 + n]),
-                    _ => Rgb([60 + n, 60 + n, 70 + n]),
-                }
-            });
-            let mask = GrayImage::from_fn(w, h, |x, y| Luma([class_at(x, y)]));
-            let name = format!("SYN_{i:05}.png");
-            img.save(root.join(split).join(&name)).unwrap();
-            mask.save(root.join(format!("{split}annot")).join(&name)).unwrap();
-        }
-    }
-}
+use seg_test_support::synthetic_camvid;
 
 fn tiny_config(root: &Path, iterations: u64) -> TrainConfig {
     let mut cfg = TrainConfig {

@@ -1,8 +1,7 @@
 //! The `edge-seg` binary as a user meets it: the default job, and bad input giving a one-line
 //! error with exit code 2.
 
-mod common;
-use common::assert_user_error;
+use seg_test_support::assert_user_error;
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -7,8 +7,7 @@
 //! `systemd-analyze verify` needs Debian's `systemd` package; without it that test says so and
 //! passes, unless `EDGE_SEG_REQUIRE_SYSTEMD=1` (`.ci/run` sets it once systemd is installed).
 
-mod common;
-use common::assert_user_error;
+use seg_test_support::assert_user_error;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -5,8 +5,7 @@
 //! are skipped when it is missing unless `EDGE_SEG_REQUIRE_ORT` is set (`.ci/run` sets it once
 //! it has installed the pip package), and then they fail instead.
 
-mod common;
-use common::assert_user_error;
+use seg_test_support::assert_user_error;
 use std::path::Path;
 use std::process::{Command, Output};
 

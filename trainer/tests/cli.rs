@@ -3,19 +3,14 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use seg_test_support::assert_user_error;
+
 fn train_bin(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_edge-seg-train"))
         .args(args)
         .current_dir(cwd)
         .output()
         .unwrap()
-}
-
-fn assert_user_error(out: &Output, what: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.contains(what), "'{what}' not in: {err}");
 }
 
 /// A CamVid-layout folder with two 40×32 frames in `train` and in `val` (two classes).
@@ -247,42 +242,11 @@ mod semi {
     use candle_core::Device;
     use edge_seg_trainer::config::TrainConfig;
     use edge_seg_trainer::{checkpoint, train};
-    use image::{GrayImage, Luma, Rgb, RgbImage};
 
-    /// CamVid layout: class 0 (top) over class 3 (bottom) with a class-8 box; void (11) on the
-    /// last row. `n` train and `n / 2` val frames, plus an `unlabeled.txt` list of train frames.
+    /// The shared synthetic CamVid ([`seg_test_support::synthetic_camvid`]): `n` train and
+    /// `n / 2` val frames, plus `labeled.txt` (the first half of train) and `unlabeled.txt`.
     fn synthetic_camvid(root: &Path, n: usize) {
-        for (split, count) in [("train", n), ("val", n / 2)] {
-            std::fs::create_dir_all(root.join(split)).unwrap();
-            std::fs::create_dir_all(root.join(format!("{split}annot"))).unwrap();
-            for i in 0..count {
-                let bx = (i as u32 * 7) % 40;
-                let class_at = |x: u32, y: u32| -> u8 {
-                    if x >= bx && x < bx + 16 && (20..34).contains(&y) {
-                        8
-                    } else if y < 20 {
-                        0
-                    } else if y == 47 {
-                        11
-                    } else {
-                        3
-                    }
-                };
-                let img = RgbImage::from_fn(64, 48, |x, y| {
-                    let n = ((x * 31 + y * 17 + i as u32 * 13) % 23) as u8;
-                    match class_at(x, y) {
-                        0 => Rgb([200 + n, 210 + n, 220 + n]),
-                        8 => Rgb([180 + n, 20 + n, 30 + n]),
-                        _ => Rgb([60 + n, 60 + n, 70 + n]),
-                    }
-                });
-                let name = format!("SYN_{i:05}.png");
-                img.save(root.join(split).join(&name)).unwrap();
-                GrayImage::from_fn(64, 48, |x, y| Luma([class_at(x, y)]))
-                    .save(root.join(format!("{split}annot")).join(&name))
-                    .unwrap();
-            }
-        }
+        seg_test_support::synthetic_camvid(root, n, n / 2);
         let list: String = (n / 2..n).map(|i| format!("SYN_{i:05}.png\n")).collect();
         std::fs::write(root.join("unlabeled.txt"), list).unwrap();
         let labeled: String = (0..n / 2).map(|i| format!("SYN_{i:05}.png\n")).collect();
