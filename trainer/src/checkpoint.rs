@@ -13,6 +13,8 @@ use crate::config::TrainConfig;
 
 const VELOCITY: &str = "__optim__.velocity.";
 const ITERATION: &str = "__optim__.iteration";
+/// Cumulative training time in seconds (over the resumed pieces of a run), f64.
+const TRAIN_SECONDS: &str = "__optim__.train_seconds";
 const METHOD: &str = "__method__.";
 
 /// The resolved config file of a run folder.
@@ -38,7 +40,7 @@ pub fn load_config(run: &Path) -> Result<TrainConfig> {
 /// Saves model variables, momentum buffers and the number of completed steps to `path`
 /// (temp file + rename).
 pub fn save(path: &Path, varmap: &VarMap, velocity: &HashMap<String, Tensor>, completed: u64) -> Result<()> {
-    save_with_state(path, varmap, velocity, completed, &[])
+    save_with_state(path, varmap, velocity, completed, 0.0, &[])
 }
 
 /// [`save`] plus the training method's state (see [`crate::methods::Method::state`]).
@@ -47,6 +49,7 @@ pub fn save_with_state(
     varmap: &VarMap,
     velocity: &HashMap<String, Tensor>,
     completed: u64,
+    train_seconds: f64,
     method_state: &[(String, Tensor)],
 ) -> Result<()> {
     let mut all: HashMap<String, Tensor> = varmap
@@ -63,6 +66,7 @@ pub fn save_with_state(
         all.insert(format!("{METHOD}{k}"), v.clone());
     }
     all.insert(ITERATION.into(), Tensor::new(&[completed as u32], &Device::Cpu)?);
+    all.insert(TRAIN_SECONDS.into(), Tensor::new(&[train_seconds], &Device::Cpu)?);
     // the same bytes as candle's `safetensors::save`, written by the shared atomic writer
     // (temp file, fsync, rename)
     let bytes = safetensors::serialize(&all, None).with_context(|| format!("{}: cannot encode", path.display()))?;
@@ -73,7 +77,7 @@ pub fn save_with_state(
 /// Loads a checkpoint into `varmap` (every model variable must be present with its shape) and
 /// returns `(momentum buffers, completed steps)`.
 pub fn load(path: &Path, varmap: &VarMap, dev: &Device) -> Result<(HashMap<String, Tensor>, u64)> {
-    let (velocity, completed, _) = load_with_state(path, varmap, dev)?;
+    let (velocity, completed, _, _) = load_with_state(path, varmap, dev)?;
     Ok((velocity, completed))
 }
 
@@ -83,7 +87,7 @@ pub fn load_with_state(
     path: &Path,
     varmap: &VarMap,
     dev: &Device,
-) -> Result<(HashMap<String, Tensor>, u64, HashMap<String, Tensor>)> {
+) -> Result<(HashMap<String, Tensor>, u64, HashMap<String, Tensor>, f64)> {
     let ctx = || format!("{}: not a readable edge-seg checkpoint", path.display());
     let tensors = candle_core::safetensors::load(path, dev).with_context(ctx)?;
     for (name, var) in varmap.data().lock().expect("varmap lock poisoned").iter() {
@@ -111,5 +115,15 @@ pub fn load_with_state(
         .iter()
         .filter_map(|(k, v)| k.strip_prefix(METHOD).map(|n| (n.to_string(), v.clone())))
         .collect();
-    Ok((velocity, completed, state))
+    // absent in checkpoints written before it was kept: 0
+    let seconds = match tensors.get(TRAIN_SECONDS) {
+        Some(t) => t
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()?
+            .first()
+            .copied()
+            .unwrap_or(0.0),
+        None => 0.0,
+    };
+    Ok((velocity, completed, state, seconds))
 }

@@ -147,8 +147,11 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     let mut opt = optim::Sgd::new(groups, cfg.optim.momentum, cfg.optim.weight_decay);
     let last = opts.out.join("last.safetensors");
     let mut start = 0;
+    // training seconds of the run's earlier pieces (a resumed run continues the clock)
+    let mut before = 0.0;
     if opts.resume {
-        let (velocity, done, state) = checkpoint::load_with_state(&last, &varmap, &dev)?;
+        let (velocity, done, state, seconds) = checkpoint::load_with_state(&last, &varmap, &dev)?;
+        before = seconds;
         method.load_state(&state)?;
         let saved = checkpoint::load_config(&opts.out)?;
         anyhow::ensure!(
@@ -220,7 +223,8 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         pb.set_message(format!("loss {:.4} lr {:.5}", smoothed.unwrap_or(loss_v), lr));
         pb.inc(1);
         if done % cfg.schedule.log_every.max(1) == 0 || done == total {
-            let mut rec = json!({"iter": done, "loss": loss_v, "lr": lr, "elapsed_s": started.elapsed().as_secs_f64()});
+            let mut rec =
+                json!({"iter": done, "loss": loss_v, "lr": lr, "elapsed_s": before + started.elapsed().as_secs_f64()});
             for (n, t) in &terms {
                 rec[*n] = json!(t.to_scalar::<f32>()?);
             }
@@ -240,13 +244,15 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
                     &varmap,
                     opt.velocity(),
                     done,
+                    before + started.elapsed().as_secs_f64(),
                     &method.state()?,
                 )?;
             }
             log.plot(&opts.out.join("curves.png"), &cfg.name)?;
         }
         if done % cfg.schedule.checkpoint_every.max(1) == 0 || done == end {
-            checkpoint::save_with_state(&last, &varmap, opt.velocity(), done, &method.state()?)?;
+            let seconds = before + started.elapsed().as_secs_f64();
+            checkpoint::save_with_state(&last, &varmap, opt.velocity(), done, seconds, &method.state()?)?;
         }
     }
     pb.finish_and_clear();
