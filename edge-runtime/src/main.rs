@@ -108,7 +108,7 @@ struct AdaptArgs {
 /// Adaptation settings shared by `run --adapt` and `adapt`.
 #[derive(clap::Args, Default, Clone)]
 struct AdaptSettings {
-    /// Adaptation settings (TOML; see `AdaptConfig` in edge-runtime/src/adapt/mod.rs).
+    /// Adaptation settings (TOML; see `AdaptConfig` in edge-runtime/src/adapt/config.rs).
     #[arg(long)]
     adapt_config: Option<PathBuf>,
     /// Override one setting, e.g. `--adapt-set lr=0.005` or `--adapt-set guard.enabled=false`
