@@ -181,8 +181,9 @@ fn issue23_hostile_cases_end_with_one_line_and_lose_nothing() {
     std::fs::write(d.join("junk.onnx"), b"not a model at all").unwrap();
     let inputs = snapshot(d);
 
-    let run_a = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
+    // `run` on the sample image with extra flags
+    let run_a = |extra: &[&'static str]| -> Vec<&'static str> {
+        let base = [
             "run",
             "--model",
             "small.onnx",
@@ -192,12 +193,8 @@ fn issue23_hostile_cases_end_with_one_line_and_lose_nothing() {
             "out",
             "--backend",
             "tract",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
+        ];
+        base.iter().chain(extra).copied().collect()
     };
     let mut cases = vec![
         // 1. a failing thread ends the run
@@ -347,55 +344,37 @@ fn issue23_hostile_cases_end_with_one_line_and_lose_nothing() {
         case(
             6,
             "--threads 100000",
-            &run_a(&["--threads", "100000"])
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
+            &run_a(&["--threads", "100000"]),
             Expect::UserError("--threads"),
         ),
         case(
             6,
             "--pace 0.0000001",
-            &run_a(&["--pace", "0.0000001"])
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
+            &run_a(&["--pace", "0.0000001"]),
             Expect::UserError("--pace"),
         ),
         case(
             6,
             "adaptation lr = nan",
-            &run_a(&["--adapt", "--adapt-set", "lr=nan"])
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
+            &run_a(&["--adapt", "--adapt-set", "lr=nan"]),
             Expect::UserError("lr"),
         ),
         case(
             6,
             "adaptation temperature = 0",
-            &run_a(&["--adapt", "--adapt-set", "temperature=0"])
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
+            &run_a(&["--adapt", "--adapt-set", "temperature=0"]),
             Expect::UserError("temperature"),
         ),
         case(
             6,
             "adaptation crop 32000x32000",
-            &run_a(&["--adapt", "--adapt-set", "crop=[32000, 32000]"])
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
+            &run_a(&["--adapt", "--adapt-set", "crop=[32000, 32000]"]),
             Expect::UserError("crop"),
         ),
         case(
             6,
             "adaptation bank of 10^13",
-            &run_a(&["--adapt", "--adapt-set", "bank=10000000000000"])
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
+            &run_a(&["--adapt", "--adapt-set", "bank=10000000000000"]),
             Expect::UserError("bank"),
         ),
         // 7. messages name the right thing
@@ -445,10 +424,7 @@ fn issue23_hostile_cases_end_with_one_line_and_lose_nothing() {
         case(
             7,
             "--alpha -0.5 is a value, out of range",
-            &run_a(&["--alpha", "-0.5"])
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
+            &run_a(&["--alpha", "-0.5"]),
             Expect::UserError("--alpha"),
         ),
     ];
