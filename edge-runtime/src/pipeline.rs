@@ -3,6 +3,7 @@
 //! drop their oldest frame instead of growing, so the picture shown is always recent. The
 //! pipeline only knows the [`Backend`](crate::backend::Backend) trait, through [`Segmenter`].
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -15,7 +16,7 @@ use crate::frame::RawFrame;
 use crate::output::{Output, Rendered};
 use crate::overlay::{self, Legend, RenderOptions};
 use crate::queue::{Policy, Queue};
-use crate::segmenter::argmax_resized;
+use crate::segmenter::{argmax_resized, Preprocessor};
 use crate::source::FrameSource;
 use crate::{RuntimeError, Segmenter};
 
@@ -293,8 +294,13 @@ fn internal_error(stage: &str, payload: Box<dyn std::any::Any + Send>) -> Runtim
 /// Runs `source` through `seg` into `outputs` until the source ends, `stop` is set, or a
 /// stage fails (the first error is returned after every thread has finished and the outputs
 /// are flushed). `on_frame` sees each output frame's timings (for `--stats`).
+///
+/// This is the wiring of the stages: `capture_stage` on its own thread (`spawn_capture`),
+/// `stop_watch`, `preprocess_stage`, `inference_stage` (with the adaptation link,
+/// `adapt_between_frames`) and `draw_stage` on scoped threads, `output_stage` on this thread;
+/// then `join_capture`, `finish_outputs` and the [`Summary`].
 pub fn run(
-    mut source: Box<dyn FrameSource>,
+    source: Box<dyn FrameSource>,
     mut seg: Segmenter,
     mut outputs: Vec<Box<dyn Output>>,
     opts: &PipelineOptions,
@@ -323,10 +329,7 @@ pub fn run(
     let names = seg.meta.classes.names.clone();
     let palette = seg.meta.classes.palette.clone();
     let source_name = source.describe();
-    let mut latencies: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
-    let mut sums = [0.0f64; 5]; // preprocess, infer, post, draw, output
-    let mut frames_out = 0u64;
-    let (mut first_capture, mut last_output): (Option<Instant>, Option<Instant>) = (None, None);
+    let mut tally = Tally::default();
     // under systemd (`Type=notify`, `WatchdogSec=`): READY=1 with the first frame out, then
     // WATCHDOG=1 while frames flow; nothing otherwise
     let mut notify = crate::notify::Notifier::from_env();
@@ -334,247 +337,59 @@ pub fn run(
     // capture runs outside the scope below: a read blocked on an idle pipe or a silent camera
     // must not keep a stopped run from ending (issue #23); its error goes to its own slot
     let capture_fail: Arc<Mutex<Option<RuntimeError>>> = Arc::new(Mutex::new(None));
-    let capture = {
-        let (q, stop, frames_in, slot) = (q_raw.clone(), stop.clone(), frames_in.clone(), capture_fail.clone());
-        let max_frames = opts.max_frames;
-        std::thread::Builder::new()
-            .name("capture".into())
-            .spawn(move || {
-                let _guard = StageGuard {
-                    input: None,
-                    output: Some(&*q),
-                };
-                IN_STAGE.with(|c| c.set(true));
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) && max_frames.is_none_or(|m| n < m) {
-                    match source.next_frame() {
-                        Ok(Some(f)) => {
-                            n += 1;
-                            frames_in.store(n, Ordering::Relaxed);
-                            if q.push(f).is_err() {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            slot.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
-                            stop.store(true, Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                }
-                q.close();
-            })
-            .map_err(|e| RuntimeError::Input {
-                path: source_name.clone(),
-                reason: format!("cannot start the capture thread: {e}"),
-            })?
-    };
+    let capture = spawn_capture(
+        source,
+        &q_raw,
+        &stop,
+        &frames_in,
+        &capture_fail,
+        opts.max_frames,
+        &source_name,
+    )?;
     let pipeline_done = AtomicBool::new(false);
+    let legend = Legend {
+        names: &names,
+        palette: &palette,
+    };
 
     std::thread::scope(|s| {
         // a stop request (Ctrl-C, SIGTERM, a failed stage) closes the capture queue, so the
         // stages drain what was captured and end even while capture waits for input
         std::thread::Builder::new()
             .name("stop-watch".into())
-            .spawn_scoped(s, || {
-                while !pipeline_done.load(Ordering::Relaxed) {
-                    if stop.load(Ordering::Relaxed) {
-                        q_raw.close();
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-            })
+            .spawn_scoped(s, || stop_watch(&pipeline_done, &stop, &q_raw))
             .expect("spawn stop-watch");
         // decode + preprocess
         let preprocess = std::thread::Builder::new()
             .name("preprocess".into())
-            .spawn_scoped(s, || {
-                let _guard = StageGuard {
-                    input: Some(&*q_raw),
-                    output: Some(&q_pre),
-                };
-                IN_STAGE.with(|c| c.set(true));
-                while let Some(raw) = q_raw.pop() {
-                    let t0 = Instant::now();
-                    let frame = match raw.to_rgb() {
-                        Ok(f) => f,
-                        Err(reason) => {
-                            let e = RuntimeError::Input {
-                                path: raw.origin.clone(),
-                                reason,
-                            };
-                            if skip_bad {
-                                let k = skipped.fetch_add(1, Ordering::Relaxed);
-                                if k < 3 || k % 100 == 0 {
-                                    tracing::warn!("skipping a corrupt frame: {e}");
-                                }
-                                continue;
-                            }
-                            fail.set(e);
-                            q_raw.abandon();
-                            break;
-                        }
-                    };
-                    let mut input = Vec::new();
-                    pre.run(&frame, &mut input);
-                    let t = FrameTiming {
-                        index: raw.index,
-                        name: raw.name.clone(),
-                        preprocess_ms: ms(t0),
-                        ..Default::default()
-                    };
-                    let p = Prepared {
-                        raw_captured: raw.captured,
-                        index: raw.index,
-                        name: raw.name,
-                        frame,
-                        input,
-                        t,
-                    };
-                    if q_pre.push(p).is_err() {
-                        q_raw.abandon();
-                        break;
-                    }
-                }
-                q_pre.close();
-            })
+            .spawn_scoped(s, || preprocess_stage(&q_raw, &q_pre, &pre, skip_bad, &skipped, &fail))
             .expect("spawn preprocess");
         // inference
         let inference = std::thread::Builder::new()
             .name("inference".into())
             .spawn_scoped(s, || {
-                let _guard = StageGuard {
-                    input: Some(&q_pre),
-                    output: Some(&q_inf),
-                };
-                IN_STAGE.with(|c| c.set(true));
-                let mut version = 0u64;
-                while let Some(mut p) = q_pre.pop() {
-                    if let Some(a) = &opts.adapt {
-                        // between frames: switch to a newly published adapted plan (whole)
-                        if let Some(b) = a.slot.newer(&mut version) {
-                            if let Some(b) = b.as_ref() {
-                                seg.set_backend(Box::new(b.clone()));
-                            }
-                        }
-                        if p.index.is_multiple_of(a.every.max(1)) {
-                            (a.tap)(&p.frame);
-                        }
-                    }
-                    let t0 = Instant::now();
-                    match seg.infer(&p.input) {
-                        Ok(logits) => {
-                            p.t.infer_ms = ms(t0);
-                            if q_inf.push(Inferred { p, logits }).is_err() {
-                                q_pre.abandon();
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            fail.set(e);
-                            q_pre.abandon();
-                            break;
-                        }
-                    }
-                }
-                q_inf.close();
+                inference_stage(&q_pre, &q_inf, &mut seg, opts.adapt.as_ref(), &fail)
             })
             .expect("spawn inference");
         // post-process + draw
         let draw = std::thread::Builder::new()
             .name("draw".into())
             .spawn_scoped(s, || {
-                let _guard = StageGuard {
-                    input: Some(&q_inf),
-                    output: Some(&q_drawn),
-                };
-                IN_STAGE.with(|c| c.set(true));
-                let legend = Legend {
-                    names: &names,
-                    palette: &palette,
-                };
-                while let Some(Inferred { mut p, logits }) = q_inf.pop() {
-                    let t0 = Instant::now();
-                    let classes = argmax_resized(&logits, p.frame.height() as usize, p.frame.width() as usize);
-                    p.t.post_ms = ms(t0);
-                    let t1 = Instant::now();
-                    let fps = f64::from_bits(fps_bits.load(Ordering::Relaxed));
-                    // no rate until one has been measured (the first frames would say "0.0 FPS")
-                    let mut status = if fps > 0.0 {
-                        format!("{model} | {backend} | {fps:.1} FPS")
-                    } else {
-                        format!("{model} | {backend}")
-                    };
-                    if let Some(extra) = &opts.status_suffix {
-                        status.push_str(" | ");
-                        status.push_str(&extra());
-                    }
-                    let image = overlay::render_with(&p.frame, &classes, &legend, &status, &opts.render);
-                    p.t.draw_ms = ms(t1);
-                    let d = Drawn {
-                        captured: p.raw_captured,
-                        rendered: Rendered {
-                            index: p.index,
-                            name: p.name,
-                            image,
-                            status,
-                            fps,
-                        },
-                        t: p.t,
-                    };
-                    if q_drawn.push(d).is_err() {
-                        q_inf.abandon();
-                        break;
-                    }
-                }
-                q_drawn.close();
+                draw_stage(&q_inf, &q_drawn, &legend, &model, backend, &fps_bits, opts)
             })
             .expect("spawn draw");
         // outputs, on this thread; a panic here ends the run like one in another stage
-        let mut ewma_dt: Option<f64> = None;
         IN_STAGE.with(|c| c.set(true));
         let outputs_loop = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            while let Some(mut d) = q_drawn.pop() {
-                let t0 = Instant::now();
-                let mut failed = false;
-                for o in outputs.iter_mut() {
-                    if let Err(e) = o.write(&d.rendered) {
-                        fail.set(e);
-                        failed = true;
-                        break;
-                    }
-                }
-                if failed {
-                    q_drawn.abandon();
-                    break;
-                }
-                let now = Instant::now();
-                d.t.output_ms = ms(t0);
-                d.t.latency_ms = (now - d.captured).as_secs_f64() * 1e3;
-                first_capture = Some(first_capture.map_or(d.captured, |f| f.min(d.captured)));
-                if let Some(prev) = last_output {
-                    let dt = (now - prev).as_secs_f64();
-                    let e = ewma_dt.map_or(dt, |e| 0.9 * e + 0.1 * dt);
-                    ewma_dt = Some(e);
-                    fps_bits.store((1.0 / e.max(1e-6)).to_bits(), Ordering::Relaxed);
-                }
-                last_output = Some(now);
-                on_frame(&d.t);
-                if latencies.len() == LATENCY_WINDOW {
-                    latencies.pop_front();
-                }
-                latencies.push_back(d.t.latency_ms);
-                for (acc, v) in
-                    sums.iter_mut()
-                        .zip([d.t.preprocess_ms, d.t.infer_ms, d.t.post_ms, d.t.draw_ms, d.t.output_ms])
-                {
-                    *acc += v;
-                }
-                frames_out += 1;
-                notify.frame(frames_out, f64::from_bits(fps_bits.load(Ordering::Relaxed)));
-            }
+            output_stage(
+                &q_drawn,
+                &mut outputs,
+                &fail,
+                &fps_bits,
+                &mut on_frame,
+                &mut notify,
+                &mut tally,
+            )
         }));
         IN_STAGE.with(|c| c.set(false));
         pipeline_done.store(true, Ordering::Relaxed);
@@ -590,8 +405,324 @@ pub fn run(
         }
     });
 
-    // the stages are done: capture has ended too unless it waits for input that will not come
-    // (then it is left behind; the process ends without it)
+    join_capture(capture, &q_raw, &fail, &capture_fail);
+    // flush outputs even after an error or Ctrl-C
+    let finish_err = finish_outputs(&mut outputs);
+    if let Some(e) = fail
+        .first
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .or(finish_err)
+    {
+        return Err(e);
+    }
+    Ok(tally.summarize(Summary {
+        model,
+        backend: backend.to_string(),
+        source: source_name,
+        frames_in: frames_in.load(Ordering::Relaxed),
+        dropped: q_raw.dropped() + q_pre.dropped() + q_inf.dropped() + q_drawn.dropped(),
+        skipped: skipped.load(Ordering::Relaxed),
+        interrupted: stop.load(Ordering::Relaxed),
+        ..Default::default()
+    }))
+}
+
+/// Starts [`capture_stage`] on its own thread, `capture`.
+fn spawn_capture(
+    source: Box<dyn FrameSource>,
+    q_raw: &Arc<Queue<RawFrame>>,
+    stop: &Arc<AtomicBool>,
+    frames_in: &Arc<AtomicU64>,
+    capture_fail: &Arc<Mutex<Option<RuntimeError>>>,
+    max_frames: Option<u64>,
+    source_name: &str,
+) -> Result<std::thread::JoinHandle<()>, RuntimeError> {
+    let (q, stop, frames_in, slot) = (q_raw.clone(), stop.clone(), frames_in.clone(), capture_fail.clone());
+    std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || capture_stage(source, &q, &stop, &frames_in, &slot, max_frames))
+        .map_err(|e| RuntimeError::Input {
+            path: source_name.to_string(),
+            reason: format!("cannot start the capture thread: {e}"),
+        })
+}
+
+/// Capture: `source`'s frames into `q` until the source ends, `stop` is set or `max_frames`
+/// were read (counted in `frames_in`); a read error goes to `slot` and stops the run.
+fn capture_stage(
+    mut source: Box<dyn FrameSource>,
+    q: &Queue<RawFrame>,
+    stop: &AtomicBool,
+    frames_in: &AtomicU64,
+    slot: &Mutex<Option<RuntimeError>>,
+    max_frames: Option<u64>,
+) {
+    let _guard = StageGuard {
+        input: None,
+        output: Some(q),
+    };
+    IN_STAGE.with(|c| c.set(true));
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) && max_frames.is_none_or(|m| n < m) {
+        match source.next_frame() {
+            Ok(Some(f)) => {
+                n += 1;
+                frames_in.store(n, Ordering::Relaxed);
+                if q.push(f).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                slot.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                stop.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    q.close();
+}
+
+/// Closes the capture queue when `stop` is set, until the pipeline is done.
+fn stop_watch(pipeline_done: &AtomicBool, stop: &AtomicBool, q_raw: &Queue<RawFrame>) {
+    while !pipeline_done.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) {
+            q_raw.close();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Decode + preprocess: raw frames to RGB and the model's input. A corrupt frame is skipped
+/// when `skip_bad` (counted in `skipped`), else it fails the run.
+fn preprocess_stage(
+    q_raw: &Queue<RawFrame>,
+    q_pre: &Queue<Prepared>,
+    pre: &Preprocessor,
+    skip_bad: bool,
+    skipped: &AtomicU64,
+    fail: &Failure,
+) {
+    let _guard = StageGuard {
+        input: Some(q_raw),
+        output: Some(q_pre),
+    };
+    IN_STAGE.with(|c| c.set(true));
+    while let Some(raw) = q_raw.pop() {
+        let t0 = Instant::now();
+        let frame = match raw.to_rgb() {
+            Ok(f) => f,
+            Err(reason) => {
+                let e = RuntimeError::Input {
+                    path: raw.origin.clone(),
+                    reason,
+                };
+                if skip_bad {
+                    let k = skipped.fetch_add(1, Ordering::Relaxed);
+                    if k < 3 || k.is_multiple_of(100) {
+                        tracing::warn!("skipping a corrupt frame: {e}");
+                    }
+                    continue;
+                }
+                fail.set(e);
+                q_raw.abandon();
+                break;
+            }
+        };
+        let mut input = Vec::new();
+        pre.run(&frame, &mut input);
+        let t = FrameTiming {
+            index: raw.index,
+            name: raw.name.clone(),
+            preprocess_ms: ms(t0),
+            ..Default::default()
+        };
+        let p = Prepared {
+            raw_captured: raw.captured,
+            index: raw.index,
+            name: raw.name,
+            frame,
+            input,
+            t,
+        };
+        if q_pre.push(p).is_err() {
+            q_raw.abandon();
+            break;
+        }
+    }
+    q_pre.close();
+}
+
+/// Inference: the backend run on each prepared input; with `adapt`, [`adapt_between_frames`]
+/// before each frame.
+fn inference_stage(
+    q_pre: &Queue<Prepared>,
+    q_inf: &Queue<Inferred>,
+    seg: &mut Segmenter,
+    adapt: Option<&AdaptLink>,
+    fail: &Failure,
+) {
+    let _guard = StageGuard {
+        input: Some(q_pre),
+        output: Some(q_inf),
+    };
+    IN_STAGE.with(|c| c.set(true));
+    let mut version = 0u64;
+    while let Some(mut p) = q_pre.pop() {
+        if let Some(a) = adapt {
+            adapt_between_frames(a, &mut version, seg, &p);
+        }
+        let t0 = Instant::now();
+        match seg.infer(&p.input) {
+            Ok(logits) => {
+                p.t.infer_ms = ms(t0);
+                if q_inf.push(Inferred { p, logits }).is_err() {
+                    q_pre.abandon();
+                    break;
+                }
+            }
+            Err(e) => {
+                fail.set(e);
+                q_pre.abandon();
+                break;
+            }
+        }
+    }
+    q_inf.close();
+}
+
+/// The adaptation wiring of the inference stage, before frame `p`: switch to a plan the worker
+/// published since `version`, and hand the worker one frame in `a.every`.
+fn adapt_between_frames(a: &AdaptLink, version: &mut u64, seg: &mut Segmenter, p: &Prepared) {
+    // between frames: switch to a newly published adapted plan (whole)
+    if let Some(b) = a.slot.newer(version) {
+        if let Some(b) = b.as_ref() {
+            seg.set_backend(Box::new(b.clone()));
+        }
+    }
+    if p.index.is_multiple_of(a.every.max(1)) {
+        (a.tap)(&p.frame);
+    }
+}
+
+/// Post-process + draw: logits to classes at the frame's size (arg-max), then the overlay with
+/// its status line (`model | backend | FPS`, and the status suffix).
+fn draw_stage(
+    q_inf: &Queue<Inferred>,
+    q_drawn: &Queue<Drawn>,
+    legend: &Legend,
+    model: &str,
+    backend: &str,
+    fps_bits: &AtomicU64,
+    opts: &PipelineOptions,
+) {
+    let _guard = StageGuard {
+        input: Some(q_inf),
+        output: Some(q_drawn),
+    };
+    IN_STAGE.with(|c| c.set(true));
+    while let Some(Inferred { mut p, logits }) = q_inf.pop() {
+        let t0 = Instant::now();
+        let classes = argmax_resized(&logits, p.frame.height() as usize, p.frame.width() as usize);
+        p.t.post_ms = ms(t0);
+        let t1 = Instant::now();
+        let fps = f64::from_bits(fps_bits.load(Ordering::Relaxed));
+        // no rate until one has been measured (the first frames would say "0.0 FPS")
+        let mut status = if fps > 0.0 {
+            format!("{model} | {backend} | {fps:.1} FPS")
+        } else {
+            format!("{model} | {backend}")
+        };
+        if let Some(extra) = &opts.status_suffix {
+            status.push_str(" | ");
+            status.push_str(&extra());
+        }
+        let image = overlay::render_with(&p.frame, &classes, legend, &status, &opts.render);
+        p.t.draw_ms = ms(t1);
+        let d = Drawn {
+            captured: p.raw_captured,
+            rendered: Rendered {
+                index: p.index,
+                name: p.name,
+                image,
+                status,
+                fps,
+            },
+            t: p.t,
+        };
+        if q_drawn.push(d).is_err() {
+            q_inf.abandon();
+            break;
+        }
+    }
+    q_drawn.close();
+}
+
+/// Outputs (on the caller's thread): each drawn frame to every output, then its timings into
+/// `tally`, the FPS estimate the status line shows (`fps_bits`), `on_frame` and `notify`.
+fn output_stage(
+    q_drawn: &Queue<Drawn>,
+    outputs: &mut [Box<dyn Output>],
+    fail: &Failure,
+    fps_bits: &AtomicU64,
+    on_frame: &mut impl FnMut(&FrameTiming),
+    notify: &mut crate::notify::Notifier,
+    tally: &mut Tally,
+) {
+    let mut ewma_dt: Option<f64> = None;
+    while let Some(mut d) = q_drawn.pop() {
+        let t0 = Instant::now();
+        let mut failed = false;
+        for o in outputs.iter_mut() {
+            if let Err(e) = o.write(&d.rendered) {
+                fail.set(e);
+                failed = true;
+                break;
+            }
+        }
+        if failed {
+            q_drawn.abandon();
+            break;
+        }
+        let now = Instant::now();
+        d.t.output_ms = ms(t0);
+        d.t.latency_ms = (now - d.captured).as_secs_f64() * 1e3;
+        tally.first_capture = Some(tally.first_capture.map_or(d.captured, |f| f.min(d.captured)));
+        if let Some(prev) = tally.last_output {
+            let dt = (now - prev).as_secs_f64();
+            let e = ewma_dt.map_or(dt, |e| 0.9 * e + 0.1 * dt);
+            ewma_dt = Some(e);
+            fps_bits.store((1.0 / e.max(1e-6)).to_bits(), Ordering::Relaxed);
+        }
+        tally.last_output = Some(now);
+        on_frame(&d.t);
+        if tally.latencies.len() == LATENCY_WINDOW {
+            tally.latencies.pop_front();
+        }
+        tally.latencies.push_back(d.t.latency_ms);
+        for (acc, v) in
+            tally
+                .sums
+                .iter_mut()
+                .zip([d.t.preprocess_ms, d.t.infer_ms, d.t.post_ms, d.t.draw_ms, d.t.output_ms])
+        {
+            *acc += v;
+        }
+        tally.frames_out += 1;
+        notify.frame(tally.frames_out, f64::from_bits(fps_bits.load(Ordering::Relaxed)));
+    }
+}
+
+/// After the stages: capture has ended too unless it waits for input that will not come (then
+/// it is left behind; the process ends without it). Its panic or read error goes to `fail`.
+fn join_capture(
+    capture: std::thread::JoinHandle<()>,
+    q_raw: &Queue<RawFrame>,
+    fail: &Failure,
+    capture_fail: &Mutex<Option<RuntimeError>>,
+) {
     q_raw.close();
     let waited = Instant::now();
     while !capture.is_finished() && waited.elapsed() < std::time::Duration::from_millis(200) {
@@ -605,49 +736,61 @@ pub fn run(
     if let Some(e) = capture_fail.lock().unwrap_or_else(|e| e.into_inner()).take() {
         fail.set(e);
     }
-    // flush outputs even after an error or Ctrl-C
+}
+
+/// Flushes every output; the first error.
+fn finish_outputs(outputs: &mut [Box<dyn Output>]) -> Option<RuntimeError> {
     let mut finish_err = None;
     for o in outputs.iter_mut() {
         if let Err(e) = o.finish() {
             finish_err.get_or_insert(e);
         }
     }
-    if let Some(e) = fail
-        .first
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .or(finish_err)
-    {
-        return Err(e);
+    finish_err
+}
+
+/// What the output stage measured, for the [`Summary`].
+#[derive(Default)]
+struct Tally {
+    /// Latencies (ms) of the last [`LATENCY_WINDOW`] output frames.
+    latencies: VecDeque<f64>,
+    /// Stage time sums (ms): preprocess, infer, post, draw, output.
+    sums: [f64; 5],
+    /// Frames that reached the outputs.
+    frames_out: u64,
+    /// Earliest capture time of an output frame.
+    first_capture: Option<Instant>,
+    /// When the last frame was output.
+    last_output: Option<Instant>,
+}
+
+impl Tally {
+    /// `counts` (the run's names and counters) completed with the measurements.
+    fn summarize(self, counts: Summary) -> Summary {
+        let frames_out = self.frames_out;
+        let wall_s = match (self.first_capture, self.last_output) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64(),
+            _ => 0.0,
+        };
+        let mut lat: Vec<f64> = self.latencies.into_iter().collect();
+        lat.sort_by(f64::total_cmp);
+        let mean = |i: usize| self.sums[i] / frames_out.max(1) as f64;
+        Summary {
+            frames_out,
+            wall_s,
+            fps: if wall_s > 0.0 { frames_out as f64 / wall_s } else { 0.0 },
+            latency_p50_ms: percentile(&lat, 50.0),
+            latency_p90_ms: percentile(&lat, 90.0),
+            latency_p99_ms: percentile(&lat, 99.0),
+            mean_preprocess_ms: mean(0),
+            mean_infer_ms: mean(1),
+            mean_post_ms: mean(2),
+            mean_draw_ms: mean(3),
+            mean_output_ms: mean(4),
+            peak_rss_mib: peak_rss_mib(),
+            ..counts
+        }
     }
-    let wall_s = match (first_capture, last_output) {
-        (Some(a), Some(b)) => (b - a).as_secs_f64(),
-        _ => 0.0,
-    };
-    let mut lat: Vec<f64> = latencies.into_iter().collect();
-    lat.sort_by(f64::total_cmp);
-    let mean = |i: usize| sums[i] / frames_out.max(1) as f64;
-    Ok(Summary {
-        model,
-        backend: backend.to_string(),
-        source: source_name,
-        frames_in: frames_in.load(Ordering::Relaxed),
-        frames_out,
-        dropped: q_raw.dropped() + q_pre.dropped() + q_inf.dropped() + q_drawn.dropped(),
-        skipped: skipped.load(Ordering::Relaxed),
-        wall_s,
-        fps: if wall_s > 0.0 { frames_out as f64 / wall_s } else { 0.0 },
-        latency_p50_ms: percentile(&lat, 50.0),
-        latency_p90_ms: percentile(&lat, 90.0),
-        latency_p99_ms: percentile(&lat, 99.0),
-        mean_preprocess_ms: mean(0),
-        mean_infer_ms: mean(1),
-        mean_post_ms: mean(2),
-        mean_draw_ms: mean(3),
-        mean_output_ms: mean(4),
-        peak_rss_mib: peak_rss_mib(),
-        interrupted: stop.load(Ordering::Relaxed),
-    })
 }
 
 #[cfg(test)]
