@@ -11,6 +11,7 @@ use seg_nn::ModelConfig;
 use serde::{Deserialize, Serialize};
 
 pub use crate::methods::cac::CacConfig;
+pub use crate::methods::cam::CamConfig;
 pub use crate::methods::cps::CpsConfig;
 pub use crate::methods::distill::DistillConfig;
 pub use crate::methods::mean_teacher::MeanTeacherConfig;
@@ -48,6 +49,8 @@ pub struct TrainConfig {
     pub distill: DistillConfig,
     /// Settings of the `w2s` (weak-to-strong, UniMatch-style) method.
     pub w2s: W2sConfig,
+    /// Settings of the `cam` method (CAM pseudo-labels from image-level tags).
+    pub cam: CamConfig,
 }
 
 impl Default for TrainConfig {
@@ -66,6 +69,7 @@ impl Default for TrainConfig {
             mean_teacher: MeanTeacherConfig::default(),
             distill: DistillConfig::default(),
             w2s: W2sConfig::default(),
+            cam: CamConfig::default(),
         }
     }
 }
@@ -101,6 +105,9 @@ pub struct DataConfig {
     /// Unlabeled images for semi-supervised methods: split names or split-list files (e.g.
     /// `["splits/camvid-xseq/1_8/seed0/unlabeled.txt", "val"]`); only the images are read.
     pub unlabeled_splits: Vec<String>,
+    /// Image-level tags of the unlabeled images, for weakly supervised methods (`cam`): a tag
+    /// file ([`seg_core::tags`]) with a line for every image of `unlabeled_splits` and no other.
+    pub tag_file: Option<PathBuf>,
     /// Void id in the mask files (11 for CamVid, 255 for VOC/Cityscapes).
     pub ignore_id: u8,
     /// Class names and colours.
@@ -123,6 +130,7 @@ impl Default for DataConfig {
             train_prefixes: Vec::new(),
             val_prefixes: Vec::new(),
             unlabeled_splits: Vec::new(),
+            tag_file: None,
             ignore_id: 11,
             classes: ClassTable::camvid(),
             mean: IMAGENET_MEAN,
@@ -254,6 +262,7 @@ impl TrainConfig {
             "mean_teacher" => self.mean_teacher.validate(),
             "distill" => self.distill.validate(),
             "w2s" => self.w2s.validate(),
+            "cam" => self.cam.validate(&self.data.classes.names, self.augment.crop),
             _ => Ok(()),
         }
     }

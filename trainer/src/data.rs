@@ -23,6 +23,8 @@ pub struct Samples {
     pub images: Vec<RgbImage>,
     /// Masks (train ids + IGNORE).
     pub masks: Vec<GrayImage>,
+    /// Image-level tags (class ids) per image, when the images are tagged (else empty).
+    pub tags: Vec<Vec<u8>>,
 }
 
 impl Samples {
@@ -133,6 +135,8 @@ pub enum HostUnlabeled {
         weak: Vec<f32>,
         /// `[b, h, w]` 1 inside the image, 0 in padding.
         valid: Vec<u32>,
+        /// `[b, C]` multi-hot tags, when the images are tagged.
+        tags: Option<Vec<f32>>,
         /// `(b, h, w)`.
         shape: (usize, usize, usize),
     },
@@ -191,10 +195,17 @@ pub fn make_unlabeled(images: &Samples, view: &UnlabeledView, cfg: &TrainConfig,
                     *v = (m != seg_core::IGNORE) as u32;
                 }
             }
+            let tags = (!images.tags.is_empty()).then(|| {
+                let c = cfg.data.classes.len();
+                idx.iter()
+                    .flat_map(|&i| seg_core::tags::multi_hot(&images.tags[i], c))
+                    .collect()
+            });
             Some(HostUnlabeled::Views {
                 strong,
                 weak,
                 valid,
+                tags,
                 shape: (b, h, w),
             })
         }

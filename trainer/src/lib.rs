@@ -13,5 +13,6 @@ pub mod plot;
 pub mod pretrained;
 pub mod split;
 pub mod train;
+pub mod weak;
 
 pub use config::TrainConfig;

@@ -128,6 +128,29 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write image-level tags derived from masks (a class is present when it covers at least
+    /// --min-pixels pixels) and print per class how often it is tagged and whether tags can
+    /// teach it (weak supervision, issue #26).
+    DeriveTags {
+        /// Dataset folder (default: the config's, `../shared/data/camvid`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Split of the dataset (a layout split or a split-list file).
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Keep only items whose name starts with one of these (repeatable).
+        #[arg(long = "prefix")]
+        prefixes: Vec<String>,
+        /// Pixels a class must cover to be tagged.
+        #[arg(long, default_value_t = 500)]
+        min_pixels: u64,
+        /// A class is teachable when it is absent from at least this share of the images.
+        #[arg(long, default_value_t = 0.1)]
+        min_absent: f64,
+        /// Output tag file.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// An EfficientNet-Lite variant on the command line.
@@ -368,6 +391,22 @@ fn run(cli: Cli) -> Result<()> {
                 labeled.len(),
                 out.display()
             );
+        }
+        Cmd::DeriveTags {
+            data,
+            split,
+            prefixes,
+            min_pixels,
+            min_absent,
+            out,
+        } => {
+            let mut cfg = TrainConfig::default().data;
+            if let Some(d) = data {
+                cfg.root = d;
+            }
+            let r = edge_seg_trainer::weak::derive_tags(&cfg, &split, &prefixes, min_pixels, min_absent, &out)?;
+            print!("{}", r.table(&cfg.classes.names));
+            println!("{} images tagged -> {}", r.images, out.display());
         }
     }
     Ok(())

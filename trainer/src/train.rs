@@ -142,6 +142,11 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         "method '{}' needs unlabeled images: set data.unlabeled_splits",
         cfg.method
     );
+    anyhow::ensure!(
+        !method.needs_tags() || !unlabeled.tags.is_empty(),
+        "method '{}' learns from image-level tags: set data.tag_file",
+        cfg.method
+    );
     let mut groups = optim::encoder_rest_groups(&varmap, cfg.optim.encoder_lr_mult);
     groups.extend(method.param_groups());
     let mut opt = optim::Sgd::new(groups, cfg.optim.momentum, cfg.optim.weight_decay);
@@ -307,7 +312,20 @@ fn load_unlabeled(cfg: &TrainConfig, progress: bool) -> Result<data::Samples> {
         all.images.extend(s.images);
     }
     pb.finish_and_clear();
-    tracing::info!(unlabeled = all.len(), "unlabeled images loaded");
+    if let Some(path) = &cfg.data.tag_file {
+        let tags = seg_core::tags::TagFile::read(path, &cfg.data.classes)?;
+        tags.check_images(&all.names, "data.unlabeled_splits")?;
+        all.tags = all
+            .names
+            .iter()
+            .map(|n| tags.get(n).expect("checked above").to_vec())
+            .collect();
+    }
+    tracing::info!(
+        unlabeled = all.len(),
+        tagged = all.tags.len(),
+        "unlabeled images loaded"
+    );
     Ok(all)
 }
 
@@ -318,11 +336,19 @@ fn to_device(u: data::HostUnlabeled, dev: &Device) -> Result<UnlabeledBatch> {
             strong,
             weak,
             valid,
+            tags,
             shape: (b, h, w),
         } => UnlabeledBatch::Views {
             strong: Tensor::from_vec(strong, (b, 3, h, w), dev)?,
             weak: Tensor::from_vec(weak, (b, 3, h, w), dev)?,
             valid: Tensor::from_vec(valid, (b, h, w), dev)?,
+            tags: match tags {
+                Some(t) => {
+                    let c = t.len() / b.max(1);
+                    Some(Tensor::from_vec(t, (b, c), dev)?)
+                }
+                None => None,
+            },
         },
         data::HostUnlabeled::Pairs {
             first,

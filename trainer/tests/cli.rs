@@ -639,6 +639,106 @@ mod semi {
         assert!(e.contains("other classes or normalisation"), "{e}");
     }
 
+    /// The tag file of the synthetic unlabeled images (`unlabeled.txt` and `val`): every frame
+    /// shows sky (top), road (bottom) and a car box.
+    fn synthetic_tags(root: &Path, n: usize) -> std::path::PathBuf {
+        let names = (n / 2..n).chain(0..n / 2);
+        let text: String = names.map(|i| format!("SYN_{i:05}: Sky road 8\n")).collect();
+        let path = root.join("tags.txt");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Issue #26: the cam method learns from the tags of the unlabeled images and never reads
+    /// their masks — they are replaced by bytes that no image decoder accepts, and training
+    /// (classification warm-up, then CAM pseudo-labels refined by PAR) runs through.
+    #[test]
+    fn issue26_cam_trains_from_tags_without_reading_their_masks() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 8);
+        let tags = synthetic_tags(&data, 8);
+        for i in 0..4 {
+            std::fs::write(data.join(format!("trainannot/SYN_{:05}.png", 4 + i)), b"not a mask").unwrap();
+            std::fs::write(data.join(format!("valannot/SYN_{i:05}.png")), b"not a mask").unwrap();
+        }
+        let mut cfg = tiny_config(&data, "cam", 4);
+        cfg.data.val_prefixes = vec!["SYN_00000".into()];
+        cfg.data.tag_file = Some(tags);
+        cfg.cam.warmup_iterations = 2;
+        cfg.cam.weight_seg = 0.5;
+        let run = dir.path().join("run");
+        let s = train::run(&cfg, &opts(&run, false, None)).unwrap();
+        assert_eq!(s.steps, 4);
+        let recs = log_records(&run);
+        assert_eq!(recs.len(), 4);
+        for (k, r) in recs.iter().enumerate() {
+            let terms: f64 = ["ce", "cls", "seg"].iter().map(|t| r[*t].as_f64().unwrap()).sum();
+            let loss = r["loss"].as_f64().unwrap();
+            assert!((terms - loss).abs() < 1e-4 * loss.max(1.0), "{r}");
+            assert!(r["cls_bce"].as_f64().unwrap() > 0.0, "{r}");
+            if k < 2 {
+                assert_eq!(r["seg"].as_f64(), Some(0.0), "warm-up: {r}");
+            } else {
+                // each tagged class's CAM peaks at 1 after normalisation, so pseudo-labels exist
+                let cover = r["pseudo_coverage"].as_f64().unwrap();
+                assert!(cover > 0.0 && cover <= 1.0, "{r}");
+                assert!(r["seg"].as_f64().unwrap() > 0.0, "{r}");
+            }
+        }
+        // the head is method state, saved with the checkpoint
+        let t = candle_core::safetensors::load(run.join("last.safetensors"), &Device::Cpu).unwrap();
+        assert!(t.keys().any(|k| k.ends_with("method.cam.cam.weight")), "{:?}", t.keys());
+        assert_eq!(checkpoint::load_config(&run).unwrap(), cfg);
+        // the method demands tags
+        cfg.data.tag_file = None;
+        let e = train::run(&cfg, &opts(&dir.path().join("r2"), false, None)).unwrap_err();
+        assert!(format!("{e:#}").contains("data.tag_file"), "{e:#}");
+    }
+
+    /// Issue #26: tag files that do not match the images, or name unknown classes, stop the
+    /// run before training with the file and the problem.
+    #[test]
+    fn issue26_bad_tag_files_are_errors_that_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 4);
+        let tags = synthetic_tags(&data, 4);
+        let mut cfg = tiny_config(&data, "cam", 2);
+        cfg.data.tag_file = Some(tags.clone());
+        let text = std::fs::read_to_string(&tags).unwrap();
+        for (bad, want) in [
+            (
+                text.replace("SYN_00002: Sky road 8\n", ""),
+                "image 'SYN_00002.png' of data.unlabeled_splits has no tag line",
+            ),
+            (format!("{text}ghost: Sky\n"), "tags image 'ghost'"),
+            (text.replacen("Sky", "Zebra", 1), "tags.txt:1: unknown class 'Zebra'"),
+        ] {
+            std::fs::write(&tags, bad).unwrap();
+            let e = train::run(&cfg, &opts(&dir.path().join("r"), false, None)).unwrap_err();
+            let e = format!("{e:#}");
+            assert!(e.contains(want) && e.contains("tags.txt"), "{e}");
+            assert!(!dir.path().join("r/last.safetensors").exists());
+        }
+        cfg.data.tag_file = Some(dir.path().join("missing.txt"));
+        let e = format!(
+            "{:#}",
+            train::run(&cfg, &opts(&dir.path().join("r"), false, None)).unwrap_err()
+        );
+        assert!(e.contains("missing.txt") && e.contains("cannot read"), "{e}");
+        // config checks: unknown trusted class, thresholds out of order, a crop CAMs cannot tile
+        let mut c = tiny_config(&data, "cam", 2);
+        c.cam.trusted_classes = vec!["Zebra".into()];
+        assert!(c.validate().unwrap_err().contains("unknown class 'Zebra'"));
+        let mut c = tiny_config(&data, "cam", 2);
+        c.cam.low = 0.9;
+        assert!(c.validate().unwrap_err().contains("cam.low"));
+        let mut c = tiny_config(&data, "cam", 2);
+        c.augment.crop = [40, 32];
+        assert!(c.validate().unwrap_err().contains("augment.crop"));
+    }
+
     #[test]
     fn issue6_semi_method_without_unlabeled_data_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
@@ -670,4 +770,53 @@ mod semi {
         cfg.model.num_classes = 0;
         assert!(cfg.validate().unwrap_err().contains("data.classes has 0 classes"));
     }
+}
+
+/// Issue #26: `derive-tags` tags each frame with the classes its mask shows on enough pixels,
+/// writes a tag file the trainer reads back, and reports which classes tags can teach; bad
+/// flags are one-line errors and leave no file.
+#[test]
+fn issue26_derive_tags_writes_a_tag_file_and_reports_teachable_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    seg_test_support::synthetic_camvid(&dir.path().join("d"), 3, 0);
+    // the car box covers 16×14 = 224 pixels: tagged at 200, not at 300
+    let out = train_bin(
+        &["derive-tags", "--data", "d", "--min-pixels", "200", "--out", "t.txt"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(dir.path().join("t.txt")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        [
+            "SYN_00000: Sky Road Car",
+            "SYN_00001: Sky Road Car",
+            "SYN_00002: Sky Road Car"
+        ]
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("tags cannot teach it") && report.contains("never tagged"),
+        "{report}"
+    );
+    let classes = seg_core::classes::ClassTable::camvid();
+    let tags = seg_core::tags::TagFile::read(&dir.path().join("t.txt"), &classes).unwrap();
+    assert_eq!(tags.get("SYN_00001"), Some(&[0u8, 3, 8][..]));
+    let out = train_bin(
+        &["derive-tags", "--data", "d", "--min-pixels", "300", "--out", "t2.txt"],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    assert!(std::fs::read_to_string(dir.path().join("t2.txt"))
+        .unwrap()
+        .contains("SYN_00000: Sky Road\n"));
+    let out = train_bin(
+        &["derive-tags", "--data", "d", "--min-pixels", "0", "--out", "t3.txt"],
+        dir.path(),
+    );
+    assert_user_error(&out, "--min-pixels");
+    let out = train_bin(&["derive-tags", "--data", "nope", "--out", "t3.txt"], dir.path());
+    assert_user_error(&out, "nope");
+    assert!(!dir.path().join("t3.txt").exists());
 }

@@ -6,7 +6,7 @@
 //! - [`metrics`]: confusion matrix, mIoU, per-class IoU, pixel accuracy.
 //! - [`draw`]: an embedded-graphics `DrawTarget` over an RGB frame buffer.
 //! - [`io`]: atomic file writes.
-//! - [`results`]: `docs/results/*.json` records.
+//! - [`results`]: `docs/results/*.json` records; [`tags`]: image-level tag files (weak supervision).
 //! - [`config`]: TOML loading with one-line errors; [`meta`]: the model description in ONNX metadata.
 
 pub mod classes;
@@ -18,6 +18,7 @@ pub mod meta;
 pub mod metrics;
 pub mod preprocess;
 pub mod results;
+pub mod tags;
 
 /// The ignore id every dataset's void label is mapped to when a mask is loaded.
 pub const IGNORE: u8 = 255;

@@ -4,6 +4,8 @@
 //! - [`layers`]: plain layer structs (`new(cfg, vb)` + `forward`) with their ONNX emitters.
 //! - [`model`]: the encoder–decoder segmentation net ([`model::SegModel`]).
 //! - [`loss`]: loss functions (free functions with explicit ignore index / masks).
+//! - [`cam`]: class activation maps from image-level tags (head, normalisation, pseudo-labels,
+//!   pixel-adaptive refinement).
 //! - [`consistency`]: semi-supervised losses (CAC directional contrastive, CPS), DARS thresholds,
 //!   a memory bank of past features.
 //! - [`conv`], [`depthwise`], [`fused`]: CPU training kernels — convolution as im2col + matmul
@@ -19,6 +21,7 @@
 
 pub mod adapt;
 pub mod bilinear;
+pub mod cam;
 pub mod consistency;
 pub mod conv;
 pub mod depthwise;

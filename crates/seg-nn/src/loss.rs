@@ -89,6 +89,25 @@ pub fn distillation_kl(student: &Tensor, teacher: &Tensor, temperature: f64, mas
     num.div(&den)? * (temperature * temperature)
 }
 
+/// Multi-label binary cross-entropy on logits, averaged over images and classes:
+/// `mean(max(x, 0) − x·t + log(1 + exp(−|x|)))` (the numerically stable form).
+///
+/// - `logits`: `[b, C]` scores (e.g. a CAM head's pooled scores);
+/// - `targets`: `[b, C]` 0/1 (f32) — an image's tags.
+pub fn multilabel_bce(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if logits.dims() != targets.dims() {
+        candle_core::bail!(
+            "multilabel_bce: logits {:?} and targets {:?} differ in shape",
+            logits.dims(),
+            targets.dims()
+        );
+    }
+    let softplus_neg_abs = logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
+    (logits.relu()? - (logits * targets)?)?
+        .add(&softplus_neg_abs)?
+        .mean_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +238,39 @@ mod tests {
         assert!(same.to_scalar::<f32>().unwrap().abs() < 1e-6);
         let other = Tensor::zeros((1, c, 2, n), DType::F32, &dev).unwrap();
         assert!(distillation_kl(&other, t.as_tensor(), temp, None).is_err());
+    }
+    #[test]
+    fn multilabel_bce_matches_reference_and_finite_differences() {
+        let dev = Device::Cpu;
+        let x0 = [2.0f32, -1.5, 0.3, -30.0, 25.0, 0.0];
+        let t = [1.0f32, 0.0, 1.0, 1.0, 0.0, 1.0];
+        let targets = Tensor::new(&t, &dev).unwrap().reshape((2, 3)).unwrap();
+        let reference = |x: &[f32]| {
+            x.iter()
+                .zip(&t)
+                .map(|(&x, &t)| {
+                    let p = 1.0 / (1.0 + (-(x as f64)).exp());
+                    -(t as f64 * p.max(1e-300).ln() + (1.0 - t as f64) * (1.0 - p).max(1e-300).ln())
+                })
+                .sum::<f64>()
+                / x.len() as f64
+        };
+        let var = Var::new(&x0, &dev).unwrap();
+        let loss = multilabel_bce(&var.as_tensor().reshape((2, 3)).unwrap(), &targets).unwrap();
+        let got = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!((got - reference(&x0)).abs() < 1e-4, "{got} vs {}", reference(&x0));
+        let grads = loss.backward().unwrap();
+        let g = grads.get(var.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        for i in [0, 1, 2, 5] {
+            let eps = 1e-2f32;
+            let (mut up, mut dn) = (x0, x0);
+            up[i] += eps;
+            dn[i] -= eps;
+            let fd = (reference(&up) - reference(&dn)) / (2.0 * eps as f64);
+            assert!((g[i] as f64 - fd).abs() < 1e-3, "d/dx{i}: {} vs {fd}", g[i]);
+        }
+        // saturated logits: finite loss and gradient (sigmoid − t) / n
+        assert!((g[3] as f64 - (-1.0 / 6.0)).abs() < 1e-5 && (g[4] as f64 - 1.0 / 6.0).abs() < 1e-5);
+        assert!(multilabel_bce(&targets, &targets.reshape((3, 2)).unwrap()).is_err());
     }
 }

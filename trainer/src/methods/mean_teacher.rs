@@ -156,7 +156,10 @@ impl Method for MeanTeacher {
         let (out, ce) = super::supervised_ce(ctx)?;
         let dev = out.logits.device().clone();
         self.stats.clear();
-        let Some(UnlabeledBatch::Views { strong, weak, valid }) = ctx.unlabeled else {
+        let Some(UnlabeledBatch::Views {
+            strong, weak, valid, ..
+        }) = ctx.unlabeled
+        else {
             candle_core::bail!("mean_teacher: the step has no unlabeled views");
         };
         if ctx.iteration < self.cfg.warmup_iterations {

@@ -20,6 +20,7 @@ use crate::config::TrainConfig;
 pub use crate::data::UnlabeledView;
 
 pub mod cac;
+pub mod cam;
 pub mod cps;
 pub mod distill;
 pub mod mean_teacher;
@@ -46,6 +47,8 @@ pub enum UnlabeledBatch {
         weak: Tensor,
         /// `[b, h, w]` u32: 1 inside the image, 0 in padding.
         valid: Tensor,
+        /// `[b, C]` f32 multi-hot tags of the images, when `data.tag_file` is set.
+        tags: Option<Tensor>,
     },
     /// [`UnlabeledView::Pairs`]: two overlapping crops of each image.
     Pairs {
@@ -93,6 +96,11 @@ pub trait Method: Send {
     fn unlabeled_view(&self) -> UnlabeledView {
         UnlabeledView::None
     }
+    /// Whether it learns from image-level tags (`data.tag_file` must then tag every image of
+    /// `data.unlabeled_splits`).
+    fn needs_tags(&self) -> bool {
+        false
+    }
     /// Trainable parameters of its own, optimised with the model's (names must not clash with
     /// the model's: prefix them with the method's name).
     fn param_groups(&self) -> Vec<ParamGroup> {
@@ -129,6 +137,7 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("mean_teacher", mean_teacher::MeanTeacher::boxed),
     ("distill", distill::Distill::boxed),
     ("w2s", w2s::WeakToStrong::boxed),
+    ("cam", cam::Cam::boxed),
 ];
 
 /// Whether `name` is in [`REGISTRY`].

@@ -1,0 +1,289 @@
+//! CAM pseudo-labels from image-level tags, trained in one stage (issue #26, method 1).
+//!
+//! The tagged images come through `data.unlabeled_splits` with `data.tag_file`; their masks are
+//! never read. Per step, on the weak view of each tagged crop (scale, crop, flip; no photometric
+//! jitter):
+//!
+//! 1. The model, in training mode, computes its scores and features once. A multi-label head
+//!    ([`seg_nn::cam::CamHead`], a bias-free 1×1 conv owned by this method and dropped at export)
+//!    on the features gives class activation maps; their spatial mean is trained against the tags
+//!    with [`seg_nn::loss::multilabel_bce`] (`L_cls`).
+//! 2. After `warmup_iterations`, the detached CAMs are ReLU'd, max-normalised per class and
+//!    restricted to the image's tags, refined by pixel-adaptive affinity propagation
+//!    ([`seg_nn::cam::Par`], on the image at the CAMs' resolution) and thresholded into
+//!    pseudo-labels ([`seg_nn::cam::pseudo_labels`]: `high`, and `low` with a background class;
+//!    untrusted classes and padding ignored). `L_seg` is the cross-entropy of the segmentation
+//!    scores against them.
+//!
+//! `L = w_sup · CE(labeled) + w_cls · L_cls + w_seg · L_seg`; with `supervised_weight = 0` the
+//! labeled batch is not even forwarded (training from tags alone).
+//!
+//! What differs from AFA (the single-stage reference): CAMs come from the segmentation network's
+//! own features (the decoder's stride-4 embedding by default, or the encoder's last stage) with
+//! global average pooling instead of AFA's transformer features with global max pooling; no
+//! affinity-from-attention loss; one view per image (no multi-scale CAMs during training — the
+//! `cam-labels` command evaluates them with scales and flips).
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use seg_nn::cam::{self, CamHead, Par, PseudoLabelRule};
+use seg_nn::init;
+use seg_nn::optim::ParamGroup;
+use serde::{Deserialize, Serialize};
+
+use super::{Method, MethodInit, StepContext, UnlabeledBatch, UnlabeledView};
+
+/// Which feature map the CAM head reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CamFeatures {
+    /// The decoder's stride-4 embedding (before the segmentation classifier).
+    #[default]
+    Embedding,
+    /// The encoder's last stage (stride 32).
+    Encoder,
+}
+
+/// The `[cam]` config section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CamConfig {
+    /// Feature map of the CAM head.
+    pub features: CamFeatures,
+    /// Weight of the labeled cross-entropy (0: tags only).
+    pub supervised_weight: f64,
+    /// Weight of the multi-label classification loss.
+    pub weight_cls: f64,
+    /// Weight of the cross-entropy on the CAM pseudo-labels.
+    pub weight_seg: f64,
+    /// Steps of classification only before the pseudo-label loss starts.
+    pub warmup_iterations: u64,
+    /// A tagged class labels a pixel when its normalised CAM is at least this.
+    pub high: f32,
+    /// With `background`: below this for every tagged class → background.
+    pub low: f32,
+    /// Name of a background class, if the label set has one (VOC: "background"); CamVid: none.
+    pub background: Option<String>,
+    /// Classes whose CAMs may label pixels (names); empty: all.
+    pub trusted_classes: Vec<String>,
+    /// Refine CAMs by pixel-adaptive affinity propagation.
+    pub par: bool,
+    /// PAR neighbour dilations (pixels at the CAMs' resolution).
+    pub par_dilations: Vec<usize>,
+    /// PAR propagation steps.
+    pub par_iterations: usize,
+}
+
+impl Default for CamConfig {
+    fn default() -> Self {
+        let par = Par::default();
+        let rule = PseudoLabelRule::default();
+        Self {
+            features: CamFeatures::Embedding,
+            supervised_weight: 1.0,
+            weight_cls: 1.0,
+            weight_seg: 0.1,
+            warmup_iterations: 100,
+            high: rule.high,
+            low: rule.low,
+            background: None,
+            trusted_classes: Vec::new(),
+            par: true,
+            par_dilations: par.dilations,
+            par_iterations: par.iterations,
+        }
+    }
+}
+
+impl CamConfig {
+    /// Checks ranges, and class names against `classes`; `crop` is the training crop (CAMs are
+    /// upsampled to it by an integer factor).
+    pub fn validate(&self, classes: &[String], crop: [u32; 2]) -> std::result::Result<(), String> {
+        if crop.iter().any(|c| c % 32 != 0) {
+            return Err(format!("augment.crop {crop:?} must be multiples of 32 for cam"));
+        }
+        for (k, v) in [
+            ("supervised_weight", self.supervised_weight),
+            ("weight_cls", self.weight_cls),
+            ("weight_seg", self.weight_seg),
+        ] {
+            if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
+                return Err(format!("cam.{k} {v} must be in [0, 100]"));
+            }
+        }
+        if !(self.low >= 0.0 && self.low <= self.high && self.high <= 1.0) {
+            return Err(format!(
+                "cam.low {} and cam.high {} must satisfy 0 <= low <= high <= 1",
+                self.low, self.high
+            ));
+        }
+        for name in self.background.iter().chain(&self.trusted_classes) {
+            if !classes.iter().any(|c| c.eq_ignore_ascii_case(name)) {
+                return Err(format!("cam: unknown class '{name}' (classes: {})", classes.join(", ")));
+            }
+        }
+        if self.par_dilations.iter().any(|&d| d == 0 || d > 256) || self.par_iterations > 100 {
+            return Err("cam.par_dilations must be in 1..=256 and cam.par_iterations <= 100".into());
+        }
+        Ok(())
+    }
+
+    /// The pseudo-label rule for `classes`.
+    pub fn rule(&self, classes: &[String]) -> PseudoLabelRule {
+        let find = |n: &str| classes.iter().position(|c| c.eq_ignore_ascii_case(n));
+        PseudoLabelRule {
+            high: self.high,
+            low: self.low,
+            background: self.background.as_deref().and_then(find).map(|i| i as u8),
+            trusted: if self.trusted_classes.is_empty() {
+                Vec::new()
+            } else {
+                let ids: Vec<usize> = self.trusted_classes.iter().filter_map(|n| find(n)).collect();
+                (0..classes.len()).map(|i| ids.contains(&i)).collect()
+            },
+        }
+    }
+
+    /// The refinement, `None` when off.
+    pub fn refinement(&self) -> Option<Par> {
+        self.par.then(|| Par {
+            dilations: self.par_dilations.clone(),
+            iterations: self.par_iterations,
+            ..Par::default()
+        })
+    }
+}
+
+/// The CAM method: its head and step statistics.
+pub struct Cam {
+    cfg: CamConfig,
+    rule: PseudoLabelRule,
+    vars: VarMap,
+    head: CamHead,
+    stats: Vec<(&'static str, f64)>,
+}
+
+impl Cam {
+    /// Registry constructor: a seeded CAM head on the configured features.
+    pub fn boxed(init: &MethodInit) -> Result<Box<dyn Method>> {
+        let cfg = init.cfg.cam.clone();
+        let channels = match cfg.features {
+            CamFeatures::Embedding => init.cfg.model.decoder_channels,
+            CamFeatures::Encoder => {
+                seg_nn::model::Encoder::new(
+                    &init.cfg.model,
+                    VarBuilder::from_varmap(&VarMap::new(), DType::F32, init.device),
+                )?
+                .channels()
+                .1
+            }
+        };
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, init.device);
+        let head = CamHead::new(channels, init.cfg.model.num_classes, vb.pp("cam"))?;
+        init::reseed(&vars, init.cfg.schedule.seed ^ 0x0ca3_0ca3)?;
+        Ok(Box::new(Self {
+            rule: cfg.rule(&init.cfg.data.classes.names),
+            cfg,
+            vars,
+            head,
+            stats: Vec::new(),
+        }))
+    }
+}
+
+impl Method for Cam {
+    fn name(&self) -> &'static str {
+        "cam"
+    }
+
+    fn unlabeled_view(&self) -> UnlabeledView {
+        UnlabeledView::Views
+    }
+
+    fn needs_tags(&self) -> bool {
+        true
+    }
+
+    fn param_groups(&self) -> Vec<ParamGroup> {
+        super::prefixed_groups(&self.vars, 1.0, "method.cam.")
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(super::vars_state(&self.vars, "method.cam."))
+    }
+
+    fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        super::load_vars(&self.vars, state, "method.cam.")
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, f64)> {
+        self.stats.clone()
+    }
+
+    fn losses(&mut self, ctx: &StepContext) -> Result<Vec<(&'static str, Tensor)>> {
+        self.stats.clear();
+        let Some(UnlabeledBatch::Views {
+            weak,
+            valid,
+            tags: Some(tags),
+            ..
+        }) = ctx.unlabeled
+        else {
+            candle_core::bail!("cam: the step has no tagged images (set data.tag_file)");
+        };
+        let dev = weak.device().clone();
+        let mut terms = Vec::new();
+        if self.cfg.supervised_weight > 0.0 {
+            let (_, ce) = super::supervised_ce(ctx)?;
+            terms.push(("ce", (ce * self.cfg.supervised_weight)?));
+        }
+        let (b, _, h, w) = weak.dims4()?;
+        let (low, high) = ctx.model.encoder.forward_t(weak, true)?; // [b,w1,h/4,w/4], [b,w4,h/32,w/32]
+        let out = ctx.model.decode_t(&low, &high, (h, w), true)?; // logits [b, C, h, w]
+        let features = match self.cfg.features {
+            CamFeatures::Embedding => &out.embedding, // [b, d, h/4, w/4]
+            CamFeatures::Encoder => &high,            // [b, w4, h/32, w/32]
+        };
+        let (cams, logits) = self.head.forward(features)?; // [b, C, hf, wf], [b, C]
+        let cls = seg_nn::loss::multilabel_bce(&logits, tags)?;
+        self.stats.push(("cls_bce", cls.to_scalar::<f32>()? as f64));
+        terms.push(("cls", (cls * self.cfg.weight_cls)?));
+        if ctx.iteration < self.cfg.warmup_iterations || self.cfg.weight_seg == 0.0 {
+            terms.push(("seg", super::zero(&dev)?));
+            return Ok(terms);
+        }
+        let (_, c, hf, wf) = cams.dims4()?;
+        let f = h / hf;
+        let cam_host = cams.detach().flatten_all()?.to_vec1::<f32>()?;
+        let tag_host = tags.flatten_all()?.to_vec1::<f32>()?;
+        let mut norm = cam::normalize_cams(&cam_host, (b, c, hf, wf), &tag_host);
+        if let Some(par) = self.cfg.refinement() {
+            let img = weak.flatten_all()?.to_vec1::<f32>()?;
+            let n = 3 * h * w;
+            let maps = c * hf * wf;
+            for k in 0..b {
+                let small = cam::downsample_mean(&img[k * n..(k + 1) * n], 3, (h, w), f);
+                par.refine(&small, 3, &mut norm[k * maps..(k + 1) * maps], c, (hf, wf));
+            }
+        }
+        let labels = cam::pseudo_labels(&norm, (b, c, hf, wf), &self.rule);
+        if hf * f != h || wf * f != w {
+            candle_core::bail!("cam: crop {h}x{w} is not a multiple of the CAMs' stride {f}");
+        }
+        let labels = cam::upsample_nearest(&labels, (b, hf, wf), f);
+        let inside = valid.flatten_all()?.to_vec1::<u32>()?;
+        let targets: Vec<u32> = labels
+            .iter()
+            .zip(&inside)
+            .map(|(&l, &v)| if v == 0 { seg_core::IGNORE as u32 } else { l as u32 })
+            .collect();
+        let covered = targets.iter().filter(|&&t| t != seg_core::IGNORE as u32).count();
+        self.stats
+            .push(("pseudo_coverage", covered as f64 / targets.len().max(1) as f64));
+        let targets = Tensor::from_vec(targets, (b, h, w), &dev)?;
+        let seg = seg_nn::loss::cross_entropy(&out.logits, &targets, seg_core::IGNORE as u32, None)?;
+        terms.push(("seg", (seg * self.cfg.weight_seg)?));
+        Ok(terms)
+    }
+}
