@@ -128,6 +128,43 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Score the pseudo-labels of a run's CAM head (method `cam`) against the masks of a split:
+    /// mIoU per class before and after affinity refinement (weak supervision, issue #26).
+    CamLabels {
+        /// Run folder (config + checkpoints) trained with method `cam`.
+        #[arg(long)]
+        run: PathBuf,
+        /// Checkpoint name in the run folder.
+        #[arg(long, default_value = "last")]
+        checkpoint: String,
+        /// Dataset folder (default: the run's).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Split to score (a layout split or a split-list file).
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Tag file of the split's images (default: tags derived from the masks, --min-pixels).
+        #[arg(long)]
+        tags: Option<PathBuf>,
+        /// Input scales, comma-separated, relative to the run's input size.
+        #[arg(long, value_delimiter = ',', default_value = "1.0,0.5,1.5")]
+        scales: Vec<f64>,
+        /// Do not add the CAMs of the mirrored images.
+        #[arg(long)]
+        no_flip: bool,
+        /// Without --tags: pixels a class must cover to be tagged.
+        #[arg(long, default_value_t = 500)]
+        min_pixels: u64,
+        /// A class is teachable when absent from at least this share of the images.
+        #[arg(long, default_value_t = 0.1)]
+        min_absent: f64,
+        /// Upsert the figures into this results file (`<name>_<split>_miou`, ...).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Name of the records (e.g. `cam_pseudo`, `group_pseudo`).
+        #[arg(long, default_value = "cam_pseudo")]
+        name: String,
+    },
     /// Write image-level tags derived from masks (a class is present when it covers at least
     /// --min-pixels pixels) and print per class how often it is tagged and whether tags can
     /// teach it (weak supervision, issue #26).
@@ -391,6 +428,39 @@ fn run(cli: Cli) -> Result<()> {
                 labeled.len(),
                 out.display()
             );
+        }
+        Cmd::CamLabels {
+            run,
+            checkpoint,
+            data,
+            split,
+            tags,
+            scales,
+            no_flip,
+            min_pixels,
+            min_absent,
+            record,
+            name,
+        } => {
+            anyhow::ensure!(min_pixels > 0, "--min-pixels must be at least 1");
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&min_absent),
+                "--min-absent {min_absent} must be in [0, 1]"
+            );
+            let opts = edge_seg_trainer::weak::CamLabelOptions {
+                scales,
+                flip: !no_flip,
+                min_pixels,
+                min_absent,
+            };
+            let r =
+                edge_seg_trainer::weak::cam_labels(&run, &checkpoint, data.as_deref(), &split, tags.as_deref(), &opts)?;
+            print!("{}", r.table());
+            println!("{} images of '{split}'", r.images);
+            if let Some(p) = record {
+                seg_core::results::upsert(&p, &r.records(&name, &split))
+                    .with_context(|| format!("{}: cannot write record", p.display()))?;
+            }
         }
         Cmd::DeriveTags {
             data,

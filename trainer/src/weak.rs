@@ -1,10 +1,18 @@
-//! Weak supervision helpers (issue #26): tags derived from masks (`edge-seg-train derive-tags`).
+//! Weak supervision helpers (issue #26): tags derived from masks (`edge-seg-train derive-tags`)
+//! and the quality of a trained CAM head's pseudo-labels (`edge-seg-train cam-labels`).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use seg_core::tags::{tags_from_mask, teachable, TagFile};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use image::GrayImage;
+use seg_core::metrics::ConfusionMatrix;
+use seg_core::preprocess::{normalize_into, resize_rgb};
+use seg_core::tags::{multi_hot, tags_from_mask, teachable, TagFile};
+use seg_nn::{bilinear, cam, SegModel};
 
+use crate::checkpoint;
 use crate::config::DataConfig;
 
 /// What [`derive_tags`] wrote.
@@ -81,4 +89,263 @@ pub fn derive_tags(
         teachable: teachable(&presence, tags.len(), min_absent),
         presence,
     })
+}
+
+/// How [`cam_labels`] computes the CAMs of an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CamLabelOptions {
+    /// Input scales relative to the run's `data.input_size` (each rounded to a multiple of 32).
+    pub scales: Vec<f64>,
+    /// Also run each scale on the mirrored image (CAMs mirrored back and added).
+    pub flip: bool,
+    /// Without a tag file: a class is tagged when its mask covers at least this many pixels.
+    pub min_pixels: u64,
+    /// A class is teachable when absent from at least this share of the images.
+    pub min_absent: f64,
+}
+
+impl Default for CamLabelOptions {
+    fn default() -> Self {
+        Self {
+            scales: vec![1.0, 0.5, 1.5],
+            flip: true,
+            min_pixels: 500,
+            min_absent: 0.1,
+        }
+    }
+}
+
+/// Pseudo-labels of a split against its masks: before and after PAR.
+#[derive(Debug, Clone)]
+pub struct CamLabelReport {
+    /// Images scored.
+    pub images: usize,
+    /// Thresholded CAMs vs the masks (an ignored pixel counts as a miss of its class).
+    pub raw: ConfusionMatrix,
+    /// The same after pixel-adaptive refinement.
+    pub refined: ConfusionMatrix,
+    /// Share of the labelled pixels that got a pseudo-label, before and after PAR.
+    pub coverage: (f64, f64),
+    /// Per class: whether tags can teach it (see [`seg_core::tags::teachable`]).
+    pub teachable: Vec<bool>,
+    /// Class names.
+    pub classes: Vec<String>,
+}
+
+impl CamLabelReport {
+    /// Mean IoU (%) over the teachable classes, from `cm`.
+    pub fn teachable_miou(&self, cm: &ConfusionMatrix) -> f64 {
+        let iou = cm.iou();
+        let v: Vec<f64> = iou
+            .iter()
+            .zip(&self.teachable)
+            .filter(|(_, &t)| t)
+            .filter_map(|(v, _)| *v)
+            .collect();
+        100.0 * v.iter().sum::<f64>() / v.len().max(1) as f64
+    }
+
+    /// One line per class: IoU before and after PAR, teachable or not.
+    pub fn table(&self) -> String {
+        let names = &self.classes;
+        let (a, b) = (self.raw.iou(), self.refined.iou());
+        let pct = |v: Option<f64>| v.map_or("    -".to_string(), |v| format!("{:5.1}", 100.0 * v));
+        let mut s = format!("{:>12} {:>6} {:>6}\n", "class", "CAM", "+PAR");
+        for (i, name) in names.iter().enumerate() {
+            let t = if self.teachable[i] { "teachable" } else { "" };
+            s.push_str(&format!("{name:>12}  {}  {}  {t}\n", pct(a[i]), pct(b[i])));
+        }
+        s.push_str(&format!(
+            "{:>12}  {:5.1}  {:5.1}  (coverage {:.1}% / {:.1}%; teachable classes {:.1} / {:.1})\n",
+            "mIoU",
+            100.0 * self.raw.miou(),
+            100.0 * self.refined.miou(),
+            100.0 * self.coverage.0,
+            100.0 * self.coverage.1,
+            self.teachable_miou(&self.raw),
+            self.teachable_miou(&self.refined),
+        ));
+        s
+    }
+}
+
+impl CamLabelReport {
+    /// The figures as result records named `<name>_<split>_miou`, `<name>_refined_<split>_miou`,
+    /// their `_teachable_miou` and `_coverage`, and `<name>_refined_<split>_iou_<class>`
+    /// (`<split>` the split's file stem).
+    pub fn records(&self, name: &str, split: &str) -> Vec<seg_core::results::Record> {
+        use seg_core::results::Record;
+        let tag = Path::new(split)
+            .file_stem()
+            .map_or(split.to_string(), |s| s.to_string_lossy().into_owned());
+        let label = format!("camvid {split} ({} images)", self.images);
+        let rec = |n: String, v: f64, unit: &str| Record::now(&n, v, unit, &label);
+        let mut recs = vec![
+            rec(format!("{name}_{tag}_miou"), 100.0 * self.raw.miou(), "mIoU %"),
+            rec(
+                format!("{name}_refined_{tag}_miou"),
+                100.0 * self.refined.miou(),
+                "mIoU %",
+            ),
+            rec(
+                format!("{name}_{tag}_teachable_miou"),
+                self.teachable_miou(&self.raw),
+                "mIoU %",
+            ),
+            rec(
+                format!("{name}_refined_{tag}_teachable_miou"),
+                self.teachable_miou(&self.refined),
+                "mIoU %",
+            ),
+            rec(format!("{name}_{tag}_coverage"), self.coverage.0, "fraction"),
+            rec(format!("{name}_refined_{tag}_coverage"), self.coverage.1, "fraction"),
+        ];
+        for (c, (iou, teach)) in self.refined.iou().iter().zip(&self.teachable).enumerate() {
+            if let Some(v) = iou {
+                let unit = if *teach {
+                    "IoU % (teachable)"
+                } else {
+                    "IoU % (not teachable)"
+                };
+                let n = format!("{name}_refined_{tag}_iou_{}", self.classes[c].to_lowercase());
+                recs.push(rec(n, 100.0 * v, unit));
+            }
+        }
+        recs
+    }
+}
+
+/// Scores the pseudo-labels that the CAM head of `run/<checkpoint>.safetensors` gives every
+/// image of `split`: CAMs at `opts.scales` (and mirrored), ReLU'd, resized to stride 4 of the
+/// run's input size and summed; max-normalised per class and restricted to the image's tags
+/// (from `tags`, or derived from its mask); thresholded with the run's `[cam]` rule, then the
+/// same after PAR (the run's PAR settings, AFA's defaults when the run had PAR off). The masks
+/// are read only to score.
+pub fn cam_labels(
+    run: &Path,
+    checkpoint_name: &str,
+    data: Option<&Path>,
+    split: &str,
+    tags: Option<&Path>,
+    opts: &CamLabelOptions,
+) -> Result<CamLabelReport> {
+    anyhow::ensure!(
+        !opts.scales.is_empty() && opts.scales.iter().all(|s| s.is_finite() && (0.25..=2.0).contains(s)),
+        "--scales {:?}: give one or more scales in [0.25, 2]",
+        opts.scales
+    );
+    let cfg = checkpoint::load_config(run)?;
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let model = SegModel::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let ckpt = run.join(format!("{checkpoint_name}.safetensors"));
+    let (_, _, state, _) = checkpoint::load_with_state(&ckpt, &varmap, &dev)?;
+    let head = cfg
+        .cam
+        .load_head(&cfg.model, &state, &dev)
+        .with_context(|| ckpt.display().to_string())?;
+    let mut data_cfg = cfg.data.clone();
+    if let Some(d) = data {
+        data_cfg.root = d.to_path_buf();
+    }
+    let ds = crate::data::open(&data_cfg, split, &[], "split")?;
+    let names = &data_cfg.classes.names;
+    let n = names.len();
+    let tag_file = tags.map(|p| TagFile::read(p, &data_cfg.classes)).transpose()?;
+    if let Some(t) = &tag_file {
+        let items: Vec<String> = ds.items.iter().map(|it| it.name.clone()).collect();
+        t.check_images(&items, &format!("split '{split}'"))?;
+    }
+    let [h, w] = data_cfg.input_size.map(|v| v as usize);
+    anyhow::ensure!(
+        h % 4 == 0 && w % 4 == 0,
+        "data.input_size {h}x{w} of the run must be a multiple of 4"
+    );
+    let (hf, wf) = (h / 4, w / 4);
+    let rule = cfg.cam.rule(names);
+    let par = cfg.cam.refinement().unwrap_or_default();
+    let mut raw = ConfusionMatrix::new(n);
+    let mut refined = ConfusionMatrix::new(n);
+    let (mut labelled, mut covered) = (0u64, [0u64; 2]);
+    let mut all_tags = Vec::with_capacity(ds.len());
+    for i in 0..ds.len() {
+        let s = ds.load(i)?;
+        let mask = s
+            .mask
+            .with_context(|| format!("{}: no mask to score against", ds.items[i].image.display()))?;
+        let image_tags = match &tag_file {
+            Some(t) => t.get(&s.name).unwrap_or_default().to_vec(),
+            None => tags_from_mask(&mask, n, opts.min_pixels),
+        };
+        let img = resize_rgb(&s.image, h as u32, w as u32);
+        let mut acc = Tensor::zeros((1, n, hf, wf), DType::F32, &dev)?;
+        for &scale in &opts.scales {
+            let side = |v: usize| (((v as f64 * scale) / 32.0).round().max(1.0) as u32) * 32;
+            let scaled = resize_rgb(&img, side(h), side(w));
+            for mirrored in [false, true].into_iter().take(1 + opts.flip as usize) {
+                let view = if mirrored {
+                    image::imageops::flip_horizontal(&scaled)
+                } else {
+                    scaled.clone()
+                };
+                let (vw, vh) = view.dimensions();
+                let mut x = vec![0f32; 3 * (vh * vw) as usize];
+                normalize_into(&view, data_cfg.mean, data_cfg.std, &mut x);
+                let x = Tensor::from_vec(x, (1, 3, vh as usize, vw as usize), &dev)?;
+                let mut cams = cfg.cam.cams(&model, &head, &x)?.relu()?; // [1, C, hs, ws]
+                if mirrored {
+                    cams = cams.flip(&[3])?;
+                }
+                acc = (acc + bilinear::resize(&cams, hf, wf)?)?; // [1, C, hf, wf]
+            }
+        }
+        let mut norm = cam::normalize_cams(
+            &acc.flatten_all()?.to_vec1::<f32>()?,
+            (1, n, hf, wf),
+            &multi_hot(&image_tags, n),
+        );
+        let mut x = vec![0f32; 3 * h * w];
+        normalize_into(&img, data_cfg.mean, data_cfg.std, &mut x);
+        let small = cam::downsample_mean(&x, 3, (h, w), 4);
+        let before = cam::pseudo_labels(&norm, (1, n, hf, wf), &rule);
+        par.refine(&small, 3, &mut norm, n, (hf, wf));
+        let after = cam::pseudo_labels(&norm, (1, n, hf, wf), &rule);
+        labelled += mask.as_raw().iter().filter(|&&m| (m as usize) < n).count() as u64;
+        for (k, (labels, cm)) in [(before, &mut raw), (after, &mut refined)].into_iter().enumerate() {
+            let pred = resize_labels(&cam::upsample_nearest(&labels, (1, hf, wf), 4), (h, w), &mask);
+            covered[k] += pred
+                .iter()
+                .zip(mask.as_raw())
+                .filter(|&(&p, &m)| (m as usize) < n && p != seg_core::IGNORE)
+                .count() as u64;
+            cm.update(&pred, mask.as_raw());
+        }
+        all_tags.push((s.name, image_tags));
+    }
+    let presence = TagFile::from_entries(all_tags, n)?.presence(n);
+    let share = |c: u64| c as f64 / labelled.max(1) as f64;
+    Ok(CamLabelReport {
+        images: ds.len(),
+        raw,
+        refined,
+        coverage: (share(covered[0]), share(covered[1])),
+        teachable: teachable(&presence, ds.len(), opts.min_absent),
+        classes: names.clone(),
+    })
+}
+
+/// Labels `[h, w]` resampled (nearest) to the size of `mask`.
+fn resize_labels(labels: &[u8], (h, w): (usize, usize), mask: &GrayImage) -> Vec<u8> {
+    let (mw, mh) = (mask.width() as usize, mask.height() as usize);
+    if (mh, mw) == (h, w) {
+        return labels.to_vec();
+    }
+    let mut out = Vec::with_capacity(mh * mw);
+    for y in 0..mh {
+        let sy = (y * h / mh).min(h - 1);
+        for x in 0..mw {
+            out.push(labels[sy * w + (x * w / mw).min(w - 1)]);
+        }
+    }
+    out
 }

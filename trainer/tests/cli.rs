@@ -690,6 +690,44 @@ mod semi {
         let t = candle_core::safetensors::load(run.join("last.safetensors"), &Device::Cpu).unwrap();
         assert!(t.keys().any(|k| k.ends_with("method.cam.cam.weight")), "{:?}", t.keys());
         assert_eq!(checkpoint::load_config(&run).unwrap(), cfg);
+        // cam-labels scores the head's multi-scale, mirrored CAMs against intact masks
+        let opts_cam = edge_seg_trainer::weak::CamLabelOptions {
+            scales: vec![1.0, 0.5],
+            min_pixels: 1,
+            ..Default::default()
+        };
+        let labeled = data.join("labeled.txt");
+        let split = labeled.to_str().unwrap();
+        let r = edge_seg_trainer::weak::cam_labels(&run, "last", None, split, None, &opts_cam).unwrap();
+        assert_eq!(r.images, 4);
+        assert!(r.coverage.0 > 0.0 && r.coverage.0 <= 1.0, "{:?}", r.coverage);
+        assert!(r.coverage.1 > 0.0 && r.coverage.1 <= 1.0, "{:?}", r.coverage);
+        // sky, road and car are in every frame: no class is teachable from these tags
+        assert!(r.teachable.iter().all(|t| !t));
+        let recs = r.records("cam_pseudo", split);
+        let names: Vec<&str> = recs.iter().map(|r| r.name.as_str()).collect();
+        assert!(names.contains(&"cam_pseudo_labeled_miou") && names.contains(&"cam_pseudo_refined_labeled_miou"));
+        assert!(recs.iter().all(|r| r.value.is_finite()));
+        // a supervised run has no CAM head; bad scales are refused
+        let e = edge_seg_trainer::weak::cam_labels(
+            &run,
+            "last",
+            None,
+            split,
+            None,
+            &edge_seg_trainer::weak::CamLabelOptions {
+                scales: vec![3.0],
+                ..Default::default()
+            },
+        );
+        assert!(format!("{:#}", e.unwrap_err()).contains("--scales"));
+        let mut sup = tiny_config(&data, "supervised", 1);
+        sup.data.unlabeled_splits.clear();
+        sup.data.val_prefixes = vec!["SYN_00000".into()];
+        let sup_run = dir.path().join("sup");
+        train::run(&sup, &opts(&sup_run, false, None)).unwrap();
+        let e = edge_seg_trainer::weak::cam_labels(&sup_run, "last", None, split, None, &opts_cam).unwrap_err();
+        assert!(format!("{e:#}").contains("has no CAM head"), "{e:#}");
         // the method demands tags
         cfg.data.tag_file = None;
         let e = train::run(&cfg, &opts(&dir.path().join("r2"), false, None)).unwrap_err();

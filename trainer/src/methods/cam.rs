@@ -154,6 +154,49 @@ impl CamConfig {
     }
 }
 
+impl CamConfig {
+    /// Channels of the feature map the head reads, for `model`.
+    pub fn feature_channels(&self, model: &seg_nn::ModelConfig, dev: &candle_core::Device) -> Result<usize> {
+        Ok(match self.features {
+            CamFeatures::Embedding => model.decoder_channels,
+            CamFeatures::Encoder => {
+                seg_nn::model::Encoder::new(model, VarBuilder::from_varmap(&VarMap::new(), DType::F32, dev))?
+                    .channels()
+                    .1
+            }
+        })
+    }
+
+    /// The trained head of a checkpoint from its method state (`method.cam.cam.weight`).
+    pub fn load_head(
+        &self,
+        model: &seg_nn::ModelConfig,
+        state: &std::collections::HashMap<String, Tensor>,
+        dev: &candle_core::Device,
+    ) -> Result<CamHead> {
+        let Some(w) = state.get("method.cam.cam.weight") else {
+            candle_core::bail!(
+                "the checkpoint has no CAM head (method.cam.cam.weight): was it trained with method 'cam'?"
+            );
+        };
+        let tensors = std::collections::HashMap::from([("cam.weight".to_string(), w.clone())]);
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, dev);
+        CamHead::new(self.feature_channels(model, dev)?, model.num_classes, vb.pp("cam"))
+    }
+
+    /// Evaluation-mode CAMs `[b, C, hf, wf]` of normalised images `x` `[b, 3, H, W]` (stride 4
+    /// for the embedding, 32 for the encoder).
+    pub fn cams(&self, model: &seg_nn::SegModel, head: &CamHead, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let (low, high) = model.encoder.forward_t(x, false)?; // [b,w1,H/4,W/4], [b,w4,H/32,W/32]
+        let features = match self.features {
+            CamFeatures::Embedding => model.decode_t(&low, &high, (h, w), false)?.embedding, // [b,d,H/4,W/4]
+            CamFeatures::Encoder => high,
+        };
+        Ok(head.forward(&features)?.0)
+    }
+}
+
 /// The CAM method: its head and step statistics.
 pub struct Cam {
     cfg: CamConfig,
@@ -167,17 +210,7 @@ impl Cam {
     /// Registry constructor: a seeded CAM head on the configured features.
     pub fn boxed(init: &MethodInit) -> Result<Box<dyn Method>> {
         let cfg = init.cfg.cam.clone();
-        let channels = match cfg.features {
-            CamFeatures::Embedding => init.cfg.model.decoder_channels,
-            CamFeatures::Encoder => {
-                seg_nn::model::Encoder::new(
-                    &init.cfg.model,
-                    VarBuilder::from_varmap(&VarMap::new(), DType::F32, init.device),
-                )?
-                .channels()
-                .1
-            }
-        };
+        let channels = cfg.feature_channels(&init.cfg.model, init.device)?;
         let vars = VarMap::new();
         let vb = VarBuilder::from_varmap(&vars, DType::F32, init.device);
         let head = CamHead::new(channels, init.cfg.model.num_classes, vb.pp("cam"))?;
