@@ -102,6 +102,11 @@ pub const TARGETS: &[Target] = &[
         about: "class file (--classes FILE) -> ClassTable::parse_lines",
         build: targets::classes,
     },
+    Target {
+        name: "tags",
+        about: "tag file (data.tag_file, --tags; line format and JSON) -> TagFile::parse, check_images, to_text round trip",
+        build: targets::tags,
+    },
 ];
 
 /// The target called `name`.
@@ -658,6 +663,51 @@ pub mod targets {
             exec: Box::new(|b| {
                 if let Ok(text) = std::str::from_utf8(b) {
                     let _ = seg_core::classes::ClassTable::parse_lines(text);
+                }
+            }),
+        })
+    }
+
+    /// See [`TARGETS`].
+    pub fn tags() -> anyhow::Result<Harness> {
+        let classes = seg_core::classes::ClassTable::camvid();
+        let mut seeds = vec![
+            b"# image: classes\n0001TP_006690: Sky Building Road Car\n0001TP_006720, 0, 1, 3, 8\nb.png:\n".to_vec(),
+            br#"{"0001TP_006690": ["Sky", "Road", 8], "b": []}"#.to_vec(),
+        ];
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../splits/camvid-tags/train.txt");
+        if let Ok(t) = std::fs::read(&file) {
+            seeds.push(t.into_iter().take(2000).collect());
+        }
+        let names: Vec<String> = ["0001TP_006690.png", "0001TP_006720.png", "b.png"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Ok(Harness {
+            seeds,
+            dict: [
+                "#", ":", ",", ";", "\n", "\t", " ", "{", "}", "[", "]", "\"", "11", "255", "256", "-1", "sky", ".png",
+                "\u{e9}",
+            ]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect(),
+            exec: Box::new(move |b| {
+                // the JSON reader on inputs that look like JSON, the line reader on all
+                let json = b.first() == Some(&b'{');
+                for as_json in [false, json] {
+                    if let Ok(t) = seg_core::tags::TagFile::parse(b, as_json, &classes, Path::new("fuzz.txt")) {
+                        let _ = t.check_images(&names, "the split");
+                        let again = seg_core::tags::TagFile::parse(
+                            t.to_text(&classes).as_bytes(),
+                            false,
+                            &classes,
+                            Path::new("fuzz.txt"),
+                        )
+                        .expect("the writer's output parses");
+                        assert_eq!(again.len(), t.len(), "round trip");
+                        let _ = t.presence(classes.len());
+                    }
                 }
             }),
         })

@@ -828,9 +828,9 @@ fn issue26_derive_tags_writes_a_tag_file_and_reports_teachable_classes() {
     assert_eq!(
         lines,
         [
-            "SYN_00000: Sky Road Car",
-            "SYN_00001: Sky Road Car",
-            "SYN_00002: Sky Road Car"
+            "SYN_00000.png: Sky Road Car",
+            "SYN_00001.png: Sky Road Car",
+            "SYN_00002.png: Sky Road Car"
         ]
     );
     let report = String::from_utf8_lossy(&out.stdout);
@@ -848,7 +848,7 @@ fn issue26_derive_tags_writes_a_tag_file_and_reports_teachable_classes() {
     assert!(out.status.success());
     assert!(std::fs::read_to_string(dir.path().join("t2.txt"))
         .unwrap()
-        .contains("SYN_00000: Sky Road\n"));
+        .contains("SYN_00000.png: Sky Road\n"));
     let out = train_bin(
         &["derive-tags", "--data", "d", "--min-pixels", "0", "--out", "t3.txt"],
         dir.path(),

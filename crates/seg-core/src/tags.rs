@@ -3,8 +3,10 @@
 //!
 //! # Tag files
 //! A text file, one image per line: the image's item name (its file name as in split lists;
-//! an image extension `.png`/`.jpg`/`.jpeg` may be left out, names match without it), a separator (`:`, `,` or white space), then its classes — names
-//! (case-insensitive) or ids — separated by white space, `,` or `;`. `#` starts a comment; blank
+//! an image extension `.png`/`.jpg`/`.jpeg` may be left out, names match without it), a
+//! separator (`:`; or `,` / white space when the line has no `:` — with `:` the name may hold
+//! spaces), then its classes — names (case-insensitive) or ids — separated by white space, `,`
+//! or `;`. `#` starts a comment; blank
 //! lines are skipped. A line with a name and no class says the image shows none of the classes.
 //!
 //! ```text
@@ -86,7 +88,8 @@ pub enum TagError {
 pub struct TagFile {
     /// The file it was read from (for messages; empty when built in memory).
     pub path: PathBuf,
-    /// `(item name, sorted distinct class ids)` per image.
+    /// `(item name as written, sorted distinct class ids)` per image; names match with or
+    /// without an image extension.
     pub entries: Vec<(String, Vec<u8>)>,
     index: HashMap<String, usize>,
 }
@@ -147,9 +150,10 @@ impl TagFile {
             if line.is_empty() {
                 continue;
             }
+            // `name: classes` (the name may hold spaces), else `name,classes` / `name classes`
             let cut = line
-                .find(|c: char| c == ':' || c == ',' || c.is_whitespace())
-                .unwrap_or(line.len());
+                .find(':')
+                .unwrap_or_else(|| line.find(|c: char| c == ',' || c.is_whitespace()).unwrap_or(line.len()));
             let (name, rest) = line.split_at(cut);
             let rest = rest.strip_prefix([':', ',']).unwrap_or(rest);
             let name = name.trim();
@@ -208,13 +212,18 @@ impl TagFile {
     }
 
     fn push(&mut self, name: String, mut ids: Vec<u8>) -> Result<(), String> {
-        let name = key(&name).to_string();
-        if let Some(&first) = self.index.get(&name) {
-            return Err(format!("image '{name}' is tagged twice (first as entry {})", first + 1));
+        if name.trim() != name || name.contains([':', '#', '\n', '\r']) {
+            return Err(format!(
+                "image name {name:?} cannot be written in a tag file (':', '#', line breaks or white space at the ends)"
+            ));
+        }
+        let k = key(&name).to_string();
+        if let Some(&first) = self.index.get(&k) {
+            return Err(format!("image '{k}' is tagged twice (first as entry {})", first + 1));
         }
         ids.sort_unstable();
         ids.dedup();
-        self.index.insert(name.clone(), self.entries.len());
+        self.index.insert(k, self.entries.len());
         self.entries.push((name, ids));
         Ok(())
     }
@@ -252,7 +261,7 @@ impl TagFile {
             return Err(err(format!("image '{first}' of {what} has no tag line{tail}")));
         }
         let known: std::collections::HashSet<&str> = names.iter().map(|n| key(n)).collect();
-        let mut extra = self.entries.iter().filter(|(n, _)| !known.contains(n.as_str()));
+        let mut extra = self.entries.iter().filter(|(n, _)| !known.contains(key(n)));
         if let Some((first, _)) = extra.next() {
             let more = extra.count();
             let tail = if more > 0 {
@@ -359,14 +368,15 @@ mod tests {
 
     #[test]
     fn lines_with_names_ids_and_separators() {
-        let t = parse("# comment\n\na: Sky road 8 # trailing\nb,0,1;3\nc\tsky\u{20}\n e:\n").unwrap();
+        let t = parse("# comment\n\na: Sky road 8 # trailing\nb,0,1;3\nc\tsky\u{20}\n e:\nmy frame.png: 9\n").unwrap();
+        assert_eq!(t.get("my frame"), Some(&[9u8][..]));
         let names = camvid().names;
         assert_eq!(names[3], "Road");
         assert_eq!(t.get("a"), Some(&[0u8, 3, 8][..]));
         assert_eq!(t.get("b"), Some(&[0u8, 1, 3][..]));
         assert_eq!(t.get("c"), Some(&[0u8][..]));
         assert_eq!(t.get("e"), Some(&[][..]));
-        assert_eq!(t.len(), 4);
+        assert_eq!(t.len(), 5);
         // round trip through the writer
         let again = parse(&t.to_text(&camvid())).unwrap();
         assert_eq!(again.entries, t.entries);
@@ -405,6 +415,10 @@ mod tests {
             (br#"{"a": [true]}"#, "tags.json:1: entry 'a': true is not a class"),
             (br#"{"a": ["Cat"]}"#, "tags.json:1: entry 'a': unknown class 'Cat'"),
             (br#"{"a": [1"#, "tags.json: not valid JSON"),
+            (
+                br#"{"a:b": [1]}"#,
+                "tags.json:1: entry 'a:b': image name \"a:b\" cannot be written",
+            ),
         ] {
             let e = TagFile::parse(bad, true, &camvid(), p).unwrap_err().to_string();
             assert!(e.starts_with(want), "{e}");
