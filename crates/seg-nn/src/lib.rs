@@ -6,6 +6,8 @@
 //! - [`loss`]: loss functions (free functions with explicit ignore index / masks).
 //! - [`cam`]: class activation maps from image-level tags (head, normalisation, pseudo-labels,
 //!   pixel-adaptive refinement).
+//! - [`lowrank`]: unrolled (collective) non-negative matrix factorisation, SLRNet's low-rank
+//!   module.
 //! - [`consistency`]: semi-supervised losses (CAC directional contrastive, CPS), DARS thresholds,
 //!   a memory bank of past features.
 //! - [`conv`], [`depthwise`], [`fused`]: CPU training kernels — convolution as im2col + matmul
@@ -31,6 +33,7 @@ pub mod fused;
 pub mod init;
 pub mod layers;
 pub mod loss;
+pub mod lowrank;
 pub mod model;
 pub mod optim;
 pub mod pretrained;
