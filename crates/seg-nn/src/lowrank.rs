@@ -195,7 +195,6 @@ mod tests {
     /// Exactly low-rank data is reconstructed almost exactly; views share one dictionary.
     #[test]
     fn collective_nmf_reconstructs_low_rank_views() {
-        let dev = Device::Cpu;
         let d = uniform(7, 0.0, 1.0, (1, 8, 3));
         let c1 = uniform(8, 0.0, 1.0, (1, 3, 6 * 5));
         let c2 = uniform(9, 0.0, 1.0, (1, 3, 4 * 4));
