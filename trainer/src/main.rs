@@ -164,6 +164,9 @@ enum Cmd {
         /// Name of the records (e.g. `cam_pseudo`, `group_pseudo`).
         #[arg(long, default_value = "cam_pseudo")]
         name: String,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
     },
     /// Write image-level tags derived from masks (a class is present when it covers at least
     /// --min-pixels pixels) and print per class how often it is tagged and whether tags can
@@ -441,6 +444,7 @@ fn run(cli: Cli) -> Result<()> {
             min_absent,
             record,
             name,
+            no_progress,
         } => {
             anyhow::ensure!(min_pixels > 0, "--min-pixels must be at least 1");
             anyhow::ensure!(
@@ -452,6 +456,7 @@ fn run(cli: Cli) -> Result<()> {
                 flip: !no_flip,
                 min_pixels,
                 min_absent,
+                progress: !no_progress,
             };
             let r =
                 edge_seg_trainer::weak::cam_labels(&run, &checkpoint, data.as_deref(), &split, tags.as_deref(), &opts)?;

@@ -61,7 +61,8 @@ pub fn device() -> Result<Device> {
     }
 }
 
-fn bar(len: u64, show: bool, template: &str) -> ProgressBar {
+/// A progress bar on stderr, hidden when `show` is false (`--no-progress`, logs to a file).
+pub fn bar(len: u64, show: bool, template: &str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }

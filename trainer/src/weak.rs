@@ -102,6 +102,8 @@ pub struct CamLabelOptions {
     pub min_pixels: u64,
     /// A class is teachable when absent from at least this share of the images.
     pub min_absent: f64,
+    /// Show a progress bar.
+    pub progress: bool,
 }
 
 impl Default for CamLabelOptions {
@@ -111,6 +113,7 @@ impl Default for CamLabelOptions {
             flip: true,
             min_pixels: 500,
             min_absent: 0.1,
+            progress: false,
         }
     }
 }
@@ -268,7 +271,13 @@ pub fn cam_labels(
     let mut refined = ConfusionMatrix::new(n);
     let (mut labelled, mut covered) = (0u64, [0u64; 2]);
     let mut all_tags = Vec::with_capacity(ds.len());
+    let pb = crate::train::bar(
+        ds.len() as u64,
+        opts.progress,
+        "cam-labels {bar:30} {pos}/{len} images {eta}",
+    );
     for i in 0..ds.len() {
+        pb.inc(1);
         let s = ds.load(i)?;
         let mask = s
             .mask
@@ -322,6 +331,7 @@ pub fn cam_labels(
         }
         all_tags.push((s.name, image_tags));
     }
+    pb.finish_and_clear();
     let presence = TagFile::from_entries(all_tags, n)?.presence(n);
     let share = |c: u64| c as f64 / labelled.max(1) as f64;
     Ok(CamLabelReport {
