@@ -54,6 +54,21 @@ pub fn open(cfg: &DataConfig, split: &str, prefixes: &[String], key: &str) -> Re
     Ok(ds)
 }
 
+/// Opens a split for a command-line tool, keeping only the items whose name starts with one of
+/// `prefixes` (all when empty); an empty result is an error.
+pub fn open_prefixed(cfg: &DataConfig, split: &str, prefixes: &[String]) -> Result<Dataset> {
+    let mut ds = Dataset::open(&cfg.root, cfg.layout, split, cfg.classes.len(), cfg.ignore_id)?;
+    if !prefixes.is_empty() {
+        ds.retain(|it| prefixes.iter().any(|p| it.name.starts_with(p.as_str())));
+    }
+    anyhow::ensure!(
+        !ds.is_empty(),
+        "{}: no item of '{split}' matches {prefixes:?}",
+        cfg.root.display()
+    );
+    Ok(ds)
+}
+
 /// Loads the images (not the masks) of every item of `ds` into memory; `masks` stays empty.
 pub fn load_images(ds: &Dataset, progress: &indicatif::ProgressBar) -> Result<Samples> {
     let mut s = Samples::default();

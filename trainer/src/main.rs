@@ -446,11 +446,6 @@ fn run(cli: Cli) -> Result<()> {
             name,
             no_progress,
         } => {
-            anyhow::ensure!(min_pixels > 0, "--min-pixels must be at least 1");
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&min_absent),
-                "--min-absent {min_absent} must be in [0, 1]"
-            );
             let opts = edge_seg_trainer::weak::CamLabelOptions {
                 scales,
                 flip: !no_flip,

@@ -35,15 +35,7 @@ pub fn run(
     seed: u64,
     out: &Path,
 ) -> Result<(usize, usize)> {
-    let mut ds = seg_core::data::Dataset::open(&data.root, data.layout, split, data.classes.len(), data.ignore_id)?;
-    if !prefixes.is_empty() {
-        ds.retain(|it| prefixes.iter().any(|p| it.name.starts_with(p.as_str())));
-    }
-    anyhow::ensure!(
-        !ds.is_empty(),
-        "{}: no item of '{split}' matches {prefixes:?}",
-        data.root.display()
-    );
+    let ds = crate::data::open_prefixed(data, split, prefixes)?;
     let mut pool = Vec::with_capacity(ds.len());
     for i in 0..ds.len() {
         let s = ds.load(i)?;

@@ -15,6 +15,16 @@ use seg_nn::{bilinear, cam, SegModel};
 use crate::checkpoint;
 use crate::config::DataConfig;
 
+/// The thresholds of tag derivation and teachability, as the command line gives them.
+fn check_thresholds(min_pixels: u64, min_absent: f64) -> Result<()> {
+    anyhow::ensure!(min_pixels > 0, "--min-pixels must be at least 1");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&min_absent),
+        "--min-absent {min_absent} must be in [0, 1]"
+    );
+    Ok(())
+}
+
 /// What [`derive_tags`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TagReport {
@@ -57,20 +67,8 @@ pub fn derive_tags(
     min_absent: f64,
     out: &Path,
 ) -> Result<TagReport> {
-    anyhow::ensure!(min_pixels > 0, "--min-pixels must be at least 1");
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&min_absent),
-        "--min-absent {min_absent} must be in [0, 1]"
-    );
-    let mut ds = seg_core::data::Dataset::open(&data.root, data.layout, split, data.classes.len(), data.ignore_id)?;
-    if !prefixes.is_empty() {
-        ds.retain(|it| prefixes.iter().any(|p| it.name.starts_with(p.as_str())));
-    }
-    anyhow::ensure!(
-        !ds.is_empty(),
-        "{}: no item of '{split}' matches {prefixes:?}",
-        data.root.display()
-    );
+    check_thresholds(min_pixels, min_absent)?;
+    let ds = crate::data::open_prefixed(data, split, prefixes)?;
     let n = data.classes.len();
     let mut entries = Vec::with_capacity(ds.len());
     for i in 0..ds.len() {
@@ -232,6 +230,7 @@ pub fn cam_labels(
     tags: Option<&Path>,
     opts: &CamLabelOptions,
 ) -> Result<CamLabelReport> {
+    check_thresholds(opts.min_pixels, opts.min_absent)?;
     anyhow::ensure!(
         !opts.scales.is_empty() && opts.scales.iter().all(|s| s.is_finite() && (0.25..=2.0).contains(s)),
         "--scales {:?}: give one or more scales in [0.25, 2]",
