@@ -6,7 +6,9 @@ ImageNet weights + the edge-seg decoder, see lite_torch.py), one SGD step per it
   ignore_index 255 over 11 classes; train mode (batch-norm batch statistics); CPU float32.
   Inputs: seeded torch.randn [batch, 3, crop, crop]; labels: seeded uniform 0..10 with ~5 %
   set to 255. Each step = zero_grad + forward + loss + backward + optimizer.step, timed with
-  time.perf_counter; the first --warmup steps are run but not recorded.
+  time.perf_counter; the first --warmup steps are run but not recorded. --device cuda runs on
+  GPU 0 (float32, cuDNN with its default settings) and synchronises before each step's clock
+  stops, as `edge-seg-train bench-step --device cuda` does.
 
 Usage: python benches/pretrained/torch_step.py --variant lite0 --batch 8 --crop 256 \
          --steps 20 --warmup 3 --threads 2 --json OUT.json
@@ -39,16 +41,21 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--wheel-dir", default="/tmp/pipdl")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
 
-    model = SegNet(a.variant, num_classes=a.classes, pth=wheel_pth(a.variant, a.wheel_dir)).train()
+    model = SegNet(a.variant, num_classes=a.classes, pth=wheel_pth(a.variant, a.wheel_dir)).to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     g = torch.Generator().manual_seed(a.seed)
     x = torch.randn(a.batch, 3, a.crop, a.crop, generator=g)
     y = torch.randint(0, a.classes, (a.batch, a.crop, a.crop), generator=g)
     y[torch.rand(y.shape, generator=g) < 0.05] = 255
+    x, y = x.to(dev), y.to(dev)
+    sync()
 
     times, losses = [], []
     for i in range(a.warmup + a.steps):
@@ -57,6 +64,7 @@ def main():
         loss = F.cross_entropy(model(x), y, ignore_index=255)
         loss.backward()
         opt.step()
+        sync()
         dt = (time.perf_counter() - t0) * 1e3
         losses.append(loss.detach().item())
         if i >= a.warmup:
@@ -76,6 +84,7 @@ def main():
         "batch": a.batch,
         "crop": a.crop,
         "threads": a.threads,
+        "device": torch.cuda.get_device_name(0) if a.device == "cuda" else "cpu",
         "classes": a.classes,
         "params": sum(p.numel() for p in model.parameters()),
         "torch_version": torch.__version__,

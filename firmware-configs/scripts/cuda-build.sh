@@ -3,7 +3,9 @@
 # machine with no CUDA installation and no GPU, from NVIDIA's PyPI wheels, and records the
 # outcome as `cuda_build_ok` in docs/results/jetson.json.
 #
-#   firmware-configs/scripts/cuda-build.sh [--results FILE]
+#   firmware-configs/scripts/cuda-build.sh [--release] [--results FILE]
+#
+# --release builds the release profile (the binary that `benches/gpu/run.sh` carries to a GPU).
 #
 # The known hurdles, and what this does about each:
 #   versions     one CUDA release for every wheel: 13.0 (CUDA_WHEELS below). The CUDA 12 wheels
@@ -28,7 +30,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RESULTS=docs/results/jetson.json
-[[ ${1:-} == --results ]] && RESULTS=$2
+PROFILE=debug
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --release) PROFILE=release; shift ;;
+        --results) RESULTS=$2; shift 2 ;;
+        *) echo "cuda-build.sh: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+done
 CUDA_WHEELS=(
     nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88
     nvidia-cuda-runtime==13.0.96 nvidia-cuda-nvrtc==13.0.88 nvidia-cublas==13.1.1.3
@@ -89,12 +98,13 @@ NVCC_VERSION=$(nvcc --version | sed -n 's/^Cuda compilation tools, //p')
 echo "nvcc: $NVCC_VERSION; CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP; gcc $(gcc -dumpfullversion)"
 
 CMD="cargo build --locked -p edge-seg-trainer --features cuda"
+[[ $PROFILE == release ]] && CMD="$CMD --release"
 echo "== $CMD (CARGO_TARGET_DIR=$CARGO_TARGET_DIR; log: $LOG)"
 start=$(date +%s)
 ok=0
 if nice -n 10 $CMD > "$LOG" 2>&1; then
     ok=1
-    echo "built in $(( $(date +%s) - start )) s: $CARGO_TARGET_DIR/debug/edge-seg-train"
+    echo "built in $(( $(date +%s) - start )) s: $CARGO_TARGET_DIR/$PROFILE/edge-seg-train"
 else
     echo "FAILED after $(( $(date +%s) - start )) s; the last lines of $LOG:" >&2
     tail -n 25 "$LOG" >&2
@@ -102,7 +112,7 @@ fi
 
 nodriver=""
 if [[ $ok == 1 ]]; then
-    BIN=$CARGO_TARGET_DIR/debug/edge-seg-train
+    BIN=$CARGO_TARGET_DIR/$PROFILE/edge-seg-train
     echo "== linked against: $(readelf -d "$BIN" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | grep -E 'cuda|cublas|curand|nvrtc|cudart' | tr '\n' ' ')"
     probe=$(mktemp -d)
     set +e

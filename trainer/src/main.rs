@@ -82,6 +82,41 @@ enum Cmd {
         /// Write `{"median_ms", "min_ms", "max_ms", "steps_ms"}` here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Where to run: the CPU, or GPU 0 (needs a build with `--features cuda`).
+        #[arg(long, value_enum, default_value_t = Compute::Cpu)]
+        device: Compute,
+        /// Start from the config's ImageNet weights (`init = "imagenet"`: the cached `.pth`, or
+        /// --pretrained) instead of the seeded random init.
+        #[arg(long)]
+        imagenet: bool,
+        /// The ImageNet weights file (with --imagenet).
+        #[arg(long)]
+        pretrained: Option<PathBuf>,
+    },
+    /// CUDA against CPU: the same weights and seeded input on both devices; evaluation-mode
+    /// logits and one training step's loss and gradients compared (needs `--features cuda`).
+    Parity {
+        /// TOML config (its `[model]` and `init` are used).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Device to compare with the CPU.
+        #[arg(long, value_enum, default_value_t = Compute::Cuda)]
+        device: Compute,
+        /// Batch size.
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        /// Input size, HxW.
+        #[arg(long, value_parser = parse_hw, default_value = "360x480")]
+        size: [u32; 2],
+        /// Start from the config's ImageNet weights (as training does with init = "imagenet").
+        #[arg(long)]
+        imagenet: bool,
+        /// The ImageNet weights file (with --imagenet).
+        #[arg(long)]
+        pretrained: Option<PathBuf>,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Write a labeled/unlabeled split of the training pool whose labeled part covers every class.
     Split {
@@ -191,6 +226,44 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// A compute device on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Compute {
+    Cpu,
+    Cuda,
+}
+
+impl Compute {
+    fn device(self) -> Result<candle_core::Device> {
+        match self {
+            Compute::Cpu => Ok(candle_core::Device::Cpu),
+            Compute::Cuda => candle_core::Device::new_cuda(0).map_err(|e| match e {
+                candle_core::Error::NotCompiledWithCudaSupport => anyhow::anyhow!(
+                    "--device cuda: this edge-seg-train was built without CUDA; rebuild with \
+                     `cargo build --release -p edge-seg-trainer --features cuda` \
+                     (firmware-configs/scripts/cuda-build.sh)"
+                ),
+                e => anyhow::anyhow!("--device cuda: {e}"),
+            }),
+        }
+    }
+}
+
+/// The ImageNet weights of a config when `imagenet` is set (`init = "imagenet"` and a Lite
+/// encoder required), as training would find them.
+fn imagenet_weights(cfg: &TrainConfig, imagenet: bool, explicit: Option<&std::path::Path>) -> Result<Option<PathBuf>> {
+    if !imagenet {
+        anyhow::ensure!(explicit.is_none(), "--pretrained: only used with --imagenet");
+        return Ok(None);
+    }
+    let variant = cfg
+        .model
+        .encoder
+        .lite()
+        .context("--imagenet: the config's encoder is not an EfficientNet-Lite")?;
+    Ok(Some(edge_seg_trainer::pretrained::resolve(variant, explicit)?))
 }
 
 /// An EfficientNet-Lite variant on the command line.
@@ -371,6 +444,9 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             warmup,
             json,
+            device,
+            imagenet,
+            pretrained,
         } => {
             let cfg: TrainConfig = match &config {
                 Some(p) => seg_core::config::load_toml(p)?,
@@ -380,21 +456,92 @@ fn run(cli: Cli) -> Result<()> {
                 batch > 0 && crop >= 32 && steps > 0,
                 "--batch, --steps must be > 0 and --crop >= 32"
             );
-            let mut t = edge_seg_trainer::bench::train_step_ms(&cfg.model, batch, crop, steps, warmup)?;
-            let raw = t.clone();
-            t.sort_by(f64::total_cmp);
-            let median = t[t.len() / 2];
+            let weights = imagenet_weights(&cfg, imagenet, pretrained.as_deref())?;
+            let dev = device.device()?;
+            let times = edge_seg_trainer::bench::train_step_ms(
+                &cfg.model,
+                weights.as_deref(),
+                batch,
+                crop,
+                steps,
+                warmup,
+                &dev,
+            )?;
+            let median = |v: &[f64]| {
+                let mut v = v.to_vec();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let t = &times.step_ms;
+            let (lo, hi) = (
+                t.iter().copied().fold(f64::MAX, f64::min),
+                t.iter().copied().fold(0f64, f64::max),
+            );
+            let m = median(t);
             println!(
-                "{} steps of batch {batch} at {crop}x{crop}: median {median:.1} ms (min {:.1}, max {:.1})",
+                "{} steps of batch {batch} at {crop}x{crop}: median {m:.1} ms (min {lo:.1}, max {hi:.1}); \
+                 forward+loss {:.1}, backward {:.1}, update {:.1} ms (medians)",
                 t.len(),
-                t[0],
-                t[t.len() - 1]
+                median(&times.forward_ms),
+                median(&times.backward_ms),
+                median(&times.update_ms)
             );
             if let Some(p) = json {
-                let v =
-                    serde_json::json!({"median_ms": median, "min_ms": t[0], "max_ms": t[t.len() - 1], "steps_ms": raw});
+                let v = serde_json::json!({
+                    "median_ms": m, "min_ms": lo, "max_ms": hi, "steps_ms": t,
+                    "forward_median_ms": median(&times.forward_ms),
+                    "backward_median_ms": median(&times.backward_ms),
+                    "update_median_ms": median(&times.update_ms),
+                    "phases": times,
+                });
                 seg_core::io::write_atomic(&p, serde_json::to_string_pretty(&v)?.as_bytes())
                     .with_context(|| format!("{}: cannot write", p.display()))?;
+            }
+        }
+        Cmd::Parity {
+            config,
+            device,
+            batch,
+            size,
+            imagenet,
+            pretrained,
+            json,
+        } => {
+            let cfg: TrainConfig = match &config {
+                Some(p) => seg_core::config::load_toml(p)?,
+                None => TrainConfig::default(),
+            };
+            anyhow::ensure!(batch > 0, "--batch must be > 0");
+            let weights = imagenet_weights(&cfg, imagenet, pretrained.as_deref())?;
+            let dev = device.device()?;
+            let [h, w] = size;
+            let p = edge_seg_trainer::bench::device_parity(
+                &cfg.model,
+                weights.as_deref(),
+                batch,
+                h as usize,
+                w as usize,
+                &dev,
+            )?;
+            println!(
+                "logits: max |diff| {:.3e} (max |logit| {:.2}), arg-max agreement {:.5}; \
+                 training loss {:.6} (cpu) vs {:.6}; gradients of {} parameters: relative L2 diff {:.3e}, \
+                 worst max |diff| / max(|g|, 1e-3 x {:.3e}) {:.3e} ({}, max |g| {:.3e})",
+                p.logits_max_abs_diff,
+                p.logits_max_abs,
+                p.argmax_agreement,
+                p.loss_cpu,
+                p.loss_device,
+                p.grads_compared,
+                p.grad_rel_l2,
+                p.grad_max_abs,
+                p.grad_max_rel_diff,
+                p.grad_worst,
+                p.grad_worst_scale
+            );
+            if let Some(path) = json {
+                seg_core::io::write_atomic(&path, serde_json::to_string_pretty(&p)?.as_bytes())
+                    .with_context(|| format!("{}: cannot write", path.display()))?;
             }
         }
         Cmd::Split {

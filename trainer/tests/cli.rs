@@ -858,3 +858,31 @@ fn issue26_derive_tags_writes_a_tag_file_and_reports_teachable_classes() {
     assert_user_error(&out, "nope");
     assert!(!dir.path().join("t3.txt").exists());
 }
+
+/// A build without the `cuda` feature asked for the GPU says how to get one, on one line; the
+/// parity check against the CPU itself runs (and is exact) on a CPU-only build.
+#[test]
+#[cfg(not(feature = "cuda"))]
+fn issue28_device_cuda_without_the_feature_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["parity", "--device", "cuda"][..],
+        &["bench-step", "--device", "cuda", "--steps", "1"][..],
+    ] {
+        let out = train_bin(args, dir.path());
+        assert_user_error(&out, "--device cuda: this edge-seg-train was built without CUDA");
+    }
+    let out = train_bin(&["parity", "--device", "cuda", "--pretrained", "x.pth"], dir.path());
+    assert_user_error(&out, "--pretrained: only used with --imagenet");
+    let json = dir.path().join("p.json");
+    let out = train_bin(
+        &[
+            "parity", "--device", "cpu", "--batch", "1", "--size", "64x64", "--json", "p.json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    assert_eq!(p["logits_max_abs_diff"], 0.0);
+    assert_eq!(p["grad_max_rel_diff"], 0.0);
+}

@@ -188,10 +188,10 @@ impl Geometry {
 }
 
 /// `x [b, c_in, h, w] ⊛ w [c_out, c_in, k, k] -> [b, c_out, h', w']` (no bias, no dilation,
-/// one group): `im2col` + one matrix product on CPU, candle's `conv2d` elsewhere.
+/// one group): `im2col` + one matrix product on CPU, [`conv2d_matmul`] elsewhere (CUDA).
 pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
     if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
-        return x.conv2d(weight, padding, stride, 1, 1);
+        return conv2d_matmul(x, weight, padding, stride);
     }
     let Geometry {
         b, c, co, k, oh, ow, ..
@@ -207,6 +207,35 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Res
     let cols = x.contiguous()?.apply_op1(Im2Col { k, stride, padding })?; // [c·k·k, b·oh·ow]
     let y = weight.reshape((co, c * k * k))?.matmul(&cols)?; // [c_out, b·oh·ow]
     y.reshape((co, b, oh, ow))?.transpose(0, 1)?.contiguous() // [b, c_out, oh, ow]
+}
+
+/// The convolution of [`conv2d`] as matrix products from candle's own differentiable ops, for
+/// any device: a pointwise convolution is one batched product `W [c_out, c_in] · x [b, c_in,
+/// h·w]`; a `k×k` one first gathers the `k²` shifted views of the padded input
+/// ([`crate::depthwise::tap_views`]) into patches `[b, c_in·k·k, h'·w']`. Forward and backward
+/// are then matrix products (cuBLAS on a GPU) and copies, where candle's own CUDA `conv2d`
+/// takes its input gradient through a direct transposed-convolution kernel.
+pub fn conv2d_matmul(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (co, wc, k, _) = weight.dims4()?;
+    if wc != c {
+        candle_core::bail!("conv2d: {c} input channels but a kernel for {wc}");
+    }
+    if k == 1 && stride == 1 && padding == 0 {
+        let y = weight
+            .reshape((co, c))?
+            .broadcast_matmul(&x.contiguous()?.reshape((b, c, h * w))?)?; // [b, c_out, h·w]
+        return y.reshape((b, co, h, w));
+    }
+    let p = padding;
+    let (taps, oh, ow) = crate::depthwise::tap_views(x, k, stride, [p, p, p, p])?;
+    let taps = taps
+        .iter()
+        .map(|t| t.reshape((b, c, 1, oh * ow)))
+        .collect::<Result<Vec<_>>>()?; // k² × [b, c, 1, oh·ow]
+    let cols = Tensor::cat(&taps, 2)?.reshape((b, c * k * k, oh * ow))?; // [b, c·k·k, oh·ow]
+    let y = weight.reshape((co, c * k * k))?.broadcast_matmul(&cols)?; // [b, c_out, oh·ow]
+    y.reshape((b, co, oh, ow))
 }
 
 /// [`conv2d`] without a gradient, for frozen layers on CPU: the patches are laid out one row per
@@ -280,10 +309,36 @@ mod tests {
             for (name, got) in [
                 ("conv2d", conv2d(&x, &wt, k / 2, s).unwrap()),
                 ("conv2d_frozen", conv2d_frozen(&x, &wt, k / 2, s).unwrap()),
+                ("conv2d_matmul", conv2d_matmul(&x, &wt, k / 2, s).unwrap()),
             ] {
                 assert_eq!(got.dims(), want.dims());
                 let d = crate::max_abs_diff(&got, &want).unwrap();
                 assert!(d < 1e-5, "{name} {b} {c} {co} {h} {w} {k} {s}: {d}");
+            }
+        }
+    }
+
+    /// The device-generic path (what CUDA runs), on CPU: both gradients equal the CPU op's
+    /// (itself checked against finite differences below), for kernels 1 and 3 at strides 1 and 2.
+    #[test]
+    fn matmul_path_gradients_match_the_cpu_op() {
+        let dev = Device::Cpu;
+        for (b, c, co, h, w, k, s) in [
+            (2, 3, 4, 7, 9, 3, 1),
+            (2, 3, 5, 8, 11, 3, 2),
+            (1, 4, 2, 5, 6, 1, 1),
+            (3, 2, 3, 9, 7, 1, 2),
+        ] {
+            let x = Var::from_vec(values(b * c * h * w, 3), (b, c, h, w), &dev).unwrap();
+            let wt = Var::from_vec(values(co * c * k * k, 4), (co, c, k, k), &dev).unwrap();
+            let y1 = conv2d_matmul(x.as_tensor(), wt.as_tensor(), k / 2, s).unwrap();
+            let y2 = conv2d(x.as_tensor(), wt.as_tensor(), k / 2, s).unwrap();
+            let wts = Tensor::from_vec(values(y1.elem_count(), 5), y1.dims(), &dev).unwrap();
+            let g1 = (y1 * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (y2 * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &wt] {
+                let d = crate::max_abs_diff(g1.get(v).unwrap(), g2.get(v).unwrap()).unwrap();
+                assert!(d < 1e-4, "{b} {c} {co} {h} {w} {k} {s}: gradient {d}");
             }
         }
     }

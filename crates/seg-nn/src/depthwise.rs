@@ -1,5 +1,6 @@
 //! Depthwise 2-D convolution (one `k×k` filter per channel, ONNX `Conv` with `group = c`) as a
-//! CPU op with a hand-written backward, for the MBConv blocks of EfficientNet-Lite.
+//! CPU op with a hand-written backward, for the MBConv blocks of EfficientNet-Lite, and a
+//! device-generic form of candle ops for CUDA ([`depthwise_taps`]).
 //!
 //! candle 0.11 runs a grouped convolution as one convolution per group, each through im2col:
 //! for a depthwise layer that is `c` tiny matrix products per call and its backward is slower
@@ -266,19 +267,79 @@ impl CustomOp2 for DepthwiseKernelGrad {
 }
 
 /// Depthwise convolution of `x [b, c, h, w]` with `weight [c, 1, k, k]`, padded by `pads`
-/// (`[top, left, bottom, right]`): the op above on CPU f32, candle's grouped convolution on
-/// explicitly padded input elsewhere.
+/// (`[top, left, bottom, right]`): the op above on CPU f32, [`depthwise_taps`] elsewhere (CUDA).
 pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize, pads: [usize; 4]) -> Result<Tensor> {
-    let (c, _, k, _) = weight.dims4()?;
+    let (_, _, k, _) = weight.dims4()?;
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
         return x
             .contiguous()?
             .apply_op2(&weight.contiguous()?, Depthwise { k, stride, pads });
     }
-    let x = x
-        .pad_with_zeros(2, pads[0], pads[2])?
-        .pad_with_zeros(3, pads[1], pads[3])?;
-    x.conv2d(weight, 0, stride, 1, c)
+    depthwise_taps(x, weight, stride, pads)
+}
+
+/// Depthwise convolution as a sum over the `k²` kernel taps of a shifted (and, at stride `s`,
+/// subsampled) view of the padded input times that tap's per-channel weight, written with
+/// candle's own differentiable ops (pad, reshape, narrow, broadcast multiply, add), so it runs
+/// and trains on any device. candle's grouped convolution would run `c` separate convolutions
+/// (up to 1,152 per layer in Lite0, each an im2col and a matrix product, forward and backward);
+/// this is `k²` element-wise multiply-adds over the whole tensor, which a GPU runs at memory
+/// speed. The values equal [`Depthwise`]'s up to the order of the float sums.
+///
+/// Subsampling without a strided slice: the padded input `[b, c, H, W]` is extended (or cut)
+/// to `[b, c, s·Hq, s·Wq]` and viewed as `[b, c, Hq, s, Wq, s]`; tap `(ky, kx)` of output
+/// pixel `(oy, ox)` reads padded row `oy·s + ky = s·(oy + ky / s) + ky % s`, i.e. the view at
+/// `[oy + ky / s, ky % s, ox + kx / s, kx % s]`.
+pub fn depthwise_taps(x: &Tensor, weight: &Tensor, stride: usize, pads: [usize; 4]) -> Result<Tensor> {
+    let (b, c, _, _) = x.dims4()?;
+    let (wc, _, k, _) = weight.dims4()?;
+    if wc != c {
+        candle_core::bail!("depthwise conv: {c} input channels but a kernel for {wc}");
+    }
+    let (taps, oh, ow) = tap_views(x, k, stride, pads)?;
+    let wt = weight.reshape((c, k * k))?;
+    let mut acc: Option<Tensor> = None;
+    for (t, tap) in taps.into_iter().enumerate() {
+        let wk = wt.narrow(1, t, 1)?.reshape((1, c, 1, 1, 1, 1))?;
+        let term = tap.broadcast_mul(&wk)?; // [b, c, oh, 1, ow, 1]
+        acc = Some(match acc {
+            None => term,
+            Some(a) => (a + term)?,
+        });
+    }
+    acc.expect("k >= 1").reshape((b, c, oh, ow)) // [b, c, oh, ow]
+}
+
+/// The `k²` shifted, subsampled views of `x [b, c, h, w]` that a `k×k` kernel at `stride`
+/// with zero padding `pads` reads, in kernel order (`ky·k + kx`), each `[b, c, oh, 1, ow, 1]`,
+/// and the output size `(oh, ow)` (see [`depthwise_taps`] for the indexing).
+pub(crate) fn tap_views(x: &Tensor, k: usize, stride: usize, pads: [usize; 4]) -> Result<(Vec<Tensor>, usize, usize)> {
+    let (b, c, h, w) = x.dims4()?;
+    let s = stride;
+    let (oh, ow) = Depthwise { k, stride, pads }.out_hw(h, w)?;
+    let (hq, wq) = (oh + (k - 1) / s, ow + (k - 1) / s);
+    // pad to at least s·hq × s·wq, then cut to exactly that (rows past it are never read)
+    let bottom = (s * hq).saturating_sub(h + pads[0]);
+    let right = (s * wq).saturating_sub(w + pads[1]);
+    let xp = x
+        .pad_with_zeros(2, pads[0], bottom)?
+        .pad_with_zeros(3, pads[1], right)?
+        .narrow(2, 0, s * hq)?
+        .narrow(3, 0, s * wq)?
+        .contiguous()?
+        .reshape((b, c, hq, s, wq, s))?; // [b, c, Hq, s, Wq, s]
+    let mut taps = Vec::with_capacity(k * k);
+    for ky in 0..k {
+        for kx in 0..k {
+            taps.push(
+                xp.narrow(2, ky / s, oh)?
+                    .narrow(3, ky % s, 1)?
+                    .narrow(4, kx / s, ow)?
+                    .narrow(5, kx % s, 1)?, // [b, c, oh, 1, ow, 1]
+            );
+        }
+    }
+    Ok((taps, oh, ow))
 }
 
 #[cfg(test)]
@@ -376,6 +437,31 @@ mod tests {
         }
     }
 
+    /// The device-generic path (what CUDA runs) on CPU: values against candle's grouped
+    /// convolution, and both gradients against the CPU op's hand-written backward (itself checked
+    /// against finite differences above).
+    #[test]
+    fn taps_match_the_grouped_conv_and_the_cpu_gradients() {
+        let dev = Device::Cpu;
+        for (b, c, h, w, k, s, pads) in CASES {
+            let x = Var::from_vec(values(b * c * h * w, 6), (b, c, h, w), &dev).unwrap();
+            let wt = Var::from_vec(values(c * k * k, 7), (c, 1, k, k), &dev).unwrap();
+            let want = reference(x.as_tensor(), wt.as_tensor(), s, pads);
+            let got = depthwise_taps(x.as_tensor(), wt.as_tensor(), s, pads).unwrap();
+            assert_eq!(got.dims(), want.dims(), "{b} {c} {h} {w} {k} {s} {pads:?}");
+            let d = crate::max_abs_diff(&got, &want).unwrap();
+            assert!(d < 1e-5, "{b} {c} {h} {w} {k} {s} {pads:?}: {d}");
+            let wts = Tensor::from_vec(values(got.elem_count(), 8), got.dims(), &dev).unwrap();
+            let g_taps = (got * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            let y = depthwise_conv2d(x.as_tensor(), wt.as_tensor(), s, pads).unwrap();
+            let g_op = (y * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &wt] {
+                let d = crate::max_abs_diff(g_taps.get(v).unwrap(), g_op.get(v).unwrap()).unwrap();
+                assert!(d < 1e-4, "{pads:?} s{s} gradient: {d}");
+            }
+        }
+    }
+
     #[test]
     fn a_kernel_larger_than_the_padded_input_is_an_error() {
         let dev = Device::Cpu;
@@ -383,5 +469,7 @@ mod tests {
         let wt = Tensor::zeros((2, 1, 5, 5), candle_core::DType::F32, &dev).unwrap();
         assert!(depthwise_conv2d(&x, &wt, 1, [0, 0, 0, 0]).is_err());
         assert!(depthwise_conv2d(&x, &wt, 0, [2, 2, 2, 2]).is_err());
+        assert!(depthwise_taps(&x, &wt, 1, [0, 0, 0, 0]).is_err());
+        assert!(depthwise_taps(&x, &wt, 0, [2, 2, 2, 2]).is_err());
     }
 }

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The CUDA checks of issue #28, on a machine with an NVIDIA GPU and the CUDA 13 user-space
+# libraries (cuBLAS, cuRAND, NVRTC, the runtime: NVIDIA's pip packages, as PyTorch cu13x installs
+# them). The binary is built elsewhere by firmware-configs/scripts/cuda-build.sh --release.
+#   parity   edge-seg-train parity --device cuda: the Lite0 net from ImageNet weights with the same
+#            weights and seeded input on CPU and GPU; evaluation-mode logits (2x360x480) and one
+#            training step's loss and every gradient compared
+#   step     one training step (forward, backward, SGD) of the Lite0 net on GPU, ours
+#            (bench-step --device cuda) vs PyTorch (torch_step.py --device cuda) in the same
+#            run, batch 8 of 256x256 crops (the CPU benchmark's shape) and batch 32
+#   train    edge-seg-train train on the GPU: trainer/configs/xseqt_suponly.toml (SupOnly,
+#            17 labeled frames, 600 steps; its CPU run is in docs/results/semi.json), exported
+#            to ONNX for evaluation on the CPU machine (edge-seg eval on the full eval split)
+# Records go to --results (merged by name); raw JSON and logs to --work.
+#
+#   bash benches/gpu/run.sh --bin BIN --data DATA --weights DIR [--work DIR]
+#        [--results docs/results/cuda.json] [--parts parity,step,train] [--steps 20]
+#        [--train-eval SPLIT]
+set -euo pipefail
+ORIG_ARGS="$*"
+BIN=
+DATA=
+WEIGHTS=
+WORK=target/gpu-bench
+RESULTS=docs/results/cuda.json
+PARTS=parity,step,train
+STEPS=20
+TRAIN_EVAL=
+PY=${PYTHON:-python3}
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --bin) BIN=$2; shift 2 ;;
+        --data) DATA=$2; shift 2 ;;
+        --weights) WEIGHTS=$2; shift 2 ;;
+        --work) WORK=$2; shift 2 ;;
+        --results) RESULTS=$2; shift 2 ;;
+        --parts) PARTS=$2; shift 2 ;;
+        --steps) STEPS=$2; shift 2 ;;
+        --train-eval) TRAIN_EVAL=$2; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+done
+cd "$(dirname "$0")/../.."
+for v in BIN DATA WEIGHTS; do
+    [[ -n ${!v} ]] || { echo "run.sh: --${v,,} is required" >&2; exit 2; }
+done
+[[ -x $BIN ]] || { echo "run.sh: --bin $BIN: not an executable" >&2; exit 2; }
+source benches/common.sh
+CMD="bash benches/gpu/run.sh $ORIG_ARGS"
+has() { [[ ",$PARTS," == *",$1,"* ]]; }
+mkdir -p "$WORK"
+export EDGE_SEG_PRETRAINED_CACHE=$WEIGHTS
+
+step "CUDA libraries"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$WORK/gpu.txt"
+# the pip packages' library folders (nvidia/cu13/lib or nvidia/<lib>/lib), then the driver's
+SITE=$("$PY" -c 'import site; print(" ".join(site.getsitepackages()))')
+LIBDIRS=$(for s in $SITE; do find "$s/nvidia" -name 'lib*.so*' \( -name 'libcublas*' -o -name 'libcurand*' \
+    -o -name 'libnvrtc*' -o -name 'libcudart*' \) 2>/dev/null; done | xargs -r -n1 dirname | sort -u | tr '\n' ':' || true)
+export LD_LIBRARY_PATH=${LIBDIRS}/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+if ldd "$BIN" | grep 'not found'; then
+    echo "run.sh: $BIN: libraries not found (above)" >&2
+    exit 2
+fi
+
+if has parity; then
+    step "parity: CUDA vs CPU"
+    "$BIN" parity --config trainer/configs/camvid_lite0.toml --imagenet --device cuda --batch 2 \
+        --size 360x480 --json "$WORK/parity.json"
+fi
+if has step; then
+    step "training step on the GPU: ours vs PyTorch ($STEPS steps each)"
+    for b in 8 32; do
+        "$BIN" bench-step --config trainer/configs/camvid_lite0.toml --imagenet --device cuda \
+            --batch "$b" --crop 256 --steps "$STEPS" --warmup 3 --json "$WORK/step_rust_b$b.json"
+        "$PY" benches/pretrained/torch_step.py --variant lite0 --device cuda --batch "$b" --crop 256 \
+            --steps "$STEPS" --warmup 3 --threads 4 --json "$WORK/step_torch_b$b.json"
+    done
+fi
+if has train; then
+    step "train on the GPU: xseqt SupOnly 1/16 seed 0 (600 steps)"
+    rm -rf "$WORK/suponly"
+    CFG=trainer/configs/xseqt_suponly.toml
+    if [[ -n $TRAIN_EVAL ]]; then
+        # a shorter in-training evaluation split (the exported model is evaluated on the full one)
+        sed "s|^val_split = .*|val_split = \"$TRAIN_EVAL\"|" "$CFG" > "$WORK/suponly.toml"
+        CFG=$WORK/suponly.toml
+    fi
+    "$BIN" train --config "$CFG" --data "$DATA" --out "$WORK/suponly" --no-progress
+    "$BIN" export --run "$WORK/suponly" --checkpoint last --out "$WORK/suponly_gpu.onnx"
+fi
+step "records -> $RESULTS"
+"$PY" benches/gpu/record.py --work "$WORK" --results "$RESULTS" --command "$CMD"
