@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the trainer with its `cuda` feature (candle on CUDA through cudarc; issue #28) on a
+# Builds the trainer and the runtime with their `cuda` features (candle on CUDA through cudarc:
+# the trainer, and the runtime's adaptation learner; issue #28) on a
 # machine with no CUDA installation and no GPU, from NVIDIA's PyPI wheels, and records the
 # outcome as `cuda_build_ok` in docs/results/jetson.json.
 #
@@ -97,14 +98,14 @@ export LIBRARY_PATH=$CUDA_DIR/lib:$CUDA_DIR/lib/stubs${LIBRARY_PATH:+:$LIBRARY_P
 NVCC_VERSION=$(nvcc --version | sed -n 's/^Cuda compilation tools, //p')
 echo "nvcc: $NVCC_VERSION; CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP; gcc $(gcc -dumpfullversion)"
 
-CMD="cargo build --locked -p edge-seg-trainer --features cuda"
+CMD="cargo build --locked -p edge-seg-trainer -p edge-seg-runtime --features edge-seg-trainer/cuda,edge-seg-runtime/cuda"
 [[ $PROFILE == release ]] && CMD="$CMD --release"
 echo "== $CMD (CARGO_TARGET_DIR=$CARGO_TARGET_DIR; log: $LOG)"
 start=$(date +%s)
 ok=0
 if nice -n 10 $CMD > "$LOG" 2>&1; then
     ok=1
-    echo "built in $(( $(date +%s) - start )) s: $CARGO_TARGET_DIR/$PROFILE/edge-seg-train"
+    echo "built in $(( $(date +%s) - start )) s: $CARGO_TARGET_DIR/$PROFILE/edge-seg-train, $CARGO_TARGET_DIR/$PROFILE/edge-seg"
 else
     echo "FAILED after $(( $(date +%s) - start )) s; the last lines of $LOG:" >&2
     tail -n 25 "$LOG" >&2
@@ -126,17 +127,23 @@ if [[ $ok == 1 ]]; then
     out2=$(env -u RUST_BACKTRACE LD_LIBRARY_PATH="$CUDA_DIR/lib:$probe/driver" "$BIN" train \
         --config trainer/configs/camvid_baseline.toml --out "$probe/run" 2>&1)
     rc2=$?
+    # 3. the runtime: inference needs no GPU; `--adapt` asks candle for GPU 0 and stops on one line
+    out3=$(env -u RUST_BACKTRACE LD_LIBRARY_PATH="$CUDA_DIR/lib:$probe/driver" \
+        "$CARGO_TARGET_DIR/$PROFILE/edge-seg" run --input docs/img/overlay.png --output "$probe/out" --adapt 2>&1)
+    rc3=$?
     set -e
     rm -rf "$probe"
     n1=$(printf '%s\n' "$out1" | grep -c .)
     n2=$(printf '%s\n' "$out2" | grep -c .)
+    n3=$(printf '%s\n' "$out3" | grep -c .)
     echo "no driver: exit $rc1, $n1 line(s): $out1"
     echo "stub driver, train: exit $rc2, $n2 line(s): $out2"
-    nodriver="; without a driver: exit $rc1, $n1 line ($(printf '%s' "$out1" | head -n 1 | sed 's|^[^:]*: ||')); with a libcuda.so.1 stub, train: exit $rc2, $n2 line ($(printf '%s' "$out2" | head -n 1))"
+    echo "stub driver, edge-seg run --adapt: exit $rc3, $n3 line(s): $out3"
+    nodriver="; without a driver: exit $rc1, $n1 line ($(printf '%s' "$out1" | head -n 1 | sed 's|^[^:]*: ||')); with a libcuda.so.1 stub, train: exit $rc2, $n2 line ($(printf '%s' "$out2" | head -n 1)); edge-seg run --adapt: exit $rc3, $n3 line ($(printf '%s' "$out3" | head -n 1))"
 fi
 
 cargo build --locked -q -p edge-seg-firmware --example record
 "${CARGO_TARGET_DIR}/debug/examples/record" "$RESULTS" cuda_build_ok "$ok" "1/0" \
-    "edge-seg-trainer --features cuda, CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP" \
+    "edge-seg-trainer and edge-seg-runtime --features cuda, CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP" \
     "firmware-configs/scripts/cuda-build.sh: $CMD with CUDA $NVCC_VERSION from PyPI wheels (${CUDA_WHEELS[*]}), gcc $(gcc -dumpfullversion), $(rustc -V | cut -d' ' -f1-2), no GPU (build only)$nodriver"
 [[ $ok == 1 ]]

@@ -398,7 +398,8 @@ impl AdaptHead {
                     var.dims()
                 );
             }
-            var.set(t)?;
+            // a state read from a file is on the CPU; the head may learn on a GPU
+            var.set(&t.to_device(var.device())?)?;
         }
         Ok(())
     }

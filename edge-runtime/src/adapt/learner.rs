@@ -117,6 +117,19 @@ pub struct Adapter {
     dev: Device,
 }
 
+/// The device the adaptation head learns on: GPU 0 when built with the `cuda` feature, else
+/// the CPU. No GPU (or no driver) with a CUDA build is an error naming the cause.
+fn learner_device() -> Result<Device, RuntimeError> {
+    #[cfg(feature = "cuda")]
+    {
+        Device::new_cuda(0).map_err(|e| RuntimeError::Adapt(format!("--adapt on GPU 0 (a `cuda` build): {e}")))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Ok(Device::Cpu)
+    }
+}
+
 impl Adapter {
     /// An adapter for the float edge-seg model `bytes` (`origin` names it in errors).
     pub fn new(bytes: &[u8], origin: &str, cfg: AdaptConfig) -> Result<Self, RuntimeError> {
@@ -154,7 +167,7 @@ impl Adapter {
                     .into(),
             )
         })?;
-        let dev = Device::Cpu;
+        let dev = learner_device()?;
         let weights: HashMap<String, Tensor> = graph
             .initializer
             .iter()
