@@ -400,14 +400,12 @@ pub fn load_images(dir: &Path) -> Result<Vec<RgbImage>, QuantizeError> {
 mod tests {
     use super::*;
 
-    /// Deterministic pseudo-random uniform (0, 1) values.
+    /// Seeded uniform values in the open interval (0, 1).
     fn uniform(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 + 0.5) / (1u64 << 24) as f32
-            })
+            .map(|_| (rng.random_range(0u32..1 << 24) as f32 + 0.5) / (1u32 << 24) as f32)
             .collect()
     }
 

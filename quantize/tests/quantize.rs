@@ -277,11 +277,9 @@ fn fixture_pre() -> Preprocess {
 
 /// Seeded synthetic street-like images: smooth gradients, a few flat rectangles, pixel noise.
 fn synthetic_images(n: usize, seed: u64) -> Vec<RgbImage> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    let mut next = move || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (s >> 33) as u32
-    };
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut next = move || rng.random::<u32>() >> 1;
     let (h, w) = FIXTURE_HW;
     (0..n)
         .map(|_| {
