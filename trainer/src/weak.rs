@@ -275,60 +275,79 @@ pub fn cam_labels(
         opts.progress,
         "cam-labels {bar:30} {pos}/{len} images {eta}",
     );
-    for i in 0..ds.len() {
-        pb.inc(1);
-        let s = ds.load(i)?;
-        let mask = s
-            .mask
-            .with_context(|| format!("{}: no mask to score against", ds.items[i].image.display()))?;
-        let image_tags = match &tag_file {
-            Some(t) => t.get(&s.name).unwrap_or_default().to_vec(),
-            None => tags_from_mask(&mask, n, opts.min_pixels),
-        };
-        let img = resize_rgb(&s.image, h as u32, w as u32);
-        let mut acc = Tensor::zeros((1, n, hf, wf), DType::F32, &dev)?;
+    // with group mining, consecutive images form the groups (of the training step's size)
+    let group = cfg.cam.load_group(&cfg.model, &state, &dev)?;
+    let group_size = if group.is_some() {
+        cfg.schedule.unlabeled_batch_size.max(1)
+    } else {
+        1
+    };
+    for start in (0..ds.len()).step_by(group_size) {
+        let mut samples = Vec::new();
+        for i in start..(start + group_size).min(ds.len()) {
+            pb.inc(1);
+            let s = ds.load(i)?;
+            let mask = s
+                .mask
+                .with_context(|| format!("{}: no mask to score against", ds.items[i].image.display()))?;
+            let image_tags = match &tag_file {
+                Some(t) => t.get(&s.name).unwrap_or_default().to_vec(),
+                None => tags_from_mask(&mask, n, opts.min_pixels),
+            };
+            let img = resize_rgb(&s.image, h as u32, w as u32);
+            samples.push((s.name, mask, image_tags, img));
+        }
+        let g = samples.len();
+        let hot: Vec<f32> = samples.iter().flat_map(|(_, _, t, _)| multi_hot(t, n)).collect();
+        let adj = seg_nn::group::tag_graph(&hot, g, n);
+        let mut acc = Tensor::zeros((g, n, hf, wf), DType::F32, &dev)?;
         for &scale in &opts.scales {
             let side = |v: usize| (((v as f64 * scale) / 32.0).round().max(1.0) as u32) * 32;
-            let scaled = resize_rgb(&img, side(h), side(w));
             for mirrored in [false, true].into_iter().take(1 + opts.flip as usize) {
-                let view = if mirrored {
-                    image::imageops::flip_horizontal(&scaled)
-                } else {
-                    scaled.clone()
-                };
-                let (vw, vh) = view.dimensions();
-                let mut x = vec![0f32; 3 * (vh * vw) as usize];
-                normalize_into(&view, data_cfg.mean, data_cfg.std, &mut x);
-                let x = Tensor::from_vec(x, (1, 3, vh as usize, vw as usize), &dev)?;
-                let mut cams = cfg.cam.cams(&model, &head, &x)?.relu()?; // [1, C, hs, ws]
+                let (vh, vw) = (side(h) as usize, side(w) as usize);
+                let mut x = vec![0f32; g * 3 * vh * vw];
+                for ((_, _, _, img), dst) in samples.iter().zip(x.chunks_mut(3 * vh * vw)) {
+                    let scaled = resize_rgb(img, vh as u32, vw as u32);
+                    let view = if mirrored {
+                        image::imageops::flip_horizontal(&scaled)
+                    } else {
+                        scaled
+                    };
+                    normalize_into(&view, data_cfg.mean, data_cfg.std, dst);
+                }
+                let x = Tensor::from_vec(x, (g, 3, vh, vw), &dev)?;
+                let mined = group.as_ref().map(|m| (m, adj.as_slice()));
+                let mut cams = cfg.cam.cams(&model, &head, mined, &x)?.relu()?; // [g, C, hs, ws]
                 if mirrored {
                     cams = cams.flip(&[3])?;
                 }
-                acc = (acc + bilinear::resize(&cams, hf, wf)?)?; // [1, C, hf, wf]
+                acc = (acc + bilinear::resize(&cams, hf, wf)?)?; // [g, C, hf, wf]
             }
         }
-        let mut norm = cam::normalize_cams(
-            &acc.flatten_all()?.to_vec1::<f32>()?,
-            (1, n, hf, wf),
-            &multi_hot(&image_tags, n),
-        );
-        let mut x = vec![0f32; 3 * h * w];
-        normalize_into(&img, data_cfg.mean, data_cfg.std, &mut x);
-        let small = cam::downsample_mean(&x, 3, (h, w), 4);
-        let before = cam::pseudo_labels(&norm, (1, n, hf, wf), &rule);
-        par.refine(&small, 3, &mut norm, n, (hf, wf));
-        let after = cam::pseudo_labels(&norm, (1, n, hf, wf), &rule);
-        labelled += mask.as_raw().iter().filter(|&&m| (m as usize) < n).count() as u64;
-        for (k, (labels, cm)) in [(before, &mut raw), (after, &mut refined)].into_iter().enumerate() {
-            let pred = resize_labels(&cam::upsample_nearest(&labels, (1, hf, wf), 4), (h, w), &mask);
-            covered[k] += pred
-                .iter()
-                .zip(mask.as_raw())
-                .filter(|&(&p, &m)| (m as usize) < n && p != seg_core::IGNORE)
-                .count() as u64;
-            cm.update(&pred, mask.as_raw());
+        for (k, (name, mask, image_tags, img)) in samples.into_iter().enumerate() {
+            let mut norm = cam::normalize_cams(
+                &acc.get(k)?.flatten_all()?.to_vec1::<f32>()?,
+                (1, n, hf, wf),
+                &multi_hot(&image_tags, n),
+            );
+            let mut x = vec![0f32; 3 * h * w];
+            normalize_into(&img, data_cfg.mean, data_cfg.std, &mut x);
+            let small = cam::downsample_mean(&x, 3, (h, w), 4);
+            let before = cam::pseudo_labels(&norm, (1, n, hf, wf), &rule);
+            par.refine(&small, 3, &mut norm, n, (hf, wf));
+            let after = cam::pseudo_labels(&norm, (1, n, hf, wf), &rule);
+            labelled += mask.as_raw().iter().filter(|&&m| (m as usize) < n).count() as u64;
+            for (k, (labels, cm)) in [(before, &mut raw), (after, &mut refined)].into_iter().enumerate() {
+                let pred = resize_labels(&cam::upsample_nearest(&labels, (1, hf, wf), 4), (h, w), &mask);
+                covered[k] += pred
+                    .iter()
+                    .zip(mask.as_raw())
+                    .filter(|&(&p, &m)| (m as usize) < n && p != seg_core::IGNORE)
+                    .count() as u64;
+                cm.update(&pred, mask.as_raw());
+            }
+            all_tags.push((name, image_tags));
         }
-        all_tags.push((s.name, image_tags));
     }
     pb.finish_and_clear();
     let presence = TagFile::from_entries(all_tags, n)?.presence(n);

@@ -734,6 +734,46 @@ mod semi {
         assert!(format!("{e:#}").contains("data.tag_file"), "{e:#}");
     }
 
+    /// Issue #26, group-wise mining: the CAM method with `[cam.group]` trains (its module is
+    /// method state and learns: γ leaves 0), and `cam-labels` runs the trained module over
+    /// groups of consecutive images.
+    #[test]
+    fn issue26_group_mining_trains_and_labels_in_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 8);
+        let tags = synthetic_tags(&data, 8);
+        let mut cfg = tiny_config(&data, "cam", 4);
+        cfg.data.val_prefixes = vec!["SYN_00000".into()];
+        cfg.data.tag_file = Some(tags);
+        cfg.cam.warmup_iterations = 2;
+        cfg.cam.group.enabled = true;
+        cfg.cam.group.key_channels = 8;
+        let run = dir.path().join("run");
+        train::run(&cfg, &opts(&run, false, None)).unwrap();
+        let t = candle_core::safetensors::load(run.join("last.safetensors"), &Device::Cpu).unwrap();
+        let gamma = t
+            .iter()
+            .find(|(k, _)| k.ends_with("method.cam.group.gamma"))
+            .map(|(_, v)| v.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0])
+            .unwrap_or_else(|| panic!("no group weights in {:?}", t.keys()));
+        assert!(gamma != 0.0, "gamma did not learn");
+        let opts_cam = edge_seg_trainer::weak::CamLabelOptions {
+            scales: vec![1.0],
+            min_pixels: 1,
+            ..Default::default()
+        };
+        let labeled = data.join("labeled.txt");
+        let r =
+            edge_seg_trainer::weak::cam_labels(&run, "last", None, labeled.to_str().unwrap(), None, &opts_cam).unwrap();
+        assert_eq!(r.images, 4);
+        assert!(r.coverage.0 > 0.0 && r.coverage.0 <= 1.0, "{:?}", r.coverage);
+        // a bad setting is a config error
+        cfg.cam.group.dropout = 1.5;
+        let e = train::run(&cfg, &opts(&dir.path().join("r2"), false, None)).unwrap_err();
+        assert!(format!("{e:#}").contains("cam.group.dropout"), "{e:#}");
+    }
+
     /// Issue #26: tag files that do not match the images, or name unknown classes, stop the
     /// run before training with the file and the problem.
     #[test]

@@ -10,6 +10,7 @@
 //!   module.
 //! - [`consistency`]: semi-supervised losses (CAC directional contrastive, CPS), DARS thresholds,
 //!   a memory bank of past features.
+//! - [`group`]: group-wise semantic mining (co-attention between images that share tags).
 //! - [`conv`], [`depthwise`], [`fused`]: CPU training kernels — convolution as im2col + matmul
 //!   with a col2im backward, depthwise convolution as direct loops with its own backward,
 //!   training BatchNorm(+ReLU/ReLU6) as one op with a hand-written backward.
@@ -30,6 +31,7 @@ pub mod depthwise;
 pub mod efficientnet;
 pub mod export;
 pub mod fused;
+pub mod group;
 pub mod init;
 pub mod layers;
 pub mod loss;

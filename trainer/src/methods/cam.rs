@@ -18,6 +18,10 @@
 //! `L = w_sup · CE(labeled) + w_cls · L_cls + w_seg · L_seg`; with `supervised_weight = 0` the
 //! labeled batch is not even forwarded (training from tags alone).
 //!
+//! With `[cam.group] enabled = true`, the features pass through group-wise semantic mining
+//! ([`seg_nn::group`]) first: the step's tagged images that share a tag exchange co-attention
+//! messages.
+//!
 //! What differs from AFA (the single-stage reference): CAMs come from the segmentation network's
 //! own features (the decoder's stride-4 embedding by default, or the encoder's last stage) with
 //! global average pooling instead of AFA's transformer features with global max pooling; no
@@ -26,7 +30,10 @@
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use seg_nn::cam::{self, CamHead, Par, PseudoLabelRule};
+use seg_nn::group::{GroupConfig, GroupMining};
 use seg_nn::init;
 use seg_nn::optim::ParamGroup;
 use serde::{Deserialize, Serialize};
@@ -72,6 +79,9 @@ pub struct CamConfig {
     pub par_dilations: Vec<usize>,
     /// PAR propagation steps.
     pub par_iterations: usize,
+    /// Group-wise semantic mining on the CAM features (`[cam.group]`, off by default): the
+    /// tagged images of a step that share tags refine each other's features.
+    pub group: GroupConfig,
 }
 
 impl Default for CamConfig {
@@ -91,6 +101,7 @@ impl Default for CamConfig {
             par: true,
             par_dilations: par.dilations,
             par_iterations: par.iterations,
+            group: GroupConfig::default(),
         }
     }
 }
@@ -125,7 +136,7 @@ impl CamConfig {
         if self.par_dilations.iter().any(|&d| d == 0 || d > 256) || self.par_iterations > 100 {
             return Err("cam.par_dilations must be in 1..=256 and cam.par_iterations <= 100".into());
         }
-        Ok(())
+        self.group.validate()
     }
 
     /// The pseudo-label rule for `classes`.
@@ -184,14 +195,48 @@ impl CamConfig {
         CamHead::new(self.feature_channels(model, dev)?, model.num_classes, vb.pp("cam"))
     }
 
+    /// The trained group-mining module of a checkpoint (`method.cam.group.*`), `None` when the
+    /// run did not use it.
+    pub fn load_group(
+        &self,
+        model: &seg_nn::ModelConfig,
+        state: &std::collections::HashMap<String, Tensor>,
+        dev: &candle_core::Device,
+    ) -> Result<Option<GroupMining>> {
+        if !self.group.enabled {
+            return Ok(None);
+        }
+        let tensors: std::collections::HashMap<String, Tensor> = state
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("method.cam.").map(|k| (k.to_string(), v.clone())))
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, dev);
+        Ok(Some(GroupMining::new(
+            &self.group,
+            self.feature_channels(model, dev)?,
+            vb.pp("group"),
+        )?))
+    }
+
     /// Evaluation-mode CAMs `[b, C, hf, wf]` of normalised images `x` `[b, 3, H, W]` (stride 4
-    /// for the embedding, 32 for the encoder).
-    pub fn cams(&self, model: &seg_nn::SegModel, head: &CamHead, x: &Tensor) -> Result<Tensor> {
+    /// for the embedding, 32 for the encoder); with `group`, the images of `x` are one group
+    /// joined by the given graph.
+    pub fn cams(
+        &self,
+        model: &seg_nn::SegModel,
+        head: &CamHead,
+        group: Option<(&GroupMining, &[Vec<bool>])>,
+        x: &Tensor,
+    ) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (low, high) = model.encoder.forward_t(x, false)?; // [b,w1,H/4,W/4], [b,w4,H/32,W/32]
         let features = match self.features {
             CamFeatures::Embedding => model.decode_t(&low, &high, (h, w), false)?.embedding, // [b,d,H/4,W/4]
             CamFeatures::Encoder => high,
+        };
+        let features = match group {
+            Some((g, adj)) => g.forward(&features, adj, false, &mut ChaCha8Rng::seed_from_u64(0))?,
+            None => features,
         };
         Ok(head.forward(&features)?.0)
     }
@@ -203,6 +248,8 @@ pub struct Cam {
     rule: PseudoLabelRule,
     vars: VarMap,
     head: CamHead,
+    group: Option<GroupMining>,
+    seed: u64,
     stats: Vec<(&'static str, f64)>,
 }
 
@@ -214,12 +261,19 @@ impl Cam {
         let vars = VarMap::new();
         let vb = VarBuilder::from_varmap(&vars, DType::F32, init.device);
         let head = CamHead::new(channels, init.cfg.model.num_classes, vb.pp("cam"))?;
+        let group = if cfg.group.enabled {
+            Some(GroupMining::new(&cfg.group, channels, vb.pp("group"))?)
+        } else {
+            None
+        };
         init::reseed(&vars, init.cfg.schedule.seed ^ 0x0ca3_0ca3)?;
         Ok(Box::new(Self {
             rule: cfg.rule(&init.cfg.data.classes.names),
             cfg,
             vars,
             head,
+            group,
+            seed: init.cfg.schedule.seed,
             stats: Vec::new(),
         }))
     }
@@ -277,6 +331,18 @@ impl Method for Cam {
         let features = match self.cfg.features {
             CamFeatures::Embedding => &out.embedding, // [b, d, h/4, w/4]
             CamFeatures::Encoder => &high,            // [b, w4, h/32, w/32]
+        };
+        let mined;
+        let features = match &self.group {
+            Some(g) => {
+                let (_, c) = tags.dims2()?;
+                let adj = seg_nn::group::tag_graph(&tags.flatten_all()?.to_vec1::<f32>()?, b, c);
+                // graph dropout drawn from (seed, step): the same on a resumed run
+                let mut rng = ChaCha8Rng::seed_from_u64(self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ctx.iteration);
+                mined = g.forward(features, &adj, true, &mut rng)?; // [b, F, hf, wf]
+                &mined
+            }
+            None => features,
         };
         let (cams, logits) = self.head.forward(features)?; // [b, C, hf, wf], [b, C]
         let cls = seg_nn::loss::multilabel_bce(&logits, tags)?;
