@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Result records of benches/gpu/run.sh (docs/results/cuda.json), from the raw JSON it left in
 --work: the CUDA-vs-CPU parity, the GPU training-step times (ours, PyTorch, ratio) and the GPU
-training run's wall time and best in-training mIoU. The machine field names the GPU (nvidia-smi)
-and the host CPU.
+training run's wall time and its last in-training mIoU — only for the --parts that this command
+ran (run.sh removes each part's old outputs before running it). The machine field names the GPU
+(nvidia-smi) and the host CPU.
 
-  record.py --work DIR --results FILE --command CMD
+  record.py --work DIR --results FILE --command CMD --parts parity,step,train [--train-eval SPLIT]
 """
 
 import argparse
@@ -21,7 +22,10 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--results", required=True)
     ap.add_argument("--command", required=True)
+    ap.add_argument("--parts", required=True)
+    ap.add_argument("--train-eval", default=None)
     a = ap.parse_args()
+    parts = set(a.parts.split(","))
     w = Path(a.work)
     gpu = (w / "gpu.txt").read_text().strip() if (w / "gpu.txt").exists() else "unknown GPU"
     recs, add = recorder(a.command, echo=True)
@@ -35,9 +39,9 @@ def main():
         add(name, value, unit, split)
         recs[-1]["value"] = value
 
-    p = load("parity.json")
+    p = load("parity.json") if "parity" in parts else None
     if p:
-        s = "seeded input 2x3x360x480"
+        s = "seeded input " + "x".join(str(d) for d in p["input"])
         add_raw("cuda_parity_logits_max_abs_diff", p["logits_max_abs_diff"],
             f"max |logit difference| CUDA vs CPU, evaluation mode (max |logit| {p['logits_max_abs']:.2f})", s)
         add_raw("cuda_parity_argmax_agreement", p["argmax_agreement"], "fraction of pixels with the same class", s)
@@ -48,7 +52,7 @@ def main():
         add_raw("cuda_parity_grad_max_rel_diff", p["grad_max_rel_diff"],
                 f"max over parameters of max |gradient difference| / max(max |CPU gradient|, 1e-3 x "
                 f"{p['grad_max_abs']:.3e}) (worst: {p['grad_worst']}, its max |gradient| {p['grad_worst_scale']:.3e})", s)
-    for b in (8, 32):
+    for b in (8, 32) if "step" in parts else ():
         r, t = load(f"step_rust_b{b}.json"), load(f"step_torch_b{b}.json")
         if r and t:
             shape = f"Lite0 seg net from ImageNet weights, batch {b}, 256x256"
@@ -61,14 +65,14 @@ def main():
             add(f"cuda_train_step_ratio_vs_torch_b{b}", r["median_ms"] / t["median_ms"],
                 "x (ours / PyTorch, lower is better)", "random input")
     run = w / "suponly"
-    if (run / "metrics.jsonl").exists():
+    if "train" in parts and (run / "metrics.jsonl").exists():
         lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
         evals = [e for e in lines if "val_miou" in e]
         steps = [e for e in lines if "elapsed_s" in e]
         if evals:
             add("cuda_suponly_in_training_miou", 100 * evals[-1]["val_miou"],
                 f"mIoU % at step {evals[-1]['iter']} (in-training evaluation)",
-                "every 5th frame of splits/camvid-xseq-target/eval.txt (see command)")
+                f"in-training evaluation on {a.train_eval or 'the config val_split'} (see command)")
         if steps:
             add("cuda_suponly_train_seconds", steps[-1]["elapsed_s"],
                 f"s of training wall time to step {steps[-1]['iter']} on the GPU (evaluations included)", "-")

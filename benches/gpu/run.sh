@@ -68,21 +68,25 @@ fi
 
 if has parity; then
     step "parity: CUDA vs CPU"
+    rm -f "$WORK/parity.json"
     "$BIN" parity --config trainer/configs/camvid_lite0.toml --imagenet --device cuda --batch 2 \
         --size 360x480 --json "$WORK/parity.json"
 fi
 if has step; then
     step "training step on the GPU: ours vs PyTorch ($STEPS steps each)"
+    rm -f "$WORK"/step_*.json
     for b in 8 32; do
+        # a failed batch size leaves the other's figures (recorded below) standing
         "$BIN" bench-step --config trainer/configs/camvid_lite0.toml --imagenet --device cuda \
-            --batch "$b" --crop 256 --steps "$STEPS" --warmup 3 --json "$WORK/step_rust_b$b.json"
-        "$PY" benches/pretrained/torch_step.py --variant lite0 --device cuda --batch "$b" --crop 256 \
-            --steps "$STEPS" --warmup 3 --threads 4 --json "$WORK/step_torch_b$b.json"
+            --batch "$b" --crop 256 --steps "$STEPS" --warmup 3 --json "$WORK/step_rust_b$b.json" &&
+            "$PY" benches/pretrained/torch_step.py --variant lite0 --device cuda --batch "$b" --crop 256 \
+                --steps "$STEPS" --warmup 3 --threads 4 --json "$WORK/step_torch_b$b.json" ||
+            echo "run.sh: the batch-$b step timing failed" >&2
     done
 fi
 if has train; then
     step "train on the GPU: xseqt SupOnly 1/16 seed 0 (600 steps)"
-    rm -rf "$WORK/suponly"
+    rm -rf "$WORK/suponly" "$WORK/suponly_gpu.onnx"
     CFG=trainer/configs/xseqt_suponly.toml
     if [[ -n $TRAIN_EVAL ]]; then
         # a shorter in-training evaluation split (the exported model is evaluated on the full one)
@@ -93,4 +97,5 @@ if has train; then
     "$BIN" export --run "$WORK/suponly" --checkpoint last --out "$WORK/suponly_gpu.onnx"
 fi
 step "records -> $RESULTS"
-"$PY" benches/gpu/record.py --work "$WORK" --results "$RESULTS" --command "$CMD"
+"$PY" benches/gpu/record.py --work "$WORK" --results "$RESULTS" --command "$CMD" --parts "$PARTS" \
+    ${TRAIN_EVAL:+--train-eval "$TRAIN_EVAL"}

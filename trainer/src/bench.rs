@@ -105,6 +105,8 @@ pub fn train_step_ms(
 /// What [`device_parity`] measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Parity {
+    /// The seeded input, `[batch, 3, h, w]`.
+    pub input: [usize; 4],
     /// Largest |logit difference| in evaluation mode (running batch-norm statistics).
     pub logits_max_abs_diff: f32,
     /// Largest |logit| on the CPU, for scale.
@@ -168,11 +170,27 @@ pub fn device_parity(
     let mut names: Vec<&String> = cpu_data.keys().collect();
     names.sort();
     let mut pairs = Vec::new();
+    let mut one_sided = Vec::new();
     for name in names {
-        let (Some(g1), Some(g2)) = (ga.get(cpu_data[name].as_tensor()), gb.get(dev_data[name].as_tensor())) else {
-            continue;
-        };
-        pairs.push((name.clone(), g1.clone(), g2.to_device(&cpu)?));
+        match (ga.get(cpu_data[name].as_tensor()), gb.get(dev_data[name].as_tensor())) {
+            (Some(g1), Some(g2)) => pairs.push((name.clone(), g1.clone(), g2.to_device(&cpu)?)),
+            (None, None) => {} // running statistics: no gradient on either device
+            (g1, _) => one_sided.push(format!(
+                "{name} (only on the {})",
+                if g1.is_some() { "CPU" } else { "device" }
+            )),
+        }
+    }
+    anyhow::ensure!(
+        one_sided.is_empty(),
+        "parity: gradients that exist on one device only: {}",
+        one_sided.join(", ")
+    );
+    // a NaN or an infinity on either side would hide in the max-based figures below
+    let finite = |t: &Tensor| -> Result<bool> { Ok(t.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite())) };
+    anyhow::ensure!(finite(&a)? && finite(&b)?, "parity: non-finite logits");
+    for (name, g1, g2) in &pairs {
+        anyhow::ensure!(finite(g1)? && finite(g2)?, "parity: non-finite gradient of {name}");
     }
     let mut scales = Vec::with_capacity(pairs.len());
     for (_, g1, _) in &pairs {
@@ -192,6 +210,7 @@ pub fn device_parity(
         }
     }
     Ok(Parity {
+        input: [batch, 3, h, w],
         logits_max_abs_diff,
         logits_max_abs,
         argmax_agreement: same,

@@ -96,7 +96,7 @@ enum Cmd {
     /// CUDA against CPU: the same weights and seeded input on both devices; evaluation-mode
     /// logits and one training step's loss and gradients compared (needs `--features cuda`).
     Parity {
-        /// TOML config (its `[model]` and `init` are used).
+        /// TOML config (its `[model]` is used).
         #[arg(long)]
         config: Option<PathBuf>,
         /// Device to compare with the CPU.
@@ -108,7 +108,8 @@ enum Cmd {
         /// Input size, HxW.
         #[arg(long, value_parser = parse_hw, default_value = "360x480")]
         size: [u32; 2],
-        /// Start from the config's ImageNet weights (as training does with init = "imagenet").
+        /// Start from the ImageNet weights of the config's encoder (as training does with
+        /// init = "imagenet").
         #[arg(long)]
         imagenet: bool,
         /// The ImageNet weights file (with --imagenet).
@@ -251,8 +252,8 @@ impl Compute {
     }
 }
 
-/// The ImageNet weights of a config when `imagenet` is set (`init = "imagenet"` and a Lite
-/// encoder required), as training would find them.
+/// The ImageNet weights of a config's encoder when `imagenet` is set (a Lite encoder required),
+/// found as training finds them (`--pretrained`, else the cache).
 fn imagenet_weights(cfg: &TrainConfig, imagenet: bool, explicit: Option<&std::path::Path>) -> Result<Option<PathBuf>> {
     if !imagenet {
         anyhow::ensure!(explicit.is_none(), "--pretrained: only used with --imagenet");

@@ -275,7 +275,9 @@ pub fn cam_labels(
         opts.progress,
         "cam-labels {bar:30} {pos}/{len} images {eta}",
     );
-    // with group mining, consecutive images form the groups (of the training step's size)
+    // with group mining, consecutive images of the split form the groups (of the training step's
+    // size, across sequence boundaries), joined by their tags: the tag file's, or without one
+    // the tags derived from the masks being scored against
     let group = cfg.cam.load_group(&cfg.model, &state, &dev)?;
     let group_size = if group.is_some() {
         cfg.schedule.unlabeled_batch_size.max(1)
@@ -337,9 +339,9 @@ pub fn cam_labels(
             par.refine(&small, 3, &mut norm, n, (hf, wf));
             let after = cam::pseudo_labels(&norm, (1, n, hf, wf), &rule);
             labelled += mask.as_raw().iter().filter(|&&m| (m as usize) < n).count() as u64;
-            for (k, (labels, cm)) in [(before, &mut raw), (after, &mut refined)].into_iter().enumerate() {
+            for (stage, (labels, cm)) in [(before, &mut raw), (after, &mut refined)].into_iter().enumerate() {
                 let pred = resize_labels(&cam::upsample_nearest(&labels, (1, hf, wf), 4), (h, w), &mask);
-                covered[k] += pred
+                covered[stage] += pred
                     .iter()
                     .zip(mask.as_raw())
                     .filter(|&(&p, &m)| (m as usize) < n && p != seg_core::IGNORE)

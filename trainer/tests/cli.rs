@@ -772,6 +772,12 @@ mod semi {
         cfg.cam.group.dropout = 1.5;
         let e = train::run(&cfg, &opts(&dir.path().join("r2"), false, None)).unwrap_err();
         assert!(format!("{e:#}").contains("cam.group.dropout"), "{e:#}");
+        // co-attention is quadratic in positions: the stride-4 embedding of a 256² crop is refused
+        cfg.cam.group.dropout = 0.2;
+        cfg.cam.features = edge_seg_trainer::methods::cam::CamFeatures::Embedding;
+        cfg.augment.crop = [256, 256];
+        let e = train::run(&cfg, &opts(&dir.path().join("r3"), false, None)).unwrap_err();
+        assert!(format!("{e:#}").contains("cam.group: 4096 feature positions"), "{e:#}");
     }
 
     /// Issue #26: tag files that do not match the images, or name unknown classes, stop the

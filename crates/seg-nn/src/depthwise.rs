@@ -34,7 +34,7 @@ impl Depthwise {
     pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         let [t, l, b, r] = self.pads;
         let (ph, pw) = (h + t + b, w + l + r);
-        if ph < self.k || pw < self.k || self.stride == 0 {
+        if self.k == 0 || ph < self.k || pw < self.k || self.stride == 0 {
             candle_core::bail!(
                 "depthwise conv: kernel {} stride {} does not fit a {h}x{w} input padded by {:?}",
                 self.k,
@@ -365,7 +365,11 @@ mod tests {
     /// (batch, channels, h, w, kernel, stride, pads)
     type Case = (usize, usize, usize, usize, usize, usize, [usize; 4]);
 
-    const CASES: [Case; 7] = [
+    const CASES: [Case; 9] = [
+        // an even kernel at stride 2 whose last padded row is never read (the tap views cut it)
+        (1, 2, 11, 9, 2, 2, [0, 0, 0, 0]),
+        // a kernel smaller than the stride on odd sizes
+        (2, 2, 7, 5, 1, 2, [0, 0, 0, 0]),
         (2, 3, 7, 9, 3, 1, [1, 1, 1, 1]),
         (2, 3, 8, 10, 3, 2, [0, 0, 1, 1]),
         (1, 4, 9, 11, 5, 2, [2, 2, 2, 2]),
@@ -471,5 +475,7 @@ mod tests {
         assert!(depthwise_conv2d(&x, &wt, 0, [2, 2, 2, 2]).is_err());
         assert!(depthwise_taps(&x, &wt, 1, [0, 0, 0, 0]).is_err());
         assert!(depthwise_taps(&x, &wt, 0, [2, 2, 2, 2]).is_err());
+        let empty = Tensor::zeros((2, 1, 0, 0), candle_core::DType::F32, &dev).unwrap();
+        assert!(depthwise_taps(&x, &empty, 1, [0, 0, 0, 0]).is_err());
     }
 }

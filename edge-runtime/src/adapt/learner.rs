@@ -779,7 +779,7 @@ mod tests {
         let (_, bias) = a.trainable().into_iter().find(|(n, _)| n == "classifier.bias").unwrap();
         let mut v = bias.as_tensor().to_vec1::<f32>().unwrap();
         v[c] += delta;
-        bias.set(&Tensor::new(v, &Device::Cpu).unwrap()).unwrap();
+        bias.set(&Tensor::new(v, bias.device()).unwrap()).unwrap();
     }
 
     /// Issue #5: a step trains the head (finite loss, weights move); an injected degradation

@@ -40,6 +40,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Method, MethodInit, StepContext, UnlabeledBatch, UnlabeledView};
 
+/// The most feature positions per crop that group mining takes: its affinities are
+/// `[b, b, n, n]` (at b = 8 and n = 1024, 256 MiB).
+pub const GROUP_MAX_POSITIONS: usize = 1024;
+
 /// Which feature map the CAM head reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,7 +140,21 @@ impl CamConfig {
         if self.par_dilations.iter().any(|&d| d == 0 || d > 256) || self.par_iterations > 100 {
             return Err("cam.par_dilations must be in 1..=256 and cam.par_iterations <= 100".into());
         }
-        self.group.validate()
+        self.group.validate()?;
+        let stride = match self.features {
+            CamFeatures::Embedding => 4,
+            CamFeatures::Encoder => 32,
+        };
+        let positions = (crop[0] / stride) as usize * (crop[1] / stride) as usize;
+        if self.group.enabled && positions > GROUP_MAX_POSITIONS {
+            return Err(format!(
+                "cam.group: {positions} feature positions per {}x{} crop (features at stride {stride}); \
+                 co-attention holds every pair of positions of every pair of images, so at most \
+                 {GROUP_MAX_POSITIONS} (use features = \"encoder\" or a smaller crop)",
+                crop[0], crop[1]
+            ));
+        }
+        Ok(())
     }
 
     /// The pseudo-label rule for `classes`.
