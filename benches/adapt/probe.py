@@ -41,9 +41,9 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer import merge_records, recorder  # noqa: E402
+from benchlib import merge_records, recorder  # noqa: E402
 from run import DUSK, EDGE, miou, source_frame_files  # noqa: E402
 from tune import SOURCE, make_set  # noqa: E402
 

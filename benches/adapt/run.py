@@ -32,14 +32,13 @@ Writes docs/results/adapt.json (records name/value/unit/split/command/date/machi
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
-from peer import merge_records, recorder  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchlib import merge_records, read_toml, recorder  # noqa: E402
 
 TRAIN = "target/release/edge-seg-train"
 EDGE = "target/release/edge-seg"
@@ -117,7 +116,7 @@ def main():
 
     run = Path(a.source_run)
     src = work / "day_source.onnx"
-    iterations = int(re.search(r"^iterations\s*=\s*(\d+)", Path(a.source_config).read_text(), re.M).group(1))
+    iterations = int(read_toml(a.source_config)["schedule"]["iterations"])
     if last_iter(run) < iterations:
         print("== train the day source model", flush=True)
         cmd = [TRAIN, "train", "--config", a.source_config, "--out", run, "--data", a.data, "--no-progress"]

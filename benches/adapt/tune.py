@@ -21,9 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer import merge_records, recorder  # noqa: E402
+from benchlib import merge_records, recorder  # noqa: E402
 from run import EDGE, link_frames, miou  # noqa: E402
 # Every candidate starts from BASE (the previous defaults: lr 0.002, strict recent-frame guards, no
 # source frames, no input normalisation) and spells out what it changes. The defaults in AdaptConfig are the chosen row,

@@ -16,8 +16,8 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "quantize"))
-from peer import merge_records, recorder  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import merge_records, recorder  # noqa: E402
 
 
 def stats(path):

@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
-from peer import machine, merge_records, recorder  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchlib import machine, merge_records, recorder  # noqa: E402
 
 
 def main():

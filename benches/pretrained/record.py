@@ -19,8 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
-from peer import merge_records, recorder  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchlib import merge_records, recorder  # noqa: E402
 
 
 def count(a, add):

@@ -28,6 +28,9 @@ import numpy as np
 import onnx
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchlib import machine, merge_records, recorder  # noqa: E402,F401  (re-exported for the bench scripts)
+
 IMAGE_EXT = {".png", ".jpg", ".jpeg"}
 
 
@@ -218,57 +221,7 @@ def cmd_latency(a):
 
 
 # ---------------------------------------------------------------- records
-def machine():
-    cpu = platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return f"{cpu}, {cores} cores"
-
-
-def recorder(command, echo=False):
-    """`(recs, add)`: `add(name, value, unit, split)` appends a result record (value rounded to 3
-    decimals) with `command`, today's date (UTC) and this machine to the list `recs`, and prints
-    it when `echo`."""
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    mach = machine()
-    recs = []
-
-    def add(name, value, unit, split):
-        recs.append({"name": name, "value": round(value, 3), "unit": unit, "split": split,
-                     "command": command, "date": date, "machine": mach})
-        if echo:
-            print(f"  {name} = {value:.3f} {unit}", flush=True)
-
-    return recs, add
-
-
-def merge_records(path, recs):
-    """Replace-by-name merge of `recs` into the JSON list at `path`, written atomically."""
-    out = Path(path)
-    all_recs = json.loads(out.read_text()) if out.exists() else []
-    if not isinstance(all_recs, list) or not all(isinstance(x, dict) and "name" in x for x in all_recs):
-        sys.exit(f"{out}: exists and is not a list of result records; not overwriting it")
-    for r in recs:
-        for i, x in enumerate(all_recs):
-            if x["name"] == r["name"]:
-                all_recs[i] = r
-                break
-        else:
-            all_recs.append(r)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(all_recs, indent=2) + "\n")
-    os.replace(tmp, out)
-    return out
+# machine, recorder and merge_records live in benches/benchlib.py (imported above)
 
 
 def cmd_records(a):

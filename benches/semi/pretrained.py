@@ -31,8 +31,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
-from peer import machine, merge_records  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchlib import machine, merge_records, train_seconds  # noqa: E402
 
 TRAIN = os.environ.get("EDGE_SEG_TRAIN", "target/release/edge-seg-train")  # a copy keeps a rebuild from touching a running run
 METHODS = ["suponly", "cac", "oracle", "w2s", "cps", "mt_dars"]
@@ -69,16 +69,6 @@ def evals(run_dir):
         if "val_miou" in r:
             out.append((r["iter"], r["val_miou"]))
     return out
-
-
-def train_seconds(run_dir):
-    t = 0.0
-    log = run_dir / "metrics.jsonl"
-    if log.exists():
-        for line in log.read_text().splitlines():
-            r = json.loads(line)
-            t = max(t, r.get("elapsed_s", 0.0))
-    return t
 
 
 def train(run_dir, cfg_path):
@@ -128,7 +118,7 @@ def collect(runs_dir, results):
         scores[(m, ratio, seed)] = value
         cmd = f"python3 benches/semi/pretrained.py --only '^{name}$' (mean of the evaluations at steps {steps})"
         rec(f"{name}_xseqt_miou", value, "mIoU %", cmd)
-        rec(f"{name}_train_min", train_seconds(d) / 60.0, "min", cmd)
+        rec(f"{name}_train_min", (train_seconds(d) or 0.0) / 60.0, "min", cmd)
     for m in METHODS:
         for ratio in ["1_16", "1_8"]:
             vals = [v for (mm, r, _), v in scores.items() if mm == m and r == ratio]

@@ -48,8 +48,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quantize"))
-from peer import machine, merge_records  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchlib import machine, merge_records, read_metrics, read_toml  # noqa: E402
+from benchlib import train_seconds as benchlib_train_seconds  # noqa: E402
 
 TRAIN = "target/release/edge-seg-train"
 EDGE = "target/release/edge-seg"
@@ -160,59 +161,10 @@ def plan_runs(plan):
     return runs
 
 
-def read_metrics(run_dir):
-    p = run_dir / "metrics.jsonl"
-    if not p.exists():
-        return []
-    out = []
-    for line in p.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
-
-
 def train_seconds(run_dir):
-    """Training wall time of a run by the trainer's clock. `elapsed_s` restarts when a run is
-    resumed from its last checkpoint; each piece counts up to the step the next one resumed from
-    (interpolated between log lines), the last one to its end. None without metrics."""
-    cfg = (run_dir / "config.toml").read_text()
-    every = int(re.search(r"^checkpoint_every = (\d+)", cfg, re.M)[1])
-    pieces = []
-    for r in read_metrics(run_dir):
-        if "elapsed_s" not in r:
-            continue
-        if not pieces or r["elapsed_s"] < pieces[-1][-1][1]:
-            pieces.append([])
-        pieces[-1].append((r["iter"], r["elapsed_s"]))
-    if not pieces:
-        return None
-    # a paused process (SIGSTOP while other benchmarks ran) shows as one long gap: count it as a
-    # typical interval
-    gaps = sorted(b[1] - a[1] for piece in pieces for a, b in zip(piece, piece[1:]))
-    typical = gaps[len(gaps) // 2] if gaps else 0.0
-    for piece in pieces:
-        shift = 0.0
-        for j in range(1, len(piece)):
-            gap = piece[j][1] + shift - piece[j - 1][1]
-            if gap > max(5 * typical, typical + 120):
-                shift -= gap - typical
-            piece[j] = (piece[j][0], piece[j][1] + shift)
-    total = 0.0
-    for k, piece in enumerate(pieces):
-        if k + 1 == len(pieces):
-            total += piece[-1][1]
-            break
-        resumed = (pieces[k + 1][0][0] - 1) // every * every  # the checkpoint the next piece loaded
-        prev, t = (0 if k == 0 else piece[0][0], 0.0), piece[-1][1]
-        for i, e in piece:
-            if i >= resumed:
-                t = prev[1] + (e - prev[1]) * (resumed - prev[0]) / max(1, i - prev[0])
-                break
-            prev = (i, e)
-        total += t
-    return total
+    """Training wall time by the trainer's clock, pauses (SIGSTOP while other benchmarks ran)
+    counted as a typical log interval: benchlib.train_seconds."""
+    return benchlib_train_seconds(run_dir, discount_pauses=True)
 
 
 def recorded(results, name):
@@ -285,7 +237,7 @@ def do_run(a, name, template, sets):
     if rc != 0:
         print(f"  {name}: training failed (exit {rc}), see {d / 'driver.log'}", file=sys.stderr)
         return None
-    iterations = int(re.search(r"^iterations = (\d+)", (d / "config.toml").read_text(), re.M)[1])
+    iterations = int(read_toml(d / "config.toml")["schedule"]["iterations"])
     xs, steps = xseq_miou(d, iterations)
     if xs is None:
         print(f"  {name}: no final evaluation in metrics.jsonl (evaluations at {steps})", file=sys.stderr)
