@@ -229,6 +229,17 @@ enum Cmd {
     },
 }
 
+/// The largest batch `bench-step` and `parity` take (a bound before anything is allocated).
+const MAX_BENCH_BATCH: usize = 256;
+
+/// A TOML config, or the defaults without one.
+fn config_or_default(path: Option<&std::path::Path>) -> Result<TrainConfig> {
+    Ok(match path {
+        Some(p) => seg_core::config::load_toml(p)?,
+        None => TrainConfig::default(),
+    })
+}
+
 /// A compute device on the command line.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Compute {
@@ -345,10 +356,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Train(a) => {
-            let mut cfg: TrainConfig = match &a.config {
-                Some(p) => seg_core::config::load_toml(p)?,
-                None => TrainConfig::default(),
-            };
+            let mut cfg = config_or_default(a.config.as_deref())?;
             if let Some(d) = a.data {
                 cfg.data.root = d;
             }
@@ -449,13 +457,10 @@ fn run(cli: Cli) -> Result<()> {
             imagenet,
             pretrained,
         } => {
-            let cfg: TrainConfig = match &config {
-                Some(p) => seg_core::config::load_toml(p)?,
-                None => TrainConfig::default(),
-            };
+            let cfg = config_or_default(config.as_deref())?;
             anyhow::ensure!(
-                batch > 0 && crop >= 32 && steps > 0,
-                "--batch, --steps must be > 0 and --crop >= 32"
+                (1..=MAX_BENCH_BATCH).contains(&batch) && (32..=1024).contains(&crop) && steps > 0,
+                "--batch must be in 1..={MAX_BENCH_BATCH}, --crop in 32..=1024 and --steps > 0"
             );
             let weights = imagenet_weights(&cfg, imagenet, pretrained.as_deref())?;
             let dev = device.device()?;
@@ -508,11 +513,11 @@ fn run(cli: Cli) -> Result<()> {
             pretrained,
             json,
         } => {
-            let cfg: TrainConfig = match &config {
-                Some(p) => seg_core::config::load_toml(p)?,
-                None => TrainConfig::default(),
-            };
-            anyhow::ensure!(batch > 0, "--batch must be > 0");
+            let cfg = config_or_default(config.as_deref())?;
+            anyhow::ensure!(
+                (1..=MAX_BENCH_BATCH).contains(&batch),
+                "--batch must be in 1..={MAX_BENCH_BATCH}"
+            );
             let weights = imagenet_weights(&cfg, imagenet, pretrained.as_deref())?;
             let dev = device.device()?;
             let [h, w] = size;

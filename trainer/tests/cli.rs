@@ -920,6 +920,11 @@ fn issue28_device_cuda_without_the_feature_is_a_one_line_error() {
     }
     let out = train_bin(&["parity", "--device", "cuda", "--pretrained", "x.pth"], dir.path());
     assert_user_error(&out, "--pretrained: only used with --imagenet");
+    // sizes are bounded before anything is allocated
+    let out = train_bin(&["parity", "--batch", "100000"], dir.path());
+    assert_user_error(&out, "--batch must be in 1..=256");
+    let out = train_bin(&["bench-step", "--crop", "99999"], dir.path());
+    assert_user_error(&out, "--crop in 32..=1024");
     let json = dir.path().join("p.json");
     let out = train_bin(
         &[
