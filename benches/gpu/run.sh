@@ -11,10 +11,16 @@
 #   train    edge-seg-train train on the GPU: trainer/configs/xseqt_suponly.toml (SupOnly,
 #            17 labeled frames, 600 steps; its CPU run is in docs/results/semi.json), exported
 #            to ONNX for evaluation on the CPU machine (edge-seg eval on the full eval split)
+#   semi     issue #25 on the GPU: the xseq-target 1/16 seed 0 runs of SEMI_METHODS (default
+#            "suponly mt_dars"; trainer/configs/xseqt_<m>.toml, 600 steps, evaluated on the full
+#            51-frame split every 100 steps) trained concurrently, one process each, with the GPU's
+#            utilisation sampled each second (semi/gpu_util.csv); each run's last checkpoint is
+#            exported to semi/<m>_1_16_s0_gpu.onnx. --data must hold the unlabeled pool
+#            (prepare.sh --semi). Collected here by benches/semi/pretrained.py --collect --prefix gpu_
 # Records go to --results (merged by name); raw JSON and logs to --work.
 #
 #   bash benches/gpu/run.sh --bin BIN --data DATA --weights DIR [--work DIR]
-#        [--results docs/results/cuda.json] [--parts parity,step,train] [--steps 20]
+#        [--results docs/results/cuda.json] [--parts parity,step,train,semi] [--steps 20]
 #        [--train-eval SPLIT]
 set -euo pipefail
 ORIG_ARGS="$*"
@@ -27,7 +33,7 @@ PARTS=parity,step,train
 STEPS=20
 TRAIN_EVAL=
 PY=${PYTHON:-python3}
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --bin) BIN=$2; shift 2 ;;
@@ -95,6 +101,33 @@ if has train; then
     fi
     "$BIN" train --config "$CFG" --data "$DATA" --out "$WORK/suponly" --no-progress
     "$BIN" export --run "$WORK/suponly" --checkpoint last --out "$WORK/suponly_gpu.onnx"
+fi
+if has semi; then
+    METHODS=${SEMI_METHODS:-suponly mt_dars}
+    step "semi-supervised on the GPU: xseqt 1/16 seed 0 of $METHODS, concurrently"
+    rm -rf "$WORK/semi"
+    mkdir -p "$WORK/semi"
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 1 > "$WORK/semi/gpu_util.csv" &
+    SMI=$!
+    pids=()
+    for m in $METHODS; do
+        name=${m}_1_16_s0
+        [[ -f trainer/configs/xseqt_$m.toml ]] || { echo "run.sh: SEMI_METHODS: no trainer/configs/xseqt_$m.toml" >&2; exit 2; }
+        sed "s|^val_split = .*|val_split = \"${TRAIN_EVAL:-splits/camvid-xseq-target/eval.txt}\"|" \
+            "trainer/configs/xseqt_$m.toml" > "$WORK/semi/$name.toml"
+        (
+            s0=$(date +%s)
+            "$BIN" train --config "$WORK/semi/$name.toml" --data "$DATA" --out "$WORK/semi/$name" --no-progress \
+                && echo "{\"wall_s\": $(( $(date +%s) - s0 ))}" > "$WORK/semi/$name/done.json" \
+                && "$BIN" export --run "$WORK/semi/$name" --checkpoint last --out "$WORK/semi/${name}_gpu.onnx"
+        ) > "$WORK/semi/$name.log" 2>&1 &
+        pids+=($!)
+    done
+    rc=0
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done
+    kill "$SMI" 2>/dev/null || true
+    tail -n 3 "$WORK"/semi/*.log
+    [[ $rc == 0 ]] || echo "run.sh: a semi run failed (its log above)" >&2
 fi
 step "records -> $RESULTS"
 "$PY" benches/gpu/record.py --work "$WORK" --results "$RESULTS" --command "$CMD" --parts "$PARTS" \

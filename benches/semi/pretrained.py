@@ -18,7 +18,15 @@ date, machine): per run `<method>_<ratio>_s<seed>_xseqt_miou` and `..._train_min
 own clock); per method and ratio the mean over the seeds done, `<method>_<ratio>_xseqt_miou`
 (oracle rows: `oracle_<ratio>_xseqt_miou`), and for each method the paired gain over SupOnly on
 the same split and seed, `<method>_<ratio>_s<seed>_xseqt_gain`, and the fraction of the
-SupOnly-to-oracle gap it closes, `<method>_<ratio>_s<seed>_gap_closed`.
+SupOnly-to-oracle gap it closes, `<method>_<ratio>_s<seed>_gap_closed`. A run whose folder is gone
+(a new checkout) keeps its recorded score, which the pairing then uses.
+
+Runs trained on a GPU (benches/gpu/run.sh --parts semi; unpack its semi.tar with
+`tar xf semi.tar --strip-components=1 -C runs/xseqt-gpu`) are collected apart, so that every
+pairing stays on one machine:
+  python3 benches/semi/pretrained.py --collect --runs runs/xseqt-gpu --prefix gpu_ --machine "..."
+gives `gpu_<name>_xseqt_miou`, `gpu_<method>_<ratio>_s<seed>_xseqt_gain` (paired with the GPU's
+SupOnly) and so on; `--machine` names the machine the runs were trained on.
 """
 
 import argparse
@@ -87,15 +95,28 @@ def score(run_dir):
     return 100.0 * sum(last) / len(last), [i for i, _ in e[-LAST_EVALS:]]
 
 
-def collect(runs_dir, results):
+def recorded_scores(results, prefix):
+    """Per-run scores already in the results file: {(method, ratio, seed): mIoU}."""
+    out = {}
+    if not Path(results).exists():
+        return out
+    by_name = {r["name"]: r["value"] for r in json.loads(Path(results).read_text())}
+    for m, ratio, seed in plan():
+        v = by_name.get(f"{prefix}{run_name(m, ratio, seed)}_xseqt_miou")
+        if v is not None:
+            out[(m, ratio, seed)] = v
+    return out
+
+
+def collect(runs_dir, results, prefix="", mach=None):
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    mach = machine()
+    mach = mach or machine()
     recs = []
 
     def rec(name, value, unit, command):
         recs.append(
             {
-                "name": name,
+                "name": prefix + name,
                 "value": round(value, 4),
                 "unit": unit,
                 "split": "camvid 0006R0 f02430-f03930 (xseq-target eval, 51 frames)",
@@ -105,7 +126,7 @@ def collect(runs_dir, results):
             }
         )
 
-    scores = {}
+    scores = recorded_scores(results, prefix)
     for m, ratio, seed in plan():
         name = run_name(m, ratio, seed)
         d = runs_dir / name
@@ -116,7 +137,11 @@ def collect(runs_dir, results):
             continue
         value, steps = s
         scores[(m, ratio, seed)] = value
-        cmd = f"python3 benches/semi/pretrained.py --only '^{name}$' (mean of the evaluations at steps {steps})"
+        if prefix:
+            cmd = (f"bash benches/gpu/run.sh --parts semi (SEMI_METHODS={m}), then python3 benches/semi/pretrained.py "
+                   f"--collect --runs {runs_dir} --prefix {prefix} (mean of the evaluations at steps {steps})")
+        else:
+            cmd = f"python3 benches/semi/pretrained.py --only '^{name}$' (mean of the evaluations at steps {steps})"
         rec(f"{name}_xseqt_miou", value, "mIoU %", cmd)
         rec(f"{name}_train_min", (train_seconds(d) or 0.0) / 60.0, "min", cmd)
     for m in METHODS:
@@ -127,13 +152,15 @@ def collect(runs_dir, results):
                     f"{m}_{ratio}_xseqt_miou",
                     sum(vals) / len(vals),
                     "mIoU %",
-                    f"python3 benches/semi/pretrained.py (mean over {len(vals)} seed(s))",
+                    f"python3 benches/semi/pretrained.py --collect --runs {runs_dir}"
+                    f"{' --prefix ' + prefix if prefix else ''} (mean over {len(vals)} seed(s))",
                 )
     for (m, ratio, seed), v in scores.items():
         base = scores.get(("suponly", ratio, seed))
         if m in ("suponly", "oracle") or base is None:
             continue
-        cmd = f"python3 benches/semi/pretrained.py --collect (paired with suponly_{ratio}_s{seed})"
+        cmd = (f"python3 benches/semi/pretrained.py --collect --runs {runs_dir}{' --prefix ' + prefix if prefix else ''}"
+               f" (paired with {prefix}suponly_{ratio}_s{seed})")
         rec(f"{m}_{ratio}_s{seed}_xseqt_gain", v - base, "mIoU points", cmd)
         oracle = scores.get(("oracle", ratio, seed))
         if oracle is not None and oracle > base:
@@ -150,7 +177,13 @@ def main():
     ap.add_argument("--results", default="docs/results/semi_pretrained.json")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--collect", action="store_true")
+    ap.add_argument("--prefix", default="", help="record-name prefix of runs collected apart (gpu_)")
+    ap.add_argument("--machine", default=None, help="the machine the runs were trained on (default: this one)")
     a = ap.parse_args()
+    if a.prefix and not a.collect:
+        sys.exit("--prefix: only with --collect (runs trained elsewhere)")
+    if a.prefix and not re.fullmatch(r"[a-z0-9]+_", a.prefix):
+        sys.exit(f"--prefix {a.prefix!r}: expected lower-case letters/digits and a trailing '_' (gpu_)")
     runs_dir = Path(a.runs)
     todo = [r for r in plan() if a.only is None or re.search(a.only, run_name(*r))]
     if a.list:
@@ -173,7 +206,7 @@ def main():
             train(d, cfg)
             (d / "done.json").write_text(json.dumps({"wall_s": time.time() - t0}))
             collect(runs_dir, a.results)
-    collect(runs_dir, a.results)
+    collect(runs_dir, a.results, a.prefix, a.machine)
 
 
 if __name__ == "__main__":
