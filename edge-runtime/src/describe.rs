@@ -92,7 +92,7 @@ fn foreign(proto: &pb::ModelProto, o: &MetaOverrides) -> Result<(ModelMeta, Opti
         .iter()
         .find(|i| !initializers.contains(i.name.as_str()))
         .ok_or("the graph has no input")?;
-    let in_dims = static_dims(input);
+    let in_dims = seg_onnx::static_dims(input);
     if in_dims.len() != 4 || in_dims[1].is_some_and(|c| c != 3) {
         return Err(format!(
             "input '{}' is not an image batch [N, 3, H, W] (dims {})",
@@ -161,27 +161,6 @@ fn foreign(proto: &pb::ModelProto, o: &MetaOverrides) -> Result<(ModelMeta, Opti
     ))
 }
 
-fn static_dims(v: &pb::ValueInfoProto) -> Vec<Option<i64>> {
-    use pb::tensor_shape_proto::dimension::Value;
-    use pb::type_proto::Value as T;
-    match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(T::TensorType(t)) => t
-            .shape
-            .as_ref()
-            .map(|s| {
-                s.dim
-                    .iter()
-                    .map(|d| match d.value {
-                        Some(Value::DimValue(n)) => Some(n),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    }
-}
-
 fn show(dims: &[Option<i64>]) -> String {
     let d: Vec<String> = dims.iter().map(|d| d.map_or("?".into(), |v| v.to_string())).collect();
     format!("[{}]", d.join(", "))
@@ -192,7 +171,7 @@ fn show(dims: &[Option<i64>]) -> String {
 fn output_classes(proto: &pb::ModelProto, input_hw: (u32, u32)) -> Result<usize, String> {
     let graph = proto.graph.as_ref().ok_or("no graph")?;
     let out = graph.output.first().ok_or("the graph has no output")?;
-    let dims = static_dims(out);
+    let dims = seg_onnx::static_dims(out);
     let n = match dims.get(1).copied().flatten() {
         Some(n) if dims.len() == 4 => n,
         _ => {

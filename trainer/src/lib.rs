@@ -8,10 +8,12 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod export;
+pub mod info;
 pub mod methods;
 pub mod plot;
 pub mod pretrained;
 pub mod split;
+pub mod teacher;
 pub mod train;
 pub mod weak;
 

@@ -119,6 +119,30 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Parameters, GFLOPs at an input size (tract's cost model) and tract latency of a model,
+    /// to compare a teacher and a student per FLOP (issue #27).
+    Info {
+        /// TOML config: its `[model]` with the seeded init, exported to ONNX in memory
+        /// (default: the built-in defaults unless --model is given).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// An ONNX file instead (ours or any other exporter's).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Input size HEIGHTxWIDTH (default: the config's `data.input_size`, or the ONNX
+        /// file's declared input size).
+        #[arg(long)]
+        size: Option<String>,
+        /// Timed runs (after 2 warm-ups), 1..=1000.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// tract threads for the matrix products.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a labeled/unlabeled split of the training pool whose labeled part covers every class.
     Split {
         /// Dataset folder (default: the config's, `../shared/data/camvid`).
@@ -548,6 +572,41 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(path) = json {
                 seg_core::io::write_atomic(&path, serde_json::to_string_pretty(&p)?.as_bytes())
                     .with_context(|| format!("{}: cannot write", path.display()))?;
+            }
+        }
+        Cmd::Info {
+            config,
+            model,
+            size,
+            runs,
+            threads,
+            json,
+        } => {
+            use edge_seg_trainer::info;
+            let opts = info::Options {
+                size: size.as_deref().map(info::parse_size).transpose()?,
+                runs,
+                threads,
+            };
+            let r = match (&config, &model) {
+                (Some(_), Some(_)) => anyhow::bail!("--config and --model: give one of them"),
+                (_, Some(m)) => info::info(info::Source::Onnx(m), &opts)?,
+                (c, None) => {
+                    let cfg = config_or_default(c.as_deref())?;
+                    let origin = c.as_ref().map_or("defaults".into(), |p| p.display().to_string());
+                    info::info(
+                        info::Source::Config {
+                            cfg: &cfg,
+                            origin: &origin,
+                        },
+                        &opts,
+                    )?
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", r.table());
             }
         }
         Cmd::Split {

@@ -639,6 +639,155 @@ mod semi {
         assert!(e.contains("other classes or normalisation"), "{e}");
     }
 
+    /// Issue #27: every config the repository ships (trainer/configs/*.toml) parses and passes
+    /// validation, so a user's first `train --config` fails on nothing but their data.
+    #[test]
+    fn issue27_every_shipped_config_loads_and_validates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let cfg: TrainConfig = seg_core::config::load_toml(&path).unwrap_or_else(|e| panic!("{e}"));
+                cfg.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 20, "only {n} configs found in {}", dir.display());
+    }
+
+    /// Issue #27: an ONNX teacher (the teacher run exported) teaches as its checkpoint does — the
+    /// first step's KD term is the same when the crop is the export's input size —, a smaller crop
+    /// runs through the padded canvas, the unlabeled, feature and pair-wise terms are logged and
+    /// add up, the adaptor (teacher width × student width) is kept in the checkpoint, and
+    /// misconfigured teachers are errors that name the setting.
+    #[test]
+    fn issue27_onnx_teacher_and_the_distillation_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 8);
+        let mut teacher_cfg = tiny_config(&data, "supervised", 4);
+        teacher_cfg.augment.crop = [48, 64]; // the input size: the ONNX teacher needs no canvas
+        let teacher_run = dir.path().join("teacher");
+        train::run(&teacher_cfg, &opts(&teacher_run, false, None)).unwrap();
+        let (tcfg, _vars, model) = edge_seg_trainer::export::load_model(&teacher_run, "last").unwrap();
+        let onnx = dir.path().join("teacher.onnx");
+        edge_seg_trainer::export::export(&model, &tcfg, &onnx).unwrap();
+
+        let mut cfg = tiny_config(&data, "distill", 2);
+        cfg.augment.crop = [48, 64];
+        cfg.model.widths = [8, 8, 8, 16, 16];
+        cfg.model.decoder_channels = 8;
+        cfg.distill.teacher = teacher_run.join("last.safetensors");
+        let first_kd = |run: &Path| log_records(run)[0]["kd_raw"].as_f64().unwrap();
+        let from_ckpt = dir.path().join("s_ckpt");
+        train::run(&cfg, &opts(&from_ckpt, false, None)).unwrap();
+        let mut onnx_cfg = cfg.clone();
+        onnx_cfg.distill.teacher = onnx.clone();
+        let from_onnx = dir.path().join("s_onnx");
+        train::run(&onnx_cfg, &opts(&from_onnx, false, None)).unwrap();
+        let (a, b) = (first_kd(&from_ckpt), first_kd(&from_onnx));
+        // the export's output is the stride-4 scores upsampled to the input; resampled back to
+        // stride 4 they are slightly blurred (0.65 % on this KD term), nothing more
+        assert!(
+            a > 0.0 && (a - b).abs() < 0.02 * a,
+            "KD from the checkpoint {a} vs from its ONNX {b}"
+        );
+
+        // a crop smaller than the export's input: the padded canvas; and KD on unlabeled frames
+        let mut small = onnx_cfg.clone();
+        small.augment.crop = [32, 32];
+        small.distill.unlabeled_weight = 0.5;
+        let run = dir.path().join("s_small");
+        train::run(&small, &opts(&run, false, None)).unwrap();
+        for r in log_records(&run) {
+            let (ce, kd, kdu, loss) = (
+                r["ce"].as_f64().unwrap(),
+                r["kd"].as_f64().unwrap(),
+                r["kd_u"].as_f64().unwrap(),
+                r["loss"].as_f64().unwrap(),
+            );
+            assert!(kd > 0.0 && kdu > 0.0 && kdu.is_finite(), "{r}");
+            assert!((ce + kd + kdu - loss).abs() < 1e-4 * loss.max(1.0), "{r}");
+        }
+
+        // feature (cosine) and pair-wise terms from the checkpoint teacher; the adaptor's state
+        let mut feat = cfg.clone();
+        feat.distill.feature_weight = 0.5;
+        feat.distill.feature_loss = seg_nn::loss::FeatureLoss::Cosine;
+        feat.distill.affinity_weight = 2.0;
+        feat.distill.affinity_positions = 16;
+        let run = dir.path().join("s_feat");
+        train::run(&feat, &opts(&run, false, None)).unwrap();
+        for r in log_records(&run) {
+            let terms: f64 = ["ce", "kd", "feat", "pair"]
+                .iter()
+                .map(|k| r[*k].as_f64().unwrap())
+                .sum();
+            assert!(
+                r["feat"].as_f64().unwrap() > 0.0 && r["pair"].as_f64().unwrap() > 0.0,
+                "{r}"
+            );
+            assert!(
+                (terms - r["loss"].as_f64().unwrap()).abs() < 1e-4 * terms.max(1.0),
+                "{r}"
+            );
+        }
+        let t = candle_core::safetensors::load(run.join("last.safetensors"), &Device::Cpu).unwrap();
+        let w = t
+            .get("__method__.distill.adaptor.weight")
+            .expect("the adaptor is in the checkpoint");
+        assert_eq!(w.dims(), &[tcfg.model.decoder_channels, 8]);
+        assert_eq!(
+            t["__method__.distill.adaptor.bias"].dims(),
+            &[tcfg.model.decoder_channels]
+        );
+        // resumed from step 1, the same weights as the uninterrupted run
+        let half = dir.path().join("s_feat_half");
+        train::run(&feat, &opts(&half, false, Some(1))).unwrap();
+        train::run(&feat, &opts(&half, true, None)).unwrap();
+        assert_eq!(checkpoint_tensors(&run), checkpoint_tensors(&half));
+
+        // errors that name the setting
+        let mut bad = onnx_cfg.clone();
+        bad.distill.feature_weight = 1.0;
+        assert!(bad.validate().unwrap_err().contains("checkpoint teacher"));
+        let mut bad = cfg.clone();
+        bad.distill.teacher_mean = Some([0.5; 3]);
+        assert!(bad.validate().unwrap_err().contains("teacher_mean"));
+        let mut other = onnx_cfg.clone();
+        other.data.classes = seg_core::classes::ClassTable::parse(
+            &(0..11).map(|i| format!("c{i}")).collect::<Vec<_>>().join(","),
+            &vec!["0,0,0"; 11].join(";"),
+        )
+        .unwrap();
+        let e = format!(
+            "{:#}",
+            train::run(&other, &opts(&dir.path().join("s_cls"), false, None)).unwrap_err()
+        );
+        assert!(e.contains("distill.teacher") && e.contains("classes"), "{e}");
+        // a foreign ONNX (no edge-seg metadata) needs its normalisation
+        let mut proto = seg_onnx::load(&onnx).unwrap();
+        proto.metadata_props.clear();
+        let foreign = dir.path().join("foreign.onnx");
+        seg_onnx::save(&proto, &foreign).unwrap();
+        let mut f = onnx_cfg.clone();
+        f.distill.teacher = foreign;
+        let e = format!(
+            "{:#}",
+            train::run(&f, &opts(&dir.path().join("s_for"), false, None)).unwrap_err()
+        );
+        assert!(e.contains("teacher_mean"), "{e}");
+        f.distill.teacher_mean = Some(tcfg.data.mean);
+        f.distill.teacher_std = Some(tcfg.data.std);
+        let run = dir.path().join("s_for2");
+        train::run(&f, &opts(&run, false, None)).unwrap();
+        assert!(
+            (first_kd(&run) - b).abs() < 1e-6 * b.max(1e-3),
+            "the same teacher through explicit normalisation"
+        );
+    }
+
     /// The tag file of the synthetic unlabeled images (`unlabeled.txt` and `val`): every frame
     /// shows sky (top), road (bottom) and a car box.
     fn synthetic_tags(root: &Path, n: usize) -> std::path::PathBuf {
@@ -936,4 +1085,81 @@ fn issue28_device_cuda_without_the_feature_is_a_one_line_error() {
     let p: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
     assert_eq!(p["logits_max_abs_diff"], 0.0);
     assert_eq!(p["grad_max_rel_diff"], 0.0);
+}
+
+/// A PyTorch-shaped ONNX (unfolded BatchNorm, dynamic Resize sizes) declared at 64×96.
+const PYTORCH_STYLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../quantize/fixtures/pytorch_style.onnx");
+
+/// `info --json` as one JSON object.
+fn info_json(args: &[&str], cwd: &Path) -> serde_json::Value {
+    let mut all = vec!["info", "--runs", "1", "--json"];
+    all.extend_from_slice(args);
+    let out = train_bin(&all, cwd);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim_end().lines().count(), 1, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Issue #27: `info` on any ONNX counts its initializer elements and, from tract's cost model,
+/// its GFLOPs at the declared size or another one (a fully convolutional net at twice the side
+/// costs four times as much), and times it.
+#[test]
+fn issue27_info_counts_params_and_gflops_of_an_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = info_json(&["--model", PYTORCH_STYLE], dir.path());
+    assert_eq!(a["source"], "onnx");
+    assert_eq!(a["input"], serde_json::json!([1, 3, 64, 96]));
+    assert!(a["params"].as_u64().unwrap() > 0, "{a}");
+    assert!(a["params_counted"].as_str().unwrap().contains("initializer elements"));
+    let g1 = a["gflops"].as_f64().unwrap();
+    assert!(g1 > 0.0, "{a}");
+    assert!(a["latency_median_ms"].as_f64().unwrap() > 0.0, "{a}");
+    assert_eq!(a["runs_ms"].as_array().unwrap().len(), 1);
+    let b = info_json(&["--model", PYTORCH_STYLE, "--size", "128x192"], dir.path());
+    assert_eq!(b["input"], serde_json::json!([1, 3, 128, 192]));
+    assert_eq!(b["params"], a["params"]);
+    let ratio = b["gflops"].as_f64().unwrap() / g1;
+    assert!((3.9..=4.1).contains(&ratio), "{ratio}");
+}
+
+/// Issue #27: `info --config` builds the config's net (seeded), counts its trainable variables
+/// and exports it in memory to count and time it like an ONNX file; the table names the counts.
+#[test]
+fn issue27_info_of_a_config_counts_trainable_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "[data]\ninput_size = [32, 40]\n[model]\nwidths = [4, 8, 8, 8, 8]\nblocks = [1, 1, 1, 1]\n\
+         aspp_channels = 8\nlow_channels = 4\ndecoder_channels = 8\n",
+    )
+    .unwrap();
+    let a = info_json(&["--config", "c.toml"], dir.path());
+    assert_eq!(a["source"], "config");
+    assert_eq!(a["input"], serde_json::json!([1, 3, 32, 40]));
+    assert!(a["params"].as_u64().unwrap() > 0, "{a}");
+    assert!(a["params_counted"]
+        .as_str()
+        .unwrap()
+        .contains("running statistics excluded"));
+    assert!(a["gflops"].as_f64().unwrap() > 0.0, "{a}");
+    let out = train_bin(&["info", "--config", "c.toml", "--runs", "1"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("GFLOPs") && table.contains("median"), "{table}");
+}
+
+/// Issue #27: bad `info` flags are one-line errors naming the flag, before anything is built.
+#[test]
+fn issue27_info_bad_flags_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_user_error(&train_bin(&["info", "--size", "0x5"], dir.path()), "--size");
+    assert_user_error(&train_bin(&["info", "--size", "360x5000"], dir.path()), "--size");
+    assert_user_error(&train_bin(&["info", "--runs", "0"], dir.path()), "--runs");
+    assert_user_error(&train_bin(&["info", "--threads", "0"], dir.path()), "--threads");
+    assert_user_error(
+        &train_bin(&["info", "--config", "c.toml", "--model", "m.onnx"], dir.path()),
+        "--config and --model",
+    );
+    assert_user_error(&train_bin(&["info", "--model", "nope.onnx"], dir.path()), "nope.onnx");
 }

@@ -89,6 +89,90 @@ pub fn distillation_kl(student: &Tensor, teacher: &Tensor, temperature: f64, mas
     num.div(&den)? * (temperature * temperature)
 }
 
+/// The per-pixel distance of [`feature_distillation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureLoss {
+    /// Mean over channels of the squared difference.
+    Mse,
+    /// `1 − cos(s_p, t_p)`: direction only, blind to the features' scale.
+    Cosine,
+}
+
+/// Feature distillation (FitNets-style hints, Romero et al. 2015): the student's features, already
+/// mapped to the teacher's width by an adaptor, pulled toward the teacher's, per pixel.
+///
+/// - `student`: `[b, d, h, w]` adapted student features; `teacher`: `[b, d, h, w]` (detached here);
+/// - `mask`: optional `[b, h, w]` f32 pixel weights; the mean is over their sum.
+pub fn feature_distillation(student: &Tensor, teacher: &Tensor, kind: FeatureLoss, mask: Option<&Tensor>) -> Result<Tensor> {
+    if student.dims() != teacher.dims() {
+        candle_core::bail!(
+            "feature_distillation: student features {:?} and teacher features {:?} differ in shape",
+            student.dims(),
+            teacher.dims()
+        );
+    }
+    let (b, _, h, w) = student.dims4()?;
+    let t = teacher.detach();
+    let per_pixel = match kind {
+        FeatureLoss::Mse => (student - &t)?.sqr()?.mean(1)?, // [b, h, w]
+        FeatureLoss::Cosine => {
+            let dot = (student * &t)?.sum(1)?; // [b, h, w]
+            let ns = (student.sqr()?.sum(1)? + 1e-12)?.sqrt()?; // [b, h, w]
+            let nt = (t.sqr()?.sum(1)? + 1e-12)?.sqrt()?; // [b, h, w]
+            (dot / (ns * nt)?)?.affine(-1.0, 1.0)?
+        }
+    };
+    let (num, den) = match mask {
+        Some(m) => ((per_pixel * m)?.sum_all()?, m.sum_all()?.maximum(1e-12)?),
+        None => (per_pixel.sum_all()?, Tensor::new((b * h * w) as f32, student.device())?),
+    };
+    num.div(&den)
+}
+
+/// Pair-wise (structured) distillation (Liu et al., CVPR 2019): the cosine-similarity matrix of
+/// every pair of positions in the student's features matched to the teacher's,
+/// `mean_{b,i,j} (cos(s_i, s_j) − cos(t_i, t_j))²`. The channel counts may differ (no adaptor);
+/// both maps are first average-pooled by the same integer factor until they have at most
+/// `max_positions` positions (the matrices are `positions²` per image).
+///
+/// - `student`: `[b, ds, h, w]`; `teacher`: `[b, dt, h, w]` (detached here).
+pub fn affinity_distillation(student: &Tensor, teacher: &Tensor, max_positions: usize) -> Result<Tensor> {
+    let (b, _, h, w) = student.dims4()?;
+    let (bt, _, ht, wt) = teacher.dims4()?;
+    if (b, h, w) != (bt, ht, wt) {
+        candle_core::bail!(
+            "affinity_distillation: student features {:?} and teacher features {:?} differ in batch or size",
+            student.dims(),
+            teacher.dims()
+        );
+    }
+    if max_positions == 0 {
+        candle_core::bail!("affinity_distillation: max_positions must be > 0");
+    }
+    let mut k = 1;
+    while (h / k) * (w / k) > max_positions && h / k > 1 && w / k > 1 {
+        k += 1;
+    }
+    let pool = |x: &Tensor| -> Result<Tensor> {
+        if k == 1 {
+            return Ok(x.clone());
+        }
+        // kernel = stride: candle has the backward of this pooling
+        x.narrow(2, 0, (h / k) * k)?.narrow(3, 0, (w / k) * k)?.avg_pool2d(k)
+    };
+    let affinity = |x: &Tensor| -> Result<Tensor> {
+        let (b, d, h, w) = x.dims4()?;
+        let x = x.reshape((b, d, h * w))?; // [b, d, n]
+        let norm = (x.sqr()?.sum_keepdim(1)? + 1e-12)?.sqrt()?; // [b, 1, n]
+        let u = x.broadcast_div(&norm)?; // [b, d, n]
+        u.transpose(1, 2)?.contiguous()?.matmul(&u.contiguous()?) // [b, n, n]
+    };
+    let a_s = affinity(&pool(student)?)?;
+    let a_t = affinity(&pool(&teacher.detach())?)?;
+    (a_s - a_t)?.sqr()?.mean_all()
+}
+
 /// Multi-label binary cross-entropy on logits, averaged over images and classes:
 /// `mean(max(x, 0) − x·t + log(1 + exp(−|x|)))` (the numerically stable form).
 ///
@@ -239,6 +323,126 @@ mod tests {
         let other = Tensor::zeros((1, c, 2, n), DType::F32, &dev).unwrap();
         assert!(distillation_kl(&other, t.as_tensor(), temp, None).is_err());
     }
+    /// Central finite differences of `f` at `x0` against the autograd gradient of `loss_of`.
+    fn check_fd(x0: &[f32], shape: (usize, usize, usize, usize), f: &dyn Fn(&Tensor) -> Tensor, tol: f32) {
+        let dev = Device::Cpu;
+        let x = Var::from_vec(x0.to_vec(), shape, &dev).unwrap();
+        let g = f(x.as_tensor()).backward().unwrap();
+        let g = g.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let eval = |v: Vec<f32>| {
+            f(&Tensor::from_vec(v, shape, &dev).unwrap()).to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+        };
+        let eps = 1e-2f32;
+        for i in 0..x0.len() {
+            let (mut p, mut q) = (x0.to_vec(), x0.to_vec());
+            p[i] += eps;
+            q[i] -= eps;
+            let num = ((eval(p) - eval(q)) / (2.0 * eps as f64)) as f32;
+            assert!((num - g[i]).abs() < tol, "elem {i}: finite difference {num} vs autograd {}", g[i]);
+        }
+    }
+
+    /// Issue #27: feature distillation against a direct evaluation, zero for equal features,
+    /// no gradient into the teacher, finite differences.
+    #[test]
+    fn issue27_feature_distillation_reference_zero_and_gradients() {
+        let dev = Device::Cpu;
+        let (d, n) = (3usize, 4usize);
+        let s0: Vec<f32> = (0..d * n).map(|i| ((i * 7 % 11) as f32) * 0.3 - 1.2).collect();
+        let t0: Vec<f32> = (0..d * n).map(|i| ((i * 5 % 9) as f32) * 0.4 - 1.5).collect();
+        let mask = [1.0f32, 0.0, 0.5, 1.0];
+        let m = Tensor::new(&mask, &dev).unwrap().reshape((1, 1, n)).unwrap();
+        let t = Var::from_vec(t0.clone(), (1, d, 1, n), &dev).unwrap();
+        for kind in [FeatureLoss::Mse, FeatureLoss::Cosine] {
+            let reference = |s: &[f32]| -> f64 {
+                let (mut num, mut den) = (0f64, 0f64);
+                for (p, &mp) in mask.iter().enumerate() {
+                    let sv: Vec<f64> = (0..d).map(|k| s[k * n + p] as f64).collect();
+                    let tv: Vec<f64> = (0..d).map(|k| t0[k * n + p] as f64).collect();
+                    let v = match kind {
+                        FeatureLoss::Mse => sv.iter().zip(&tv).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / d as f64,
+                        FeatureLoss::Cosine => {
+                            let dot: f64 = sv.iter().zip(&tv).map(|(a, b)| a * b).sum();
+                            let ns = sv.iter().map(|a| a * a).sum::<f64>().sqrt();
+                            let nt = tv.iter().map(|a| a * a).sum::<f64>().sqrt();
+                            1.0 - dot / (ns * nt)
+                        }
+                    };
+                    num += mp as f64 * v;
+                    den += mp as f64;
+                }
+                num / den
+            };
+            let s = Var::from_vec(s0.clone(), (1, d, 1, n), &dev).unwrap();
+            let loss = feature_distillation(s.as_tensor(), t.as_tensor(), kind, Some(&m)).unwrap();
+            let got = loss.to_scalar::<f32>().unwrap() as f64;
+            assert!((got - reference(&s0)).abs() < 1e-5, "{kind:?}: {got} vs {}", reference(&s0));
+            assert!(loss.backward().unwrap().get(&t).is_none(), "the teacher must get no gradient");
+            check_fd(&s0, (1, d, 1, n), &|x| feature_distillation(x, t.as_tensor(), kind, Some(&m)).unwrap(), 2e-3);
+            let same = feature_distillation(t.as_tensor(), t.as_tensor(), kind, None).unwrap();
+            assert!(same.to_scalar::<f32>().unwrap().abs() < 1e-6, "{kind:?}: equal features must cost 0");
+        }
+        // cosine ignores scale, MSE does not
+        let scaled = (t.as_tensor() * 3.0).unwrap();
+        let cos = feature_distillation(&scaled, t.as_tensor(), FeatureLoss::Cosine, None).unwrap();
+        assert!(cos.to_scalar::<f32>().unwrap().abs() < 1e-6);
+        let mse = feature_distillation(&scaled, t.as_tensor(), FeatureLoss::Mse, None).unwrap();
+        assert!(mse.to_scalar::<f32>().unwrap() > 0.1);
+        let other = Tensor::zeros((1, d, 2, n), DType::F32, &dev).unwrap();
+        assert!(feature_distillation(&other, t.as_tensor(), FeatureLoss::Mse, None).is_err());
+    }
+
+    /// Issue #27: pair-wise distillation against a direct evaluation (different channel
+    /// counts), zero for features that differ only by a per-position scale, finite differences,
+    /// and the pooling that bounds the matrix size.
+    #[test]
+    fn issue27_affinity_distillation_reference_zero_pooling_and_gradients() {
+        let dev = Device::Cpu;
+        let (ds, dt, h, w) = (3usize, 2usize, 2usize, 3usize);
+        let n = h * w;
+        let s0: Vec<f32> = (0..ds * n).map(|i| ((i * 7 % 11) as f32) * 0.3 - 1.2).collect();
+        let t0: Vec<f32> = (0..dt * n).map(|i| ((i * 5 % 9) as f32) * 0.4 - 1.5).collect();
+        let cosines = |v: &[f32], d: usize| -> Vec<f64> {
+            let col = |p: usize| -> Vec<f64> { (0..d).map(|k| v[k * n + p] as f64).collect() };
+            let mut out = Vec::new();
+            for i in 0..n {
+                for j in 0..n {
+                    let (a, b) = (col(i), col(j));
+                    let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+                    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    out.push(dot / (na * nb));
+                }
+            }
+            out
+        };
+        let at = cosines(&t0, dt);
+        let reference = |s: &[f32]| -> f64 {
+            cosines(s, ds).iter().zip(&at).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / (n * n) as f64
+        };
+        let t = Tensor::from_vec(t0.clone(), (1, dt, h, w), &dev).unwrap();
+        let s = Tensor::from_vec(s0.clone(), (1, ds, h, w), &dev).unwrap();
+        let got = affinity_distillation(&s, &t, 64).unwrap().to_scalar::<f32>().unwrap() as f64;
+        assert!((got - reference(&s0)).abs() < 1e-5, "{got} vs {}", reference(&s0));
+        check_fd(&s0, (1, ds, h, w), &|x| affinity_distillation(x, &t, 64).unwrap(), 2e-3);
+        // scaling each position's feature vector changes no cosine
+        let scale = Tensor::new(&[[[[0.5f32, 2.0, 3.0], [1.5, 0.25, 4.0]]]], &dev).unwrap();
+        let scaled = t.broadcast_mul(&scale).unwrap();
+        let z = affinity_distillation(&scaled, &t, 64).unwrap().to_scalar::<f32>().unwrap();
+        assert!(z.abs() < 1e-6, "{z}");
+        // 8x8 positions pooled 2x2 to 16 <= 20: equal to the loss of the pooled maps
+        let big_s = Tensor::randn(0f32, 1.0, (2, 4, 8, 8), &dev).unwrap();
+        let big_t = Tensor::randn(0f32, 1.0, (2, 5, 8, 8), &dev).unwrap();
+        let pooled = affinity_distillation(&big_s.avg_pool2d(2).unwrap(), &big_t.avg_pool2d(2).unwrap(), 20)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let direct = affinity_distillation(&big_s, &big_t, 20).unwrap().to_scalar::<f32>().unwrap();
+        assert!((pooled - direct).abs() < 1e-6, "{pooled} vs {direct}");
+        assert!(affinity_distillation(&big_s, &t, 20).is_err());
+        assert!(affinity_distillation(&big_s, &big_t, 0).is_err());
+    }
+
     #[test]
     fn multilabel_bce_matches_reference_and_finite_differences() {
         let dev = Device::Cpu;

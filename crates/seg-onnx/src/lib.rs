@@ -399,6 +399,36 @@ pub fn extract(
     })
 }
 
+/// The graph's first real input: the first one that is not also an initializer (older exporters
+/// list the weights as inputs too).
+pub fn first_input(model: &pb::ModelProto) -> Option<&pb::ValueInfoProto> {
+    let g = model.graph.as_ref()?;
+    g.input.iter().find(|i| !g.initializer.iter().any(|t| t.name == i.name))
+}
+
+/// The declared dimensions of a graph input or output: `Some(n)` for a fixed size, `None` for a
+/// symbolic or missing one (an empty list when the value has no tensor shape).
+pub fn static_dims(v: &pb::ValueInfoProto) -> Vec<Option<i64>> {
+    use pb::tensor_shape_proto::dimension::Value;
+    use pb::type_proto::Value as T;
+    match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(T::TensorType(t)) => t
+            .shape
+            .as_ref()
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(Value::DimValue(n)) => Some(n),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

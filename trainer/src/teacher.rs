@@ -1,0 +1,185 @@
+//! A frozen ONNX teacher for distillation (issue #27): any segmentation ONNX — an edge-seg export
+//! or a PyTorch one — run in tract with no gradient, so that a teacher trained elsewhere can teach
+//! an edge-seg student.
+//!
+//! The teacher gets the student's crops, re-normalised to its own mean/std (from its edge-seg
+//! metadata, or given in the config for a foreign model). A graph with a fixed input size (every
+//! edge-seg export: its resizes have fixed sizes) sees each crop placed at the top-left of an
+//! input-sized canvas of its mean colour (zeros after normalisation), so scale and aspect are kept,
+//! and its scores are cut back to the crop; a crop larger than that input is resized to it
+//! instead. A graph with a free input size runs at the crop's size. The scores are resized to the
+//! size the student asks for (its stride-4 scores).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use seg_core::classes::ClassTable;
+use tract_onnx::prelude::*;
+
+/// The teacher: a tract plan per input shape, and how to feed it.
+pub struct OnnxTeacher {
+    path: PathBuf,
+    proto: seg_onnx::pb::ModelProto,
+    /// The declared input `(h, w)` when fixed; `None` when the graph takes any size.
+    fixed_hw: Option<(usize, usize)>,
+    classes: usize,
+    /// Per channel: `x_teacher = x_student · scale + shift`.
+    scale: [f32; 3],
+    shift: [f32; 3],
+    plans: HashMap<(usize, usize), Arc<TypedSimplePlan>>,
+}
+
+impl OnnxTeacher {
+    /// Opens `path`. `classes`/`mean`/`std` are the student's; `norm` overrides the teacher's own
+    /// normalisation (required when the file has no edge-seg metadata). The teacher must score the
+    /// student's classes: by name when its metadata lists them, by count otherwise.
+    pub fn open(
+        path: &Path,
+        classes: &ClassTable,
+        mean: [f32; 3],
+        std: [f32; 3],
+        norm: Option<([f32; 3], [f32; 3])>,
+    ) -> Result<Self> {
+        let proto = seg_onnx::load(path).with_context(|| format!("distill.teacher {}", path.display()))?;
+        let meta = seg_core::meta::ModelMeta::from_map(&seg_onnx::metadata(&proto)).ok();
+        let (t_mean, t_std) = match (norm, &meta) {
+            (Some(n), _) => n,
+            (None, Some(m)) => (m.mean, m.std),
+            (None, None) => anyhow::bail!(
+                "distill.teacher {}: no edge-seg metadata to say how the teacher normalises its input: set distill.teacher_mean and distill.teacher_std",
+                path.display()
+            ),
+        };
+        anyhow::ensure!(
+            t_std.iter().all(|s| s.is_finite() && *s > 0.0) && t_mean.iter().all(|m| m.is_finite()),
+            "distill.teacher {}: its std must be > 0 and its mean finite",
+            path.display()
+        );
+        if let Some(m) = &meta {
+            anyhow::ensure!(
+                m.classes.names == classes.names,
+                "distill.teacher {}: its classes ({}) are not the student's ({})",
+                path.display(),
+                m.classes.names.join(","),
+                classes.names.join(",")
+            );
+        }
+        let input = seg_onnx::first_input(&proto)
+            .with_context(|| format!("distill.teacher {}: the graph has no input", path.display()))?;
+        let dims = seg_onnx::static_dims(input);
+        anyhow::ensure!(
+            dims.len() == 4 && dims[1].is_none_or(|c| c == 3),
+            "distill.teacher {}: input '{}' is not [N, 3, H, W]",
+            path.display(),
+            input.name
+        );
+        let fixed_hw = match (dims[2], dims[3]) {
+            (Some(h), Some(w)) if h > 0 && w > 0 => Some((h as usize, w as usize)),
+            _ => None,
+        };
+        let mut scale = [0f32; 3];
+        let mut shift = [0f32; 3];
+        for c in 0..3 {
+            // (x·std + mean − t_mean) / t_std
+            scale[c] = std[c] / t_std[c];
+            shift[c] = (mean[c] - t_mean[c]) / t_std[c];
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            proto,
+            fixed_hw,
+            classes: classes.len(),
+            scale,
+            shift,
+            plans: HashMap::new(),
+        })
+    }
+
+    fn plan(&mut self, hw: (usize, usize)) -> Result<Arc<TypedSimplePlan>> {
+        if let Some(p) = self.plans.get(&hw) {
+            return Ok(p.clone());
+        }
+        let shape = [1usize, 3, hw.0, hw.1];
+        let plan = tract_onnx::onnx()
+            .model_for_proto_model(&self.proto)
+            .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| anyhow::anyhow!("{}", format!("{e:#}").replace('\n', " ")))
+            .with_context(|| {
+                format!(
+                    "distill.teacher {}: tract cannot run it at {}x{}",
+                    self.path.display(),
+                    hw.0,
+                    hw.1
+                )
+            })?;
+        self.plans.insert(hw, plan.clone());
+        Ok(plan)
+    }
+
+    /// The teacher's scores for the student's normalised `images` (`[b, 3, h, w]`, any device),
+    /// resized to `out_hw`: `[b, C, out_h, out_w]` on `images`' device, no gradient.
+    pub fn scores(&mut self, images: &Tensor, out_hw: (usize, usize)) -> Result<Tensor> {
+        let (b, _, h, w) = images.dims4()?;
+        let x = images.to_device(&Device::Cpu)?.to_dtype(candle_core::DType::F32)?;
+        let scale = Tensor::new(&self.scale, &Device::Cpu)?.reshape((1, 3, 1, 1))?;
+        let shift = Tensor::new(&self.shift, &Device::Cpu)?.reshape((1, 3, 1, 1))?;
+        let x = x.broadcast_mul(&scale)?.broadcast_add(&shift)?; // [b, 3, h, w], the teacher's normalisation
+                                                                 // how the crop meets the graph's input: as it is, padded, or resized
+        let (in_hw, pad) = match self.fixed_hw {
+            None => ((h, w), false),
+            Some((th, tw)) if h <= th && w <= tw => ((th, tw), true),
+            Some(t) => (t, false),
+        };
+        let plan = self.plan(in_hw)?;
+        let mut outs = Vec::with_capacity(b);
+        for i in 0..b {
+            let img = x.narrow(0, i, 1)?; // [1, 3, h, w]
+            let img = if in_hw == (h, w) {
+                img
+            } else if pad {
+                img.pad_with_zeros(2, 0, in_hw.0 - h)?
+                    .pad_with_zeros(3, 0, in_hw.1 - w)?
+            } else {
+                seg_nn::bilinear::resize(&img, in_hw.0, in_hw.1)?
+            };
+            let data = img.flatten_all()?.to_vec1::<f32>()?;
+            let input = tract_ndarray::Array4::from_shape_vec((1, 3, in_hw.0, in_hw.1), data)?.into_tensor();
+            let ctx = || format!("distill.teacher {}", self.path.display());
+            let out = plan
+                .run(tvec!(input.into()))
+                .map_err(|e| anyhow::anyhow!("{}", format!("{e:#}").replace('\n', " ")))
+                .with_context(ctx)?;
+            let view = out[0]
+                .to_plain_array_view::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                .with_context(|| {
+                    format!(
+                        "distill.teacher {}: its first output is not f32 scores",
+                        self.path.display()
+                    )
+                })?;
+            let shape = view.shape().to_vec();
+            anyhow::ensure!(
+                shape.len() == 4 && shape[0] == 1 && shape[1] == self.classes,
+                "distill.teacher {}: its first output is {shape:?}, expected [1, {}, H, W] class scores",
+                self.path.display(),
+                self.classes
+            );
+            let data: Vec<f32> = view.iter().copied().collect();
+            let s = Tensor::from_vec(data, (1, shape[1], shape[2], shape[3]), &Device::Cpu)?; // [1, C, H', W']
+            let s = seg_nn::bilinear::resize(&s, in_hw.0, in_hw.1)?; // [1, C, in_h, in_w]
+            let s = if pad {
+                s.narrow(2, 0, h)?.narrow(3, 0, w)?.contiguous()?
+            } else {
+                s
+            };
+            outs.push(seg_nn::bilinear::resize(&s, out_hw.0, out_hw.1)?); // [1, C, out_h, out_w]
+        }
+        Ok(Tensor::cat(&outs, 0)?.to_device(images.device())?.detach())
+    }
+}
