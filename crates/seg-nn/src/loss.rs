@@ -104,7 +104,12 @@ pub enum FeatureLoss {
 ///
 /// - `student`: `[b, d, h, w]` adapted student features; `teacher`: `[b, d, h, w]` (detached here);
 /// - `mask`: optional `[b, h, w]` f32 pixel weights; the mean is over their sum.
-pub fn feature_distillation(student: &Tensor, teacher: &Tensor, kind: FeatureLoss, mask: Option<&Tensor>) -> Result<Tensor> {
+pub fn feature_distillation(
+    student: &Tensor,
+    teacher: &Tensor,
+    kind: FeatureLoss,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
     if student.dims() != teacher.dims() {
         candle_core::bail!(
             "feature_distillation: student features {:?} and teacher features {:?} differ in shape",
@@ -330,7 +335,11 @@ mod tests {
         let g = f(x.as_tensor()).backward().unwrap();
         let g = g.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let eval = |v: Vec<f32>| {
-            f(&Tensor::from_vec(v, shape, &dev).unwrap()).to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+            f(&Tensor::from_vec(v, shape, &dev).unwrap())
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
         };
         let eps = 1e-2f32;
         for i in 0..x0.len() {
@@ -338,7 +347,11 @@ mod tests {
             p[i] += eps;
             q[i] -= eps;
             let num = ((eval(p) - eval(q)) / (2.0 * eps as f64)) as f32;
-            assert!((num - g[i]).abs() < tol, "elem {i}: finite difference {num} vs autograd {}", g[i]);
+            assert!(
+                (num - g[i]).abs() < tol,
+                "elem {i}: finite difference {num} vs autograd {}",
+                g[i]
+            );
         }
     }
 
@@ -376,11 +389,26 @@ mod tests {
             let s = Var::from_vec(s0.clone(), (1, d, 1, n), &dev).unwrap();
             let loss = feature_distillation(s.as_tensor(), t.as_tensor(), kind, Some(&m)).unwrap();
             let got = loss.to_scalar::<f32>().unwrap() as f64;
-            assert!((got - reference(&s0)).abs() < 1e-5, "{kind:?}: {got} vs {}", reference(&s0));
-            assert!(loss.backward().unwrap().get(&t).is_none(), "the teacher must get no gradient");
-            check_fd(&s0, (1, d, 1, n), &|x| feature_distillation(x, t.as_tensor(), kind, Some(&m)).unwrap(), 2e-3);
+            assert!(
+                (got - reference(&s0)).abs() < 1e-5,
+                "{kind:?}: {got} vs {}",
+                reference(&s0)
+            );
+            assert!(
+                loss.backward().unwrap().get(&t).is_none(),
+                "the teacher must get no gradient"
+            );
+            check_fd(
+                &s0,
+                (1, d, 1, n),
+                &|x| feature_distillation(x, t.as_tensor(), kind, Some(&m)).unwrap(),
+                2e-3,
+            );
             let same = feature_distillation(t.as_tensor(), t.as_tensor(), kind, None).unwrap();
-            assert!(same.to_scalar::<f32>().unwrap().abs() < 1e-6, "{kind:?}: equal features must cost 0");
+            assert!(
+                same.to_scalar::<f32>().unwrap().abs() < 1e-6,
+                "{kind:?}: equal features must cost 0"
+            );
         }
         // cosine ignores scale, MSE does not
         let scaled = (t.as_tensor() * 3.0).unwrap();
@@ -418,7 +446,12 @@ mod tests {
         };
         let at = cosines(&t0, dt);
         let reference = |s: &[f32]| -> f64 {
-            cosines(s, ds).iter().zip(&at).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / (n * n) as f64
+            cosines(s, ds)
+                .iter()
+                .zip(&at)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+                / (n * n) as f64
         };
         let t = Tensor::from_vec(t0.clone(), (1, dt, h, w), &dev).unwrap();
         let s = Tensor::from_vec(s0.clone(), (1, ds, h, w), &dev).unwrap();
@@ -428,7 +461,10 @@ mod tests {
         // scaling each position's feature vector changes no cosine
         let scale = Tensor::new(&[[[[0.5f32, 2.0, 3.0], [1.5, 0.25, 4.0]]]], &dev).unwrap();
         let scaled = t.broadcast_mul(&scale).unwrap();
-        let z = affinity_distillation(&scaled, &t, 64).unwrap().to_scalar::<f32>().unwrap();
+        let z = affinity_distillation(&scaled, &t, 64)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(z.abs() < 1e-6, "{z}");
         // 8x8 positions pooled 2x2 to 16 <= 20: equal to the loss of the pooled maps
         let big_s = Tensor::randn(0f32, 1.0, (2, 4, 8, 8), &dev).unwrap();
@@ -437,7 +473,10 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap();
-        let direct = affinity_distillation(&big_s, &big_t, 20).unwrap().to_scalar::<f32>().unwrap();
+        let direct = affinity_distillation(&big_s, &big_t, 20)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!((pooled - direct).abs() < 1e-6, "{pooled} vs {direct}");
         assert!(affinity_distillation(&big_s, &t, 20).is_err());
         assert!(affinity_distillation(&big_s, &big_t, 0).is_err());
