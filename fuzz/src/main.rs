@@ -61,6 +61,22 @@ enum Cmd {
         #[arg(long)]
         to: u64,
     },
+    /// Write the input of one execution to a file (to keep a finding reported by index, e.g. as
+    /// a regression in fuzz/regressions/<target>/).
+    Dump {
+        /// The target.
+        #[arg(long)]
+        target: String,
+        /// Seed of the run.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Execution index.
+        #[arg(long)]
+        index: u64,
+        /// Output file (written atomically).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run saved inputs (files, or folders of `<target>/` subfolders such as fuzz/regressions)
     /// through a target; fails when one panics.
     Replay {
@@ -111,6 +127,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             writeln!(out, "DONE {}", to - from)?;
+        }
+        Cmd::Dump {
+            target,
+            seed,
+            index,
+            out,
+        } => {
+            let h = (find(&target)?.build)()?;
+            seg_core::io::write_atomic(&out, &generate(&h, seed, index))
+                .with_context(|| format!("--out {}: cannot write", out.display()))?;
         }
         Cmd::Replay { target, files } => {
             let t = find(&target)?;

@@ -24,6 +24,35 @@ pub struct Logits {
     pub data: Vec<f32>,
 }
 
+impl Logits {
+    /// The first output of a backend, `[1, C, H, W]` with every dimension ≥ 1 and `data` of
+    /// that many values, or the error that says what it was instead (issue #23: an empty
+    /// spatial output once reached the arg-max and panicked there).
+    pub fn from_output(shape: &[i64], data: Vec<f32>) -> Result<Self, RuntimeError> {
+        let bad = || RuntimeError::Backend(format!("expected logits [1, C, H, W], got {shape:?}"));
+        if shape.len() != 4 || shape[0] != 1 || shape.iter().any(|&d| d < 1) {
+            return Err(bad());
+        }
+        let dims: Vec<usize> = shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        let n = dims[1].checked_mul(dims[2]).and_then(|v| v.checked_mul(dims[3]));
+        if n != Some(data.len()) {
+            return Err(RuntimeError::Backend(format!(
+                "logits {shape:?} came with {} values",
+                data.len()
+            )));
+        }
+        Ok(Logits {
+            classes: dims[1],
+            height: dims[2],
+            width: dims[3],
+            data,
+        })
+    }
+}
+
 /// Runs a segmentation network on one normalised `[1, 3, h, w]` input.
 pub trait Backend: Send {
     /// Short name shown in the status line.
@@ -124,4 +153,27 @@ pub fn open(
         crate::rewrite::prepare_graph(&mut proto, hw).map_err(model_err)?;
     }
     Ok(Box::new(tract::TractBackend::new(&proto, origin, hw)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #23: a backend output with an empty or negative dimension, another batch, or a
+    /// value count that does not match its shape is an error, never a [`Logits`] (an empty one
+    /// reached the arg-max and panicked there; regression input
+    /// `fuzz/regressions/onnx_load/issue23-empty-logits-s0-405878.onnx`).
+    #[test]
+    fn issue23_backend_outputs_are_checked_before_use() {
+        assert!(Logits::from_output(&[1, 11, 0, 12], vec![]).is_err());
+        assert!(Logits::from_output(&[1, 11, -1, 12], vec![]).is_err());
+        assert!(Logits::from_output(&[2, 1, 1, 1], vec![0.0; 2]).is_err());
+        assert!(Logits::from_output(&[1, 2, 2], vec![0.0; 4]).is_err());
+        let e = Logits::from_output(&[1, 2, 2, 2], vec![0.0; 7])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("7 values"), "{e}");
+        let l = Logits::from_output(&[1, 2, 1, 3], vec![0.0; 6]).unwrap();
+        assert_eq!((l.classes, l.height, l.width, l.data.len()), (2, 1, 3, 6));
+    }
 }

@@ -330,16 +330,6 @@ impl Backend for OrtBackend {
             .map_err(err)?;
         let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
         let s: Vec<i64> = shape.iter().copied().collect();
-        if s.len() != 4 || s[0] != 1 || s.iter().any(|&d| d < 1) {
-            return Err(RuntimeError::Backend(format!(
-                "expected logits [1, C, H, W], got {s:?}"
-            )));
-        }
-        Ok(Logits {
-            classes: s[1] as usize,
-            height: s[2] as usize,
-            width: s[3] as usize,
-            data: data.to_vec(),
-        })
+        Logits::from_output(&s, data.to_vec())
     }
 }

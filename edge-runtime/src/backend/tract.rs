@@ -60,17 +60,7 @@ impl Backend for TractBackend {
             .into_tensor();
         let out = self.plan.run(tvec!(x.into())).map_err(err)?;
         let view = out[0].to_plain_array_view::<f32>().map_err(err)?;
-        let s = view.shape();
-        if s.len() != 4 || s[0] != 1 {
-            return Err(RuntimeError::Backend(format!(
-                "expected logits [1, C, H, W], got {s:?}"
-            )));
-        }
-        Ok(Logits {
-            classes: s[1],
-            height: s[2],
-            width: s[3],
-            data: view.iter().copied().collect(),
-        })
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        Logits::from_output(&shape, view.iter().copied().collect())
     }
 }
