@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use edge_seg_runtime::adapt::worker::Worker;
-use edge_seg_runtime::adapt::{state as adapt_state, AdaptConfig, Adapter};
+#[cfg(feature = "adapt")]
+use edge_seg_runtime::adapt::{state as adapt_state, worker::Worker, AdaptConfig, Adapter};
 use edge_seg_runtime::backend::ort::{Ep, OrtOptions};
 use edge_seg_runtime::backend::{BackendKind, BackendOptions};
 use edge_seg_runtime::describe::{describe, MetaOverrides, MAX_INPUT_SIDE};
@@ -33,6 +33,7 @@ use seg_core::results::{upsert, Record};
     version,
     about = "Semantic segmentation at the edge: run and evaluate ONNX models"
 )]
+#[cfg_attr(not(feature = "adapt"), command(after_help = WITHOUT_ADAPT))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -42,6 +43,7 @@ struct Cli {
 enum Cmd {
     /// Segment frames and write overlay PNGs (no arguments: the embedded model on the embedded
     /// sample frames, written to ./edge-seg-out).
+    #[cfg_attr(not(feature = "adapt"), command(after_help = WITHOUT_ADAPT))]
     Run(Box<RunArgs>),
     /// Evaluate a model on a labeled split: mIoU, per-class IoU, confusion matrix.
     Eval(EvalArgs),
@@ -49,6 +51,7 @@ enum Cmd {
     Quantize(QuantizeArgs),
     /// Offline twin of `run --adapt`: adapt a model on a folder of unlabeled frames (in name
     /// order, as a stream) with the same worker and guards, and write the adapted model.
+    #[cfg_attr(not(feature = "adapt"), command(after_help = WITHOUT_ADAPT))]
     Adapt(AdaptArgs),
     /// Write a Jetson rootfs overlay for a board: the aarch64 binary, the model, the board
     /// config, the systemd unit, the udev rule, and flash.sh / install.sh (docs/JETSON.md).
@@ -73,6 +76,8 @@ struct ImageArgs {
 }
 
 #[derive(clap::Args)]
+// an inference-only build parses them only to refuse the verb
+#[cfg_attr(not(feature = "adapt"), allow(dead_code))]
 struct AdaptArgs {
     /// Float ONNX model to adapt.
     #[arg(long)]
@@ -122,6 +127,36 @@ struct AdaptSettings {
     /// Start from the source weights, ignoring (and later overwriting) --adapt-state.
     #[arg(long)]
     adapt_reset: bool,
+}
+
+/// Issue #24: an inference-only build (`--no-default-features`, without the `adapt` feature)
+/// keeps the adaptation flags and the `adapt` verb in its parser and --help, and refuses them
+/// with [`without_adaptation`]; this is what its --help says about it.
+#[cfg(not(feature = "adapt"))]
+const WITHOUT_ADAPT: &str = "This edge-seg was built without on-device adaptation (the `adapt` feature): \
+                             `run --adapt…` and `adapt` exit with an error.";
+
+/// The one-line error of an inference-only build when `what` (a flag, or the `adapt` verb) asks
+/// for adaptation.
+fn without_adaptation(what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what}: this edge-seg was built without on-device adaptation (the `adapt` feature); \
+         `cargo build -p edge-seg-runtime` with default features has it"
+    )
+}
+
+impl AdaptSettings {
+    /// The first of `run`'s adaptation settings flags given, if any.
+    fn first_flag(&self) -> Option<&'static str> {
+        [
+            (self.adapt_config.is_some(), "--adapt-config"),
+            (!self.adapt_set.is_empty(), "--adapt-set"),
+            (self.adapt_state.is_some(), "--adapt-state"),
+            (self.adapt_reset, "--adapt-reset"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -399,6 +434,17 @@ struct RunArgs {
     adapt_settings: AdaptSettings,
 }
 
+impl RunArgs {
+    /// The first adaptation flag given (`--adapt`, then its settings), if any.
+    fn adapt_flag(&self) -> Option<&'static str> {
+        if self.adapt {
+            Some("--adapt")
+        } else {
+            self.adapt_settings.first_flag()
+        }
+    }
+}
+
 fn parse_threads(s: &str) -> std::result::Result<usize, String> {
     let n: usize = s.parse().map_err(|e| format!("'{s}': {e}"))?;
     edge_seg_runtime::limits::check_threads(n, "--threads").map(|_| n)
@@ -478,6 +524,11 @@ fn main() -> ExitCode {
             // --help, --version
             let _ = e.print();
             return ExitCode::SUCCESS;
+        }
+        Err(_) if !cfg!(feature = "adapt") && std::env::args_os().nth(1).is_some_and(|a| a == "adapt") => {
+            // an inference-only build: the verb itself is the error, not its arguments
+            eprintln!("error: {:#}", without_adaptation("edge-seg adapt"));
+            return ExitCode::from(2);
         }
         Err(e) => {
             // one line that names the flag and, where clap lists them, the accepted values
@@ -586,6 +637,11 @@ fn open_source(a: &RunArgs, stop: &Arc<AtomicBool>, interruptible: &AtomicBool) 
 }
 
 fn run(a: RunArgs) -> Result<()> {
+    if !cfg!(feature = "adapt") {
+        if let Some(flag) = a.adapt_flag() {
+            return Err(without_adaptation(flag));
+        }
+    }
     anyhow::ensure!(a.queue != Some(0), "--queue must be at least 1");
     let policy = match a.drop {
         DropArg::Auto => None,
@@ -608,24 +664,12 @@ fn run(a: RunArgs) -> Result<()> {
             meta: a.model_args.overrides()?,
         },
     )?;
-    let s = &a.adapt_settings;
     anyhow::ensure!(
-        a.adapt || (s.adapt_config.is_none() && s.adapt_set.is_empty() && s.adapt_state.is_none() && !s.adapt_reset),
+        a.adapt || a.adapt_settings.first_flag().is_none(),
         "--adapt-config, --adapt-set, --adapt-state and --adapt-reset need --adapt"
     );
     let worker = if a.adapt {
-        let (bytes, origin) = match &a.model {
-            Some(p) => (
-                std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?,
-                p.display().to_string(),
-            ),
-            None => (DEFAULT_MODEL.to_vec(), DEFAULT_MODEL_NAME.to_string()),
-        };
-        let mut adapter = make_adapter(&bytes, &origin, s)?;
-        if adapter.differs_from_source() {
-            seg.set_backend(Box::new(adapter.backend()?));
-        }
-        Some(Worker::spawn(adapter, s.adapt_state.clone()))
+        Some(start_worker(&a, &mut seg)?)
     } else {
         None
     };
@@ -795,8 +839,53 @@ fn check_not_input_folder(out: &Path, input: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `run --adapt`: the adapter of `a`'s model (the embedded one by default) and its background
+/// worker; `seg` switches to the adapted weights when a state file was loaded.
+#[cfg(feature = "adapt")]
+fn start_worker(a: &RunArgs, seg: &mut Segmenter) -> Result<Worker> {
+    let s = &a.adapt_settings;
+    let (bytes, origin) = match &a.model {
+        Some(p) => (
+            std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (DEFAULT_MODEL.to_vec(), DEFAULT_MODEL_NAME.to_string()),
+    };
+    let mut adapter = make_adapter(&bytes, &origin, s)?;
+    if adapter.differs_from_source() {
+        seg.set_backend(Box::new(adapter.backend()?));
+    }
+    Ok(Worker::spawn(adapter, s.adapt_state.clone()))
+}
+
+#[cfg(not(feature = "adapt"))]
+fn start_worker(_: &RunArgs, _: &mut Segmenter) -> Result<Worker> {
+    Err(without_adaptation("--adapt"))
+}
+
+/// Without the `adapt` feature there is no worker ([`start_worker`] refuses): this stand-in has
+/// no values, so `run` reads the same in both builds.
+#[cfg(not(feature = "adapt"))]
+enum Worker {}
+
+#[cfg(not(feature = "adapt"))]
+impl Worker {
+    fn link(&self) -> pipeline::AdaptLink {
+        match *self {}
+    }
+
+    fn status(&self) -> Arc<std::sync::Mutex<String>> {
+        match *self {}
+    }
+
+    fn finish(self) -> Result<edge_seg_runtime::adapt::AdaptStats, edge_seg_runtime::RuntimeError> {
+        match self {}
+    }
+}
+
 /// The adapter for `bytes` with the settings of `s`, its state loaded unless --adapt-reset (a
 /// state file that cannot be used is reported and the source weights are kept).
+#[cfg(feature = "adapt")]
 fn make_adapter(bytes: &[u8], origin: &str, s: &AdaptSettings) -> Result<Adapter> {
     let cfg: AdaptConfig = match &s.adapt_config {
         Some(p) => seg_core::config::load_toml(p)?,
@@ -820,6 +909,7 @@ fn make_adapter(bytes: &[u8], origin: &str, s: &AdaptSettings) -> Result<Adapter
 }
 
 /// Renames `p` to `p.rejected` (or `p.rejected.N`, the first free name) and returns it.
+#[cfg(feature = "adapt")]
 fn set_aside(p: &Path) -> std::io::Result<PathBuf> {
     for n in 0..1000 {
         let mut name = p.as_os_str().to_owned();
@@ -838,6 +928,7 @@ fn set_aside(p: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Near-constant frame: `f`'s mean colour plus ±3 of deterministic noise.
+#[cfg(feature = "adapt")]
 fn flat_frame(f: &image::RgbImage, seed: u64) -> image::RgbImage {
     let n = (f.width() * f.height()).max(1) as u64;
     let mut mean = [0u64; 3];
@@ -856,6 +947,8 @@ fn flat_frame(f: &image::RgbImage, seed: u64) -> image::RgbImage {
     })
 }
 
+/// `edge-seg adapt`.
+#[cfg(feature = "adapt")]
 fn adapt(a: AdaptArgs) -> Result<()> {
     check_output_path("--out", &a.out)?;
     if let Some(p) = &a.summary {
@@ -952,6 +1045,26 @@ fn adapt(a: AdaptArgs) -> Result<()> {
     Ok(())
 }
 
+/// `edge-seg adapt` in an inference-only build (`main` answers it too when its arguments do not
+/// parse).
+#[cfg(not(feature = "adapt"))]
+fn adapt(_: AdaptArgs) -> Result<()> {
+    Err(without_adaptation("edge-seg adapt"))
+}
+
+/// `edge-seg image` checks that the model of a board that adapts on the device can be adapted:
+/// `Ok(false)` when this build cannot (no `adapt` feature).
+#[cfg(feature = "adapt")]
+fn check_adaptable(bytes: &[u8], origin: &str) -> Result<bool> {
+    Adapter::new(bytes, origin, AdaptConfig::default())?;
+    Ok(true)
+}
+
+#[cfg(not(feature = "adapt"))]
+fn check_adaptable(_: &[u8], _: &str) -> Result<bool> {
+    Ok(false)
+}
+
 /// `edge-seg image`: the overlay is `edge_seg_firmware`'s; here the model is checked like `run`
 /// would, and the service's command line (read back from the unit as systemd reads it) through
 /// this binary's own parser.
@@ -961,10 +1074,9 @@ fn image(a: ImageArgs) -> Result<()> {
     let origin = format!("--model {}", a.model.display());
     let bytes = std::fs::read(&a.model).with_context(|| format!("{origin}: cannot read"))?;
     Segmenter::parse_model(&bytes, &origin, &MetaOverrides::default())?;
-    if board.service.adapt {
-        Adapter::new(&bytes, &origin, AdaptConfig::default())
+    let adapt_unchecked = board.service.adapt
+        && !check_adaptable(&bytes, &origin)
             .with_context(|| format!("board {} adapts on the device (service.adapt)", board.name))?;
-    }
     let overlay = Overlay::plan(&board, &a.model, a.binary.as_deref())?;
     let argv = overlay.service_argv()?;
     let board_file = BoardConfig::origin(&a.board);
@@ -992,6 +1104,14 @@ fn image(a: ImageArgs) -> Result<()> {
     }
     if report.others > 0 {
         println!("  ({} other entries there left alone)", report.others);
+    }
+    if adapt_unchecked {
+        println!(
+            "note: board {} adapts on the device (service.adapt), and this edge-seg was built without \
+             adaptation, so the model was not checked for it; the board's binary needs the `adapt` \
+             feature (the default)",
+            board.name
+        );
     }
     println!("service: {}", argv.join(" "));
     if !overlay.has_binary {

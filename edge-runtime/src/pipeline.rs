@@ -23,7 +23,9 @@ use crate::{RuntimeError, Segmenter};
 /// Extra text for the status line (e.g. the adaptation state), asked once per frame.
 pub type StatusSuffix = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// The link to an on-device adaptation worker ([`crate::adapt::worker::Worker::link`]).
+/// The link to an on-device adaptation worker (`adapt::worker::Worker::link`). It needs no
+/// candle, so the pipeline is the same with and without the `adapt` feature; without it nothing
+/// makes one.
 #[derive(Clone)]
 pub struct AdaptLink {
     /// Hand one frame in this many to the worker.

@@ -571,6 +571,7 @@ fn issue4_edge_student_segments_like_its_teacher() {
 /// says so), saves them to --adapt-state and loads them on restart; a truncated state file is
 /// reported in one line and the run goes on with the source weights; `edge-seg adapt` is the
 /// offline twin and writes an adapted model that `eval`-style loading accepts.
+#[cfg(feature = "adapt")]
 #[test]
 fn issue5_run_adapt_persists_state_and_rejects_a_truncated_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -675,6 +676,53 @@ fn issue5_run_adapt_persists_state_and_rejects_a_truncated_one() {
         ),
         "nope",
     );
+}
+
+/// Issue #24: an inference-only `edge-seg` (`--no-default-features`) keeps the adaptation flags
+/// and the `adapt` verb in its parser and --help; using one is a one-line error naming it and
+/// saying the binary was built without adaptation (exit 2), before any model is loaded or
+/// anything is written.
+#[cfg(not(feature = "adapt"))]
+#[test]
+fn issue24_adaptation_flags_without_the_feature_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let built_without = "built without on-device adaptation";
+    for (args, flag) in [
+        (&["run", "--adapt"][..], "--adapt"),
+        (&["run", "--adapt", "--adapt-set", "lr=0.01"], "--adapt"),
+        (&["run", "--adapt-set", "lr=0.01"], "--adapt-set"),
+        (
+            &["run", "--adapt-state", "s.safetensors", "--output", "out"],
+            "--adapt-state",
+        ),
+        (&["run", "--adapt-config", "a.toml"], "--adapt-config"),
+        (&["run", "--adapt-reset"], "--adapt-reset"),
+        (
+            &["adapt", "--model", "m.onnx", "--frames", "f", "--out", "a.onnx"],
+            "edge-seg adapt",
+        ),
+        // the verb, not its (here missing) arguments
+        (&["adapt"], "edge-seg adapt"),
+    ] {
+        let out = edge_seg(args, dir.path());
+        assert_user_error(&out, &format!("{flag}: this edge-seg was {built_without}"));
+        assert_user_error(&out, "cargo build -p edge-seg-runtime");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "something was written"
+    );
+    // --help says so
+    for args in [&["--help"][..], &["run", "--help"], &["adapt", "--help"]] {
+        let out = edge_seg(args, dir.path());
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("built without on-device adaptation"), "{args:?}: {help}");
+    }
+    // inference itself is there
+    let out = edge_seg(&["run", "--max-frames", "1"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// torchvision's LR-ASPP MobileNetV3-Large (width 0.25, random weights) exported by

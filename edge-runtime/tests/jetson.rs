@@ -80,6 +80,14 @@ fn issue28_every_board_renders_an_overlay_the_real_parser_accepts() {
             stdout.contains("service: /usr/local/bin/edge-seg run --camera /dev/edge-seg-camera"),
             "{stdout}"
         );
+        // issue #24: an inference-only edge-seg cannot check the model of a board that adapts,
+        // and says so (the overlay is still written: the board's binary is another build)
+        assert_eq!(
+            stdout.contains("this edge-seg was built without adaptation"),
+            board.service.adapt && !cfg!(feature = "adapt"),
+            "{}: {stdout}",
+            board.name
+        );
         for f in [
             "flash.sh",
             "install.sh",

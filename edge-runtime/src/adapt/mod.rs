@@ -39,20 +39,38 @@
 //! mapped toward the colour statistics of the source frames before the network, in the adapter
 //! and in the published graph. It has no trained values. It won on the synthetic tuning shift
 //! and lost on the day → dusk test (docs/BENCHMARKS.md).
+//!
+//! **The `adapt` feature** (default; issue #24): the learner, its settings, the frozen part, the
+//! state file and the worker hold candle tensors and train with `seg-nn`, so they are compiled
+//! only with it. What needs no candle stays in every build: the guards' monitors, input
+//! normalisation, the statistics and the hot-swap [`slot::Slot`] that the pipeline's
+//! [`AdaptLink`](crate::pipeline::AdaptLink) polls.
 
-mod config;
-mod frozen;
 pub mod guard;
 pub mod input_norm;
-mod learner;
 pub mod slot;
-pub mod state;
 mod stats;
+
+pub use guard::{GuardConfig, Monitors};
+pub use stats::{AdaptStats, Verdict};
+
+// the learner and what holds its tensors: candle and seg-nn
+#[cfg(feature = "adapt")]
+mod config;
+#[cfg(feature = "adapt")]
+mod frozen;
+#[cfg(feature = "adapt")]
+mod learner;
+#[cfg(feature = "adapt")]
+pub mod state;
+#[cfg(feature = "adapt")]
 pub mod worker;
 
-pub use config::AdaptConfig;
-pub use frozen::head_inputs;
-pub use guard::{GuardConfig, Monitors};
+#[cfg(feature = "adapt")]
 use learner::adapt_err;
-pub use learner::{fingerprint, in_pool, Adapter};
-pub use stats::{AdaptStats, Verdict};
+#[cfg(feature = "adapt")]
+pub use {
+    config::AdaptConfig,
+    frozen::head_inputs,
+    learner::{fingerprint, in_pool, Adapter},
+};
