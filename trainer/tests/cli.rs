@@ -758,7 +758,7 @@ mod semi {
         let mut other = onnx_cfg.clone();
         other.data.classes = seg_core::classes::ClassTable::parse(
             &(0..11).map(|i| format!("c{i}")).collect::<Vec<_>>().join(","),
-            &vec!["0,0,0"; 11].join(";"),
+            &["0,0,0"; 11].join(";"),
         )
         .unwrap();
         let e = format!(
