@@ -328,6 +328,9 @@ impl Backend for OrtBackend {
             .session
             .run(ort::inputs![self.input_name.as_str() => &self.input])
             .map_err(err)?;
+        if outputs.len() == 0 {
+            return Err(RuntimeError::Backend("onnxruntime: the graph gave no output".into()));
+        }
         let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
         let s: Vec<i64> = shape.iter().copied().collect();
         Logits::from_output(&s, data.to_vec())

@@ -59,7 +59,11 @@ impl Backend for TractBackend {
             .map_err(|e| RuntimeError::Backend(format!("input: {e}")))?
             .into_tensor();
         let out = self.plan.run(tvec!(x.into())).map_err(err)?;
-        let view = out[0].to_plain_array_view::<f32>().map_err(err)?;
+        // a graph may give no output at all (issue #23: a mutated graph did, and indexing it panicked)
+        let first = out
+            .first()
+            .ok_or_else(|| RuntimeError::Backend("tract: the graph gave no output".into()))?;
+        let view = first.to_plain_array_view::<f32>().map_err(err)?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         Logits::from_output(&shape, view.iter().copied().collect())
     }
