@@ -275,15 +275,8 @@ pub(crate) fn catch_reported<R>(f: impl FnOnce() -> R) -> std::thread::Result<R>
     r
 }
 
-/// A panic's message on one line.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
-        .replace('\n', " ")
-}
+/// A panic's message on one line (the trainer's ONNX teacher reports tract's panics the same way).
+pub(crate) use seg_core::io::panic_message;
 
 /// A stage's panic as a one-line error.
 fn internal_error(stage: &str, payload: Box<dyn std::any::Any + Send>) -> RuntimeError {

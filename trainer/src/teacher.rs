@@ -103,20 +103,21 @@ impl OnnxTeacher {
             return Ok(p.clone());
         }
         let shape = [1usize, 3, hw.0, hw.1];
-        let plan = tract_onnx::onnx()
-            .model_for_proto_model(&self.proto)
-            .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| anyhow::anyhow!("{}", format!("{e:#}").replace('\n', " ")))
-            .with_context(|| {
-                format!(
-                    "distill.teacher {}: tract cannot run it at {}x{}",
-                    self.path.display(),
-                    hw.0,
-                    hw.1
-                )
-            })?;
+        let plan = tract_guarded(&self.path, || {
+            tract_onnx::onnx()
+                .model_for_proto_model(&self.proto)
+                .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+        })
+        .with_context(|| {
+            format!(
+                "distill.teacher {}: tract cannot run it at {}x{}",
+                self.path.display(),
+                hw.0,
+                hw.1
+            )
+        })?;
         self.plans.insert(hw, plan.clone());
         Ok(plan)
     }
@@ -128,8 +129,9 @@ impl OnnxTeacher {
         let x = images.to_device(&Device::Cpu)?.to_dtype(candle_core::DType::F32)?;
         let scale = Tensor::new(&self.scale, &Device::Cpu)?.reshape((1, 3, 1, 1))?;
         let shift = Tensor::new(&self.shift, &Device::Cpu)?.reshape((1, 3, 1, 1))?;
-        let x = x.broadcast_mul(&scale)?.broadcast_add(&shift)?; // [b, 3, h, w], the teacher's normalisation
-                                                                 // how the crop meets the graph's input: as it is, padded, or resized
+        // [b, 3, h, w] in the teacher's normalisation
+        let x = x.broadcast_mul(&scale)?.broadcast_add(&shift)?;
+        // how the crop meets the graph's input: as it is, padded, or resized
         let (in_hw, pad) = match self.fixed_hw {
             None => ((h, w), false),
             Some((th, tw)) if h <= th && w <= tw => ((th, tw), true),
@@ -150,11 +152,11 @@ impl OnnxTeacher {
             let data = img.flatten_all()?.to_vec1::<f32>()?;
             let input = tract_ndarray::Array4::from_shape_vec((1, 3, in_hw.0, in_hw.1), data)?.into_tensor();
             let ctx = || format!("distill.teacher {}", self.path.display());
-            let out = plan
-                .run(tvec!(input.into()))
-                .map_err(|e| anyhow::anyhow!("{}", format!("{e:#}").replace('\n', " ")))
-                .with_context(ctx)?;
-            let view = out[0]
+            let out = tract_guarded(&self.path, || plan.run(tvec!(input.into()))).with_context(ctx)?;
+            let first = out
+                .first()
+                .with_context(|| format!("distill.teacher {}: the graph gave no output", self.path.display()))?;
+            let view = first
                 .to_plain_array_view::<f32>()
                 .map_err(|e| anyhow::anyhow!("{e:#}"))
                 .with_context(|| {
@@ -165,7 +167,7 @@ impl OnnxTeacher {
                 })?;
             let shape = view.shape().to_vec();
             anyhow::ensure!(
-                shape.len() == 4 && shape[0] == 1 && shape[1] == self.classes,
+                shape.len() == 4 && shape[0] == 1 && shape[1] == self.classes && shape.iter().all(|&d| d > 0),
                 "distill.teacher {}: its first output is {shape:?}, expected [1, {}, H, W] class scores",
                 self.path.display(),
                 self.classes
@@ -181,5 +183,18 @@ impl OnnxTeacher {
             outs.push(seg_nn::bilinear::resize(&s, out_hw.0, out_hw.1)?); // [1, C, out_h, out_w]
         }
         Ok(Tensor::cat(&outs, 0)?.to_device(images.device())?.detach())
+    }
+}
+
+/// Runs a tract call on the user's graph; tract's error, or its panic (some mutated graphs panic
+/// inside tract, issue #23), becomes a one-line error naming the teacher.
+fn tract_guarded<R>(path: &Path, f: impl FnOnce() -> TractResult<R>) -> Result<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| anyhow::anyhow!("{}", format!("{e:#}").replace('\n', " "))),
+        Err(p) => Err(anyhow::anyhow!(
+            "tract failed on the graph {}: {}",
+            path.display(),
+            seg_core::io::panic_message(p.as_ref())
+        )),
     }
 }

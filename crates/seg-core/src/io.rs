@@ -108,6 +108,16 @@ fn sync_dir(dir: &Path) {
     let _ = dir;
 }
 
+/// A caught panic's message on one line (for errors that report a dependency's panic).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+        .replace('\n', " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

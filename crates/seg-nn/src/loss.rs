@@ -78,15 +78,20 @@ pub fn distillation_kl(student: &Tensor, teacher: &Tensor, temperature: f64, mas
             teacher.dims()
         );
     }
-    let (b, _, h, w) = student.dims4()?;
+    student.dims4()?; // [b, C, h, w]
     let log_t = log_softmax(&(teacher.detach() / temperature)?, 1)?; // [b, C, h, w]
     let log_s = log_softmax(&(student / temperature)?, 1)?; // [b, C, h, w]
     let kl = (log_t.exp()? * (log_t - log_s)?)?.sum(1)?; // [b, h, w]
-    let (num, den) = match mask {
-        Some(m) => ((kl * m)?.sum_all()?, m.sum_all()?.maximum(1e-12)?),
-        None => (kl.sum_all()?, Tensor::new((b * h * w) as f32, student.device())?),
-    };
-    num.div(&den)? * (temperature * temperature)
+    masked_mean(&kl, mask)? * (temperature * temperature)
+}
+
+/// The mean of per-pixel values `[b, h, w]`, weighted by `mask` (`[b, h, w]` f32) when given:
+/// `Σ v·m / Σ m` (0 when every weight is 0).
+fn masked_mean(values: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    match mask {
+        Some(m) => (values * m)?.sum_all()?.div(&m.sum_all()?.maximum(1e-12)?),
+        None => values.mean_all(),
+    }
 }
 
 /// The per-pixel distance of [`feature_distillation`].
@@ -117,7 +122,7 @@ pub fn feature_distillation(
             teacher.dims()
         );
     }
-    let (b, _, h, w) = student.dims4()?;
+    student.dims4()?; // [b, d, h, w]
     let t = teacher.detach();
     let per_pixel = match kind {
         FeatureLoss::Mse => (student - &t)?.sqr()?.mean(1)?, // [b, h, w]
@@ -128,11 +133,7 @@ pub fn feature_distillation(
             (dot / (ns * nt)?)?.affine(-1.0, 1.0)?
         }
     };
-    let (num, den) = match mask {
-        Some(m) => ((per_pixel * m)?.sum_all()?, m.sum_all()?.maximum(1e-12)?),
-        None => (per_pixel.sum_all()?, Tensor::new((b * h * w) as f32, student.device())?),
-    };
-    num.div(&den)
+    masked_mean(&per_pixel, mask)
 }
 
 /// Pair-wise (structured) distillation (Liu et al., CVPR 2019): the cosine-similarity matrix of

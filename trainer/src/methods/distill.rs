@@ -166,13 +166,14 @@ impl Teacher {
 pub struct Distill {
     cfg: DistillConfig,
     teacher: Teacher,
-    /// `[d_teacher, d_student]` weight and `[d_teacher]` bias of the 1×1 adaptor (feature term).
-    adaptor: Option<(Var, Var)>,
+    /// `[d_teacher, d_student]` weight and `[d_teacher]` bias of the 1×1 adaptor (feature term),
+    /// held in a [`VarMap`] (`adaptor.weight`, `adaptor.bias`) for the checkpoint state.
+    adaptor: Option<(Var, Var, VarMap)>,
     stats: Vec<(&'static str, f64)>,
 }
 
-const ADAPTOR_W: &str = "distill.adaptor.weight";
-const ADAPTOR_B: &str = "distill.adaptor.bias";
+/// Prefix of the method's state and parameter names.
+const PREFIX: &str = "distill.";
 
 impl Distill {
     /// Registry constructor: loads the teacher and builds the adaptor (seeded).
@@ -200,10 +201,17 @@ impl Distill {
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(init.cfg.schedule.seed ^ 0x0d15_7111);
                 let bound = 1.0 / (ds as f32).sqrt();
                 let w: Vec<f32> = (0..width * ds).map(|_| rng.random_range(-bound..bound)).collect();
-                Some((
+                let (w, b) = (
                     Var::from_vec(w, (*width, ds), init.device)?,
                     Var::zeros(*width, DType::F32, init.device)?,
-                ))
+                );
+                let vars = VarMap::new();
+                {
+                    let mut data = vars.data().lock().expect("varmap lock poisoned");
+                    data.insert("adaptor.weight".into(), w.clone());
+                    data.insert("adaptor.bias".into(), b.clone());
+                }
+                Some((w, b, vars))
             }
             _ => None,
         };
@@ -217,7 +225,7 @@ impl Distill {
 
     /// The adaptor applied to `[b, d_s, h, w]` student features: `[b, d_t, h, w]`.
     fn adapt(&self, e: &Tensor) -> Result<Tensor> {
-        let Some((w, bias)) = &self.adaptor else {
+        let Some((w, bias, _)) = &self.adaptor else {
             candle_core::bail!("distill: no adaptor (feature_weight is 0)");
         };
         let (b, d, h, wd) = e.dims4()?;
@@ -282,11 +290,10 @@ impl Method for Distill {
 
     fn param_groups(&self) -> Vec<ParamGroup> {
         match &self.adaptor {
-            Some((w, b)) => vec![ParamGroup {
-                name: "distill.adaptor".into(),
-                lr_mult: 1.0,
-                params: vec![(ADAPTOR_W.into(), w.clone()), (ADAPTOR_B.into(), b.clone())],
-            }],
+            Some((_, _, vars)) => super::prefixed_groups(vars, 1.0, PREFIX)
+                .into_iter()
+                .filter(|g| !g.params.is_empty())
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -321,30 +328,15 @@ impl Method for Distill {
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
         Ok(match &self.adaptor {
-            Some((w, b)) => vec![
-                (ADAPTOR_W.into(), w.as_tensor().clone()),
-                (ADAPTOR_B.into(), b.as_tensor().clone()),
-            ],
+            Some((_, _, vars)) => super::vars_state(vars, PREFIX),
             None => Vec::new(),
         })
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        if let Some((w, b)) = &self.adaptor {
-            for (name, var) in [(ADAPTOR_W, w), (ADAPTOR_B, b)] {
-                let Some(t) = state.get(name) else {
-                    candle_core::bail!("checkpoint has no method state '{name}'");
-                };
-                if t.dims() != var.dims() {
-                    candle_core::bail!(
-                        "method state '{name}' has shape {:?}, expected {:?}",
-                        t.dims(),
-                        var.dims()
-                    );
-                }
-                var.set(&t.to_device(var.as_tensor().device())?)?;
-            }
+        match &self.adaptor {
+            Some((_, _, vars)) => super::load_vars(vars, state, PREFIX),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
