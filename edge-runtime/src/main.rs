@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 #[cfg(feature = "adapt")]
-use edge_seg_runtime::adapt::{state as adapt_state, worker::Worker, AdaptConfig, Adapter};
+use edge_seg_runtime::adapt::{offline, state as adapt_state, worker::Worker, AdaptConfig, Adapter};
 use edge_seg_runtime::backend::ort::{Ep, OrtOptions};
 use edge_seg_runtime::backend::{BackendKind, BackendOptions};
 use edge_seg_runtime::describe::{describe, MetaOverrides, MAX_INPUT_SIDE};
@@ -927,26 +927,6 @@ fn set_aside(p: &Path) -> std::io::Result<PathBuf> {
     Err(std::io::Error::other("no free .rejected name"))
 }
 
-/// Near-constant frame: `f`'s mean colour plus ±3 of deterministic noise.
-#[cfg(feature = "adapt")]
-fn flat_frame(f: &image::RgbImage, seed: u64) -> image::RgbImage {
-    let n = (f.width() * f.height()).max(1) as u64;
-    let mut mean = [0u64; 3];
-    for p in f.pixels() {
-        for c in 0..3 {
-            mean[c] += p[c] as u64;
-        }
-    }
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    image::RgbImage::from_fn(f.width(), f.height(), |_, _| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let d = (state % 7) as i64 - 3;
-        image::Rgb(mean.map(|m| ((m / n) as i64 + d).clamp(0, 255) as u8))
-    })
-}
-
 /// `edge-seg adapt`.
 #[cfg(feature = "adapt")]
 fn adapt(a: AdaptArgs) -> Result<()> {
@@ -973,7 +953,6 @@ fn adapt(a: AdaptArgs) -> Result<()> {
         "{}: no frames (png/jpg) to adapt on",
         a.frames.display()
     );
-    let (mut t_infer, mut n_infer, mut n_frames) = (0.0f64, 0u64, 0u64);
     let pb = indicatif::ProgressBar::new(files.len() as u64 * a.passes as u64);
     pb.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} frames {msg}").expect("progress template"),
@@ -981,63 +960,38 @@ fn adapt(a: AdaptArgs) -> Result<()> {
     if std::env::var_os("CI").is_some() {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    // candle's work on the adaptation's own pool, as in `run --adapt`
-    let threads = adapter.config().threads;
-    edge_seg_runtime::adapt::in_pool(threads, || -> Result<()> {
-        for pass in 0..a.passes {
-            for (i, p) in files.iter().enumerate() {
-                let frame = image::open(p)
-                    .with_context(|| format!("{}: cannot decode the image", p.display()))?
-                    .to_rgb8();
-                let t0 = Instant::now();
-                seg.logits(&frame)?;
-                t_infer += t0.elapsed().as_secs_f64() * 1e3;
-                n_infer += 1;
-                let mut stream = vec![frame.clone()];
-                for k in 0..a.stress {
-                    stream.push(flat_frame(&frame, (pass as u64) << 40 | (i as u64) << 16 | k as u64));
-                }
-                for f in stream {
-                    n_frames += 1;
-                    adapter.observe(&f)?;
-                    for _ in 0..a.steps_per_frame {
-                        if let Some(plan) = adapter.advance()? {
-                            seg.set_backend(Box::new(plan));
-                            if let Some(p) = &a.settings.adapt_state {
-                                adapt_state::save(&adapter, p)?;
-                            }
-                        }
-                    }
-                }
-                pb.set_message(adapter.stats.status());
-                pb.inc(1);
-            }
-        }
-        Ok(())
-    })??;
+    let opts = offline::Offline {
+        passes: a.passes,
+        steps_per_frame: a.steps_per_frame,
+        stress: a.stress,
+        state: a.settings.adapt_state.clone(),
+    };
+    let report = offline::play(&mut adapter, &mut seg, &files, &opts, |ad| {
+        pb.set_message(ad.stats.status());
+        pb.inc(1);
+    })?;
     pb.finish_and_clear();
-    // the published weights are the last ones that passed the guards
-    let final_check = adapter.check()?;
     seg_onnx::save(&adapter.adapted_model()?, &a.out)?;
     if let Some(p) = &a.settings.adapt_state {
         adapt_state::save(&adapter, p)?;
     }
     let st = &adapter.stats;
     println!(
-        "wrote {}: {} frames, {} (final check: {final_check:?}); mean step {:.1} ms, mean inference {:.1} ms",
+        "wrote {}: {} frames, {} (final check: {:?}); mean step {:.1} ms, mean inference {:.1} ms",
         a.out.display(),
-        n_frames,
+        report.frames,
         st.status(),
+        report.final_check,
         st.mean_step_ms,
-        t_infer / n_infer.max(1) as f64
+        report.mean_infer_ms
     );
     if let Some(p) = &a.summary {
         let j = serde_json::json!({
-            "frames": n_frames,
+            "frames": report.frames,
             "stats": st,
             "mean_step_ms": st.mean_step_ms,
-            "mean_infer_ms": t_infer / n_infer.max(1) as f64,
-            "final_check": format!("{final_check:?}"),
+            "mean_infer_ms": report.mean_infer_ms,
+            "final_check": format!("{:?}", report.final_check),
         });
         seg_core::io::write_atomic(p, serde_json::to_string_pretty(&j)?.as_bytes())
             .with_context(|| format!("{}: cannot write", p.display()))?;

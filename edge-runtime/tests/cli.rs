@@ -420,23 +420,42 @@ fn issue4_missing_camera_and_reconnect_until_ctrl_c() {
         &edge_seg(&["run", "--camera", "/dev/null"], dir.path()),
         "not a V4L2 device",
     );
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_edge-seg"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edge-seg"))
         .args(["run", "--camera", "97", "--reconnect", "--stats", "s.jsonl"])
         .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // interrupt once it has retried twice (waiting for the lines, not a fixed time, so a loaded
+    // machine does not fail the test)
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        let mut retries = 0;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            retries += usize::from(line.contains("retrying in"));
+            if retries == 2 {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let seen = rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
     let pid = child.id().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()
         .unwrap();
     assert!(killed.success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let status = child.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert!(seen, "no two retries within 60 s: {err}");
+    assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.matches("retrying in").count() >= 2, "{err}");
     let (_, summary) = stats_lines(&dir.path().join("s.jsonl"));
     assert_eq!(summary["interrupted"], true);

@@ -20,8 +20,7 @@ use candle_core::{Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::bilinear;
-use crate::layers::global_avg_pool;
+use crate::model::{decoder_graph, DecoderConv, DecoderOps, TensorOps};
 use crate::ModelConfig;
 
 /// The exported weight `key`, or an error naming it.
@@ -203,15 +202,13 @@ pub enum HeadScope {
 
 /// Decoder + classifier of an exported edge-seg model with trainable affines (see the module
 /// doc). Input: the encoder's low-level (`[b, w1, H/4, W/4]`) and high-level
-/// (`[b, w4, H/32, W/32]`) features.
+/// (`[b, w4, H/32, W/32]`) features. Its convolutions, their shapes and activations, and the
+/// graph between them are the model's own ([`DecoderConv`], [`decoder_graph`]): nothing of the
+/// decoder is stated here again.
 #[derive(Debug, Clone)]
 pub struct AdaptHead {
-    aspp_b1: AffineConv,
-    aspp_b2: AffineConv,
-    aspp_pool: AffineConv,
-    aspp_proj: AffineConv,
-    low: AffineConv,
-    fuse: AffineConv,
+    /// One per [`DecoderConv::ALL`], in that order.
+    convs: Vec<AffineConv>,
     classifier_w: Var,
     classifier_b: Var,
     scope: HeadScope,
@@ -220,31 +217,63 @@ pub struct AdaptHead {
 
 impl AdaptHead {
     /// Builds the head from the exported initializers (by name, f32 tensors on `dev`). The
-    /// architecture is fixed by the export; `cfg` is only checked against it.
+    /// architecture is fixed by the export; every kernel's shape is checked against what `cfg`
+    /// gives the model's decoder for the encoder channels the export shows.
     pub fn new(cfg: &ModelConfig, weights: &HashMap<String, Tensor>, dev: &Device) -> Result<Self> {
-        let conv = |name: &str, relu: bool| AffineConv::new(weights, name, relu, dev);
+        let convs = DecoderConv::ALL
+            .iter()
+            .map(|w| AffineConv::new(weights, &w.name(), w.relu(), dev))
+            .collect::<Result<Vec<_>>>()?;
         let head = Self {
-            aspp_b1: conv("decoder.aspp.b1.conv", true)?,
-            aspp_b2: conv("decoder.aspp.b2.conv", true)?,
-            aspp_pool: conv("decoder.aspp.pool", true)?,
-            aspp_proj: conv("decoder.aspp.proj.conv", true)?,
-            low: conv("decoder.low.conv", true)?,
-            fuse: conv("decoder.fuse.conv", true)?,
+            convs,
             classifier_w: Var::from_tensor(&initializer(weights, "classifier.weight")?)?,
             classifier_b: Var::from_tensor(&initializer(weights, "classifier.bias")?)?,
             scope: HeadScope::Decoder,
             train_classifier: true,
         };
-        let classes = head.classifier_w.dim(0)?;
-        if classes != cfg.num_classes || head.fuse.weight.dim(0)? != cfg.decoder_channels {
-            candle_core::bail!(
-                "the head has {classes} classes and {} decoder channels, the config says {} and {}",
-                head.fuse.weight.dim(0)?,
-                cfg.num_classes,
-                cfg.decoder_channels
-            );
+        let enc = (
+            head.conv(DecoderConv::Low).weight.dim(1)?,
+            head.conv(DecoderConv::AsppB1).weight.dim(1)?,
+        );
+        for which in DecoderConv::ALL {
+            let (co, ci, k) = which.shape(cfg, enc);
+            let got = head.conv(which).weight.dims();
+            if got != [co, ci, k, k] {
+                candle_core::bail!(
+                    "the model's '{}.weight' has shape {got:?}, the config's decoder wants {:?}",
+                    which.name(),
+                    [co, ci, k, k]
+                );
+            }
+        }
+        let got = head.classifier_w.dims();
+        let want = [cfg.num_classes, cfg.decoder_channels, 1, 1];
+        if got != want {
+            candle_core::bail!("the model's 'classifier.weight' has shape {got:?}, the config wants {want:?}");
         }
         Ok(head)
+    }
+
+    /// The decoder's part of the model config read off exported initializers (classes, ASPP,
+    /// low-level and decoder widths; the encoder fields keep their defaults, the head does not
+    /// use them), for a model whose config is not at hand.
+    pub fn config_of(weights: &HashMap<String, Tensor>) -> Result<ModelConfig> {
+        let c_out = |name: String| initializer(weights, &format!("{name}.weight"))?.dim(0);
+        Ok(ModelConfig {
+            num_classes: c_out("classifier".into())?,
+            aspp_channels: c_out(DecoderConv::AsppProj.name())?,
+            low_channels: c_out(DecoderConv::Low.name())?,
+            decoder_channels: c_out(DecoderConv::Fuse.name())?,
+            ..ModelConfig::default()
+        })
+    }
+
+    fn conv(&self, which: DecoderConv) -> &AffineConv {
+        &self.convs[which as usize]
+    }
+
+    fn fuse(&self) -> &AffineConv {
+        self.conv(DecoderConv::Fuse)
     }
 
     /// The head training only `scope` (the other affines keep their values and get no
@@ -257,9 +286,10 @@ impl AdaptHead {
     /// The head with a rank-`rank` update of the last decoder convolution's kernel (see the
     /// module doc), trainable in every scope; `A` is drawn from `seed`. Rank 0: none.
     pub fn with_low_rank(mut self, rank: usize, seed: u64) -> Result<Self> {
-        self.fuse.low_rank = match rank {
+        let fuse = &mut self.convs[DecoderConv::Fuse as usize];
+        fuse.low_rank = match rank {
             0 => None,
-            r => Some(LowRank::new(&self.fuse.weight, r, seed)?),
+            r => Some(LowRank::new(&fuse.weight, r, seed)?),
         };
         Ok(self)
     }
@@ -275,17 +305,26 @@ impl AdaptHead {
         self.scope
     }
 
+    /// Convolution `which` with its affine (and low-rank update): with [`HeadScope::Last`] the
+    /// last one gets no gradient into its input, since nothing before it trains.
+    fn conv_forward(&self, which: DecoderConv, x: &Tensor) -> Result<Tensor> {
+        let c = self.conv(which);
+        if which == DecoderConv::Fuse && self.scope == HeadScope::Last {
+            return c.affine(&c.with_low_rank(c.conv_frozen(x)?, x)?);
+        }
+        c.forward(x)
+    }
+
+    /// The model's decoder graph on this head's convolutions.
+    fn ops(&self) -> TensorOps<impl FnMut(DecoderConv, &Tensor) -> Result<Tensor> + '_> {
+        TensorOps(move |which, x: &Tensor| self.conv_forward(which, x))
+    }
+
     /// `(low [b, w1, h4, w4], high [b, w4, h32, w32]) -> HeadOutput` at stride 4.
     pub fn forward(&self, low: &Tensor, high: &Tensor) -> Result<HeadOutput> {
-        let b1 = self.aspp_b1.forward(high)?; // [b, a, h32, w32]
-        let b2 = self.aspp_b2.forward(high)?; // [b, a, h32, w32]
-        let pool = self.aspp_pool.forward(&global_avg_pool(high)?)?; // [b, a, 1, 1]
-        let aspp = self
-            .aspp_proj
-            .forward(&Tensor::cat(&[&b1, &b2], 1)?)?
-            .broadcast_add(&pool)?; // [b, a, h32, w32]
-        let low = self.low.forward(low)?; // [b, l, h4, w4]
-        self.forward_from_aspp(&aspp, &low)
+        let (_, _, h4, w4) = low.dims4()?;
+        let embedding = decoder_graph::decode(&mut self.ops(), low, high, (h4, w4))?; // [b, d, h4, w4]
+        self.classify(embedding)
     }
 
     /// From the ASPP output (`[b, a, h32, w32]`) and the low-level projection (`[b, l, h4, w4]`)
@@ -293,28 +332,10 @@ impl AdaptHead {
     /// [`HeadScope::Last`] — to the `HeadOutput`.
     pub fn forward_from_aspp(&self, aspp: &Tensor, low: &Tensor) -> Result<HeadOutput> {
         let (_, _, h4, w4) = low.dims4()?;
-        let up = bilinear::resize(aspp, h4, w4)?; // [b, a, h4, w4]
-        let cat = Tensor::cat(&[&up, low], 1)?; // [b, a + l, h4, w4]
-        if self.scope == HeadScope::Last {
-            // nothing before the last affine trains: the convolution needs no gradient
-            return self.forward_from_fuse_conv(&self.frozen_fuse(cat)?);
-        }
-        self.forward_fused(&cat)
-    }
-
-    /// [`FuseConv`] of the last convolution's input `cat`.
-    fn frozen_fuse(&self, cat: Tensor) -> Result<FuseConv> {
-        Ok(FuseConv {
-            conv: self.fuse.conv_frozen(&cat)?,
-            input: self.fuse.low_rank.is_some().then_some(cat),
-        })
-    }
-
-    /// From the input of the last decoder convolution (the upsampled ASPP output concatenated
-    /// with the low-level projection, `[b, a + l, h4, w4]`) to the `HeadOutput`.
-    pub fn forward_fused(&self, cat: &Tensor) -> Result<HeadOutput> {
-        let y = self.fuse.with_low_rank(self.fuse.conv(cat)?, cat)?; // [b, d, h4, w4]
-        self.after_fuse_conv(&y)
+        let mut ops = self.ops();
+        let cat = decoder_graph::fuse_input_from_aspp(&mut ops, aspp, low, (h4, w4))?; // [b, a + l, h4, w4]
+        let embedding = ops.conv(DecoderConv::Fuse, &cat)?; // [b, d, h4, w4]
+        self.classify(embedding)
     }
 
     /// [`HeadScope::Last`]: the part of the last decoder convolution that does not depend on any
@@ -323,25 +344,27 @@ impl AdaptHead {
     /// go on with [`Self::forward_from_fuse_conv`], skipping the convolution.
     pub fn fuse_conv(&self, aspp: &Tensor, low: &Tensor) -> Result<FuseConv> {
         let (_, _, h4, w4) = low.dims4()?;
-        let up = bilinear::resize(aspp, h4, w4)?; // [b, a, h4, w4]
-        let cat = Tensor::cat(&[&up, low], 1)?; // [b, a + l, h4, w4]
-        self.frozen_fuse(cat)
+        let cat = decoder_graph::fuse_input_from_aspp(&mut self.ops(), aspp, low, (h4, w4))?; // [b, a + l, h4, w4]
+        Ok(FuseConv {
+            conv: self.fuse().conv_frozen(&cat)?,
+            input: self.fuse().low_rank.is_some().then_some(cat),
+        })
     }
 
     /// From [`Self::fuse_conv`]'s output: the low-rank update if any, the affine, ReLU and
     /// classifier.
     pub fn forward_from_fuse_conv(&self, pre: &FuseConv) -> Result<HeadOutput> {
-        let y = match (&self.fuse.low_rank, &pre.input) {
-            (Some(_), Some(cat)) => self.fuse.with_low_rank(pre.conv.clone(), cat)?, // [b, d, h4, w4]
+        let fuse = self.fuse();
+        let y = match (&fuse.low_rank, &pre.input) {
+            (Some(_), Some(cat)) => fuse.with_low_rank(pre.conv.clone(), cat)?, // [b, d, h4, w4]
             (Some(_), None) => candle_core::bail!("the head has a low-rank update, the kept convolution has no input"),
             (None, _) => pre.conv.clone(),
         };
-        self.after_fuse_conv(&y)
+        self.classify(fuse.affine(&y)?)
     }
 
-    /// From the last convolution's output (update included): the affine, ReLU and classifier.
-    fn after_fuse_conv(&self, pre: &Tensor) -> Result<HeadOutput> {
-        let embedding = self.fuse.affine(pre)?; // [b, d, h4, w4]
+    /// The classifier on the embedding `[b, d, h4, w4]`.
+    fn classify(&self, embedding: Tensor) -> Result<HeadOutput> {
         let c = self.classifier_w.dim(0)?;
         let logits_low = crate::conv::conv2d(&embedding, self.classifier_w.as_tensor(), 0, 1)?
             .broadcast_add(&self.classifier_b.as_tensor().reshape((1, c, 1, 1))?)?; // [b, C, h4, w4]
@@ -353,18 +376,18 @@ impl AdaptHead {
     /// `classifier.bias`).
     pub fn trainable(&self) -> Vec<(String, Var)> {
         let mut v = Vec::new();
-        let convs = self.convs();
-        let convs = match self.scope {
-            HeadScope::Decoder => &convs[..],
-            HeadScope::Last => &convs[5..],
-        };
-        for c in convs {
+        for which in DecoderConv::ALL {
+            if self.scope == HeadScope::Last && which != DecoderConv::Fuse {
+                continue;
+            }
+            let c = self.conv(which);
             v.push((format!("{}.gamma", c.name), c.gamma.clone()));
             v.push((format!("{}.beta", c.name), c.beta.clone()));
         }
-        if let Some(lr) = &self.fuse.low_rank {
-            v.push(("decoder.fuse.conv.lora_a".into(), lr.a.clone()));
-            v.push(("decoder.fuse.conv.lora_b".into(), lr.b.clone()));
+        if let Some(lr) = &self.fuse().low_rank {
+            let name = &self.fuse().name;
+            v.push((format!("{name}.lora_a"), lr.a.clone()));
+            v.push((format!("{name}.lora_b"), lr.b.clone()));
         }
         if self.train_classifier {
             v.push(("classifier.weight".into(), self.classifier_w.clone()));
@@ -408,22 +431,11 @@ impl AdaptHead {
     /// convolutions: what replaces the graph's initializers to run the adapted model.
     pub fn folded(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
-        for c in self.convs() {
+        for c in &self.convs {
             out.extend(c.folded()?);
         }
         out.push(("classifier.weight".into(), self.classifier_w.as_tensor().clone()));
         out.push(("classifier.bias".into(), self.classifier_b.as_tensor().clone()));
         Ok(out)
-    }
-
-    fn convs(&self) -> [&AffineConv; 6] {
-        [
-            &self.aspp_b1,
-            &self.aspp_b2,
-            &self.aspp_pool,
-            &self.aspp_proj,
-            &self.low,
-            &self.fuse,
-        ]
     }
 }

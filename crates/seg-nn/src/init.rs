@@ -24,7 +24,7 @@ pub fn reseed(varmap: &VarMap, seed: u64) -> Result<()> {
         let dims = var.dims().to_vec();
         let fan_in = dims[1] * dims[2] * dims[3];
         let std = (2.0 / fan_in as f64).sqrt() as f32;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(name));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ seg_core::io::fnv1a(name.as_bytes()));
         let n: usize = dims.iter().product();
         let v: Vec<f32> = (0..n).map(|_| std * normal(&mut rng)).collect();
         var.set(&Tensor::from_vec(v, dims, var.device())?)?;
@@ -37,9 +37,4 @@ pub fn normal(rng: &mut impl Rng) -> f32 {
     let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
     let u2: f64 = rng.random::<f64>();
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-}
-
-fn fnv1a(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }

@@ -132,6 +132,11 @@ impl Conv2d {
         self.weight.dims()[0]
     }
 
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        self.weight.dims()[1] * self.groups
+    }
+
     /// Kernel size.
     pub fn kernel(&self) -> usize {
         self.weight.dims()[2]

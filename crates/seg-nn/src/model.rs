@@ -237,7 +237,181 @@ impl Encoder {
     }
 }
 
-/// The decoder: ASPP-lite on the high-level features, fused with the low-level ones at stride 4.
+/// The decoder's convolutions, each followed by its activation. Their shapes
+/// ([`Self::shape`]), activations ([`Self::relu`]) and ONNX names ([`Self::name`]) are stated
+/// here once: [`Decoder`] builds its layers from them, and so does the on-device adaptation
+/// head ([`crate::adapt::AdaptHead`]) from an exported graph's initializers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DecoderConv {
+    /// ASPP 1×1 branch on the high-level features (`decoder.aspp.b1`).
+    AsppB1,
+    /// ASPP 3×3 branch (`decoder.aspp.b2`).
+    AsppB2,
+    /// Image-pool branch: 1×1 with bias on the globally pooled features (`decoder.aspp.pool`).
+    AsppPool,
+    /// Projection of the concatenated branches (`decoder.aspp.proj`).
+    AsppProj,
+    /// 1×1 projection of the low-level features (`decoder.low`).
+    Low,
+    /// 3×3 on the upsampled ASPP output ‖ the low-level projection: the pixel embedding
+    /// (`decoder.fuse`).
+    Fuse,
+}
+
+impl DecoderConv {
+    /// Every decoder convolution, in graph order.
+    pub const ALL: [Self; 6] = [
+        Self::AsppB1,
+        Self::AsppB2,
+        Self::AsppPool,
+        Self::AsppProj,
+        Self::Low,
+        Self::Fuse,
+    ];
+
+    /// The module path under `decoder.` (the checkpoint's `decoder.<module>.*`).
+    pub fn module(self) -> &'static str {
+        match self {
+            Self::AsppB1 => "aspp.b1",
+            Self::AsppB2 => "aspp.b2",
+            Self::AsppPool => "aspp.pool",
+            Self::AsppProj => "aspp.proj",
+            Self::Low => "low",
+            Self::Fuse => "fuse",
+        }
+    }
+
+    /// Whether it has a BatchNorm (trained) that the export folds into it; the image-pool
+    /// branch is a plain convolution with bias.
+    pub fn batch_norm(self) -> bool {
+        self != Self::AsppPool
+    }
+
+    /// Whether a ReLU follows it (every decoder convolution today).
+    pub fn relu(self) -> bool {
+        true
+    }
+
+    /// The exported convolution's name: its initializers are `<name>.weight` and
+    /// `<name>.bias` (BatchNorm folded in).
+    pub fn name(self) -> String {
+        if self.batch_norm() {
+            format!("decoder.{}.conv", self.module())
+        } else {
+            format!("decoder.{}", self.module())
+        }
+    }
+
+    /// `(c_out, c_in, k)` for `cfg` and an encoder with `(low, high)` channel counts `enc`.
+    pub fn shape(self, cfg: &ModelConfig, enc: (usize, usize)) -> (usize, usize, usize) {
+        let (lo, hi, a, l, d) = (enc.0, enc.1, cfg.aspp_channels, cfg.low_channels, cfg.decoder_channels);
+        match self {
+            Self::AsppB1 | Self::AsppPool => (a, hi, 1),
+            Self::AsppB2 => (a, hi, 3),
+            Self::AsppProj => (a, 2 * a, 1),
+            Self::Low => (l, lo, 1),
+            Self::Fuse => (d, a + l, 3),
+        }
+    }
+}
+
+/// What the decoder's graph is computed with: the trained layers in candle ([`Decoder`]), the
+/// adaptation head's frozen convolutions and affines ([`crate::adapt::AdaptHead`]), or ONNX
+/// nodes at export. The graph itself ([`decoder_graph`]) is written once, over these steps.
+pub trait DecoderOps {
+    /// A value of the graph (a tensor, or a node's name and channel count).
+    type T;
+    /// Convolution `which` and the activation after it.
+    fn conv(&mut self, which: DecoderConv, x: &Self::T) -> Result<Self::T>;
+    /// Global average pool, `[b, c, h, w] -> [b, c, 1, 1]`.
+    fn global_pool(&mut self, x: &Self::T, name: &str) -> Result<Self::T>;
+    /// Concatenation along the channels.
+    fn cat(&mut self, xs: &[&Self::T], name: &str) -> Result<Self::T>;
+    /// Sum, broadcasting `b` (`[b, c, 1, 1]`) over `a`'s positions.
+    fn add(&mut self, a: &Self::T, b: &Self::T, name: &str) -> Result<Self::T>;
+    /// Bilinear resize (half-pixel) to `hw`.
+    fn upsample(&mut self, x: &Self::T, hw: (usize, usize), name: &str) -> Result<Self::T>;
+}
+
+/// The decoder's graph, written once for every [`DecoderOps`]: ASPP-lite on the high-level
+/// features, fused with the low-level ones at stride 4.
+pub mod decoder_graph {
+    use super::{DecoderConv, DecoderOps, Result};
+
+    /// `high [b, ch, h32, w32] -> aspp [b, a, h32, w32]`: 1×1 ‖ 3×3 → projection, plus the
+    /// image-pool branch.
+    pub fn aspp<O: DecoderOps>(o: &mut O, high: &O::T) -> Result<O::T> {
+        let b1 = o.conv(DecoderConv::AsppB1, high)?; // [b, a, h32, w32]
+        let b2 = o.conv(DecoderConv::AsppB2, high)?; // [b, a, h32, w32]
+        let gap = o.global_pool(high, "decoder.aspp.gap")?; // [b, ch, 1, 1]
+        let pool = o.conv(DecoderConv::AsppPool, &gap)?; // [b, a, 1, 1]
+        let cat = o.cat(&[&b1, &b2], "decoder.aspp.cat")?; // [b, 2a, h32, w32]
+        let proj = o.conv(DecoderConv::AsppProj, &cat)?; // [b, a, h32, w32]
+        o.add(&proj, &pool, "decoder.aspp.out") // [b, a, h32, w32]
+    }
+
+    /// `aspp [b, a, h32, w32] -> [b, a, h4, w4]` at the low-level features' size `low_hw`.
+    pub fn upsample<O: DecoderOps>(o: &mut O, aspp: &O::T, low_hw: (usize, usize)) -> Result<O::T> {
+        o.upsample(aspp, low_hw, "decoder.aspp.up")
+    }
+
+    /// The last convolution's input: `(up [b, a, h4, w4], low projection [b, l, h4, w4]) ->
+    /// [b, a + l, h4, w4]`.
+    pub fn fuse_input<O: DecoderOps>(o: &mut O, up: &O::T, low: &O::T) -> Result<O::T> {
+        o.cat(&[up, low], "decoder.cat")
+    }
+
+    /// From the ASPP output and the low-level projection (where the adaptation head can take
+    /// over from a frozen graph) to the last convolution's input, `[b, a + l, h4, w4]`.
+    pub fn fuse_input_from_aspp<O: DecoderOps>(
+        o: &mut O,
+        aspp: &O::T,
+        low: &O::T,
+        low_hw: (usize, usize),
+    ) -> Result<O::T> {
+        let up = upsample(o, aspp, low_hw)?;
+        fuse_input(o, &up, low)
+    }
+
+    /// `(low [b, cl, h4, w4] at size low_hw, high [b, ch, h32, w32]) -> embedding [b, d, h4, w4]`.
+    pub fn decode<O: DecoderOps>(o: &mut O, low: &O::T, high: &O::T, low_hw: (usize, usize)) -> Result<O::T> {
+        let aspp = aspp(o, high)?; // [b, a, h32, w32]
+        let up = upsample(o, &aspp, low_hw)?; // [b, a, h4, w4]
+        let low = o.conv(DecoderConv::Low, low)?; // [b, l, h4, w4]
+        let cat = fuse_input(o, &up, &low)?; // [b, a + l, h4, w4]
+        o.conv(DecoderConv::Fuse, &cat) // [b, d, h4, w4]
+    }
+}
+
+/// [`DecoderOps`] on candle tensors, convolutions by `conv`; the other steps are the same
+/// for every candle computation of the graph.
+pub struct TensorOps<F>(pub F);
+
+impl<F: FnMut(DecoderConv, &Tensor) -> Result<Tensor>> DecoderOps for TensorOps<F> {
+    type T = Tensor;
+
+    fn conv(&mut self, which: DecoderConv, x: &Tensor) -> Result<Tensor> {
+        (self.0)(which, x)
+    }
+
+    fn global_pool(&mut self, x: &Tensor, _: &str) -> Result<Tensor> {
+        global_avg_pool(x)
+    }
+
+    fn cat(&mut self, xs: &[&Tensor], _: &str) -> Result<Tensor> {
+        Tensor::cat(xs, 1)
+    }
+
+    fn add(&mut self, a: &Tensor, b: &Tensor, _: &str) -> Result<Tensor> {
+        a.broadcast_add(b)
+    }
+
+    fn upsample(&mut self, x: &Tensor, (h, w): (usize, usize), _: &str) -> Result<Tensor> {
+        bilinear::resize(x, h, w)
+    }
+}
+
+/// The decoder's layers (the graph is [`decoder_graph`]).
 #[derive(Debug, Clone)]
 pub struct Decoder {
     aspp_1x1: ConvBn,
@@ -252,30 +426,59 @@ impl Decoder {
     /// Builds the decoder under `vb` (`decoder.*`) for an encoder with `(low, high)` channel
     /// counts `enc`.
     pub fn new(cfg: &ModelConfig, enc: (usize, usize), vb: VarBuilder) -> Result<Self> {
-        let (hi, a, l, d) = (enc.1, cfg.aspp_channels, cfg.low_channels, cfg.decoder_channels);
+        let conv_bn = |which: DecoderConv| {
+            let (c_out, c_in, k) = which.shape(cfg, enc);
+            ConvBn::new(c_in, c_out, k, 1, which.relu(), vb.pp(which.module()))
+        };
+        let (pool_out, pool_in, pool_k) = DecoderConv::AsppPool.shape(cfg, enc);
         Ok(Self {
-            aspp_1x1: ConvBn::new(hi, a, 1, 1, true, vb.pp("aspp.b1"))?,
-            aspp_3x3: ConvBn::new(hi, a, 3, 1, true, vb.pp("aspp.b2"))?,
-            aspp_pool: Conv2d::new(hi, a, 1, 1, true, vb.pp("aspp.pool"))?,
-            aspp_proj: ConvBn::new(2 * a, a, 1, 1, true, vb.pp("aspp.proj"))?,
-            low: ConvBn::new(enc.0, l, 1, 1, true, vb.pp("low"))?,
-            fuse: ConvBn::new(a + l, d, 3, 1, true, vb.pp("fuse"))?,
+            aspp_1x1: conv_bn(DecoderConv::AsppB1)?,
+            aspp_3x3: conv_bn(DecoderConv::AsppB2)?,
+            aspp_pool: Conv2d::new(
+                pool_in,
+                pool_out,
+                pool_k,
+                1,
+                true,
+                vb.pp(DecoderConv::AsppPool.module()),
+            )?,
+            aspp_proj: conv_bn(DecoderConv::AsppProj)?,
+            low: conv_bn(DecoderConv::Low)?,
+            fuse: conv_bn(DecoderConv::Fuse)?,
         })
+    }
+
+    fn conv_bn(&self, which: DecoderConv) -> Option<&ConvBn> {
+        match which {
+            DecoderConv::AsppB1 => Some(&self.aspp_1x1),
+            DecoderConv::AsppB2 => Some(&self.aspp_3x3),
+            DecoderConv::AsppPool => None,
+            DecoderConv::AsppProj => Some(&self.aspp_proj),
+            DecoderConv::Low => Some(&self.low),
+            DecoderConv::Fuse => Some(&self.fuse),
+        }
+    }
+
+    /// Convolution `which` and its activation on `x`.
+    fn conv_t(&self, which: DecoderConv, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self.conv_bn(which) {
+            Some(c) => c.forward_t(x, train),
+            None => {
+                let y = self.aspp_pool.forward(x)?;
+                if which.relu() {
+                    y.relu()
+                } else {
+                    Ok(y)
+                }
+            }
+        }
     }
 
     /// `(low [b,w1,H/4,W/4], high [b,w4,H/32,W/32]) -> embedding [b,d,H/4,W/4]`.
     pub fn forward_t(&self, low: &Tensor, high: &Tensor, train: bool) -> Result<Tensor> {
-        let b1 = self.aspp_1x1.forward_t(high, train)?; // [b, a, H/32, W/32]
-        let b2 = self.aspp_3x3.forward_t(high, train)?; // [b, a, H/32, W/32]
-        let pool = self.aspp_pool.forward(&global_avg_pool(high)?)?.relu()?; // [b, a, 1, 1]
-        let aspp = self
-            .aspp_proj
-            .forward_t(&Tensor::cat(&[&b1, &b2], 1)?, train)?
-            .broadcast_add(&pool)?; // [b, a, H/32, W/32]
         let (_, _, h4, w4) = low.dims4()?;
-        let up = bilinear::resize(&aspp, h4, w4)?; // [b, a, H/4, W/4]
-        let low = self.low.forward_t(low, train)?; // [b, l, H/4, W/4]
-        self.fuse.forward_t(&Tensor::cat(&[&up, &low], 1)?, train) // [b, d, H/4, W/4]
+        let mut ops = TensorOps(|which, x: &Tensor| self.conv_t(which, x, train));
+        decoder_graph::decode(&mut ops, low, high, (h4, w4))
     }
 
     fn emit(
@@ -285,29 +488,72 @@ impl Decoder {
         low_hw: (usize, usize),
         high_hw: (usize, usize),
     ) -> Result<String> {
-        let b1 = self.aspp_1x1.emit(g, high, high_hw)?;
-        let b2 = self.aspp_3x3.emit(g, high, high_hw)?;
-        let gap = g.node("GlobalAveragePool", &[high], "decoder.aspp.gap", &[]);
-        let pool = self.aspp_pool.emit(g, &gap, (1, 1))?;
-        let pool = g.node("Relu", &[&pool], "decoder.aspp.pool.relu", &[]);
-        let cat = g.node(
-            "Concat",
-            &[&b1, &b2],
-            "decoder.aspp.cat",
-            &[("axis", seg_onnx::Attr::Int(1))],
-        );
-        let proj = self.aspp_proj.emit(g, &cat, high_hw)?;
-        let aspp = g.node("Add", &[&proj, &pool], "decoder.aspp.out", &[]);
-        let a = self.aspp_proj.conv.out_channels();
-        let up = crate::layers::emit_resize(g, &aspp, "decoder.aspp.up", [1, a, low_hw.0, low_hw.1]);
-        let low = self.low.emit(g, low, low_hw)?;
-        let cat = g.node(
-            "Concat",
-            &[&up, &low],
-            "decoder.cat",
-            &[("axis", seg_onnx::Attr::Int(1))],
-        );
-        self.fuse.emit(g, &cat, low_hw)
+        let mut ops = EmitOps {
+            g,
+            dec: self,
+            low_hw,
+            high_hw,
+        };
+        let (cl, ch) = (self.low.conv.in_channels(), self.aspp_1x1.conv.in_channels());
+        let low = Emitted(low.to_string(), cl);
+        let high = Emitted(high.to_string(), ch);
+        Ok(decoder_graph::decode(&mut ops, &low, &high, low_hw)?.0)
+    }
+}
+
+/// An ONNX value at export: its name and channel count.
+struct Emitted(String, usize);
+
+/// [`DecoderOps`] writing ONNX nodes (the decoder's convolutions BN-folded).
+struct EmitOps<'a> {
+    g: &'a mut seg_onnx::GraphBuilder,
+    dec: &'a Decoder,
+    low_hw: (usize, usize),
+    high_hw: (usize, usize),
+}
+
+impl DecoderOps for EmitOps<'_> {
+    type T = Emitted;
+
+    fn conv(&mut self, which: DecoderConv, x: &Emitted) -> Result<Emitted> {
+        let hw = match which {
+            DecoderConv::AsppB1 | DecoderConv::AsppB2 | DecoderConv::AsppProj => self.high_hw,
+            DecoderConv::AsppPool => (1, 1),
+            DecoderConv::Low | DecoderConv::Fuse => self.low_hw,
+        };
+        Ok(match self.dec.conv_bn(which) {
+            Some(c) => Emitted(c.emit(self.g, &x.0, hw)?, c.conv.out_channels()),
+            None => {
+                let c = &self.dec.aspp_pool;
+                let y = c.emit(self.g, &x.0, hw)?;
+                let y = if which.relu() {
+                    self.g.node("Relu", &[&y], &format!("{}.relu", which.name()), &[])
+                } else {
+                    y
+                };
+                Emitted(y, c.out_channels())
+            }
+        })
+    }
+
+    fn global_pool(&mut self, x: &Emitted, name: &str) -> Result<Emitted> {
+        Ok(Emitted(self.g.node("GlobalAveragePool", &[&x.0], name, &[]), x.1))
+    }
+
+    fn cat(&mut self, xs: &[&Emitted], name: &str) -> Result<Emitted> {
+        let names: Vec<&str> = xs.iter().map(|x| x.0.as_str()).collect();
+        let c = xs.iter().map(|x| x.1).sum();
+        let y = self.g.node("Concat", &names, name, &[("axis", seg_onnx::Attr::Int(1))]);
+        Ok(Emitted(y, c))
+    }
+
+    fn add(&mut self, a: &Emitted, b: &Emitted, name: &str) -> Result<Emitted> {
+        Ok(Emitted(self.g.node("Add", &[&a.0, &b.0], name, &[]), a.1))
+    }
+
+    fn upsample(&mut self, x: &Emitted, hw: (usize, usize), name: &str) -> Result<Emitted> {
+        let y = crate::layers::emit_resize(self.g, &x.0, name, [1, x.1, hw.0, hw.1]);
+        Ok(Emitted(y, x.1))
     }
 }
 

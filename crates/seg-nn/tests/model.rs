@@ -409,3 +409,71 @@ fn issue5_low_rank_update_starts_at_zero_has_true_gradients_and_folds_into_the_k
     let got = Tensor::from_vec(tract_logits(&seg_onnx::encode(&cut), &x, hw), adapted.dims(), &dev).unwrap();
     assert!(diff(&adapted, &got) <= 1e-4);
 }
+
+/// Issue #24: the adaptation head is derived from the model's decoder, not a copy of it: its
+/// convolutions are exactly the export's decoder convolutions (every `decoder.*` kernel is a
+/// [`seg_nn::model::DecoderConv`], every one of those is exported under its name), the widths
+/// read back from the export are the config's, a config whose decoder disagrees with the graph
+/// is refused naming the kernel, and the head computes the model's embedding and scores.
+#[test]
+fn issue24_adapt_head_is_derived_from_the_models_decoder() {
+    use seg_nn::adapt::AdaptHead;
+    use seg_nn::model::DecoderConv;
+    let Exported {
+        cfg,
+        hw,
+        _vm,
+        model,
+        onnx: _,
+        weights,
+    } = exported_tiny();
+    let mut decoder_kernels: Vec<&String> = weights
+        .keys()
+        .filter(|k| k.starts_with("decoder.") && k.ends_with(".weight"))
+        .collect();
+    decoder_kernels.sort();
+    let mut named: Vec<String> = DecoderConv::ALL
+        .iter()
+        .map(|w| format!("{}.weight", w.name()))
+        .collect();
+    named.sort();
+    assert_eq!(decoder_kernels, named.iter().collect::<Vec<_>>());
+    let enc = model.encoder.channels();
+    for which in DecoderConv::ALL {
+        let (co, ci, k) = which.shape(&cfg, enc);
+        assert_eq!(weights[&format!("{}.weight", which.name())].dims(), &[co, ci, k, k]);
+        assert_eq!(weights[&format!("{}.bias", which.name())].dims(), &[co]);
+    }
+
+    let read = AdaptHead::config_of(&weights).unwrap();
+    assert_eq!(
+        (
+            read.num_classes,
+            read.aspp_channels,
+            read.low_channels,
+            read.decoder_channels
+        ),
+        (
+            cfg.num_classes,
+            cfg.aspp_channels,
+            cfg.low_channels,
+            cfg.decoder_channels
+        )
+    );
+
+    let dev = Device::Cpu;
+    let wrong = ModelConfig {
+        low_channels: cfg.low_channels + 1,
+        ..cfg.clone()
+    };
+    let err = AdaptHead::new(&wrong, &weights, &dev).unwrap_err().to_string();
+    assert!(err.contains("decoder.low.conv.weight"), "{err}");
+
+    let head = AdaptHead::new(&read, &weights, &dev).unwrap();
+    let xt = Tensor::from_vec(pseudo_random(3 * hw.0 * hw.1, 33), (1, 3, hw.0, hw.1), &dev).unwrap();
+    let (low, high) = model.encoder.forward_t(&xt, false).unwrap();
+    let want = model.forward_t(&xt, false).unwrap();
+    let got = head.forward(&low, &high).unwrap();
+    assert!(seg_nn::max_abs_diff(&got.embedding, &want.embedding).unwrap() <= 1e-4);
+    assert!(seg_nn::max_abs_diff(&got.logits_low, &want.logits_low).unwrap() <= 1e-4);
+}

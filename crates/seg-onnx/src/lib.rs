@@ -243,7 +243,7 @@ pub fn encode(model: &pb::ModelProto) -> Vec<u8> {
 
 /// Writes a model atomically (temp file + rename).
 pub fn save(model: &pb::ModelProto, path: &Path) -> Result<(), OnnxError> {
-    seg_core::io::write_atomic(path, &encode(model)).map_err(|source| OnnxError::Io {
+    seg_fs::write_atomic(path, &encode(model)).map_err(|source| OnnxError::Io {
         path: path.display().to_string(),
         source,
     })

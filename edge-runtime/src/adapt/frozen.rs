@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use seg_nn::adapt::{AdaptHead, HeadScope};
+use seg_nn::model::DecoderConv;
 use tract_onnx::prelude::*;
 
 use super::adapt_err;
@@ -50,22 +51,20 @@ impl Encoder {
 /// `Resize` has the full frame's size written in), `[aspp, low projection]`: everything frozen
 /// runs in tract.
 pub fn head_inputs(graph: &seg_onnx::pb::GraphProto, scope: HeadScope) -> Option<Vec<String>> {
-    let conv_input = |w: &str| {
+    let conv_input = |which: DecoderConv| {
+        let w = format!("{}.weight", which.name());
         graph
             .node
             .iter()
-            .find(|n| n.op_type == "Conv" && n.input.get(1).map(String::as_str) == Some(w))
+            .find(|n| n.op_type == "Conv" && n.input.get(1) == Some(&w))
             .map(|n| n.input[0].clone())
     };
     match scope {
-        HeadScope::Decoder => Some(vec![
-            conv_input("decoder.low.conv.weight")?,
-            conv_input("decoder.aspp.b1.conv.weight")?,
-        ]),
+        HeadScope::Decoder => Some(vec![conv_input(DecoderConv::Low)?, conv_input(DecoderConv::AsppB1)?]),
         HeadScope::Last => {
             let producers = seg_onnx::producers(graph);
             let node = |t: &str| producers.get(t).map(|&i| &graph.node[i]);
-            let cat = node(&conv_input("decoder.fuse.conv.weight")?)?;
+            let cat = node(&conv_input(DecoderConv::Fuse)?)?;
             if cat.op_type != "Concat" || cat.input.len() != 2 {
                 return None;
             }

@@ -71,11 +71,10 @@ pub fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> Result<
     Ok(pool.install(f))
 }
 
-/// FNV-1a 64 of the model bytes: ties a state file to the model it was adapted from.
+/// FNV-1a 64 of the model bytes ([`seg_core::io::fnv1a`]): ties a state file to the model it
+/// was adapted from.
 pub fn fingerprint(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    seg_core::io::fnv1a(bytes)
 }
 
 /// The adaptation learner: frames in, guarded weight updates out. Used by the background worker
@@ -180,12 +179,7 @@ impl Adapter {
                     .map_err(|e| model_err(e.to_string()))
             })
             .collect::<Result<_, _>>()?;
-        let dim = |k: &str| weights.get(k).and_then(|t| t.dims().first().copied());
-        let mcfg = seg_nn::ModelConfig {
-            num_classes: dim("classifier.weight").unwrap_or(0),
-            decoder_channels: dim("decoder.fuse.conv.weight").unwrap_or(0),
-            ..Default::default()
-        };
+        let mcfg = AdaptHead::config_of(&weights).map_err(|e| model_err(format!("adaptation head: {e}")))?;
         let head = AdaptHead::new(&mcfg, &weights, &dev)
             .map_err(|e| model_err(format!("adaptation head: {e}")))?
             .with_scope(cfg.scope)

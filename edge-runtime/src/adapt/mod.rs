@@ -62,6 +62,8 @@ mod frozen;
 #[cfg(feature = "adapt")]
 mod learner;
 #[cfg(feature = "adapt")]
+pub mod offline;
+#[cfg(feature = "adapt")]
 pub mod state;
 #[cfg(feature = "adapt")]
 pub mod worker;
