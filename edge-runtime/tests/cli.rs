@@ -420,39 +420,56 @@ fn issue4_missing_camera_and_reconnect_until_ctrl_c() {
         &edge_seg(&["run", "--camera", "/dev/null"], dir.path()),
         "not a V4L2 device",
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edge-seg"))
-        .args(["run", "--camera", "97", "--reconnect", "--stats", "s.jsonl"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    /// The child, killed and reaped however the test ends.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_edge-seg"))
+            .args(["run", "--camera", "97", "--reconnect", "--stats", "s.jsonl"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // interrupt once it has retried twice (waiting for the lines, not a fixed time, so a loaded
     // machine does not fail the test)
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
-        let mut all = String::new();
-        let mut retries = 0;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            retries += usize::from(line.contains("retrying in"));
+        let mut r = std::io::BufReader::new(stderr);
+        let (mut all, mut line, mut retries) = (String::new(), Vec::new(), 0);
+        while r.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let text = String::from_utf8_lossy(&line);
+            retries += usize::from(text.contains("retrying in"));
             if retries == 2 {
                 let _ = tx.send(());
             }
-            all.push_str(&line);
-            all.push('\n');
+            all.push_str(&text);
+            line.clear();
         }
         all
     });
     let seen = rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
-    let pid = child.id().to_string();
     let killed = std::process::Command::new("kill")
-        .args(["-INT", &pid])
+        .args(["-INT", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running 30 s after SIGINT");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let err = reader.join().unwrap();
     assert!(seen, "no two retries within 60 s: {err}");
     assert_eq!(status.code(), Some(0), "{err}");
@@ -688,6 +705,26 @@ fn issue5_run_adapt_persists_state_and_rejects_a_truncated_one() {
     assert_eq!(s["stats"]["steps"], 6);
     assert!(s["mean_step_ms"].as_f64().unwrap() > 0.0);
     edge_seg_runtime::Segmenter::open(&dir.path().join("adapted.onnx")).unwrap();
+    // the collapse stress test: one near-constant frame after each of the 3 frames
+    let out = edge_seg(
+        &[
+            "adapt",
+            "--model",
+            model,
+            "--frames",
+            "frames",
+            "--out",
+            "stressed.onnx",
+            "--stress",
+            "1",
+            "--summary",
+            "stress.json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("stress.json")).unwrap()).unwrap();
+    assert_eq!((s["frames"].as_u64(), s["stats"]["steps"].as_u64()), (Some(6), Some(6)));
     assert_user_error(
         &edge_seg(
             &["adapt", "--model", model, "--frames", "nope", "--out", "a.onnx"],

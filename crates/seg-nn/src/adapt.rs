@@ -20,7 +20,7 @@ use candle_core::{Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::{decoder_graph, DecoderConv, DecoderOps, TensorOps};
+use crate::model::{decoder_graph, DecoderConv, TensorOps};
 use crate::ModelConfig;
 
 /// The exported weight `key`, or an error naming it.
@@ -240,8 +240,11 @@ impl AdaptHead {
             let got = head.conv(which).weight.dims();
             if got != [co, ci, k, k] {
                 candle_core::bail!(
-                    "the model's '{}.weight' has shape {got:?}, the config's decoder wants {:?}",
+                    "the model's '{}.weight' has shape {got:?}, where an edge-seg decoder with {} ASPP, {} low-level and {} decoder channels has {:?}",
                     which.name(),
+                    cfg.aspp_channels,
+                    cfg.low_channels,
+                    cfg.decoder_channels,
                     [co, ci, k, k]
                 );
             }
@@ -334,7 +337,7 @@ impl AdaptHead {
         let (_, _, h4, w4) = low.dims4()?;
         let mut ops = self.ops();
         let cat = decoder_graph::fuse_input_from_aspp(&mut ops, aspp, low, (h4, w4))?; // [b, a + l, h4, w4]
-        let embedding = ops.conv(DecoderConv::Fuse, &cat)?; // [b, d, h4, w4]
+        let embedding = decoder_graph::fuse(&mut ops, &cat)?; // [b, d, h4, w4]
         self.classify(embedding)
     }
 

@@ -244,22 +244,23 @@ impl Encoder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DecoderConv {
     /// ASPP 1×1 branch on the high-level features (`decoder.aspp.b1`).
-    AsppB1,
+    AsppB1 = 0,
     /// ASPP 3×3 branch (`decoder.aspp.b2`).
-    AsppB2,
+    AsppB2 = 1,
     /// Image-pool branch: 1×1 with bias on the globally pooled features (`decoder.aspp.pool`).
-    AsppPool,
+    AsppPool = 2,
     /// Projection of the concatenated branches (`decoder.aspp.proj`).
-    AsppProj,
+    AsppProj = 3,
     /// 1×1 projection of the low-level features (`decoder.low`).
-    Low,
+    Low = 4,
     /// 3×3 on the upsampled ASPP output ‖ the low-level projection: the pixel embedding
     /// (`decoder.fuse`).
-    Fuse,
+    Fuse = 5,
 }
 
 impl DecoderConv {
-    /// Every decoder convolution, in graph order.
+    /// Every decoder convolution, in graph order; `ALL[i] as usize == i`, so a per-convolution
+    /// array can be indexed by `which as usize`.
     pub const ALL: [Self; 6] = [
         Self::AsppB1,
         Self::AsppB2,
@@ -338,6 +339,11 @@ pub trait DecoderOps {
 pub mod decoder_graph {
     use super::{DecoderConv, DecoderOps, Result};
 
+    /// The node that upsamples the ASPP output to stride 4 (an ONNX `Resize` at export).
+    pub const UPSAMPLE: &str = "decoder.aspp.up";
+    /// The concatenation that feeds the last convolution: `[upsampled ASPP, low projection]`.
+    pub const FUSE_INPUT: &str = "decoder.cat";
+
     /// `high [b, ch, h32, w32] -> aspp [b, a, h32, w32]`: 1×1 ‖ 3×3 → projection, plus the
     /// image-pool branch.
     pub fn aspp<O: DecoderOps>(o: &mut O, high: &O::T) -> Result<O::T> {
@@ -352,13 +358,13 @@ pub mod decoder_graph {
 
     /// `aspp [b, a, h32, w32] -> [b, a, h4, w4]` at the low-level features' size `low_hw`.
     pub fn upsample<O: DecoderOps>(o: &mut O, aspp: &O::T, low_hw: (usize, usize)) -> Result<O::T> {
-        o.upsample(aspp, low_hw, "decoder.aspp.up")
+        o.upsample(aspp, low_hw, UPSAMPLE)
     }
 
     /// The last convolution's input: `(up [b, a, h4, w4], low projection [b, l, h4, w4]) ->
     /// [b, a + l, h4, w4]`.
     pub fn fuse_input<O: DecoderOps>(o: &mut O, up: &O::T, low: &O::T) -> Result<O::T> {
-        o.cat(&[up, low], "decoder.cat")
+        o.cat(&[up, low], FUSE_INPUT)
     }
 
     /// From the ASPP output and the low-level projection (where the adaptation head can take
@@ -373,13 +379,19 @@ pub mod decoder_graph {
         fuse_input(o, &up, low)
     }
 
+    /// The last convolution on its input ([`fuse_input`]): the pixel embedding
+    /// `[b, d, h4, w4]`.
+    pub fn fuse<O: DecoderOps>(o: &mut O, input: &O::T) -> Result<O::T> {
+        o.conv(DecoderConv::Fuse, input)
+    }
+
     /// `(low [b, cl, h4, w4] at size low_hw, high [b, ch, h32, w32]) -> embedding [b, d, h4, w4]`.
     pub fn decode<O: DecoderOps>(o: &mut O, low: &O::T, high: &O::T, low_hw: (usize, usize)) -> Result<O::T> {
         let aspp = aspp(o, high)?; // [b, a, h32, w32]
         let up = upsample(o, &aspp, low_hw)?; // [b, a, h4, w4]
         let low = o.conv(DecoderConv::Low, low)?; // [b, l, h4, w4]
         let cat = fuse_input(o, &up, &low)?; // [b, a + l, h4, w4]
-        o.conv(DecoderConv::Fuse, &cat) // [b, d, h4, w4]
+        fuse(o, &cat) // [b, d, h4, w4]
     }
 }
 
@@ -411,66 +423,50 @@ impl<F: FnMut(DecoderConv, &Tensor) -> Result<Tensor>> DecoderOps for TensorOps<
     }
 }
 
-/// The decoder's layers (the graph is [`decoder_graph`]).
+/// One decoder convolution: with its BatchNorm, or plain with a bias
+/// ([`DecoderConv::batch_norm`]).
+#[derive(Debug, Clone)]
+enum DecoderLayer {
+    ConvBn(ConvBn),
+    Conv(Conv2d),
+}
+
+/// The decoder's layers, one per [`DecoderConv`] (the graph is [`decoder_graph`]).
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    aspp_1x1: ConvBn,
-    aspp_3x3: ConvBn,
-    aspp_pool: Conv2d,
-    aspp_proj: ConvBn,
-    low: ConvBn,
-    fuse: ConvBn,
+    /// Indexed by `DecoderConv as usize`.
+    layers: Vec<DecoderLayer>,
 }
 
 impl Decoder {
     /// Builds the decoder under `vb` (`decoder.*`) for an encoder with `(low, high)` channel
     /// counts `enc`.
     pub fn new(cfg: &ModelConfig, enc: (usize, usize), vb: VarBuilder) -> Result<Self> {
-        let conv_bn = |which: DecoderConv| {
-            let (c_out, c_in, k) = which.shape(cfg, enc);
-            ConvBn::new(c_in, c_out, k, 1, which.relu(), vb.pp(which.module()))
-        };
-        let (pool_out, pool_in, pool_k) = DecoderConv::AsppPool.shape(cfg, enc);
-        Ok(Self {
-            aspp_1x1: conv_bn(DecoderConv::AsppB1)?,
-            aspp_3x3: conv_bn(DecoderConv::AsppB2)?,
-            aspp_pool: Conv2d::new(
-                pool_in,
-                pool_out,
-                pool_k,
-                1,
-                true,
-                vb.pp(DecoderConv::AsppPool.module()),
-            )?,
-            aspp_proj: conv_bn(DecoderConv::AsppProj)?,
-            low: conv_bn(DecoderConv::Low)?,
-            fuse: conv_bn(DecoderConv::Fuse)?,
-        })
+        let layers = DecoderConv::ALL
+            .iter()
+            .map(|&which| {
+                let (c_out, c_in, k) = which.shape(cfg, enc);
+                let vb = vb.pp(which.module());
+                Ok(if which.batch_norm() {
+                    DecoderLayer::ConvBn(ConvBn::new(c_in, c_out, k, 1, which.relu(), vb)?)
+                } else {
+                    DecoderLayer::Conv(Conv2d::new(c_in, c_out, k, 1, true, vb)?)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers })
     }
 
-    fn conv_bn(&self, which: DecoderConv) -> Option<&ConvBn> {
-        match which {
-            DecoderConv::AsppB1 => Some(&self.aspp_1x1),
-            DecoderConv::AsppB2 => Some(&self.aspp_3x3),
-            DecoderConv::AsppPool => None,
-            DecoderConv::AsppProj => Some(&self.aspp_proj),
-            DecoderConv::Low => Some(&self.low),
-            DecoderConv::Fuse => Some(&self.fuse),
-        }
+    fn layer(&self, which: DecoderConv) -> &DecoderLayer {
+        &self.layers[which as usize]
     }
 
     /// Convolution `which` and its activation on `x`.
     fn conv_t(&self, which: DecoderConv, x: &Tensor, train: bool) -> Result<Tensor> {
-        match self.conv_bn(which) {
-            Some(c) => c.forward_t(x, train),
-            None => {
-                let y = self.aspp_pool.forward(x)?;
-                if which.relu() {
-                    y.relu()
-                } else {
-                    Ok(y)
-                }
-            }
+        match self.layer(which) {
+            DecoderLayer::ConvBn(c) => c.forward_t(x, train),
+            DecoderLayer::Conv(c) if which.relu() => c.forward(x)?.relu(),
+            DecoderLayer::Conv(c) => c.forward(x),
         }
     }
 
@@ -488,72 +484,67 @@ impl Decoder {
         low_hw: (usize, usize),
         high_hw: (usize, usize),
     ) -> Result<String> {
-        let mut ops = EmitOps {
-            g,
-            dec: self,
-            low_hw,
-            high_hw,
+        let in_channels = |which| match self.layer(which) {
+            DecoderLayer::ConvBn(c) => c.conv.in_channels(),
+            DecoderLayer::Conv(c) => c.in_channels(),
         };
-        let (cl, ch) = (self.low.conv.in_channels(), self.aspp_1x1.conv.in_channels());
-        let low = Emitted(low.to_string(), cl);
-        let high = Emitted(high.to_string(), ch);
-        Ok(decoder_graph::decode(&mut ops, &low, &high, low_hw)?.0)
+        let low = Emitted(low.to_string(), in_channels(DecoderConv::Low), low_hw);
+        let high = Emitted(high.to_string(), in_channels(DecoderConv::AsppB1), high_hw);
+        Ok(decoder_graph::decode(&mut EmitOps { g, dec: self }, &low, &high, low_hw)?.0)
     }
 }
 
-/// An ONNX value at export: its name and channel count.
-struct Emitted(String, usize);
+/// An ONNX value at export: its name, channel count and spatial size.
+struct Emitted(String, usize, (usize, usize));
 
 /// [`DecoderOps`] writing ONNX nodes (the decoder's convolutions BN-folded).
 struct EmitOps<'a> {
     g: &'a mut seg_onnx::GraphBuilder,
     dec: &'a Decoder,
-    low_hw: (usize, usize),
-    high_hw: (usize, usize),
 }
 
 impl DecoderOps for EmitOps<'_> {
     type T = Emitted;
 
     fn conv(&mut self, which: DecoderConv, x: &Emitted) -> Result<Emitted> {
-        let hw = match which {
-            DecoderConv::AsppB1 | DecoderConv::AsppB2 | DecoderConv::AsppProj => self.high_hw,
-            DecoderConv::AsppPool => (1, 1),
-            DecoderConv::Low | DecoderConv::Fuse => self.low_hw,
-        };
-        Ok(match self.dec.conv_bn(which) {
-            Some(c) => Emitted(c.emit(self.g, &x.0, hw)?, c.conv.out_channels()),
-            None => {
-                let c = &self.dec.aspp_pool;
+        let hw = x.2;
+        Ok(match self.dec.layer(which) {
+            DecoderLayer::ConvBn(c) => Emitted(c.emit(self.g, &x.0, hw)?, c.conv.out_channels(), c.conv.out_hw(hw)),
+            DecoderLayer::Conv(c) => {
                 let y = c.emit(self.g, &x.0, hw)?;
                 let y = if which.relu() {
                     self.g.node("Relu", &[&y], &format!("{}.relu", which.name()), &[])
                 } else {
                     y
                 };
-                Emitted(y, c.out_channels())
+                Emitted(y, c.out_channels(), c.out_hw(hw))
             }
         })
     }
 
     fn global_pool(&mut self, x: &Emitted, name: &str) -> Result<Emitted> {
-        Ok(Emitted(self.g.node("GlobalAveragePool", &[&x.0], name, &[]), x.1))
+        Ok(Emitted(
+            self.g.node("GlobalAveragePool", &[&x.0], name, &[]),
+            x.1,
+            (1, 1),
+        ))
     }
 
     fn cat(&mut self, xs: &[&Emitted], name: &str) -> Result<Emitted> {
         let names: Vec<&str> = xs.iter().map(|x| x.0.as_str()).collect();
         let c = xs.iter().map(|x| x.1).sum();
+        let hw = xs.first().map_or((1, 1), |x| x.2);
         let y = self.g.node("Concat", &names, name, &[("axis", seg_onnx::Attr::Int(1))]);
-        Ok(Emitted(y, c))
+        Ok(Emitted(y, c, hw))
     }
 
     fn add(&mut self, a: &Emitted, b: &Emitted, name: &str) -> Result<Emitted> {
-        Ok(Emitted(self.g.node("Add", &[&a.0, &b.0], name, &[]), a.1))
+        Ok(Emitted(self.g.node("Add", &[&a.0, &b.0], name, &[]), a.1, a.2))
     }
 
     fn upsample(&mut self, x: &Emitted, hw: (usize, usize), name: &str) -> Result<Emitted> {
         let y = crate::layers::emit_resize(self.g, &x.0, name, [1, x.1, hw.0, hw.1]);
-        Ok(Emitted(y, x.1))
+        Ok(Emitted(y, x.1, hw))
     }
 }
 

@@ -477,3 +477,61 @@ fn issue24_adapt_head_is_derived_from_the_models_decoder() {
     assert!(seg_nn::max_abs_diff(&got.embedding, &want.embedding).unwrap() <= 1e-4);
     assert!(seg_nn::max_abs_diff(&got.logits_low, &want.logits_low).unwrap() <= 1e-4);
 }
+
+/// Issue #24: the decoder's graph written once (`decoder_graph`) exports the nodes, names and
+/// order the export had when it was written by hand (so exports stay byte-identical), and
+/// `DecoderConv::ALL` indexes per-convolution arrays.
+#[test]
+fn issue24_export_keeps_the_decoders_nodes_names_and_order() {
+    use seg_nn::model::DecoderConv;
+    for (i, which) in DecoderConv::ALL.iter().enumerate() {
+        assert_eq!(*which as usize, i);
+    }
+    let e = exported_tiny();
+    let nodes: Vec<(String, String)> = e
+        .onnx
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.output[0].starts_with("decoder."))
+        .map(|n| (n.op_type.clone(), n.output[0].clone()))
+        .collect();
+    let want = [
+        ("Conv", "decoder.aspp.b1.conv.out"),
+        ("Relu", "decoder.aspp.b1.conv.relu"),
+        ("Conv", "decoder.aspp.b2.conv.out"),
+        ("Relu", "decoder.aspp.b2.conv.relu"),
+        ("GlobalAveragePool", "decoder.aspp.gap"),
+        ("Conv", "decoder.aspp.pool.out"),
+        ("Relu", "decoder.aspp.pool.relu"),
+        ("Concat", "decoder.aspp.cat"),
+        ("Conv", "decoder.aspp.proj.conv.out"),
+        ("Relu", "decoder.aspp.proj.conv.relu"),
+        ("Add", "decoder.aspp.out"),
+        ("Resize", "decoder.aspp.up"),
+        ("Conv", "decoder.low.conv.out"),
+        ("Relu", "decoder.low.conv.relu"),
+        ("Concat", "decoder.cat"),
+        ("Conv", "decoder.fuse.conv.out"),
+        ("Relu", "decoder.fuse.conv.relu"),
+    ];
+    let want: Vec<(String, String)> = want.iter().map(|(o, n)| (o.to_string(), n.to_string())).collect();
+    assert_eq!(nodes, want);
+    // the upsampling's fixed size: [1, a, h4, w4] of the low-level features
+    let sizes = e
+        .onnx
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .find(|t| t.name == "decoder.aspp.up.sizes")
+        .unwrap();
+    let low_hw = e.model.encoder.out_hw(e.hw).0;
+    assert_eq!(
+        sizes.int64_data,
+        [1, e.cfg.aspp_channels as i64, low_hw.0 as i64, low_hw.1 as i64]
+    );
+}

@@ -64,6 +64,7 @@ pub fn head_inputs(graph: &seg_onnx::pb::GraphProto, scope: HeadScope) -> Option
         HeadScope::Last => {
             let producers = seg_onnx::producers(graph);
             let node = |t: &str| producers.get(t).map(|&i| &graph.node[i]);
+            // the concatenation of `decoder_graph::fuse_input`: [upsampled ASPP, low projection]
             let cat = node(&conv_input(DecoderConv::Fuse)?)?;
             if cat.op_type != "Concat" || cat.input.len() != 2 {
                 return None;
