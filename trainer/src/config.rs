@@ -15,6 +15,7 @@ pub use crate::methods::cam::CamConfig;
 pub use crate::methods::cps::CpsConfig;
 pub use crate::methods::distill::DistillConfig;
 pub use crate::methods::mean_teacher::MeanTeacherConfig;
+pub use crate::methods::slrnet::SlrnetConfig;
 pub use crate::methods::w2s::W2sConfig;
 
 /// Everything a training run needs.
@@ -49,8 +50,11 @@ pub struct TrainConfig {
     pub distill: DistillConfig,
     /// Settings of the `w2s` (weak-to-strong, UniMatch-style) method.
     pub w2s: W2sConfig,
-    /// Settings of the `cam` method (CAM pseudo-labels from image-level tags).
+    /// Settings of the `cam` method (CAM pseudo-labels from image-level tags), also the CAM
+    /// pipeline of `slrnet`.
     pub cam: CamConfig,
+    /// What the `slrnet` method adds to `[cam]` (two views, the LR module, cross-view consistency).
+    pub slrnet: SlrnetConfig,
 }
 
 impl Default for TrainConfig {
@@ -70,6 +74,7 @@ impl Default for TrainConfig {
             distill: DistillConfig::default(),
             w2s: W2sConfig::default(),
             cam: CamConfig::default(),
+            slrnet: SlrnetConfig::default(),
         }
     }
 }
@@ -263,6 +268,10 @@ impl TrainConfig {
             "distill" => self.distill.validate(),
             "w2s" => self.w2s.validate(),
             "cam" => self.cam.validate(&self.data.classes.names, self.augment.crop),
+            "slrnet" => self
+                .cam
+                .validate(&self.data.classes.names, self.augment.crop)
+                .and_then(|_| self.slrnet.validate(&self.cam, self.augment.crop)),
             _ => Ok(()),
         }
     }

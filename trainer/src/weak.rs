@@ -244,7 +244,7 @@ pub fn cam_labels(
     let (_, _, state, _) = checkpoint::load_with_state(&ckpt, &varmap, &dev)?;
     let head = cfg
         .cam
-        .load_head(&cfg.model, &state, &dev)
+        .load_head(&cfg.method, &cfg.model, &state, &dev)
         .with_context(|| ckpt.display().to_string())?;
     let mut data_cfg = cfg.data.clone();
     if let Some(d) = data {
@@ -279,6 +279,12 @@ pub fn cam_labels(
     // size, across sequence boundaries), joined by their tags: the tag file's, or without one
     // the tags derived from the masks being scored against
     let group = cfg.cam.load_group(&cfg.model, &state, &dev)?;
+    // SLRNet's LR module, when the run has one
+    let lowrank = if cfg.method == "slrnet" {
+        cfg.slrnet.load_lowrank(&cfg.cam, &cfg.model, &state, &dev)?
+    } else {
+        None
+    };
     let group_size = if group.is_some() {
         cfg.schedule.unlabeled_batch_size.max(1)
     } else {
@@ -319,7 +325,7 @@ pub fn cam_labels(
                 }
                 let x = Tensor::from_vec(x, (g, 3, vh, vw), &dev)?;
                 let mined = group.as_ref().map(|m| (m, adj.as_slice()));
-                let mut cams = cfg.cam.cams(&model, &head, mined, &x)?.relu()?; // [g, C, hs, ws]
+                let mut cams = cfg.cam.cams(&model, &head, mined, lowrank.as_ref(), &x)?.relu()?; // [g, C, hs, ws]
                 if mirrored {
                     cams = cams.flip(&[3])?;
                 }

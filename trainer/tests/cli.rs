@@ -929,6 +929,87 @@ mod semi {
         assert!(format!("{e:#}").contains("cam.group: 4096 feature positions"), "{e:#}");
     }
 
+    /// Issue #26, SLRNet: the method trains from tags on two views (classification, cross-view
+    /// consistency, then online pseudo-labels), its LR module is method state that starts at
+    /// zero and learns, `cam-labels` scores its CAMs through the trained module, the ablation
+    /// (`lowrank = false`) has none, and bad settings are config errors naming the key.
+    #[test]
+    fn issue26_slrnet_trains_with_its_low_rank_module_and_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 8);
+        let tags = synthetic_tags(&data, 8);
+        let mut cfg = tiny_config(&data, "slrnet", 4);
+        cfg.data.val_prefixes = vec!["SYN_00000".into()];
+        cfg.data.tag_file = Some(tags);
+        cfg.cam.warmup_iterations = 2;
+        cfg.cam.weight_seg = 0.5;
+        cfg.slrnet.rank = 4;
+        cfg.augment.crop = [64, 64]; // view 2 at 32², a different size
+        let run = dir.path().join("run");
+        let s = train::run(&cfg, &opts(&run, false, None)).unwrap();
+        assert_eq!(s.steps, 4);
+        let recs = log_records(&run);
+        for (k, r) in recs.iter().enumerate() {
+            let terms: f64 = ["ce", "cls", "cv", "seg"].iter().map(|t| r[*t].as_f64().unwrap()).sum();
+            let loss = r["loss"].as_f64().unwrap();
+            assert!((terms - loss).abs() < 1e-4 * loss.max(1.0), "{r}");
+            assert!(r["cv_l1"].as_f64().unwrap() >= 0.0, "{r}");
+            if k < 2 {
+                assert_eq!(r["seg"].as_f64(), Some(0.0), "warm-up: {r}");
+            } else {
+                assert!(r["pseudo_coverage"].as_f64().unwrap() > 0.0, "{r}");
+            }
+        }
+        // the views' CAMs differ somewhere (all-negative CAMs normalise to 0 in both views)
+        assert!(recs.iter().any(|r| r["cv_l1"].as_f64().unwrap() > 0.0), "{recs:?}");
+        let t = candle_core::safetensors::load(run.join("last.safetensors"), &Device::Cpu).unwrap();
+        let proj = t
+            .iter()
+            .find(|(k, _)| k.ends_with("method.slrnet.lr.proj.weight"))
+            .map(|(_, v)| v.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
+            .unwrap_or_else(|| panic!("no LR module in {:?}", t.keys()));
+        assert!(proj > 0.0, "the projection starts at zero and must learn");
+        assert!(t.keys().any(|k| k.ends_with("method.slrnet.cam.weight")));
+        // cam-labels with its default scales and flips (a low scale has fewer feature positions
+        // than the rank: cut to them)
+        let opts_cam = edge_seg_trainer::weak::CamLabelOptions {
+            min_pixels: 1,
+            ..Default::default()
+        };
+        let labeled = data.join("labeled.txt");
+        let split = labeled.to_str().unwrap();
+        let with_lr = edge_seg_trainer::weak::cam_labels(&run, "last", None, split, None, &opts_cam).unwrap();
+        assert_eq!(with_lr.images, 4);
+        assert!(with_lr.coverage.0 > 0.0 && with_lr.coverage.0 <= 1.0);
+
+        // the ablation: no LR module in the checkpoint, and cam-labels runs without it
+        cfg.slrnet.lowrank = false;
+        let ablation = dir.path().join("nolr");
+        train::run(&cfg, &opts(&ablation, false, None)).unwrap();
+        let t = candle_core::safetensors::load(ablation.join("last.safetensors"), &Device::Cpu).unwrap();
+        assert!(!t.keys().any(|k| k.contains("method.slrnet.lr.")), "{:?}", t.keys());
+        edge_seg_trainer::weak::cam_labels(&ablation, "last", None, split, None, &opts_cam).unwrap();
+
+        // bad settings
+        for (edit, key) in [
+            (
+                (|c: &mut TrainConfig| c.slrnet.view_scale = 2.0) as fn(&mut TrainConfig),
+                "slrnet.view_scale",
+            ),
+            (|c: &mut TrainConfig| c.slrnet.rank = 0, "slrnet.rank"),
+            (|c: &mut TrainConfig| c.slrnet.rank = 300, "slrnet.rank"),
+            // 64 · 0.75 rounds back to 64: the second view would be the crop itself
+            (|c: &mut TrainConfig| c.slrnet.view_scale = 0.75, "is the crop itself"),
+            (|c: &mut TrainConfig| c.cam.group.enabled = true, "cam.group"),
+        ] {
+            let mut bad = cfg.clone();
+            edit(&mut bad);
+            let e = train::run(&bad, &opts(&dir.path().join("bad"), false, None)).unwrap_err();
+            assert!(format!("{e:#}").contains(key), "{key}: {e:#}");
+        }
+    }
+
     /// Issue #26: tag files that do not match the images, or name unknown classes, stop the
     /// run before training with the file and the problem.
     #[test]

@@ -17,6 +17,9 @@
 //! steps.
 
 use candle_core::{Result, Tensor, D as Dim};
+use candle_nn::VarBuilder;
+
+use crate::layers::Conv2d;
 
 /// How [`nmf`] factorises.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +141,67 @@ pub fn collective_nmf(views: &[&Tensor], cfg: &NmfConfig) -> Result<(Vec<Tensor>
     Ok((out, fac))
 }
 
+/// SLRNet's LR module on a feature map (issue #26): the views' ReLU'd features are factorised
+/// together ([`collective_nmf`], one dictionary per image shared by its views), and each view's
+/// low-rank reconstruction is added back through a 1×1 convolution `proj.weight` `[F, F, 1, 1]`:
+/// `x + W · ReLU(D·C)`. Built on a fresh `VarMap` the convolution is zero (set it back to zero
+/// after a re-initialisation: [`Self::projection`]), so the module starts as the identity and the features a pretrained network gives pass unchanged at first.
+/// Against the paper's `ReLU(x + W · ReLU(D·C))`: no outer ReLU, so the identity start holds on
+/// feature maps that are not themselves ReLU'd (EfficientNet-Lite's last stage is linear); the
+/// CAMs are ReLU'd after the head either way.
+#[derive(Debug, Clone)]
+pub struct LowRankModule {
+    cfg: NmfConfig,
+    proj: Conv2d,
+}
+
+impl LowRankModule {
+    /// The module for `channels` features under `vb` (`proj.weight`).
+    pub fn new(cfg: &NmfConfig, channels: usize, vb: VarBuilder) -> Result<Self> {
+        if cfg.rank == 0 || cfg.steps == 0 {
+            candle_core::bail!(
+                "low-rank module: rank {} and steps {} must be at least 1",
+                cfg.rank,
+                cfg.steps
+            );
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            proj: Conv2d::new(channels, channels, 1, 1, false, vb.pp("proj"))?,
+        })
+    }
+
+    /// The 1×1 projection's kernel (set it to zero after a re-initialisation to start at the
+    /// identity).
+    pub fn projection(&self) -> &Tensor {
+        self.proj.weight()
+    }
+
+    /// `views` `[b, F, h_i, w_i]` (the same images at several scales) → each view plus its
+    /// projected low-rank reconstruction, same shapes (with fewer pixels than `rank` in all,
+    /// the rank is the pixel count).
+    pub fn forward(&self, views: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let relu: Vec<Tensor> = views.iter().map(|v| v.relu()).collect::<Result<_>>()?; // X ≥ 0
+        let refs: Vec<&Tensor> = relu.iter().collect();
+        // a view smaller than the training crops (an evaluation at a low scale) may have fewer
+        // pixels than bases: the rank is cut to them
+        let pixels: usize = views
+            .iter()
+            .map(|v| v.dim(2).unwrap_or(0) * v.dim(3).unwrap_or(0))
+            .sum();
+        let cfg = NmfConfig {
+            rank: self.cfg.rank.min(pixels.max(1)),
+            ..self.cfg.clone()
+        };
+        let (recon, _) = collective_nmf(&refs, &cfg)?; // [b, F, h_i, w_i] each
+        views
+            .iter()
+            .zip(&recon)
+            .map(|(v, r)| *v + self.proj.forward(&r.relu()?)?) // [b, F, h_i, w_i]
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +254,62 @@ mod tests {
         // a rank the data cannot hold is an error
         let x = Tensor::ones((1, 3, 5), candle_core::DType::F32, &dev).unwrap();
         assert!(init(&x, 6).is_err() && init(&x, 0).is_err());
+    }
+
+    /// Issue #26: the LR module starts as the identity (projection at zero) whatever the sign
+    /// of the features, keeps each view's shape, and once its projection moves, adds the
+    /// projected reconstruction, with a gradient into the projection.
+    #[test]
+    fn issue26_lr_module_starts_as_the_identity_and_trains_its_projection() {
+        use candle_nn::{VarBuilder, VarMap};
+        let dev = Device::Cpu;
+        let vars = VarMap::new();
+        let cfg = NmfConfig {
+            rank: 3,
+            ..Default::default()
+        };
+        let m = LowRankModule::new(&cfg, 5, VarBuilder::from_varmap(&vars, candle_core::DType::F32, &dev)).unwrap();
+        let v1 = uniform(21, -1.0, 1.0, (2, 5, 24)).reshape((2, 5, 4, 6)).unwrap();
+        let v2 = uniform(22, -1.0, 1.0, (2, 5, 6)).reshape((2, 5, 2, 3)).unwrap();
+        let out = m.forward(&[&v1, &v2]).unwrap();
+        for (o, v) in out.iter().zip([&v1, &v2]) {
+            assert_eq!(o.dims(), v.dims());
+            let d = (o - v)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d, 0.0, "the identity at start");
+        }
+        let w = vars.data().lock().unwrap().get("proj.weight").unwrap().clone();
+        w.set(&uniform(23, -0.5, 0.5, (5, 5, 1)).reshape((5, 5, 1, 1)).unwrap())
+            .unwrap();
+        let out = m.forward(&[&v1, &v2]).unwrap();
+        let d = (&out[0] - &v1)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d > 1e-3, "the reconstruction is added once the projection moves");
+        let loss = (out[0].sum_all().unwrap() + out[1].sum_all().unwrap()).unwrap();
+        let grads = loss.backward().unwrap();
+        let g = grads.get(w.as_tensor()).unwrap().abs().unwrap().sum_all().unwrap();
+        assert!(g.to_scalar::<f32>().unwrap() > 0.0);
+        assert!(LowRankModule::new(
+            &NmfConfig {
+                rank: 0,
+                ..Default::default()
+            },
+            5,
+            VarBuilder::from_varmap(&VarMap::new(), candle_core::DType::F32, &dev)
+        )
+        .is_err());
     }
 
     /// Exactly low-rank data is reconstructed almost exactly; views share one dictionary.

@@ -196,17 +196,18 @@ impl CamConfig {
         })
     }
 
-    /// The trained head of a checkpoint from its method state (`method.cam.cam.weight`).
+    /// The trained head of a checkpoint of `method` (`cam` or `slrnet`) from its method state
+    /// (`method.<method>.cam.weight`).
     pub fn load_head(
         &self,
+        method: &str,
         model: &seg_nn::ModelConfig,
         state: &std::collections::HashMap<String, Tensor>,
         dev: &candle_core::Device,
     ) -> Result<CamHead> {
-        let Some(w) = state.get("method.cam.cam.weight") else {
-            candle_core::bail!(
-                "the checkpoint has no CAM head (method.cam.cam.weight): was it trained with method 'cam'?"
-            );
+        let key = format!("method.{method}.cam.weight");
+        let Some(w) = state.get(&key) else {
+            candle_core::bail!("the checkpoint has no CAM head ({key}): was it trained with method 'cam' or 'slrnet'?");
         };
         let tensors = std::collections::HashMap::from([("cam.weight".to_string(), w.clone())]);
         let vb = VarBuilder::from_tensors(tensors, DType::F32, dev);
@@ -238,12 +239,13 @@ impl CamConfig {
 
     /// Evaluation-mode CAMs `[b, C, hf, wf]` of normalised images `x` `[b, 3, H, W]` (stride 4
     /// for the embedding, 32 for the encoder); with `group`, the images of `x` are one group
-    /// joined by the given graph.
+    /// joined by the given graph; with `lowrank`, SLRNet's LR module on the features (one view).
     pub fn cams(
         &self,
         model: &seg_nn::SegModel,
         head: &CamHead,
         group: Option<(&GroupMining, &[Vec<bool>])>,
+        lowrank: Option<&seg_nn::lowrank::LowRankModule>,
         x: &Tensor,
     ) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
@@ -256,8 +258,51 @@ impl CamConfig {
             Some((g, adj)) => g.forward(&features, adj, false, &mut ChaCha8Rng::seed_from_u64(0))?,
             None => features,
         };
+        let features = match lowrank {
+            Some(lr) => lr.forward(&[&features])?.remove(0),
+            None => features,
+        };
         Ok(head.forward(&features)?.0)
     }
+}
+
+/// The segmentation targets `[b, h, w]` of the weak views `weak` `[b, 3, h, w]` from normalised
+/// CAMs `norm` (`[b, C, hf, wf]` flat, [`cam::normalize_cams`]): refined by PAR on the image
+/// when `cfg.par`, thresholded by `rule`, upsampled to the crop; padding (`valid` 0) and
+/// unlabelled pixels ignored. Also the share of pixels labelled. Shared by `cam` and `slrnet`.
+pub(super) fn pseudo_label_targets(
+    cfg: &CamConfig,
+    rule: &PseudoLabelRule,
+    mut norm: Vec<f32>,
+    (b, c, hf, wf): (usize, usize, usize, usize),
+    weak: &Tensor,
+    valid: &Tensor,
+) -> Result<(Tensor, f64)> {
+    let (_, _, h, w) = weak.dims4()?;
+    let f = h / hf;
+    if hf * f != h || wf * f != w {
+        candle_core::bail!("cam: crop {h}x{w} is not a multiple of the CAMs' stride {f}");
+    }
+    if let Some(par) = cfg.refinement() {
+        let img = weak.flatten_all()?.to_vec1::<f32>()?;
+        let n = 3 * h * w;
+        let maps = c * hf * wf;
+        for k in 0..b {
+            let small = cam::downsample_mean(&img[k * n..(k + 1) * n], 3, (h, w), f);
+            par.refine(&small, 3, &mut norm[k * maps..(k + 1) * maps], c, (hf, wf));
+        }
+    }
+    let labels = cam::pseudo_labels(&norm, (b, c, hf, wf), rule);
+    let labels = cam::upsample_nearest(&labels, (b, hf, wf), f);
+    let inside = valid.flatten_all()?.to_vec1::<u32>()?;
+    let targets: Vec<u32> = labels
+        .iter()
+        .zip(&inside)
+        .map(|(&l, &v)| if v == 0 { seg_core::IGNORE as u32 } else { l as u32 })
+        .collect();
+    let covered = targets.iter().filter(|&&t| t != seg_core::IGNORE as u32).count();
+    let coverage = covered as f64 / targets.len().max(1) as f64;
+    Ok((Tensor::from_vec(targets, (b, h, w), weak.device())?, coverage))
 }
 
 /// The CAM method: its head and step statistics.
@@ -371,34 +416,11 @@ impl Method for Cam {
             return Ok(terms);
         }
         let (_, c, hf, wf) = cams.dims4()?;
-        let f = h / hf;
         let cam_host = cams.detach().flatten_all()?.to_vec1::<f32>()?;
         let tag_host = tags.flatten_all()?.to_vec1::<f32>()?;
-        let mut norm = cam::normalize_cams(&cam_host, (b, c, hf, wf), &tag_host);
-        if let Some(par) = self.cfg.refinement() {
-            let img = weak.flatten_all()?.to_vec1::<f32>()?;
-            let n = 3 * h * w;
-            let maps = c * hf * wf;
-            for k in 0..b {
-                let small = cam::downsample_mean(&img[k * n..(k + 1) * n], 3, (h, w), f);
-                par.refine(&small, 3, &mut norm[k * maps..(k + 1) * maps], c, (hf, wf));
-            }
-        }
-        let labels = cam::pseudo_labels(&norm, (b, c, hf, wf), &self.rule);
-        if hf * f != h || wf * f != w {
-            candle_core::bail!("cam: crop {h}x{w} is not a multiple of the CAMs' stride {f}");
-        }
-        let labels = cam::upsample_nearest(&labels, (b, hf, wf), f);
-        let inside = valid.flatten_all()?.to_vec1::<u32>()?;
-        let targets: Vec<u32> = labels
-            .iter()
-            .zip(&inside)
-            .map(|(&l, &v)| if v == 0 { seg_core::IGNORE as u32 } else { l as u32 })
-            .collect();
-        let covered = targets.iter().filter(|&&t| t != seg_core::IGNORE as u32).count();
-        self.stats
-            .push(("pseudo_coverage", covered as f64 / targets.len().max(1) as f64));
-        let targets = Tensor::from_vec(targets, (b, h, w), &dev)?;
+        let norm = cam::normalize_cams(&cam_host, (b, c, hf, wf), &tag_host);
+        let (targets, coverage) = pseudo_label_targets(&self.cfg, &self.rule, norm, (b, c, hf, wf), weak, valid)?;
+        self.stats.push(("pseudo_coverage", coverage));
         let seg = seg_nn::loss::cross_entropy(&out.logits, &targets, seg_core::IGNORE as u32, None)?;
         terms.push(("seg", (seg * self.cfg.weight_seg)?));
         Ok(terms)

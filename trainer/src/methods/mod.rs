@@ -24,6 +24,7 @@ pub mod cam;
 pub mod cps;
 pub mod distill;
 pub mod mean_teacher;
+pub mod slrnet;
 pub mod supervised;
 pub mod w2s;
 
@@ -138,6 +139,7 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("distill", distill::Distill::boxed),
     ("w2s", w2s::WeakToStrong::boxed),
     ("cam", cam::Cam::boxed),
+    ("slrnet", slrnet::Slrnet::boxed),
 ];
 
 /// Whether `name` is in [`REGISTRY`].
