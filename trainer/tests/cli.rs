@@ -991,6 +991,15 @@ mod semi {
         assert!(!t.keys().any(|k| k.contains("method.slrnet.lr.")), "{:?}", t.keys());
         edge_seg_trainer::weak::cam_labels(&ablation, "last", None, split, None, &opts_cam).unwrap();
 
+        // a resumed run reproduces an uninterrupted one (the LR module and head are method state)
+        cfg.slrnet.lowrank = true;
+        let half = dir.path().join("half");
+        train::run(&cfg, &opts(&half, false, Some(2))).unwrap();
+        train::run(&cfg, &opts(&half, true, None)).unwrap();
+        let (a, b) = (checkpoint_tensors(&run), checkpoint_tensors(&half));
+        assert!(a.iter().any(|(n, _)| n.contains("lr.proj.weight")));
+        assert_eq!(a, b, "slrnet: the resumed run differs");
+
         // bad settings
         for (edit, key) in [
             (
