@@ -167,7 +167,7 @@ enum Cmd {
     /// Write the target-scene split of one drive (xseq-target protocol): its first --adapt
     /// frames become unlabeled target frames (target.txt), the rest evaluation frames
     /// (eval.txt); for each --labeled list, the target oracle's list (that list + the target
-    /// frames) under out/oracle/<ratio>/<seed>/labeled.txt.
+    /// frames) under `out/oracle/<ratio>/<seed>/labeled.txt`.
     TargetSplit {
         /// Dataset folder (default: the config's, `../shared/data/camvid`).
         #[arg(long)]

@@ -212,7 +212,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Res
 /// The convolution of [`conv2d`] as matrix products from candle's own differentiable ops, for
 /// any device: a pointwise convolution is one batched product `W [c_out, c_in] · x [b, c_in,
 /// h·w]`; a `k×k` one first gathers the `k²` shifted views of the padded input
-/// ([`crate::depthwise::tap_views`]) into patches `[b, c_in·k·k, h'·w']`. Forward and backward
+/// (`depthwise::tap_views`) into patches `[b, c_in·k·k, h'·w']`. Forward and backward
 /// are then matrix products (cuBLAS on a GPU) and copies, where candle's own CUDA `conv2d`
 /// takes its input gradient through a direct transposed-convolution kernel.
 pub fn conv2d_matmul(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {

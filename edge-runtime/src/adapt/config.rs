@@ -71,7 +71,7 @@ pub struct AdaptConfig {
     /// restarts both from the last good set.
     pub weight_ema: f64,
     /// Strength `α` of the per-frame input normalisation toward the colour statistics of
-    /// `guard.source_frames` ([`input_norm`]; 0 = off; needs the source frames, which are what
+    /// `guard.source_frames` ([`crate::adapt::input_norm`]; 0 = off; needs the source frames, which are what
     /// it normalises toward). It has no trained values: each frame's own statistics, blended
     /// with the source's by `α`, map it toward the source domain, in the adapter and in the
     /// published graph. Off by default: chosen on the synthetic tuning shift (`α = 0.5`), it did
@@ -79,7 +79,7 @@ pub struct AdaptConfig {
     pub input_norm: f64,
     /// Check the guards and publish the weights every this many steps.
     pub swap_every: u64,
-    /// Threads of the adaptation's own pool for candle's work (see [`in_pool`]).
+    /// Threads of the adaptation's own pool for candle's work (see [`crate::adapt::in_pool`]).
     pub threads: usize,
     /// Guard rails.
     pub guard: GuardConfig,
