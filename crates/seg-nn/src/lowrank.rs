@@ -274,28 +274,13 @@ mod tests {
         let out = m.forward(&[&v1, &v2]).unwrap();
         for (o, v) in out.iter().zip([&v1, &v2]) {
             assert_eq!(o.dims(), v.dims());
-            let d = (o - v)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert_eq!(d, 0.0, "the identity at start");
+            assert_eq!(crate::max_abs_diff(o, v).unwrap(), 0.0, "the identity at start");
         }
         let w = vars.data().lock().unwrap().get("proj.weight").unwrap().clone();
         w.set(&uniform(23, -0.5, 0.5, (5, 5, 1)).reshape((5, 5, 1, 1)).unwrap())
             .unwrap();
         let out = m.forward(&[&v1, &v2]).unwrap();
-        let d = (&out[0] - &v1)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = crate::max_abs_diff(&out[0], &v1).unwrap();
         assert!(d > 1e-3, "the reconstruction is added once the projection moves");
         let loss = (out[0].sum_all().unwrap() + out[1].sum_all().unwrap()).unwrap();
         let grads = loss.backward().unwrap();

@@ -266,6 +266,60 @@ impl CamConfig {
     }
 }
 
+/// The tagged images of a step, weak views: `[b, 3, h, w]` crops, `valid` `[b, h, w]` (1
+/// inside the image), `tags` `[b, C]` multi-hot.
+pub(super) struct TaggedViews<'a> {
+    pub weak: &'a Tensor,
+    pub valid: &'a Tensor,
+    pub tags: &'a Tensor,
+}
+
+/// The step's tagged views (an error naming `method` without them), and the labeled
+/// cross-entropy term `ce` when `cfg.supervised_weight > 0` (else no term: the labeled batch is
+/// not forwarded). Shared by `cam` and `slrnet`.
+pub(super) fn tagged_step<'a>(
+    cfg: &CamConfig,
+    ctx: &StepContext<'a>,
+    method: &str,
+) -> Result<(TaggedViews<'a>, Vec<(&'static str, Tensor)>)> {
+    let Some(UnlabeledBatch::Views {
+        weak,
+        valid,
+        tags: Some(tags),
+        ..
+    }) = ctx.unlabeled
+    else {
+        candle_core::bail!("{method}: the step has no tagged images (set data.tag_file)");
+    };
+    let mut terms = Vec::new();
+    if cfg.supervised_weight > 0.0 {
+        let (_, ce) = super::supervised_ce(ctx)?;
+        terms.push(("ce", (ce * cfg.supervised_weight)?));
+    }
+    Ok((TaggedViews { weak, valid, tags }, terms))
+}
+
+/// The CAM features of `x` `[b, 3, h, w]` in training mode (`cfg.features`), and with
+/// `logits` the segmentation scores `[b, C, h, w]` (the decoder runs only when needed).
+pub(super) fn train_features(
+    cfg: &CamConfig,
+    ctx: &StepContext,
+    x: &Tensor,
+    logits: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (_, _, h, w) = x.dims4()?;
+    let (low, high) = ctx.model.encoder.forward_t(x, true)?; // [b,w1,h/4,w/4], [b,w4,h/32,w/32]
+    if cfg.features == CamFeatures::Encoder && !logits {
+        return Ok((high, None)); // [b, w4, h/32, w/32]
+    }
+    let out = ctx.model.decode_t(&low, &high, (h, w), true)?;
+    let f = match cfg.features {
+        CamFeatures::Embedding => out.embedding, // [b, d, h/4, w/4]
+        CamFeatures::Encoder => high,            // [b, w4, h/32, w/32]
+    };
+    Ok((f, Some(out.logits)))
+}
+
 /// The segmentation targets `[b, h, w]` of the weak views `weak` `[b, 3, h, w]` from normalised
 /// CAMs `norm` (`[b, C, hf, wf]` flat, [`cam::normalize_cams`]): refined by PAR on the image
 /// when `cfg.par`, thresholded by `rule`, upsampled to the crop; padding (`valid` 0) and
@@ -373,28 +427,12 @@ impl Method for Cam {
 
     fn losses(&mut self, ctx: &StepContext) -> Result<Vec<(&'static str, Tensor)>> {
         self.stats.clear();
-        let Some(UnlabeledBatch::Views {
-            weak,
-            valid,
-            tags: Some(tags),
-            ..
-        }) = ctx.unlabeled
-        else {
-            candle_core::bail!("cam: the step has no tagged images (set data.tag_file)");
-        };
+        let (TaggedViews { weak, valid, tags }, mut terms) = tagged_step(&self.cfg, ctx, "cam")?;
         let dev = weak.device().clone();
-        let mut terms = Vec::new();
-        if self.cfg.supervised_weight > 0.0 {
-            let (_, ce) = super::supervised_ce(ctx)?;
-            terms.push(("ce", (ce * self.cfg.supervised_weight)?));
-        }
-        let (b, _, h, w) = weak.dims4()?;
-        let (low, high) = ctx.model.encoder.forward_t(weak, true)?; // [b,w1,h/4,w/4], [b,w4,h/32,w/32]
-        let out = ctx.model.decode_t(&low, &high, (h, w), true)?; // logits [b, C, h, w]
-        let features = match self.cfg.features {
-            CamFeatures::Embedding => &out.embedding, // [b, d, h/4, w/4]
-            CamFeatures::Encoder => &high,            // [b, w4, h/32, w/32]
-        };
+        let b = weak.dim(0)?;
+        let (features, seg_logits) = train_features(&self.cfg, ctx, weak, true)?; // [b, F, hf, wf], [b, C, h, w]
+        let seg_logits = seg_logits.expect("asked for");
+        let features = &features;
         let mined;
         let features = match &self.group {
             Some(g) => {
@@ -421,7 +459,7 @@ impl Method for Cam {
         let norm = cam::normalize_cams(&cam_host, (b, c, hf, wf), &tag_host);
         let (targets, coverage) = pseudo_label_targets(&self.cfg, &self.rule, norm, (b, c, hf, wf), weak, valid)?;
         self.stats.push(("pseudo_coverage", coverage));
-        let seg = seg_nn::loss::cross_entropy(&out.logits, &targets, seg_core::IGNORE as u32, None)?;
+        let seg = seg_nn::loss::cross_entropy(&seg_logits, &targets, seg_core::IGNORE as u32, None)?;
         terms.push(("seg", (seg * self.cfg.weight_seg)?));
         Ok(terms)
     }

@@ -48,8 +48,8 @@ use seg_nn::optim::ParamGroup;
 use seg_nn::{bilinear, init};
 use serde::{Deserialize, Serialize};
 
-use super::cam::{pseudo_label_targets, CamConfig, CamFeatures};
-use super::{Method, MethodInit, StepContext, UnlabeledBatch, UnlabeledView};
+use super::cam::{pseudo_label_targets, tagged_step, train_features, CamConfig, CamFeatures, TaggedViews};
+use super::{Method, MethodInit, StepContext, UnlabeledView};
 
 /// The `[slrnet]` config section (the CAM pipeline's settings are `[cam]`'s).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,22 +199,6 @@ impl Slrnet {
             stats: Vec::new(),
         }))
     }
-
-    /// Features of `x` `[b, 3, h, w]` in training mode (`cam.features`), and with `logits` the
-    /// segmentation logits `[b, C, h, w]` (the decoder runs only when it is needed).
-    fn features(&self, ctx: &StepContext, x: &Tensor, logits: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let (_, _, h, w) = x.dims4()?;
-        let (low, high) = ctx.model.encoder.forward_t(x, true)?; // [b,w1,h/4,w/4], [b,w4,h/32,w/32]
-        if self.cam.features == CamFeatures::Encoder && !logits {
-            return Ok((high, None)); // [b, w4, h/32, w/32]
-        }
-        let out = ctx.model.decode_t(&low, &high, (h, w), true)?;
-        let f = match self.cam.features {
-            CamFeatures::Embedding => out.embedding, // [b, d, h/4, w/4]
-            CamFeatures::Encoder => high,            // [b, w4, h/32, w/32]
-        };
-        Ok((f, Some(out.logits)))
-    }
 }
 
 /// ReLU'd CAMs `[b, C, h, w]`, each map divided by its detached maximum (+1e-5), times the
@@ -258,26 +242,13 @@ impl Method for Slrnet {
 
     fn losses(&mut self, ctx: &StepContext) -> Result<Vec<(&'static str, Tensor)>> {
         self.stats.clear();
-        let Some(UnlabeledBatch::Views {
-            weak,
-            valid,
-            tags: Some(tags),
-            ..
-        }) = ctx.unlabeled
-        else {
-            candle_core::bail!("slrnet: the step has no tagged images (set data.tag_file)");
-        };
+        let (TaggedViews { weak, valid, tags }, mut terms) = tagged_step(&self.cam, ctx, "slrnet")?;
         let dev = weak.device().clone();
-        let mut terms = Vec::new();
-        if self.cam.supervised_weight > 0.0 {
-            let (_, ce) = super::supervised_ce(ctx)?;
-            terms.push(("ce", (ce * self.cam.supervised_weight)?));
-        }
         let (b, _, h, w) = weak.dims4()?;
         let x2 = bilinear::resize(weak, self.cfg.view_side(h), self.cfg.view_side(w))?; // [b, 3, h2, w2]
-        let (f1, logits1) = self.features(ctx, weak, true)?; // [b, F, hf, wf], [b, C, h, w]
+        let (f1, logits1) = train_features(&self.cam, ctx, weak, true)?; // [b, F, hf, wf], [b, C, h, w]
         let logits1 = logits1.expect("asked for");
-        let (f2, _) = self.features(ctx, &x2, false)?; // [b, F, hf2, wf2]
+        let (f2, _) = train_features(&self.cam, ctx, &x2, false)?; // [b, F, hf2, wf2]
         let (f1, f2) = match &self.lowrank {
             Some(lr) => {
                 let mut out = lr.forward(&[&f1, &f2])?;
