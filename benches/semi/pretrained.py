@@ -2,8 +2,13 @@
 """Issue #25 driver: the semi-supervised comparison on the pretrained default net
 (trainer/configs/xseqt_*.toml), xseq-target protocol, and docs/results/semi_pretrained.json.
 
-  python3 benches/semi/pretrained.py [--only REGEX] [--runs runs/xseqt] [--list] [--collect]
-                                     [--results docs/results/semi_pretrained.json]
+  python3 benches/semi/pretrained.py [--protocol xseqt|xseq] [--only REGEX] [--runs DIR] [--list]
+                                     [--collect] [--results docs/results/semi_pretrained.json]
+
+`--protocol xseq` (runs in runs/xseq-pre by default) trains the same configs on issue #6's
+cross-sequence protocol: evaluation on the 101 train frames of 0006R0 (splits/camvid-xseq/eval.txt),
+unlabeled = the rest of the pool + val (no 0006R0 frame in any form); records `..._xseq_miou`.
+The target oracle has no xseq row (it is an xseq-target reference).
 
 Runs go in priority order (1/16 seed 0 of SupOnly, CAC, the target oracle, the weak-to-strong
 baseline, CPS, mean teacher + DARS; then 1/8 seed 0; then seed 1 of both). Each run's config is
@@ -15,7 +20,7 @@ Score of a run: the mean of its last three evaluations on the 51 evaluation fram
 (splits/camvid-xseq-target/eval.txt; steps 400, 500, 600 of the 600-step schedule), because
 single checkpoints are noisy at short schedules. Records (name, value, unit, split, command,
 date, machine): per run `<method>_<ratio>_s<seed>_xseqt_miou` and `..._train_min` (the trainer's
-own clock); per method and ratio the mean over the seeds done, `<method>_<ratio>_xseqt_miou`
+own clock; `..._xseq_train_min` for the xseq protocol); per method and ratio the mean over the seeds done, `<method>_<ratio>_xseqt_miou`
 (oracle rows: `oracle_<ratio>_xseqt_miou`), and for each method the paired gain over SupOnly on
 the same split and seed, `<method>_<ratio>_s<seed>_xseqt_gain`, and the fraction of the
 SupOnly-to-oracle gap it closes, `<method>_<ratio>_s<seed>_gap_closed`. A run whose folder is gone
@@ -47,10 +52,21 @@ METHODS = ["suponly", "cac", "oracle", "w2s", "cps", "mt_dars"]
 LAST_EVALS = 3
 
 
+PROTOCOLS = {
+    # tag, evaluation split, its description
+    "xseqt": ("xseqt", "splits/camvid-xseq-target/eval.txt",
+              "camvid 0006R0 f02430-f03930 (xseq-target eval, 51 frames)"),
+    "xseq": ("xseq", "splits/camvid-xseq/eval.txt", "camvid 0006R0 train frames (xseq eval, 101 frames)"),
+}
+PROTOCOL = "xseqt"
+
+
 def plan():
     runs = []
     for ratio, seed in [("1_16", 0), ("1_8", 0), ("1_16", 1), ("1_8", 1)]:
         for m in METHODS:
+            if PROTOCOL == "xseq" and m == "oracle":
+                continue
             runs.append((m, ratio, seed))
     return runs
 
@@ -64,6 +80,20 @@ def config_text(m, ratio, seed):
     text = text.replace("1_16/seed0", f"{ratio}/seed{seed}")
     text, n = re.subn(r"(?m)^seed = 0$", f"seed = {seed}", text)
     assert n == 1, f"xseqt_{m}.toml: expected one 'seed = 0' line"
+    if PROTOCOL == "xseq":
+        # the xseqt header describes the other protocol: replace it
+        body = text[text.index("\nname = ") + 1:]
+        text = ("# xseq protocol (issue #25, benches/semi/pretrained.py --protocol xseq): trainer/configs/"
+                f"xseqt_{m}.toml at {ratio} seed {seed}\n# with evaluation on the 101 train frames of 0006R0 "
+                "(splits/camvid-xseq/eval.txt) and unlabeled = the rest\n# of the pool + val: no 0006R0 frame "
+                "in any form.\n" + body)
+        text, n = re.subn(r'(?m)^name = "camvid-lite0-xseqt"$', 'name = "camvid-lite0-xseq"', text)
+        assert n == 1, f"xseqt_{m}.toml: expected the name line"
+        text, n = re.subn(r'(?m)^val_split = .*$', f'val_split = "{PROTOCOLS["xseq"][1]}"', text)
+        assert n == 1, f"xseqt_{m}.toml: expected one val_split line"
+        text, n = re.subn(r'(?m)^unlabeled_splits = \[(".*?unlabeled\.txt"), "val", ".*?"\]$',
+                          r'unlabeled_splits = [\1, "val"]', text)
+        assert n == 1 or m == "suponly", f"xseqt_{m}.toml: expected the xseq-target unlabeled_splits line"
     return text
 
 
@@ -102,13 +132,14 @@ def recorded_scores(results, prefix):
         return out
     by_name = {r["name"]: r["value"] for r in json.loads(Path(results).read_text())}
     for m, ratio, seed in plan():
-        v = by_name.get(f"{prefix}{run_name(m, ratio, seed)}_xseqt_miou")
+        v = by_name.get(f"{prefix}{run_name(m, ratio, seed)}_{PROTOCOLS[PROTOCOL][0]}_miou")
         if v is not None:
             out[(m, ratio, seed)] = v
     return out
 
 
 def collect(runs_dir, results, prefix="", mach=None):
+    tag, _, split = PROTOCOLS[PROTOCOL]
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     mach = mach or machine()
     recs = []
@@ -119,7 +150,7 @@ def collect(runs_dir, results, prefix="", mach=None):
                 "name": prefix + name,
                 "value": round(value, 4),
                 "unit": unit,
-                "split": "camvid 0006R0 f02430-f03930 (xseq-target eval, 51 frames)",
+                "split": split,
                 "command": command,
                 "date": date,
                 "machine": mach,
@@ -141,27 +172,29 @@ def collect(runs_dir, results, prefix="", mach=None):
             cmd = (f"bash benches/gpu/run.sh --parts semi (SEMI_METHODS={m}), then python3 benches/semi/pretrained.py "
                    f"--collect --runs {runs_dir} --prefix {prefix} (mean of the evaluations at steps {steps})")
         else:
-            cmd = f"python3 benches/semi/pretrained.py --only '^{name}$' (mean of the evaluations at steps {steps})"
-        rec(f"{name}_xseqt_miou", value, "mIoU %", cmd)
-        rec(f"{name}_train_min", (train_seconds(d) or 0.0) / 60.0, "min", cmd)
+            cmd = (f"python3 benches/semi/pretrained.py --protocol {PROTOCOL} --only '^{name}$' "
+                   f"(mean of the evaluations at steps {steps})")
+        rec(f"{name}_{tag}_miou", value, "mIoU %", cmd)
+        # xseqt keeps its original record names; other protocols carry their tag
+        rec(f"{name}_{'' if tag == 'xseqt' else tag + '_'}train_min", (train_seconds(d) or 0.0) / 60.0, "min", cmd)
     for m in METHODS:
         for ratio in ["1_16", "1_8"]:
             vals = [v for (mm, r, _), v in scores.items() if mm == m and r == ratio]
             if vals:
                 rec(
-                    f"{m}_{ratio}_xseqt_miou",
+                    f"{m}_{ratio}_{tag}_miou",
                     sum(vals) / len(vals),
                     "mIoU %",
-                    f"python3 benches/semi/pretrained.py --collect --runs {runs_dir}"
+                    f"python3 benches/semi/pretrained.py --protocol {PROTOCOL} --collect --runs {runs_dir}"
                     f"{' --prefix ' + prefix if prefix else ''} (mean over {len(vals)} seed(s))",
                 )
     for (m, ratio, seed), v in scores.items():
         base = scores.get(("suponly", ratio, seed))
         if m in ("suponly", "oracle") or base is None:
             continue
-        cmd = (f"python3 benches/semi/pretrained.py --collect --runs {runs_dir}{' --prefix ' + prefix if prefix else ''}"
-               f" (paired with {prefix}suponly_{ratio}_s{seed})")
-        rec(f"{m}_{ratio}_s{seed}_xseqt_gain", v - base, "mIoU points", cmd)
+        cmd = (f"python3 benches/semi/pretrained.py --protocol {PROTOCOL} --collect --runs {runs_dir}"
+               f"{' --prefix ' + prefix if prefix else ''} (paired with {prefix}suponly_{ratio}_s{seed})")
+        rec(f"{m}_{ratio}_s{seed}_{tag}_gain", v - base, "mIoU points", cmd)
         oracle = scores.get(("oracle", ratio, seed))
         if oracle is not None and oracle > base:
             rec(f"{m}_{ratio}_s{seed}_gap_closed", (v - base) / (oracle - base), "fraction", cmd)
@@ -172,14 +205,18 @@ def collect(runs_dir, results, prefix="", mach=None):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="xseqt")
     ap.add_argument("--only", default=None)
-    ap.add_argument("--runs", default="runs/xseqt")
+    ap.add_argument("--runs", default=None, help="runs folder (default runs/xseqt, runs/xseq-pre for xseq)")
     ap.add_argument("--results", default="docs/results/semi_pretrained.json")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--collect", action="store_true")
     ap.add_argument("--prefix", default="", help="record-name prefix of runs collected apart (gpu_)")
     ap.add_argument("--machine", default=None, help="the machine the runs were trained on (default: this one)")
     a = ap.parse_args()
+    global PROTOCOL
+    PROTOCOL = a.protocol
+    a.runs = a.runs or ("runs/xseqt" if PROTOCOL == "xseqt" else "runs/xseq-pre")
     if a.prefix and not a.collect:
         sys.exit("--prefix: only with --collect (runs trained elsewhere)")
     if a.prefix and not re.fullmatch(r"[a-z0-9]+_", a.prefix):

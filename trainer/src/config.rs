@@ -113,6 +113,12 @@ pub struct DataConfig {
     /// Image-level tags of the unlabeled images, for weakly supervised methods (`cam`): a tag
     /// file ([`seg_core::tags`]) with a line for every image of `unlabeled_splits` and no other.
     pub tag_file: Option<PathBuf>,
+    /// Per-pixel pseudo-labels of some unlabeled images, for CAC with extra image-level tags
+    /// (`cac.tag_weight`): a folder of 8-bit grey PNGs named like the images (`<item>.png`),
+    /// of the image's size, holding class ids and 255 where there is no label, as `edge-seg-train
+    /// cam-labels --write` makes them from a CAM model and the images' tags. An unlabeled image
+    /// without a file has no pseudo-label (e.g. untagged frames next to tagged ones).
+    pub pseudo_labels: Option<PathBuf>,
     /// Void id in the mask files (11 for CamVid, 255 for VOC/Cityscapes).
     pub ignore_id: u8,
     /// Class names and colours.
@@ -136,6 +142,7 @@ impl Default for DataConfig {
             val_prefixes: Vec::new(),
             unlabeled_splits: Vec::new(),
             tag_file: None,
+            pseudo_labels: None,
             ignore_id: 11,
             classes: ClassTable::camvid(),
             mean: IMAGENET_MEAN,
@@ -261,6 +268,21 @@ impl TrainConfig {
             ));
         }
         self.augment.validate().map_err(|e| format!("augment: {e}"))?;
+        let tags_for_cac = self.method == "cac" && self.cac.tag_weight > 0.0;
+        match (&self.data.pseudo_labels, tags_for_cac) {
+            (None, true) => {
+                return Err(
+                    "cac.tag_weight > 0 learns from pseudo-labels of tagged images: set data.pseudo_labels".into(),
+                )
+            }
+            (Some(p), false) => {
+                return Err(format!(
+                    "data.pseudo_labels ({}) is read only by method \"cac\" with cac.tag_weight > 0",
+                    p.display()
+                ))
+            }
+            _ => {}
+        }
         match self.method.as_str() {
             "cac" => self.cac.validate(self.augment.crop),
             "cps" => self.cps.validate(),

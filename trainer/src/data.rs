@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use seg_core::data::pair::{self, PairConfig, PairGeometry};
 use seg_core::data::{augment, Dataset};
 use seg_core::preprocess::normalize_into;
+use seg_core::IGNORE;
 
 use crate::config::{DataConfig, TrainConfig};
 
@@ -25,6 +26,9 @@ pub struct Samples {
     pub masks: Vec<GrayImage>,
     /// Image-level tags (class ids) per image, when the images are tagged (else empty).
     pub tags: Vec<Vec<u8>>,
+    /// Per-pixel pseudo-labels per image (class ids, [`seg_core::IGNORE`] where none), when
+    /// `data.pseudo_labels` is set (else empty); `None` for an image without a file.
+    pub pseudo: Vec<Option<GrayImage>>,
 }
 
 impl Samples {
@@ -163,6 +167,9 @@ pub enum HostUnlabeled {
         second: Vec<f32>,
         /// Geometry of each pair.
         geometry: Vec<PairGeometry>,
+        /// `[b, h, w]` pseudo-labels of the first and second crops ([`IGNORE`] where none),
+        /// when the images have them.
+        pseudo: Option<[Vec<u32>; 2]>,
         /// `(b, h, w)`.
         shape: (usize, usize, usize),
     },
@@ -226,16 +233,27 @@ pub fn make_unlabeled(images: &Samples, view: &UnlabeledView, cfg: &TrainConfig,
         }
         UnlabeledView::Pairs(pc) => {
             let (mut first, mut second, mut geometry) = (vec![0f32; b * n], vec![0f32; b * n], Vec::with_capacity(b));
+            let mut pseudo =
+                (!images.pseudo.is_empty()).then(|| [vec![IGNORE as u32; b * h * w], vec![IGNORE as u32; b * h * w]]);
             for (k, &i) in idx.iter().enumerate() {
-                let p = pair::make_pair(&images.images[i], &cfg.augment, pc, &mut rng_of(k));
+                let label = images.pseudo.get(i).and_then(|p| p.as_ref());
+                let p = pair::make_labeled_pair(&images.images[i], label, &cfg.augment, pc, &mut rng_of(k));
                 norm(&p.crops[0], &mut first[k * n..(k + 1) * n]);
                 norm(&p.crops[1], &mut second[k * n..(k + 1) * n]);
                 geometry.push(p.geometry);
+                if let (Some(out), Some(labels)) = (pseudo.as_mut(), p.labels) {
+                    for (dst, l) in out.iter_mut().zip(&labels) {
+                        for (d, &v) in dst[k * h * w..(k + 1) * h * w].iter_mut().zip(l.as_raw()) {
+                            *d = v as u32;
+                        }
+                    }
+                }
             }
             Some(HostUnlabeled::Pairs {
                 first,
                 second,
                 geometry,
+                pseudo,
                 shape: (b, h, w),
             })
         }
@@ -311,6 +329,67 @@ pub fn spawn_producer(
         }
     });
     rx
+}
+
+/// The pseudo-label map of every image of `images` found in `dir` (`<item stem>.png`: an 8-bit
+/// grey PNG of the image's size, class ids below `num_classes` and [`IGNORE`]), `None` for an
+/// image without a file. Errors name the file: another size or pixel format, an id that is no
+/// class; a folder that is missing or labels none of the images.
+pub fn load_pseudo_labels(
+    dir: &std::path::Path,
+    images: &Samples,
+    num_classes: usize,
+) -> Result<Vec<Option<GrayImage>>> {
+    anyhow::ensure!(
+        dir.is_dir(),
+        "data.pseudo_labels {}: not a folder (make one with `edge-seg-train cam-labels --write`)",
+        dir.display()
+    );
+    let mut out = Vec::with_capacity(images.len());
+    for (name, img) in images.names.iter().zip(&images.images) {
+        let path = pseudo_label_path(dir, name);
+        if !path.exists() {
+            out.push(None);
+            continue;
+        }
+        let decoded =
+            image::open(&path).with_context(|| format!("{}: cannot read the pseudo-labels", path.display()))?;
+        let image::DynamicImage::ImageLuma8(map) = decoded else {
+            anyhow::bail!("{}: pseudo-labels must be an 8-bit grey PNG", path.display());
+        };
+        anyhow::ensure!(
+            map.dimensions() == img.dimensions(),
+            "{}: pseudo-labels are {}x{}, the image '{name}' is {}x{}",
+            path.display(),
+            map.width(),
+            map.height(),
+            img.width(),
+            img.height()
+        );
+        if let Some(&v) = map.as_raw().iter().find(|&&v| v as usize >= num_classes && v != IGNORE) {
+            anyhow::bail!(
+                "{}: value {v} is neither a class id (0..{num_classes}) nor {IGNORE} (no label)",
+                path.display()
+            );
+        }
+        out.push(Some(map));
+    }
+    anyhow::ensure!(
+        out.iter().any(|p| p.is_some()),
+        "data.pseudo_labels {}: no pseudo-label file for any of the {} unlabeled images (expected e.g. {})",
+        dir.display(),
+        images.len(),
+        images
+            .names
+            .first()
+            .map_or_else(String::new, |n| pseudo_label_path(dir, n).display().to_string())
+    );
+    Ok(out)
+}
+
+/// `<dir>/<item stem>.png`: where the pseudo-labels of item `name` are.
+pub fn pseudo_label_path(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    dir.join(name).with_extension("png")
 }
 
 #[cfg(test)]

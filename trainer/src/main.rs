@@ -224,6 +224,11 @@ enum Cmd {
         /// Name of the records (e.g. `cam_pseudo`, `group_pseudo`).
         #[arg(long, default_value = "cam_pseudo")]
         name: String,
+        /// Also write the refined pseudo-labels, one `<item>.png` per image (class ids, 255 = no
+        /// label), for `data.pseudo_labels` (CAC with extra tags); a new or empty folder, or one
+        /// an earlier --write made. With --tags, images without a mask are labelled, not scored.
+        #[arg(long)]
+        write: Option<PathBuf>,
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,
@@ -656,6 +661,7 @@ fn run(cli: Cli) -> Result<()> {
             min_absent,
             record,
             name,
+            write,
             no_progress,
         } => {
             let opts = edge_seg_trainer::weak::CamLabelOptions {
@@ -664,11 +670,21 @@ fn run(cli: Cli) -> Result<()> {
                 min_pixels,
                 min_absent,
                 progress: !no_progress,
+                write: write.clone(),
+                need_scores: record.is_some(),
             };
             let r =
                 edge_seg_trainer::weak::cam_labels(&run, &checkpoint, data.as_deref(), &split, tags.as_deref(), &opts)?;
-            print!("{}", r.table());
-            println!("{} images of '{split}'", r.images);
+            if r.scored > 0 {
+                print!("{}", r.table());
+            }
+            println!(
+                "{} images of '{split}', {} scored against their masks",
+                r.images, r.scored
+            );
+            if let Some(dir) = &write {
+                println!("pseudo-labels of {} images -> {}", r.images, dir.display());
+            }
             if let Some(p) = record {
                 seg_core::results::upsert(&p, &r.records(&name, &split))
                     .with_context(|| format!("{}: cannot write record", p.display()))?;

@@ -322,9 +322,13 @@ fn load_unlabeled(cfg: &TrainConfig, progress: bool) -> Result<data::Samples> {
             .map(|n| tags.get(n).expect("checked above").to_vec())
             .collect();
     }
+    if let Some(dir) = &cfg.data.pseudo_labels {
+        all.pseudo = data::load_pseudo_labels(dir, &all, cfg.data.classes.len())?;
+    }
     tracing::info!(
         unlabeled = all.len(),
         tagged = all.tags.len(),
+        pseudo_labeled = all.pseudo.iter().filter(|p| p.is_some()).count(),
         "unlabeled images loaded"
     );
     Ok(all)
@@ -355,6 +359,7 @@ fn to_device(u: data::HostUnlabeled, dev: &Device) -> Result<UnlabeledBatch> {
             first,
             second,
             geometry,
+            pseudo,
             shape: (b, h, w),
         } => UnlabeledBatch::Pairs {
             crops: [
@@ -362,6 +367,13 @@ fn to_device(u: data::HostUnlabeled, dev: &Device) -> Result<UnlabeledBatch> {
                 Tensor::from_vec(second, (b, 3, h, w), dev)?,
             ],
             geometry,
+            pseudo: match pseudo {
+                Some([a, b2]) => Some([
+                    Tensor::from_vec(a, (b, h, w), dev)?,
+                    Tensor::from_vec(b2, (b, h, w), dev)?,
+                ]),
+                None => None,
+            },
         },
     })
 }

@@ -102,6 +102,12 @@ pub struct CamLabelOptions {
     pub min_absent: f64,
     /// Show a progress bar.
     pub progress: bool,
+    /// Also write each image's refined pseudo-labels to this folder (`<item stem>.png`, 8-bit
+    /// grey at the image's size, class ids and 255 where none: what `data.pseudo_labels` reads).
+    /// The folder must be new, empty, or one that an earlier `--write` made.
+    pub write: Option<std::path::PathBuf>,
+    /// The scores will be recorded: refuse up front when no image has a mask to score against.
+    pub need_scores: bool,
 }
 
 impl Default for CamLabelOptions {
@@ -112,6 +118,8 @@ impl Default for CamLabelOptions {
             min_pixels: 500,
             min_absent: 0.1,
             progress: false,
+            write: None,
+            need_scores: false,
         }
     }
 }
@@ -119,8 +127,10 @@ impl Default for CamLabelOptions {
 /// Pseudo-labels of a split against its masks: before and after PAR.
 #[derive(Debug, Clone)]
 pub struct CamLabelReport {
-    /// Images scored.
+    /// Images labelled.
     pub images: usize,
+    /// Images scored (those with a mask).
+    pub scored: usize,
     /// Thresholded CAMs vs the masks (an ignored pixel counts as a miss of its class).
     pub raw: ConfusionMatrix,
     /// The same after pixel-adaptive refinement.
@@ -179,7 +189,7 @@ impl CamLabelReport {
         let tag = Path::new(split)
             .file_stem()
             .map_or(split.to_string(), |s| s.to_string_lossy().into_owned());
-        let label = format!("camvid {split} ({} images)", self.images);
+        let label = format!("camvid {split} ({} images)", self.scored);
         let rec = |n: String, v: f64, unit: &str| Record::now(&n, v, unit, &label);
         let mut recs = vec![
             rec(format!("{name}_{tag}_miou"), 100.0 * self.raw.miou(), "mIoU %"),
@@ -221,7 +231,8 @@ impl CamLabelReport {
 /// run's input size and summed; max-normalised per class and restricted to the image's tags
 /// (from `tags`, or derived from its mask); thresholded with the run's `[cam]` rule, then the
 /// same after PAR (the run's PAR settings, AFA's defaults when the run had PAR off). The masks
-/// are read only to score.
+/// are read only to score; with a tag file, images without a mask are labelled (and written,
+/// `opts.write`) but not scored.
 pub fn cam_labels(
     run: &Path,
     checkpoint_name: &str,
@@ -258,6 +269,10 @@ pub fn cam_labels(
         let items: Vec<String> = ds.items.iter().map(|it| it.name.clone()).collect();
         t.check_images(&items, &format!("split '{split}'"))?;
     }
+    anyhow::ensure!(
+        !opts.need_scores || ds.items.iter().any(|it| it.mask.as_ref().is_some_and(|m| m.exists())),
+        "--record: no image of '{split}' has a mask to score against"
+    );
     let [h, w] = data_cfg.input_size.map(|v| v as usize);
     anyhow::ensure!(
         h % 4 == 0 && w % 4 == 0,
@@ -270,6 +285,10 @@ pub fn cam_labels(
     let mut refined = ConfusionMatrix::new(n);
     let (mut labelled, mut covered) = (0u64, [0u64; 2]);
     let mut all_tags = Vec::with_capacity(ds.len());
+    let mut scored = 0usize;
+    // written into `<dir>.partial`, which replaces `dir` only when every image is labelled: a
+    // failed run leaves `dir` as it was, a rerun never mixes in labels of an earlier one
+    let staging = opts.write.as_deref().map(prepare_label_dir).transpose()?;
     let pb = crate::train::bar(
         ds.len() as u64,
         opts.progress,
@@ -294,19 +313,24 @@ pub fn cam_labels(
         let mut samples = Vec::new();
         for i in start..(start + group_size).min(ds.len()) {
             pb.inc(1);
-            let s = ds.load(i)?;
-            let mask = s
-                .mask
-                .with_context(|| format!("{}: no mask to score against", ds.items[i].image.display()))?;
-            let image_tags = match &tag_file {
-                Some(t) => t.get(&s.name).unwrap_or_default().to_vec(),
-                None => tags_from_mask(&mask, n, opts.min_pixels),
+            // with tags, an image whose mask file is absent (a tag-only image) is labelled, not scored
+            let tag_only = tag_file.is_some() && ds.items[i].mask.as_ref().is_some_and(|m| !m.exists());
+            let s = if tag_only { ds.load_image_only(i)? } else { ds.load(i)? };
+            let mask = s.mask;
+            let image_tags = match (&tag_file, &mask) {
+                (Some(t), _) => t.get(&s.name).unwrap_or_default().to_vec(),
+                (None, Some(mask)) => tags_from_mask(mask, n, opts.min_pixels),
+                (None, None) => anyhow::bail!(
+                    "{}: no mask to derive its tags from (give --tags)",
+                    ds.items[i].image.display()
+                ),
             };
+            let native = (s.image.height() as usize, s.image.width() as usize);
             let img = resize_rgb(&s.image, h as u32, w as u32);
-            samples.push((s.name, mask, image_tags, img));
+            samples.push((s.name, mask, image_tags, img, native));
         }
         let g = samples.len();
-        let hot: Vec<f32> = samples.iter().flat_map(|(_, _, t, _)| multi_hot(t, n)).collect();
+        let hot: Vec<f32> = samples.iter().flat_map(|(_, _, t, _, _)| multi_hot(t, n)).collect();
         let adj = seg_nn::group::tag_graph(&hot, g, n);
         let mut acc = Tensor::zeros((g, n, hf, wf), DType::F32, &dev)?;
         for &scale in &opts.scales {
@@ -314,7 +338,7 @@ pub fn cam_labels(
             for mirrored in [false, true].into_iter().take(1 + opts.flip as usize) {
                 let (vh, vw) = (side(h) as usize, side(w) as usize);
                 let mut x = vec![0f32; g * 3 * vh * vw];
-                for ((_, _, _, img), dst) in samples.iter().zip(x.chunks_mut(3 * vh * vw)) {
+                for ((_, _, _, img, _), dst) in samples.iter().zip(x.chunks_mut(3 * vh * vw)) {
                     let scaled = resize_rgb(img, vh as u32, vw as u32);
                     let view = if mirrored {
                         image::imageops::flip_horizontal(&scaled)
@@ -332,7 +356,7 @@ pub fn cam_labels(
                 acc = (acc + bilinear::resize(&cams, hf, wf)?)?; // [g, C, hf, wf]
             }
         }
-        for (k, (name, mask, image_tags, img)) in samples.into_iter().enumerate() {
+        for (k, (name, mask, image_tags, img, native)) in samples.into_iter().enumerate() {
             let mut norm = cam::normalize_cams(
                 &acc.get(k)?.flatten_all()?.to_vec1::<f32>()?,
                 (1, n, hf, wf),
@@ -344,24 +368,36 @@ pub fn cam_labels(
             let before = cam::pseudo_labels(&norm, (1, n, hf, wf), &rule);
             par.refine(&small, 3, &mut norm, n, (hf, wf));
             let after = cam::pseudo_labels(&norm, (1, n, hf, wf), &rule);
-            labelled += mask.as_raw().iter().filter(|&&m| (m as usize) < n).count() as u64;
-            for (stage, (labels, cm)) in [(before, &mut raw), (after, &mut refined)].into_iter().enumerate() {
-                let pred = resize_labels(&cam::upsample_nearest(&labels, (1, hf, wf), 4), (h, w), &mask);
-                covered[stage] += pred
-                    .iter()
-                    .zip(mask.as_raw())
-                    .filter(|&(&p, &m)| (m as usize) < n && p != seg_core::IGNORE)
-                    .count() as u64;
-                cm.update(&pred, mask.as_raw());
+            if let Some(dir) = &staging {
+                let pred = resize_labels(&cam::upsample_nearest(&after, (1, hf, wf), 4), (h, w), native);
+                write_label_png(&crate::data::pseudo_label_path(dir, &name), pred, native)?;
+            }
+            if let Some(mask) = mask {
+                scored += 1;
+                labelled += mask.as_raw().iter().filter(|&&m| (m as usize) < n).count() as u64;
+                let mask_hw = (mask.height() as usize, mask.width() as usize);
+                for (stage, (labels, cm)) in [(before, &mut raw), (after, &mut refined)].into_iter().enumerate() {
+                    let pred = resize_labels(&cam::upsample_nearest(&labels, (1, hf, wf), 4), (h, w), mask_hw);
+                    covered[stage] += pred
+                        .iter()
+                        .zip(mask.as_raw())
+                        .filter(|&(&p, &m)| (m as usize) < n && p != seg_core::IGNORE)
+                        .count() as u64;
+                    cm.update(&pred, mask.as_raw());
+                }
             }
             all_tags.push((name, image_tags));
         }
     }
     pb.finish_and_clear();
+    if let (Some(dir), Some(staging)) = (&opts.write, &staging) {
+        publish_label_dir(staging, dir)?;
+    }
     let presence = TagFile::from_entries(all_tags, n)?.presence(n);
     let share = |c: u64| c as f64 / labelled.max(1) as f64;
     Ok(CamLabelReport {
         images: ds.len(),
+        scored,
         raw,
         refined,
         coverage: (share(covered[0]), share(covered[1])),
@@ -370,9 +406,76 @@ pub fn cam_labels(
     })
 }
 
-/// Labels `[h, w]` resampled (nearest) to the size of `mask`.
-fn resize_labels(labels: &[u8], (h, w): (usize, usize), mask: &GrayImage) -> Vec<u8> {
-    let (mw, mh) = (mask.width() as usize, mask.height() as usize);
+/// Marks a folder as written by `cam-labels --write`; present in every folder it writes to.
+const LABEL_DIR_MARK: &str = ".edge-seg-pseudo-labels";
+
+/// Checks that `dir` may receive pseudo-labels (new, empty, or one an earlier `--write` made, so
+/// that no other file, a dataset's masks above all, is ever replaced) and returns a fresh, empty
+/// staging folder beside it, `<dir>.partial`.
+fn prepare_label_dir(dir: &Path) -> Result<std::path::PathBuf> {
+    if dir.exists() {
+        anyhow::ensure!(
+            ours_or_empty(dir)?,
+            "--write {}: the folder holds files that cam-labels did not write; give a new or empty folder",
+            dir.display()
+        );
+    }
+    let mut name = dir.file_name().context("--write: give a folder name")?.to_os_string();
+    name.push(".partial");
+    let staging = dir.with_file_name(name);
+    if staging.exists() {
+        anyhow::ensure!(
+            ours_or_empty(&staging)?,
+            "--write {}: {} exists and is not an unfinished cam-labels folder",
+            dir.display(),
+            staging.display()
+        );
+        std::fs::remove_dir_all(&staging).with_context(|| format!("{}: cannot remove", staging.display()))?;
+    }
+    std::fs::create_dir_all(&staging)
+        .with_context(|| format!("--write {}: cannot create the folder", staging.display()))?;
+    seg_core::io::write_atomic(
+        &staging.join(LABEL_DIR_MARK),
+        b"pseudo-labels written by edge-seg-train cam-labels\n",
+    )
+    .with_context(|| format!("--write {}: cannot write to the folder", staging.display()))?;
+    Ok(staging)
+}
+
+/// Whether `dir` is an empty folder or one that cam-labels wrote (it holds the mark).
+fn ours_or_empty(dir: &Path) -> Result<bool> {
+    anyhow::ensure!(dir.is_dir(), "--write {}: not a folder", dir.display());
+    let mut entries =
+        std::fs::read_dir(dir).with_context(|| format!("--write {}: cannot list the folder", dir.display()))?;
+    Ok(entries.next().is_none() || dir.join(LABEL_DIR_MARK).exists())
+}
+
+/// Replaces `dir` (absent, empty or an earlier `--write`'s) by the finished `staging` folder.
+fn publish_label_dir(staging: &Path, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        anyhow::ensure!(
+            ours_or_empty(dir)?,
+            "--write {}: the folder changed during the run",
+            dir.display()
+        );
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("--write {}: cannot replace the folder", dir.display()))?;
+    }
+    std::fs::rename(staging, dir)
+        .with_context(|| format!("--write: cannot rename {} to {}", staging.display(), dir.display()))
+}
+
+/// Writes `labels` (`[h, w]` row-major) as an 8-bit grey PNG, atomically.
+fn write_label_png(path: &Path, labels: Vec<u8>, (h, w): (usize, usize)) -> Result<()> {
+    let img = GrayImage::from_raw(w as u32, h as u32, labels).context("pseudo-label size")?;
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    seg_core::io::write_atomic(path, &png)
+        .with_context(|| format!("{}: cannot write the pseudo-labels", path.display()))
+}
+
+/// Labels `[h, w]` resampled (nearest) to `(mh, mw)`.
+fn resize_labels(labels: &[u8], (h, w): (usize, usize), (mh, mw): (usize, usize)) -> Vec<u8> {
     if (mh, mw) == (h, w) {
         return labels.to_vec();
     }

@@ -883,6 +883,144 @@ mod semi {
         assert!(format!("{e:#}").contains("data.tag_file"), "{e:#}");
     }
 
+    /// Issue #26, CAC with extra tags (§3.5): pseudo-labels of some unlabeled images (written by
+    /// `cam-labels --write` from the tags through a CAM head) train an auxiliary classifier on both
+    /// crops from the first step, while L_dc waits for its warm-up; the terms add up; C_w is method
+    /// state (resumed exactly), not a model weight; bad pseudo-label files are one-line errors.
+    #[test]
+    fn issue26_cac_with_extra_tags_learns_the_pseudo_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 8);
+        let tags = synthetic_tags(&data, 8);
+        // a CAM head from the tags, then its refined pseudo-labels of the tagged images
+        let mut cam = tiny_config(&data, "cam", 3);
+        cam.data.val_prefixes = vec!["SYN_00000".into()];
+        cam.data.tag_file = Some(tags.clone());
+        cam.cam.warmup_iterations = 1;
+        let cam_run = dir.path().join("cam");
+        train::run(&cam, &opts(&cam_run, false, None)).unwrap();
+        let pseudo = dir.path().join("pseudo");
+        let unlabeled = data.join("unlabeled.txt");
+        let write_opts = edge_seg_trainer::weak::CamLabelOptions {
+            scales: vec![1.0],
+            write: Some(pseudo.clone()),
+            ..Default::default()
+        };
+        // tag-only images have no mask: they are labelled, not scored
+        for i in 4..8 {
+            std::fs::remove_file(data.join(format!("trainannot/SYN_{i:05}.png"))).unwrap();
+        }
+        let split = unlabeled.to_str().unwrap();
+        let tags4 = data.join("tags4.txt");
+        let text: String = (4..8).map(|i| format!("SYN_{i:05}: Sky road 8\n")).collect();
+        std::fs::write(&tags4, text).unwrap();
+        let tags = tags4;
+        let r = edge_seg_trainer::weak::cam_labels(&cam_run, "last", None, split, Some(&tags), &write_opts).unwrap();
+        assert_eq!((r.images, r.scored), (4, 0));
+        for i in 4..8 {
+            let png = image::open(pseudo.join(format!("SYN_{i:05}.png"))).unwrap();
+            let image::DynamicImage::ImageLuma8(map) = png else {
+                panic!("not 8-bit grey")
+            };
+            assert_eq!(map.dimensions(), (64, 48));
+            assert!(map.as_raw().iter().all(|&v| v < 11 || v == 255));
+            assert!(
+                map.as_raw().iter().any(|&v| v < 11),
+                "image {i}: no pseudo-label at all"
+            );
+        }
+        assert!(
+            !dir.path().join("pseudo.partial").exists(),
+            "the staging folder is renamed"
+        );
+        // a rerun may write into its own folder, never into a foreign one (the dataset's masks)
+        edge_seg_trainer::weak::cam_labels(&cam_run, "last", None, split, Some(&tags), &write_opts).unwrap();
+        let foreign = edge_seg_trainer::weak::CamLabelOptions {
+            write: Some(data.join("valannot")),
+            ..write_opts.clone()
+        };
+        let e = edge_seg_trainer::weak::cam_labels(&cam_run, "last", None, split, Some(&tags), &foreign).unwrap_err();
+        assert!(format!("{e:#}").contains("did not write"), "{e:#}");
+
+        // CAC with the pseudo-labels of the 4 tagged images (val's 4 stay unlabeled only)
+        let mut cfg = tiny_config(&data, "cac", 4);
+        cfg.data.val_prefixes = vec!["SYN_00000".into()];
+        cfg.cac.warmup_iterations = 2;
+        cfg.cac.tag_weight = 0.5;
+        cfg.data.pseudo_labels = Some(pseudo.clone());
+        let run = dir.path().join("run");
+        train::run(&cfg, &opts(&run, false, None)).unwrap();
+        let recs = log_records(&run);
+        assert_eq!(recs.len(), 4);
+        for (k, r) in recs.iter().enumerate() {
+            let terms: f64 = ["ce", "tag", "dc"].iter().map(|t| r[*t].as_f64().unwrap()).sum();
+            let loss = r["loss"].as_f64().unwrap();
+            assert!((terms - loss).abs() < 1e-4 * loss.max(1.0), "{r}");
+            let raw = r["tag_raw"].as_f64().unwrap();
+            assert!(
+                (r["tag"].as_f64().unwrap() - 0.5 * raw).abs() < 1e-5 * raw.max(1.0),
+                "{r}"
+            );
+            if k < 2 {
+                assert_eq!(r["dc"].as_f64(), Some(0.0), "warm-up: {r}");
+            } else {
+                assert!(r["dc_raw"].as_f64().unwrap() > 0.0, "{r}");
+            }
+        }
+        // some step drew a tagged image: the term is live
+        assert!(recs.iter().any(|r| r["tag_raw"].as_f64().unwrap() > 0.0));
+        assert!(recs.iter().any(|r| r["tag_coverage"].as_f64().unwrap() > 0.0));
+        let t = checkpoint_tensors(&run);
+        let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("__method__.") && n.ends_with("aux.weight")),
+            "{names:?}"
+        );
+        assert!(
+            !names.iter().any(|n| !n.starts_with("__") && n.contains("aux")),
+            "C_w is not a model weight"
+        );
+        assert_eq!(checkpoint::load_config(&run).unwrap(), cfg);
+        // resume: C_w and its momentum come back exactly
+        let half = dir.path().join("half");
+        train::run(&cfg, &opts(&half, false, Some(2))).unwrap();
+        train::run(&cfg, &opts(&half, true, None)).unwrap();
+        assert_eq!(checkpoint_tensors(&half), t);
+
+        // errors name the setting or the file
+        let mut bad = cfg.clone();
+        bad.data.pseudo_labels = None;
+        assert!(bad.validate().unwrap_err().contains("data.pseudo_labels"));
+        let mut bad = tiny_config(&data, "cac", 1);
+        bad.data.pseudo_labels = Some(pseudo.clone());
+        assert!(bad.validate().unwrap_err().contains("cac.tag_weight"));
+        let err_run = dir.path().join("err-run");
+        let check = |dir: &Path, what: &str| {
+            let mut c = cfg.clone();
+            c.data.pseudo_labels = Some(dir.to_path_buf());
+            let e = train::run(&c, &opts(&err_run, false, None)).unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(msg.contains(what), "'{what}' not in: {msg}");
+        };
+        let empty = dir.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        check(&empty, "no pseudo-label file");
+        check(&dir.path().join("missing"), "not a folder");
+        let wrong = dir.path().join("wrong");
+        std::fs::create_dir_all(&wrong).unwrap();
+        image::GrayImage::from_pixel(32, 32, image::Luma([0]))
+            .save(wrong.join("SYN_00004.png"))
+            .unwrap();
+        check(&wrong, "SYN_00004.png: pseudo-labels are 32x32");
+        image::GrayImage::from_pixel(64, 48, image::Luma([17]))
+            .save(wrong.join("SYN_00004.png"))
+            .unwrap();
+        check(&wrong, "value 17 is neither a class id");
+    }
+
     /// Issue #26, group-wise mining: the CAM method with `[cam.group]` trains (its module is
     /// method state and learns: γ leaves 0), and `cam-labels` runs the trained module over
     /// groups of consecutive images.

@@ -9,6 +9,14 @@
 //! negatives from every valid cell of both crops of every unlabeled image in the batch plus a
 //! memory bank of cells of past batches (with their pseudo-labels). `L = L_ce + λ L_dc`; SupOnly
 //! for the first `warmup_iterations`.
+//!
+//! With extra image-level labels (CAC §3.5, `tag_weight` = λ_w > 0): the tagged unlabeled images
+//! come with pseudo-labels y_p made beforehand from their tags by a CAM model (`data.pseudo_labels`,
+//! `edge-seg-train cam-labels --write`), cropped with the crops. An auxiliary classifier C_w
+//! (a 1×1 conv on the stride-4 decoder embedding, upsampled bilinearly like the model's own
+//! classifier) learns them: `L = L_ce + λ L_dc + λ_w · ½ (CE(C_w(f_u1), y_p1) + CE(C_w(f_u2), y_p2))`,
+//! from the first step (the warm-up holds back only L_dc). C_w is method state, not part of the
+//! model, so the export drops it; only the shared features learn from y_p.
 
 use std::collections::HashMap;
 
@@ -18,6 +26,7 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use seg_core::data::pair::PairConfig;
+use seg_nn::bilinear;
 use seg_nn::consistency::{self, CacCells, DcConfig, MemoryBank};
 use seg_nn::init;
 use seg_nn::layers::Conv2d;
@@ -59,6 +68,10 @@ pub struct CacConfig {
     pub negative_sampling: bool,
     /// Ablation: positive filtering with γ.
     pub positive_filter: bool,
+    /// λ_w of CAC's extension with image-level labels (§3.5): the weight of an auxiliary
+    /// classifier's cross-entropy on the pseudo-labels of tagged unlabeled images
+    /// (`data.pseudo_labels`), on both crops; 0 (default): off.
+    pub tag_weight: f64,
 }
 
 impl Default for CacConfig {
@@ -77,6 +90,7 @@ impl Default for CacConfig {
             directional: true,
             negative_sampling: true,
             positive_filter: true,
+            tag_weight: 0.0,
         }
     }
 }
@@ -90,6 +104,9 @@ impl CacConfig {
         }
         if !(self.temperature > 0.02 && self.temperature.is_finite()) {
             return Err(format!("cac.temperature {} must be > 0.02", self.temperature));
+        }
+        if !(self.tag_weight >= 0.0 && self.tag_weight.is_finite()) {
+            return Err(format!("cac.tag_weight {} must be finite and >= 0", self.tag_weight));
         }
         if self.proj_dim == 0 || self.negative_chunk == 0 {
             return Err("cac.proj_dim and cac.negative_chunk must be > 0".into());
@@ -111,6 +128,9 @@ pub struct Cac {
     seed: u64,
     vars: VarMap,
     proj: [Conv2d; 2],
+    /// C_w and its variables, when `tag_weight > 0` (a varmap of its own, so that the
+    /// projector's seeded initialisation is that of CAC without tags).
+    aux: Option<(VarMap, Conv2d)>,
     bank: MemoryBank,
     stats: Vec<(&'static str, f64)>,
 }
@@ -127,6 +147,15 @@ impl Cac {
             Conv2d::new(d, cfg.proj_dim, 1, 1, true, vb.pp("proj.1"))?,
         ];
         init::reseed(&vars, init.cfg.schedule.seed ^ 0xcac0_cac0)?;
+        let aux = if cfg.tag_weight > 0.0 {
+            let aux_vars = VarMap::new();
+            let vb = VarBuilder::from_varmap(&aux_vars, DType::F32, init.device);
+            let conv = Conv2d::new(d, init.cfg.model.num_classes, 1, 1, true, vb.pp("aux"))?;
+            init::reseed(&aux_vars, init.cfg.schedule.seed ^ 0xcac0_7a95)?;
+            Some((aux_vars, conv))
+        } else {
+            None
+        };
         let dim = if cfg.projector { cfg.proj_dim } else { d };
         let dc = DcConfig {
             temperature: cfg.temperature,
@@ -143,6 +172,7 @@ impl Cac {
             seed: init.cfg.schedule.seed,
             vars,
             proj,
+            aux,
             stats: Vec::new(),
         }))
     }
@@ -173,27 +203,59 @@ impl Method for Cac {
     }
 
     fn param_groups(&self) -> Vec<ParamGroup> {
-        if !self.cfg.projector {
-            return Vec::new();
+        let mut groups = Vec::new();
+        if self.cfg.projector {
+            groups.extend(super::prefixed_groups(&self.vars, 1.0, "cac."));
         }
-        super::prefixed_groups(&self.vars, 1.0, "cac.")
-            .into_iter()
-            .filter(|g| !g.params.is_empty())
-            .collect()
+        if let Some((aux_vars, _)) = &self.aux {
+            groups.extend(super::prefixed_groups(aux_vars, 1.0, "cac_aux."));
+        }
+        groups.into_iter().filter(|g| !g.params.is_empty()).collect()
     }
 
     fn losses(&mut self, ctx: &StepContext) -> Result<Vec<(&'static str, Tensor)>> {
         let (out, ce) = super::supervised_ce(ctx)?;
         let dev = out.logits.device().clone();
         self.stats.clear();
-        let Some(UnlabeledBatch::Pairs { crops, geometry }) = ctx.unlabeled else {
+        let Some(UnlabeledBatch::Pairs {
+            crops,
+            geometry,
+            pseudo,
+        }) = ctx.unlabeled
+        else {
             candle_core::bail!("cac: the step has no crop pairs");
         };
-        if ctx.iteration < self.cfg.warmup_iterations {
+        let warmup = ctx.iteration < self.cfg.warmup_iterations;
+        if warmup && self.aux.is_none() {
             return Ok(vec![("ce", ce), ("dc", super::zero(&dev)?)]);
         }
         let x = Tensor::cat(&[&crops[0], &crops[1]], 0)?; // [2b, 3, h, w]: first crops, then second
         let u = ctx.model.forward_t(&x, true)?;
+        let mut terms = vec![("ce", ce)];
+        if let Some((_, c_w)) = &self.aux {
+            let Some(pseudo) = pseudo else {
+                candle_core::bail!("cac: cac.tag_weight > 0 but the step has no pseudo-labels (data.pseudo_labels)");
+            };
+            let (b, _, h, w) = crops[0].dims4()?;
+            let low = c_w.forward(&u.embedding)?; // [2b, C, h/4, w/4]
+            let logits = bilinear::resize(&low, h, w)?; // [2b, C, h, w]
+            let ignore = seg_core::IGNORE as u32;
+            let ce1 = seg_nn::loss::cross_entropy(&logits.narrow(0, 0, b)?, &pseudo[0], ignore, None)?;
+            let ce2 = seg_nn::loss::cross_entropy(&logits.narrow(0, b, b)?, &pseudo[1], ignore, None)?;
+            let raw = ((ce1 + ce2)? * 0.5)?;
+            let labelled = Tensor::cat(&[&pseudo[0], &pseudo[1]], 0)?
+                .ne(ignore)?
+                .to_dtype(DType::F32)?
+                .mean_all()?
+                .to_scalar::<f32>()?; // share of both crops' pixels with a pseudo-label
+            self.stats.push(("tag_raw", raw.to_scalar::<f32>()? as f64));
+            self.stats.push(("tag_coverage", labelled as f64));
+            terms.push(("tag", (raw * self.cfg.tag_weight)?));
+        }
+        if warmup {
+            terms.push(("dc", super::zero(&dev)?));
+            return Ok(terms);
+        }
         let c = CacCells::pool(&u.embedding, &u.logits_low)?; // stride-8 cells of both crops
         let phi = self.project(&c.emb)?; // [2b, k, h/8, w/8], unit norm
                                          // negatives: every valid cell of both crops of every image, plus the bank
@@ -216,13 +278,13 @@ impl Method for Cac {
             let pick: Vec<u32> = sample(&mut rng, rows, push).into_iter().map(|v| v as u32).collect();
             consistency::push_to_bank(&mut self.bank, &step.feats, &step.labels, pick)?;
         }
-        self.stats = vec![
+        self.stats.extend([
             ("dc_raw", l_dc.to_scalar::<f32>()? as f64),
             ("dc_positive_ratio", step.positive_ratio),
             ("dc_negatives", step.negatives as f64),
-        ];
-        let dc = (l_dc * self.cfg.weight)?;
-        Ok(vec![("ce", ce), ("dc", dc)])
+        ]);
+        terms.push(("dc", (l_dc * self.cfg.weight)?));
+        Ok(terms)
     }
 
     fn metrics(&self) -> Vec<(&'static str, f64)> {
@@ -231,6 +293,9 @@ impl Method for Cac {
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut s = super::vars_state(&self.vars, "");
+        if let Some((aux_vars, _)) = &self.aux {
+            s.extend(super::vars_state(aux_vars, ""));
+        }
         for (n, t) in self.bank.state()? {
             s.push((format!("bank.{n}"), t));
         }
@@ -239,6 +304,9 @@ impl Method for Cac {
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         super::load_vars(&self.vars, state, "")?;
+        if let Some((aux_vars, _)) = &self.aux {
+            super::load_vars(aux_vars, state, "")?;
+        }
         let get = |n: &str| {
             state
                 .get(&format!("bank.{n}"))

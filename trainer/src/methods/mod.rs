@@ -57,6 +57,9 @@ pub enum UnlabeledBatch {
         crops: [Tensor; 2],
         /// Geometry of each pair (overlap, flips).
         geometry: Vec<PairGeometry>,
+        /// `[b, h, w]` u32 pseudo-labels of both crops ([`seg_core::IGNORE`] where none), when
+        /// `data.pseudo_labels` is set (CAC with extra tags).
+        pseudo: Option<[Tensor; 2]>,
     },
 }
 

@@ -11,8 +11,12 @@
 //! exact (no interpolation). Windows may extend past the scaled image (it is then padded with
 //! black, as [`super::augment::crop_padded`] does); cells that are not entirely inside the image
 //! are marked invalid.
+//!
+//! An image may come with a per-pixel label map (the pseudo-labels of CAC's extension with
+//! image-level tags): [`make_labeled_pair`] crops and flips it with its image, nearest-neighbour
+//! resized, padding [`crate::IGNORE`].
 
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 use rand::Rng;
 
 use super::augment::{crop_padded, hflip_pair, photometric, resize_pair, AugmentConfig};
@@ -164,6 +168,8 @@ pub struct PairSample {
     pub crops: [RgbImage; 2],
     /// Where they came from.
     pub geometry: PairGeometry,
+    /// The label map's crops, aligned pixel for pixel with `crops` ([`make_labeled_pair`]).
+    pub labels: Option<[GrayImage; 2]>,
 }
 
 /// Uniform sample in `[lo, hi]`.
@@ -272,20 +278,40 @@ fn scaled_side(side: u32, s: f64) -> u32 {
 /// two windows from [`sample_pair`] of size `aug.crop`, each cropped (padded with black),
 /// flipped when its window says so, and given its own [`photometric`] jitter.
 pub fn make_pair(img: &RgbImage, aug: &AugmentConfig, cfg: &PairConfig, rng: &mut impl Rng) -> PairSample {
+    make_labeled_pair(img, None, aug, cfg, rng)
+}
+
+/// [`make_pair`] with an optional label map of `img`'s size, cropped and flipped with the image
+/// (nearest-neighbour resize, [`crate::IGNORE`] in padding). The random draws are those of
+/// [`make_pair`]: the same seed gives the same crops with or without labels.
+pub fn make_labeled_pair(
+    img: &RgbImage,
+    label: Option<&GrayImage>,
+    aug: &AugmentConfig,
+    cfg: &PairConfig,
+    rng: &mut impl Rng,
+) -> PairSample {
     let [base_h, base_w] = aug.base_size.unwrap_or([img.height(), img.width()]);
     let s = uniform(rng, aug.scale_min as f64, aug.scale_max as f64);
-    let (scaled, _) = resize_pair(img, None, scaled_side(base_h, s), scaled_side(base_w, s));
+    let (scaled, scaled_label) = resize_pair(img, label, scaled_side(base_h, s), scaled_side(base_w, s));
     let [ch, cw] = aug.crop;
     let geometry = sample_pair((scaled.height(), scaled.width()), (ch, cw), cfg, aug.hflip, rng);
+    let mut labels = Vec::with_capacity(2);
     let crops = geometry.windows.map(|win| {
-        let (mut c, _) = crop_padded(&scaled, None, win.top, win.left, ch, cw);
+        let (mut c, mut l) = crop_padded(&scaled, scaled_label.as_ref(), win.top, win.left, ch, cw);
         if win.flip {
-            c = hflip_pair(&c, None).0;
+            (c, l) = hflip_pair(&c, l.as_ref());
         }
         photometric(&mut c, aug, rng);
+        labels.extend(l);
         c
     });
-    PairSample { crops, geometry }
+    let labels = <[GrayImage; 2]>::try_from(labels).ok();
+    PairSample {
+        crops,
+        geometry,
+        labels,
+    }
 }
 
 #[cfg(test)]
@@ -351,6 +377,51 @@ mod tests {
         }
         assert!(flips_seen.iter().all(|&f| f), "not every flip combination tested");
         assert!(partial_seen, "no partial overlap tested");
+    }
+
+    /// Issue #26 (CAC with extra tags): a label map follows its image through scale, crop,
+    /// flip and padding, and the crops are those of the unlabeled pair with the same seed.
+    #[test]
+    fn issue26_labeled_pair_crops_the_labels_with_the_image() {
+        // label = x-coordinate band of the pixel, image encodes (x, y): they must agree per pixel
+        let img = coord_image(120, 90);
+        let label = GrayImage::from_fn(120, 90, |x, _| image::Luma([(x / 10) as u8]));
+        let aug = AugmentConfig {
+            scale_min: 0.6,
+            scale_max: 1.4,
+            hflip: true,
+            ..AugmentConfig::identity([64, 64])
+        };
+        let cfg = PairConfig::default();
+        let (mut padded, mut flipped) = (false, false);
+        for seed in 0..40u64 {
+            let p = make_labeled_pair(&img, Some(&label), &aug, &cfg, &mut ChaCha8Rng::seed_from_u64(seed));
+            let q = make_pair(&img, &aug, &cfg, &mut ChaCha8Rng::seed_from_u64(seed));
+            assert_eq!(p.geometry, q.geometry, "seed {seed}");
+            assert!(q.labels.is_none());
+            let labels = p.labels.as_ref().expect("labels cropped");
+            for (k, label_crop) in labels.iter().enumerate() {
+                assert_eq!(p.crops[k], q.crops[k], "seed {seed}");
+                flipped |= p.geometry.windows[k].flip;
+                for (px, l) in p.crops[k].pixels().zip(label_crop.pixels()) {
+                    if px[2] == 0 {
+                        padded = true;
+                        assert_eq!(l[0], crate::IGNORE, "seed {seed}: padding must be ignored");
+                    } else {
+                        // the image pixel's source column, and the label's band at that column
+                        // (interpolated image, nearest-neighbour labels: one band of rounding)
+                        let x = (px[0] - 1) as f64;
+                        let band = (x / 10.0).floor();
+                        assert!(
+                            (l[0] as f64 - band).abs() <= 1.0,
+                            "seed {seed}: label {} at source column {x}",
+                            l[0]
+                        );
+                    }
+                }
+            }
+        }
+        assert!(padded && flipped, "padding and flips must be exercised");
     }
 
     #[test]
