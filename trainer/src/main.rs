@@ -224,6 +224,10 @@ enum Cmd {
         /// Name of the records (e.g. `cam_pseudo`, `group_pseudo`).
         #[arg(long, default_value = "cam_pseudo")]
         name: String,
+        /// The maps behind the pseudo-labels: the run's CAMs, or its segmentation output's class
+        /// probabilities (any run), both restricted to the image's tags.
+        #[arg(long = "from", value_enum, default_value_t = edge_seg_trainer::weak::LabelSource::Cam)]
+        source: edge_seg_trainer::weak::LabelSource,
         /// Also write the refined pseudo-labels, one `<item>.png` per image (class ids, 255 = no
         /// label), for `data.pseudo_labels` (CAC with extra tags); a new or empty folder, or one
         /// an earlier --write made. With --tags, images without a mask are labelled, not scored.
@@ -661,6 +665,7 @@ fn run(cli: Cli) -> Result<()> {
             min_absent,
             record,
             name,
+            source,
             write,
             no_progress,
         } => {
@@ -672,6 +677,7 @@ fn run(cli: Cli) -> Result<()> {
                 progress: !no_progress,
                 write: write.clone(),
                 need_scores: record.is_some(),
+                source,
             };
             let r =
                 edge_seg_trainer::weak::cam_labels(&run, &checkpoint, data.as_deref(), &split, tags.as_deref(), &opts)?;

@@ -89,6 +89,17 @@ pub fn derive_tags(
     })
 }
 
+/// What the per-class maps behind the pseudo-labels are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LabelSource {
+    /// The run's class activation maps (a `cam` or `slrnet` run's CAM head), max-normalised.
+    #[default]
+    Cam,
+    /// The run's segmentation output (any run): class probabilities, as the trained net gives
+    /// them. Both are restricted to the image's tags and go through the same thresholds and PAR.
+    Segmentation,
+}
+
 /// How [`cam_labels`] computes the CAMs of an image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CamLabelOptions {
@@ -108,6 +119,8 @@ pub struct CamLabelOptions {
     pub write: Option<std::path::PathBuf>,
     /// The scores will be recorded: refuse up front when no image has a mask to score against.
     pub need_scores: bool,
+    /// CAMs or the segmentation output.
+    pub source: LabelSource,
 }
 
 impl Default for CamLabelOptions {
@@ -120,6 +133,7 @@ impl Default for CamLabelOptions {
             progress: false,
             write: None,
             need_scores: false,
+            source: LabelSource::Cam,
         }
     }
 }
@@ -227,8 +241,10 @@ impl CamLabelReport {
 }
 
 /// Scores the pseudo-labels that the CAM head of `run/<checkpoint>.safetensors` gives every
-/// image of `split`: CAMs at `opts.scales` (and mirrored), ReLU'd, resized to stride 4 of the
-/// run's input size and summed; max-normalised per class and restricted to the image's tags
+/// image of `split` (or, with [`LabelSource::Segmentation`], its segmentation output's class
+/// probabilities, averaged over the views instead of max-normalised): CAMs at `opts.scales` (and
+/// mirrored), ReLU'd, resized to stride 4 of the run's input size and summed; max-normalised per
+/// class and restricted to the image's tags
 /// (from `tags`, or derived from its mask); thresholded with the run's `[cam]` rule, then the
 /// same after PAR (the run's PAR settings, AFA's defaults when the run had PAR off). The masks
 /// are read only to score; with a tag file, images without a mask are labelled (and written,
@@ -253,10 +269,13 @@ pub fn cam_labels(
     let model = SegModel::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     let ckpt = run.join(format!("{checkpoint_name}.safetensors"));
     let (_, _, state, _) = checkpoint::load_with_state(&ckpt, &varmap, &dev)?;
-    let head = cfg
-        .cam
-        .load_head(&cfg.method, &cfg.model, &state, &dev)
-        .with_context(|| ckpt.display().to_string())?;
+    let from_cams = opts.source == LabelSource::Cam;
+    let head = if from_cams {
+        let head = cfg.cam.load_head(&cfg.method, &cfg.model, &state, &dev);
+        Some(head.with_context(|| ckpt.display().to_string())?)
+    } else {
+        None
+    };
     let mut data_cfg = cfg.data.clone();
     if let Some(d) = data {
         data_cfg.root = d.to_path_buf();
@@ -297,9 +316,13 @@ pub fn cam_labels(
     // with group mining, consecutive images of the split form the groups (of the training step's
     // size, across sequence boundaries), joined by their tags: the tag file's, or without one
     // the tags derived from the masks being scored against
-    let group = cfg.cam.load_group(&cfg.model, &state, &dev)?;
+    let group = if from_cams {
+        cfg.cam.load_group(&cfg.model, &state, &dev)?
+    } else {
+        None
+    };
     // SLRNet's LR module, when the run has one
-    let lowrank = if cfg.method == "slrnet" {
+    let lowrank = if from_cams && cfg.method == "slrnet" {
         cfg.slrnet.load_lowrank(&cfg.cam, &cfg.model, &state, &dev)?
     } else {
         None
@@ -348,8 +371,15 @@ pub fn cam_labels(
                     normalize_into(&view, data_cfg.mean, data_cfg.std, dst);
                 }
                 let x = Tensor::from_vec(x, (g, 3, vh, vw), &dev)?;
-                let mined = group.as_ref().map(|m| (m, adj.as_slice()));
-                let mut cams = cfg.cam.cams(&model, &head, mined, lowrank.as_ref(), &x)?.relu()?; // [g, C, hs, ws]
+                let mut cams = match &head {
+                    Some(head) => {
+                        let mined = group.as_ref().map(|m| (m, adj.as_slice()));
+                        cfg.cam.cams(&model, head, mined, lowrank.as_ref(), &x)?.relu()?
+                        // [g, C, hs, ws]
+                    }
+                    // class probabilities at stride 4, [g, C, vh/4, vw/4]
+                    None => candle_nn::ops::softmax(&model.forward_t(&x, false)?.logits_low, 1)?,
+                };
                 if mirrored {
                     cams = cams.flip(&[3])?;
                 }
@@ -357,11 +387,19 @@ pub fn cam_labels(
             }
         }
         for (k, (name, mask, image_tags, img, native)) in samples.into_iter().enumerate() {
-            let mut norm = cam::normalize_cams(
-                &acc.get(k)?.flatten_all()?.to_vec1::<f32>()?,
-                (1, n, hf, wf),
-                &multi_hot(&image_tags, n),
-            );
+            let maps = acc.get(k)?.flatten_all()?.to_vec1::<f32>()?;
+            let hot = multi_hot(&image_tags, n);
+            let mut norm = if from_cams {
+                cam::normalize_cams(&maps, (1, n, hf, wf), &hot)
+            } else {
+                // the mean probability over the views, untagged classes zeroed
+                let views = (opts.scales.len() * (1 + opts.flip as usize)) as f32;
+                let plane = hf * wf;
+                maps.iter()
+                    .enumerate()
+                    .map(|(j, &v)| if hot[j / plane] > 0.0 { v / views } else { 0.0 })
+                    .collect()
+            };
             let mut x = vec![0f32; 3 * h * w];
             normalize_into(&img, data_cfg.mean, data_cfg.std, &mut x);
             let small = cam::downsample_mean(&x, 3, (h, w), 4);

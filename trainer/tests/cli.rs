@@ -949,6 +949,9 @@ mod semi {
         cfg.cac.warmup_iterations = 2;
         cfg.cac.tag_weight = 0.5;
         cfg.data.pseudo_labels = Some(pseudo.clone());
+        // the thresholds cam-labels applies to this run's maps: a 4-step net is not confident
+        cfg.cam.high = 0.05;
+        cfg.cam.low = 0.0;
         let run = dir.path().join("run");
         train::run(&cfg, &opts(&run, false, None)).unwrap();
         let recs = log_records(&run);
@@ -989,6 +992,30 @@ mod semi {
         train::run(&cfg, &opts(&half, false, Some(2))).unwrap();
         train::run(&cfg, &opts(&half, true, None)).unwrap();
         assert_eq!(checkpoint_tensors(&half), t);
+
+        // pseudo-labels from any run's segmentation output (a cac run has no CAM head), still
+        // restricted to the tags (Sky, Road, Pedestrian = 0, 3, 8)
+        let seg_opts = edge_seg_trainer::weak::CamLabelOptions {
+            source: edge_seg_trainer::weak::LabelSource::Segmentation,
+            write: Some(dir.path().join("pseudo_seg")),
+            ..write_opts.clone()
+        };
+        let e = edge_seg_trainer::weak::cam_labels(&run, "last", None, split, Some(&tags), &write_opts).unwrap_err();
+        assert!(format!("{e:#}").contains("has no CAM head"), "{e:#}");
+        let r = edge_seg_trainer::weak::cam_labels(&run, "last", None, split, Some(&tags), &seg_opts).unwrap();
+        assert_eq!(r.images, 4);
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 4..8 {
+            let map = image::open(dir.path().join(format!("pseudo_seg/SYN_{i:05}.png")))
+                .unwrap()
+                .to_luma8();
+            seen.extend(map.as_raw().iter().copied());
+        }
+        assert!(
+            seen.iter().all(|v| [0, 3, 8, 255].contains(v)),
+            "untagged classes labelled: {seen:?}"
+        );
+        assert!(seen.iter().any(|&v| v != 255), "no pseudo-label at all: {seen:?}");
 
         // errors name the setting or the file
         let mut bad = cfg.clone();
