@@ -11,7 +11,8 @@ unlabeled = the rest of the pool + val (no 0006R0 frame in any form); records `.
 The target oracle has no xseq row (it is an xseq-target reference).
 
 Runs go in priority order (1/16 seed 0 of SupOnly, CAC, the target oracle, the weak-to-strong
-baseline, CPS, mean teacher + DARS; then 1/8 seed 0; then seed 1 of both). Each run's config is
+baseline, CPS, mean teacher + DARS; then 1/8 seed 0; then seed 1 of both; then the full-pool
+ceiling `suponly_full_s<seed>`: SupOnly on all 266 pool frames, seeds 0 and 1). Each run's config is
 its method's xseqt_*.toml with the split paths and seed of the ratio/seed put in (written to
 <run>/../<run>.toml). Resumable: a run with `done.json` is skipped, an interrupted one continues
 with `--resume` (same result as an uninterrupted run).
@@ -68,6 +69,8 @@ def plan():
             if PROTOCOL == "xseq" and m == "oracle":
                 continue
             runs.append((m, ratio, seed))
+    # the full-pool ceiling: SupOnly on all 266 pool frames (no unlabeled frames), two seeds
+    runs += [("suponly", "full", 0), ("suponly", "full", 1)]
     return runs
 
 
@@ -77,6 +80,12 @@ def run_name(m, ratio, seed):
 
 def config_text(m, ratio, seed):
     text = Path(f"trainer/configs/xseqt_{m}.toml").read_text()
+    if ratio == "full":
+        assert m == "suponly", "the full pool is a SupOnly reference"
+        text, n = re.subn(r'(?m)^train_split = .*$', 'train_split = "splits/camvid-xseq/pool.txt"', text)
+        assert n == 1
+        text = ("# the full-pool ceiling: SupOnly on all 266 pool frames (train_split); the comments below\n"
+                "# describe the 1/16 config this one is made from\n" + text)
     text = text.replace("1_16/seed0", f"{ratio}/seed{seed}")
     text, n = re.subn(r"(?m)^seed = 0$", f"seed = {seed}", text)
     assert n == 1, f"xseqt_{m}.toml: expected one 'seed = 0' line"
@@ -178,7 +187,7 @@ def collect(runs_dir, results, prefix="", mach=None):
         # xseqt keeps its original record names; other protocols carry their tag
         rec(f"{name}_{'' if tag == 'xseqt' else tag + '_'}train_min", (train_seconds(d) or 0.0) / 60.0, "min", cmd)
     for m in METHODS:
-        for ratio in ["1_16", "1_8"]:
+        for ratio in ["1_16", "1_8", "full"]:
             vals = [v for (mm, r, _), v in scores.items() if mm == m and r == ratio]
             if vals:
                 rec(
