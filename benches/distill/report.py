@@ -6,7 +6,7 @@ docs/results/distill.json.
 
 The teacher is issue #25's CAC run on the xseq protocol (runs/xseq-pre/cac_1_8_s0: EfficientNet-Lite0
 from ImageNet weights, 33 labeled pool frames + the rest of the pool and val unlabeled), its last
-checkpoint. Students, each 1,600 steps on the same 33 labeled frames (resumable; a row with
+checkpoint. Students, each 1,000 steps on the same 33 labeled frames (resumable; a row with
 `done.json` is skipped):
 
   scratch       trainer/configs/distill_student_xseq.toml --set method="supervised" (no teacher)
