@@ -74,7 +74,7 @@ def evaluate(onnx, split):
     out = onnx.with_suffix(f".{split}.json")
     if not out.exists():
         sh([RUNTIME, "eval", "--model", onnx, "--split", SPLITS[split], "--backend", "tract", "--json", out])
-    return 100.0 * json.loads(out.read_text())["miou"]
+    return json.loads(out.read_text())["miou"]  # already in %
 
 
 def info(onnx, timing, threads):
