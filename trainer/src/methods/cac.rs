@@ -16,7 +16,8 @@
 //! (a 1×1 conv on the stride-4 decoder embedding, upsampled bilinearly like the model's own
 //! classifier) learns them: `L = L_ce + λ L_dc + λ_w · ½ (CE(C_w(f_u1), y_p1) + CE(C_w(f_u2), y_p2))`,
 //! from the first step (the warm-up holds back only L_dc). C_w is method state, not part of the
-//! model, so the export drops it; only the shared features learn from y_p.
+//! model, so the export drops it; y_p reach the exported net only through the shared encoder and
+//! decoder (the model's own classifier never sees them).
 
 use std::collections::HashMap;
 
