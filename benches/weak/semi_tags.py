@@ -48,11 +48,7 @@ RESULTS = "docs/results/weak.json"
 
 
 def train(cfg, out):
-    cmd = [TRAIN, "train", "--config", str(cfg), "--out", str(out), "--no-progress"]
-    if (out / "last.safetensors").exists():
-        cmd.append("--resume")
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    pretrained.train(out, cfg)  # resumes an interrupted run
     (out / "done.json").write_text("{}")
 
 

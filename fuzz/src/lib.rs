@@ -107,6 +107,11 @@ pub const TARGETS: &[Target] = &[
         about: "tag file (data.tag_file, --tags; line format and JSON) -> TagFile::parse, check_images, to_text round trip",
         build: targets::tags,
     },
+    Target {
+        name: "pseudo_labels",
+        about: "pseudo-label PNG (data.pseudo_labels, CAC with extra tags) -> decode, format, size and class-id checks",
+        build: targets::pseudo_labels,
+    },
 ];
 
 /// The target called `name`.
@@ -708,6 +713,48 @@ pub mod targets {
                         assert_eq!(again.len(), t.len(), "round trip");
                         let _ = t.presence(classes.len());
                     }
+                }
+            }),
+        })
+    }
+
+    /// See [`TARGETS`].
+    pub fn pseudo_labels() -> anyhow::Result<Harness> {
+        let dir = tempfile::tempdir()?;
+        let folder = dir.path().to_path_buf();
+        let (w, h) = (24u32, 16u32);
+        let images = edge_seg_trainer::data::Samples {
+            names: vec!["a.png".into()],
+            images: vec![image::RgbImage::new(w, h)],
+            ..Default::default()
+        };
+        let png = |img: image::GrayImage| -> anyhow::Result<Vec<u8>> {
+            let mut v = Vec::new();
+            img.write_to(&mut Cursor::new(&mut v), image::ImageFormat::Png)?;
+            Ok(v)
+        };
+        let seeds = vec![
+            png(image::GrayImage::from_fn(w, h, |x, y| {
+                image::Luma([((x + y) % 11) as u8])
+            }))?,
+            png(image::GrayImage::from_fn(w, h, |x, _| {
+                image::Luma([if x < 8 { 255 } else { 3 }])
+            }))?,
+            png(image::GrayImage::new(h, w))?,
+        ];
+        Ok(Harness {
+            seeds,
+            dict: vec![
+                b"IHDR".to_vec(),
+                b"IDAT".to_vec(),
+                b"IEND".to_vec(),
+                vec![255],
+                vec![11],
+            ],
+            exec: Box::new(move |b| {
+                let _keep = &dir;
+                if std::fs::write(folder.join("a.png"), b).is_ok() {
+                    let _ = edge_seg_trainer::data::load_pseudo_labels(&folder, &images, 11);
                 }
             }),
         })

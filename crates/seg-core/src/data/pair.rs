@@ -326,6 +326,17 @@ mod tests {
         RgbImage::from_fn(w, h, |x, y| Rgb([(x + 1) as u8, (y + 1) as u8, 7]))
     }
 
+    /// Scale 0.6..1.4 and flips, 64×64 crops, no photometric jitter: on a 90×120 image some pairs
+    /// are padded.
+    fn padded_flipped_aug() -> AugmentConfig {
+        AugmentConfig {
+            scale_min: 0.6,
+            scale_max: 1.4,
+            hflip: true,
+            ..AugmentConfig::identity([64, 64])
+        }
+    }
+
     /// The sorted image coordinates covered by feature cell `idx` of `crop` (padding: None).
     fn cell_content(crop: &RgbImage, idx: u32, grid_w: usize, s: u32) -> Vec<Option<(u8, u8)>> {
         let (r, c) = (idx as usize / grid_w, idx as usize % grid_w);
@@ -347,13 +358,7 @@ mod tests {
         let mut partial_seen = false;
         for seed in 0..60u64 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            // scale 0.6..1.4 on a 90×120 image with 64×64 crops: some pairs are padded
-            let aug = AugmentConfig {
-                scale_min: 0.6,
-                scale_max: 1.4,
-                hflip: true,
-                ..AugmentConfig::identity([64, 64])
-            };
+            let aug = padded_flipped_aug();
             let cfg = PairConfig::default();
             let p = make_pair(&img, &aug, &cfg, &mut rng);
             let g = &p.geometry;
@@ -386,12 +391,7 @@ mod tests {
         // label = x-coordinate band of the pixel, image encodes (x, y): they must agree per pixel
         let img = coord_image(120, 90);
         let label = GrayImage::from_fn(120, 90, |x, _| image::Luma([(x / 10) as u8]));
-        let aug = AugmentConfig {
-            scale_min: 0.6,
-            scale_max: 1.4,
-            hflip: true,
-            ..AugmentConfig::identity([64, 64])
-        };
+        let aug = padded_flipped_aug();
         let cfg = PairConfig::default();
         let (mut padded, mut flipped) = (false, false);
         for seed in 0..40u64 {
