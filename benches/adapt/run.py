@@ -98,7 +98,11 @@ def main():
     ap.add_argument("--fps-reps", type=int, default=3, help="alternating runs with and without --adapt")
     ap.add_argument("--source-frames", type=int, default=8, help="0006R0 frames for guard.source_frames (0: none)")
     ap.add_argument("--parts", default="quality,classes,stress,fps",
-                    help="comma list of: quality, classes (per-class dusk IoU of the quality part's models), stress, fps")
+                    help="comma list of: quality, classes (per-class dusk IoU of the quality part's models), stress, "
+                         "fps, adabn (the encoder's BatchNorm statistics re-estimated on the dusk frames, alone and "
+                         "followed by the adaptation)")
+    ap.add_argument("--adabn-scope", default="encoder", choices=["encoder", "all"])
+    ap.add_argument("--adabn-mix", default="1.0")
     a = ap.parse_args()
     if not Path("Cargo.toml").exists() or not Path("benches/adapt").is_dir():
         sys.exit("run.py: run from the repository root")
@@ -139,6 +143,8 @@ def main():
         stress(a, src, work, log, add, dusk_split, frames)
     if "fps" in parts:
         fps_part(a, src, work, log, add)
+    if "adabn" in parts:
+        adabn(a, run, work, log, add, dusk_split, val_split, frames)
     out = merge_records(a.results, recs)
     print(f"{len(recs)} records -> {out}")
 
@@ -279,6 +285,31 @@ def stress(a, src, work, log, add, dusk_split, frames):
         add(f"stress_{kind}_miou_after", miou(out, a.data, DUSK, log), "mIoU %",
             f"{dusk_split}; after adapting on the stress stream ({st['stats']['steps']} steps, "
             f"{st['stats']['rollbacks']} rollbacks, guards {'off' if kind == 'naive' else 'on'})")
+
+
+def adabn(a, run, work, log, add, dusk_split, val_split, frames):
+    """AdaBN (issue #25): `edge-seg-train adabn` re-estimates the BatchNorm statistics (--adabn-scope,
+    --adabn-mix) on the unlabeled dusk frames, all at once, as a calibration before deployment would;
+    then the default adaptation runs on that model over the same stream (--seeds seeds)."""
+    print(f"== AdaBN ({a.adabn_scope}, mix {a.adabn_mix}) on the dusk frames, alone and then adapted", flush=True)
+    model = work / "dusk_adabn.onnx"
+    how = f"edge-seg-train adabn --scope {a.adabn_scope} --mix {a.adabn_mix} on the 62 unlabeled dusk frames"
+    sh([TRAIN, "adabn", "--run", run, "--checkpoint", "last", "--frames", *frames, "--scope", a.adabn_scope,
+        "--mix", a.adabn_mix, "--out", model], log)
+    add("dusk_miou_adabn", miou(model, a.data, DUSK, log), "mIoU %", f"{dusk_split}; {how}")
+    add("day_val_miou_adabn", miou(model, a.data, "val", log), "mIoU %", f"{val_split}; {how}")
+    dusk, day = [], []
+    for seed in range(a.seeds):
+        adapted = work / f"dusk_adabn_adapted_s{seed}.onnx"
+        sh([EDGE, "adapt", "--model", model, "--frames", *frames, "--steps-per-frame", STEPS, "--out", adapted,
+            "--adapt-set", f"seed={seed}", *a.src_sets], log)
+        dusk.append(miou(adapted, a.data, DUSK, log))
+        day.append(miou(adapted, a.data, "val", log))
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    add("dusk_miou_adabn_adapted", mean(dusk), "mIoU %",
+        f"{dusk_split}; {how}, then the default adaptation, mean of {a.seeds} seeds ({', '.join(f'{v:.2f}' for v in dusk)})")
+    add("day_val_miou_adabn_adapted", mean(day), "mIoU %",
+        f"{val_split}; the same models, mean of {a.seeds} seeds ({', '.join(f'{v:.2f}' for v in day)})")
 
 
 def fps_part(a, src, work, log, add):

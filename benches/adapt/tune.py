@@ -12,6 +12,12 @@ setting adapts the day source model (benches/adapt/run.py trains it) on that str
 the 0006R0 train frames as they are (forgetting). Rows that use the source-frame monitor get 8
 undarkened 0016E5 train frames that are not in the shifted set (runs/adapt_tune/source_frames).
 Writes docs/results/adapt_tuning.json.
+
+Issue #25 (the pretrained source): the scope_* rows (which values adapt) and, with --source-run,
+the adabn_* rows (the encoder's BatchNorm statistics re-estimated on the shifted frames by
+`edge-seg-train adabn`, alone or followed by the default adaptation):
+  python3 benches/adapt/tune.py --model runs/adapt-pre/day_source.onnx --source-run runs/day_source_pre \
+      --work runs/adapt_tune_pre --results docs/results/adapt_pretrained.json --only '^(scope_|adabn_)'
 """
 
 import argparse
@@ -24,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import merge_records, recorder  # noqa: E402
-from run import EDGE, link_frames, miou  # noqa: E402
+from run import EDGE, TRAIN, link_frames, miou  # noqa: E402
 # Every candidate starts from BASE (the previous defaults: lr 0.002, strict recent-frame guards, no
 # source frames, no input normalisation) and spells out what it changes. The defaults in AdaptConfig are the chosen row,
 # "srcagree0.93_lr0.005_loose_guard" (it was "no_classifier_lr0.002" before the source-frame
@@ -103,6 +109,26 @@ CANDIDATES = {  # name -> --adapt-set overrides
     "srcagree0.95_lr0.01_only": ["lr=0.01", "guard.min_agreement=0.0", "guard.max_drift=1.0",
                                  "guard.min_entropy_ratio=0.0", "guard.min_source_agreement=0.95"],
 }
+# Issue #25, the pretrained source (trainer/configs/camvid_day_source_pretrained.toml): which scope to
+# adapt, each from the chosen defaults (CHOSEN): the last decoder convolution's affines (the
+# default), every decoder convolution's, the classifier too, a low-rank update; learning rates.
+CHOSEN = ["lr=0.005", *LOOSE, "guard.min_source_agreement=0.93"]
+CANDIDATES.update({
+    "scope_last": CHOSEN,
+    "scope_last_lr0.01": ["lr=0.01", *LOOSE, "guard.min_source_agreement=0.93"],
+    "scope_last_lr0.002": ["lr=0.002", *LOOSE, "guard.min_source_agreement=0.93"],
+    "scope_decoder": ['scope="decoder"', *CHOSEN],
+    "scope_classifier": ["train_classifier=true", *CHOSEN],
+    "scope_lora4": ["low_rank=4", *CHOSEN],
+})
+# ... and the encoder's BatchNorm statistics (AdaBN, `edge-seg-train adabn` on the shifted frames,
+# needs --source-run): name -> (adabn flags, adaptation settings afterwards or None)
+ADABN = {
+    "adabn_encoder": (["--scope", "encoder", "--mix", "1.0"], None),
+    "adabn_encoder_mix0.5": (["--scope", "encoder", "--mix", "0.5"], None),
+    "adabn_all": (["--scope", "all", "--mix", "1.0"], None),
+    "adabn_encoder_then_last": (["--scope", "encoder", "--mix", "1.0"], CHOSEN),
+}
 SOURCE = "source_frames"  # folder under --work: 8 undarkened 0016E5 train frames not in the shifted set
 SOURCE16 = "source_frames16"  # 16 of them, for rows that name SRC16 in their settings
 
@@ -139,6 +165,8 @@ def main():
     ap.add_argument("--model", default="runs/adapt/day_source.onnx")
     ap.add_argument("--results", default="docs/results/adapt_tuning.json")
     ap.add_argument("--only", default="")
+    ap.add_argument("--source-run", default=None,
+                    help="training run of --model (for the adabn_* rows: edge-seg-train adabn re-estimates its statistics)")
     a = ap.parse_args()
     work = Path(a.work)
     n = make_set(a.data, work)
@@ -152,11 +180,25 @@ def main():
     add("tune_source_day_miou", base_day, "mIoU %", day)
     print(f"{'setting':<24} {'dark':>6} {'gain':>6} {'day':>6} {'forget':>6} steps rollbacks")
     print(f"{'source':<24} {base_dark:6.2f} {'':>6} {base_day:6.2f}")
-    for name, sets in CANDIDATES.items():
+    rows = [(n, None, s) for n, s in CANDIDATES.items()]
+    if a.source_run:
+        rows += [(n, f, s) for n, (f, s) in ADABN.items()]
+    for name, adabn, sets in rows:
         if a.only and not re.search(a.only, name):
             continue
+        model = a.model
+        if adabn is not None:
+            model = str(work / f"{name}_adabn.onnx")
+            subprocess.run([TRAIN, "adabn", "--run", a.source_run, "--frames", str(work / "train"), *adabn,
+                            "--out", model], capture_output=True, text=True, check=True)
+            if sets is None:  # statistics only
+                d, y = miou(model, str(work), "train"), miou(model, a.data, str(work / "day.txt"))
+                print(f"{name:<24} {d:6.2f} {d - base_dark:+6.2f} {y:6.2f} {y - base_day:+6.2f}", flush=True)
+                add(f"tune_{name}_dark_gain", d - base_dark, "mIoU points", dark + "; edge-seg-train adabn " + " ".join(adabn))
+                add(f"tune_{name}_day_change", y - base_day, "mIoU points", day + "; edge-seg-train adabn " + " ".join(adabn))
+                continue
         out = work / f"{name}.onnx"
-        cmd = [EDGE, "adapt", "--model", a.model, "--frames", str(work / "train"), "--steps-per-frame", "5",
+        cmd = [EDGE, "adapt", "--model", model, "--frames", str(work / "train"), "--steps-per-frame", "5",
                "--out", str(out), "--summary", str(work / f"{name}.json")]
         for s in BASE + sets:
             if s != SRC16:
@@ -168,8 +210,9 @@ def main():
         d, y = miou(str(out), str(work), "train"), miou(str(out), a.data, str(work / "day.txt"))
         print(f"{name:<24} {d:6.2f} {d - base_dark:+6.2f} {y:6.2f} {y - base_day:+6.2f} {st['steps']:5d} {st['rollbacks']:5d}",
               flush=True)
-        add(f"tune_{name}_dark_gain", d - base_dark, "mIoU points", dark + "; " + " ".join(sets))
-        add(f"tune_{name}_day_change", y - base_day, "mIoU points", day + "; " + " ".join(sets))
+        pre = "" if adabn is None else "edge-seg-train adabn " + " ".join(adabn) + ", then "
+        add(f"tune_{name}_dark_gain", d - base_dark, "mIoU points", dark + "; " + pre + " ".join(sets))
+        add(f"tune_{name}_day_change", y - base_day, "mIoU points", day + "; " + pre + " ".join(sets))
     print(f"{len(recs)} records -> {merge_records(a.results, recs)}")
 
 

@@ -2,6 +2,7 @@
 //!
 //! The `edge-seg-train` binary is a thin CLI over this crate.
 
+pub mod adabn;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 /// The largest candle-vs-tract logit difference an export may show.
 const PARITY_TOLERANCE: f32 = 1e-4;
 use clap::{Parser, Subcommand};
-use edge_seg_trainer::{config::TrainConfig, export, split, train};
+use edge_seg_trainer::{adabn, config::TrainConfig, export, split, train};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +44,34 @@ enum Cmd {
         /// at a lower resolution for speed (the written config says the size used).
         #[arg(long, value_parser = parse_hw)]
         input_size: Option<[u32; 2]>,
+    },
+    /// Re-estimate a run's BatchNorm statistics on unlabeled frames of a new scene (AdaBN: no
+    /// labels, no gradient) and export the result to ONNX.
+    Adabn {
+        /// Run folder written by `train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// Which checkpoint: `best` or `last`.
+        #[arg(long, default_value = "last")]
+        checkpoint: String,
+        /// Folder of unlabeled frames (.png / .jpg) of the new scene.
+        #[arg(long)]
+        frames: PathBuf,
+        /// Only the frames whose file names start with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Which BatchNorms get the frames' statistics.
+        #[arg(long, value_enum, default_value_t = adabn::Scope::Encoder)]
+        scope: adabn::Scope,
+        /// Weight of the frames' statistics against the source's, in [0, 1] (1: AdaBN).
+        #[arg(long, default_value_t = 1.0)]
+        mix: f64,
+        /// Frames per forward pass.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Output ONNX file.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Redraw a run's curves.png from its metrics.jsonl.
     Plot {
@@ -650,6 +678,32 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "{t} target frames, {e} evaluation frames, {} oracle lists -> {}",
                 labeled.len(),
+                out.display()
+            );
+        }
+        Cmd::Adabn {
+            run,
+            checkpoint,
+            frames,
+            prefix,
+            scope,
+            mix,
+            batch,
+            out,
+        } => {
+            anyhow::ensure!((0.0..=1.0).contains(&mix), "--mix must be in [0, 1], got {mix}");
+            anyhow::ensure!(batch >= 1, "--batch must be at least 1");
+            let files = adabn::frame_files(&frames, prefix.as_deref())?;
+            let (cfg, varmap, model) = export::load_model(&run, &checkpoint)?;
+            let images = adabn::load_frames(&files)?;
+            let opts = adabn::AdaBnOptions { scope, mix, batch };
+            let r = adabn::reestimate(&model, &varmap, &cfg, &images, &opts)?;
+            export::export(&model, &cfg, &out)?;
+            println!(
+                "re-estimated {} BatchNorm layers on {} frames (mean shift {:.2} source std) -> {}",
+                r.layers,
+                r.frames,
+                r.mean_shift,
                 out.display()
             );
         }

@@ -111,6 +111,83 @@ fn issue2_train_then_export_records_parity() {
     assert!(dir.path().join("m.onnx").exists());
 }
 
+/// Issue #25: `adabn` re-estimates the encoder's BatchNorm statistics on a folder of frames and
+/// exports: the encoder's folded convolutions change, the decoder's do not; bad flags and empty
+/// folders are one-line errors that write nothing.
+#[test]
+fn issue25_adabn_exports_new_encoder_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    two_frame_camvid(&dir.path().join("d"));
+    let cfg = "[data]\nroot = \"d\"\ninput_size = [32, 40]\n[augment]\ncrop = [24, 24]\n\
+               [model]\nwidths = [4, 8, 8, 8, 8]\nblocks = [1, 1, 1, 1]\naspp_channels = 8\nlow_channels = 4\ndecoder_channels = 8\n\
+               [schedule]\niterations = 2\nbatch_size = 2\n";
+    std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
+    let ok = |out: Output| assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(train_bin(
+        &["train", "--config", "c.toml", "--out", "run", "--no-progress"],
+        dir.path(),
+    ));
+    ok(train_bin(
+        &["export", "--run", "run", "--checkpoint", "last", "--out", "m.onnx"],
+        dir.path(),
+    ));
+    // darker, bluer frames than the training ones
+    let frames = dir.path().join("new");
+    std::fs::create_dir(&frames).unwrap();
+    for i in 0..3u32 {
+        image::RgbImage::from_fn(40, 32, |x, y| image::Rgb([(x + i) as u8, (y * 2) as u8, 200]))
+            .save(frames.join(format!("f{i}.png")))
+            .unwrap();
+    }
+    ok(train_bin(
+        &[
+            "adabn", "--run", "run", "--frames", "new", "--batch", "2", "--out", "a.onnx",
+        ],
+        dir.path(),
+    ));
+    let inits = |f: &str| -> std::collections::HashMap<String, Vec<f32>> {
+        let m = seg_onnx::load(&dir.path().join(f)).unwrap();
+        let g = m.graph.unwrap();
+        g.initializer
+            .iter()
+            .filter(|t| t.data_type == 1)
+            .map(|t| (t.name.clone(), seg_onnx::tensor_to_f32(t).unwrap()))
+            .collect()
+    };
+    let (before, after) = (inits("m.onnx"), inits("a.onnx"));
+    assert_eq!(before.len(), after.len());
+    let changed = |prefix: &str| {
+        before
+            .iter()
+            .filter(|(n, v)| n.starts_with(prefix) && after[*n] != **v)
+            .count()
+    };
+    assert!(
+        changed("encoder.") > 5,
+        "the encoder's folded statistics did not change"
+    );
+    assert_eq!(changed("decoder."), 0, "the encoder scope changed the decoder");
+    for (args, what) in [
+        (vec!["--mix", "1.5"], "--mix"),
+        (vec!["--batch", "0"], "--batch"),
+        (vec!["--prefix", "zz"], "starting with 'zz'"),
+    ] {
+        let mut a = vec!["adabn", "--run", "run", "--frames", "new", "--out", "bad.onnx"];
+        a.extend(args);
+        assert_user_error(&train_bin(&a, dir.path()), what);
+        assert!(!dir.path().join("bad.onnx").exists());
+    }
+    std::fs::write(frames.join("broken.png"), b"not a png").unwrap();
+    assert_user_error(
+        &train_bin(
+            &["adabn", "--run", "run", "--frames", "new", "--out", "bad.onnx"],
+            dir.path(),
+        ),
+        "broken.png",
+    );
+    assert!(!dir.path().join("bad.onnx").exists());
+}
+
 /// Issue #21: `init = "imagenet"` without the weights says how to fetch them, before any data
 /// is read; with a ResNet encoder it is a config error.
 #[test]

@@ -214,6 +214,10 @@ impl Conv2d {
     }
 }
 
+/// Momentum of every [`BatchNorm`]'s running statistics: `running ← (1 − m) running + m batch`
+/// (PyTorch's default). `edge-seg-train adabn` reads a batch's statistics back through it.
+pub const BN_MOMENTUM: f64 = 0.1;
+
 /// Batch normalisation over `[b, c, h, w]`, with running statistics updated in training mode.
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
@@ -243,7 +247,7 @@ impl BatchNorm {
             running_mean,
             running_var,
             eps,
-            momentum: 0.1,
+            momentum: BN_MOMENTUM,
         })
     }
 
