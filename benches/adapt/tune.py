@@ -121,13 +121,22 @@ CANDIDATES.update({
     "scope_classifier": ["train_classifier=true", *CHOSEN],
     "scope_lora4": ["low_rank=4", *CHOSEN],
 })
-# ... and the encoder's BatchNorm statistics (AdaBN, `edge-seg-train adabn` on the shifted frames,
+# ... the encoder's BatchNorm statistics re-estimated on the device (`encoder_stats = α`: on the
+# exported graph, blended with the statistics of the source frames; no head steps: lr 0)
+CANDIDATES.update({
+    f"bnstats_mix{m}": ["lr=0.0", f"encoder_stats={m}", *LOOSE, "guard.min_source_agreement=0.93"]
+    for m in ["0.1", "0.2", "0.3", "0.4", "0.5"]
+})
+# ... and the same with the training checkpoint (AdaBN, `edge-seg-train adabn` on the shifted frames,
 # needs --source-run): name -> (adabn flags, adaptation settings afterwards or None)
 ADABN = {
     "adabn_encoder": (["--scope", "encoder", "--mix", "1.0"], None),
     "adabn_encoder_mix0.5": (["--scope", "encoder", "--mix", "0.5"], None),
     "adabn_all": (["--scope", "all", "--mix", "1.0"], None),
     "adabn_encoder_then_last": (["--scope", "encoder", "--mix", "1.0"], CHOSEN),
+    **{f"adabn_encoder_mix{m}": (["--scope", "encoder", "--mix", m], None) for m in ["0.3", "0.4", "0.7"]},
+    "adabn_all_mix0.5": (["--scope", "all", "--mix", "0.5"], None),
+    "adabn_encoder_mix0.5_then_last": (["--scope", "encoder", "--mix", "0.5"], CHOSEN),
 }
 SOURCE = "source_frames"  # folder under --work: 8 undarkened 0016E5 train frames not in the shifted set
 SOURCE16 = "source_frames16"  # 16 of them, for rows that name SRC16 in their settings
@@ -203,7 +212,7 @@ def main():
         for s in BASE + sets:
             if s != SRC16:
                 cmd += ["--adapt-set", s]
-        if any(s.startswith(("guard.min_source", "replay_weight", "input_norm")) for s in sets):
+        if any(s.startswith(("guard.min_source", "replay_weight", "input_norm", "encoder_stats")) for s in sets):
             cmd += ["--adapt-set", f'guard.source_frames="{work / (SOURCE16 if SRC16 in sets else SOURCE)}"']
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         st = json.loads((work / f"{name}.json").read_text())["stats"]

@@ -851,7 +851,14 @@ fn start_worker(a: &RunArgs, seg: &mut Segmenter) -> Result<Worker> {
         ),
         None => (DEFAULT_MODEL.to_vec(), DEFAULT_MODEL_NAME.to_string()),
     };
-    let mut adapter = make_adapter(&bytes, &origin, s)?;
+    let cfg = adapt_config(s)?;
+    anyhow::ensure!(
+        cfg.encoder_stats == 0.0,
+        "--adapt-set encoder_stats: re-estimating the encoder's statistics needs the scene's frames \
+         first; run `edge-seg adapt --frames DIR --adapt-set encoder_stats=...` on recorded frames and \
+         deploy the model it writes"
+    );
+    let mut adapter = make_adapter(&bytes, &origin, s, cfg)?;
     if adapter.differs_from_source() {
         seg.set_backend(Box::new(adapter.backend()?));
     }
@@ -883,15 +890,22 @@ impl Worker {
     }
 }
 
-/// The adapter for `bytes` with the settings of `s`, its state loaded unless --adapt-reset (a
-/// state file that cannot be used is reported and the source weights are kept).
+/// The settings of `s`: --adapt-config, then the --adapt-set overrides, checked.
 #[cfg(feature = "adapt")]
-fn make_adapter(bytes: &[u8], origin: &str, s: &AdaptSettings) -> Result<Adapter> {
+fn adapt_config(s: &AdaptSettings) -> Result<AdaptConfig> {
     let cfg: AdaptConfig = match &s.adapt_config {
         Some(p) => seg_core::config::load_toml(p)?,
         None => AdaptConfig::default(),
     };
     let cfg = seg_core::config::apply_overrides(&cfg, &s.adapt_set, "--adapt-set")?;
+    cfg.validate().map_err(|e| anyhow::anyhow!("adaptation config: {e}"))?;
+    Ok(cfg)
+}
+
+/// The adapter for `bytes` with settings `cfg` (from `s`), its state loaded unless
+/// --adapt-reset (a state file that cannot be used is reported and the source weights are kept).
+#[cfg(feature = "adapt")]
+fn make_adapter(bytes: &[u8], origin: &str, s: &AdaptSettings, cfg: AdaptConfig) -> Result<Adapter> {
     let mut adapter = Adapter::new(bytes, origin, cfg)?;
     if let (Some(p), false) = (&s.adapt_state, s.adapt_reset) {
         if p.exists() {
@@ -938,11 +952,7 @@ fn adapt(a: AdaptArgs) -> Result<()> {
     anyhow::ensure!(a.steps_per_frame >= 1, "--steps-per-frame must be at least 1");
     let bytes = std::fs::read(&a.model).with_context(|| format!("{}: cannot read", a.model.display()))?;
     let origin = a.model.display().to_string();
-    let mut adapter = make_adapter(&bytes, &origin, &a.settings)?;
-    let mut seg = Segmenter::from_bytes(&bytes, &origin)?;
-    if adapter.differs_from_source() {
-        seg.set_backend(Box::new(adapter.backend()?));
-    }
+    let cfg = adapt_config(&a.settings)?;
     let mut files: Vec<PathBuf> = seg_core::io::image_files(&a.frames)
         .with_context(|| format!("{}: cannot read the folder", a.frames.display()))?;
     if let Some(prefix) = a.prefix.as_deref() {
@@ -953,6 +963,27 @@ fn adapt(a: AdaptArgs) -> Result<()> {
         "{}: no frames (png/jpg) to adapt on",
         a.frames.display()
     );
+    // the encoder's statistics first (encoder_stats > 0): the adapter starts from that model
+    let bytes = match (cfg.encoder_stats > 0.0, &cfg.guard.source_frames) {
+        (true, Some(src)) => {
+            let (b, r) =
+                edge_seg_runtime::adapt::bn_stats::reestimate_encoder(&bytes, &origin, src, &files, cfg.encoder_stats)?;
+            eprintln!(
+                "encoder statistics re-estimated on {} frames: {} layers in {} levels, shift {:.2} source std",
+                files.len().min(edge_seg_runtime::adapt::bn_stats::MAX_FRAMES),
+                r.layers,
+                r.levels,
+                r.shift
+            );
+            b
+        }
+        _ => bytes,
+    };
+    let mut adapter = make_adapter(&bytes, &origin, &a.settings, cfg)?;
+    let mut seg = Segmenter::from_bytes(&bytes, &origin)?;
+    if adapter.differs_from_source() {
+        seg.set_backend(Box::new(adapter.backend()?));
+    }
     let pb = indicatif::ProgressBar::new(files.len() as u64 * a.passes as u64);
     pb.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} frames {msg}").expect("progress template"),

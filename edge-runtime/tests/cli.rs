@@ -732,6 +732,42 @@ fn issue5_run_adapt_persists_state_and_rejects_a_truncated_one() {
         ),
         "nope",
     );
+    // issue #25: the encoder's statistics re-estimated on the folder first (needs source frames;
+    // refused by `run --adapt`, which has no folder to measure)
+    let bn = |extra: &[&str]| {
+        let mut a = vec!["adapt", "--model", model, "--frames", "frames", "--out", "bn.onnx"];
+        a.extend_from_slice(extra);
+        edge_seg(&a, dir.path())
+    };
+    let out = bn(&[
+        "--adapt-set",
+        "encoder_stats=0.5",
+        "--adapt-set",
+        "guard.source_frames=\"frames\"",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("encoder statistics re-estimated"));
+    edge_seg_runtime::Segmenter::open(&dir.path().join("bn.onnx")).unwrap();
+    std::fs::remove_file(dir.path().join("bn.onnx")).unwrap();
+    assert_user_error(&bn(&["--adapt-set", "encoder_stats=0.5"]), "guard.source_frames");
+    assert_user_error(&bn(&["--adapt-set", "encoder_stats=1.5"]), "encoder_stats");
+    assert!(!dir.path().join("bn.onnx").exists());
+    assert_user_error(
+        &edge_seg(
+            &[
+                "run",
+                "--input",
+                "frames",
+                "--adapt",
+                "--adapt-set",
+                "encoder_stats=0.5",
+                "--adapt-set",
+                "guard.source_frames=\"frames\"",
+            ],
+            dir.path(),
+        ),
+        "edge-seg adapt --frames",
+    );
 }
 
 /// Issue #24: an inference-only `edge-seg` (`--no-default-features`) keeps the adaptation flags

@@ -26,7 +26,7 @@ pub struct AdaptConfig {
     pub low_rank: usize,
     /// Learning rate of the low-rank update, as a multiple of `lr`.
     pub low_rank_lr_mult: f64,
-    /// Learning rate (constant).
+    /// Learning rate (constant; 0: the steps change nothing).
     pub lr: f64,
     /// SGD momentum.
     pub momentum: f64,
@@ -77,6 +77,12 @@ pub struct AdaptConfig {
     /// published graph. Off by default: chosen on the synthetic tuning shift (`α = 0.5`), it did
     /// not help on the day → dusk test (docs/BENCHMARKS.md).
     pub input_norm: f64,
+    /// `edge-seg adapt` only: before the steps, re-estimate the encoder's BatchNorm statistics on
+    /// the folder's frames (AdaBN on the exported graph, [`crate::adapt::bn_stats`]), blended with
+    /// the statistics of `guard.source_frames` by this weight (0 = off, 1 = the frames' own;
+    /// needs the source frames). Chosen on the synthetic tuning shift for the pretrained source:
+    /// 0.4 (docs/BENCHMARKS.md); off by default.
+    pub encoder_stats: f64,
     /// Check the guards and publish the weights every this many steps.
     pub swap_every: u64,
     /// Threads of the adaptation's own pool for candle's work (see [`crate::adapt::in_pool`]).
@@ -115,6 +121,7 @@ impl Default for AdaptConfig {
             restore_prob: 0.0,
             weight_ema: 0.0,
             input_norm: 0.0,
+            encoder_stats: 0.0,
             swap_every: 10,
             threads: 1,
             guard: GuardConfig::default(),
@@ -153,8 +160,10 @@ impl AdaptConfig {
         if !(self.scale[0] > 0.0 && self.scale[0] <= self.scale[1] && self.scale[1] <= 8.0) {
             return Err(format!("scale {:?}: need 0 < min <= max <= 8", self.scale));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 10.0) {
-            return Err(format!("lr must be in (0, 10], got {}", self.lr));
+        // lr = 0: no step changes a value (the per-frame input normalisation alone, as
+        // benches/adapt/run.py measures it)
+        if !(self.lr.is_finite() && self.lr >= 0.0 && self.lr <= 10.0) {
+            return Err(format!("lr must be in [0, 10], got {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(format!("momentum must be in [0, 1), got {}", self.momentum));
@@ -197,6 +206,12 @@ impl AdaptConfig {
         }
         if !(0.0..=1.0).contains(&self.input_norm) {
             return Err(format!("input_norm must be in [0, 1], got {}", self.input_norm));
+        }
+        if !(0.0..=1.0).contains(&self.encoder_stats) {
+            return Err(format!("encoder_stats must be in [0, 1], got {}", self.encoder_stats));
+        }
+        if self.encoder_stats > 0.0 && self.guard.source_frames.is_none() {
+            return Err("encoder_stats > 0 needs guard.source_frames (the statistics it blends with)".into());
         }
         if self.input_norm > 0.0 && self.guard.source_frames.is_none() {
             return Err("input_norm > 0 needs guard.source_frames (their colour statistics)".into());

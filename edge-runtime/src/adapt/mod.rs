@@ -46,6 +46,7 @@
 //! normalisation, the statistics and the hot-swap [`slot::Slot`] that the pipeline's
 //! [`AdaptLink`](crate::pipeline::AdaptLink) polls.
 
+pub mod bn_stats;
 pub mod guard;
 pub mod input_norm;
 pub mod slot;
