@@ -27,7 +27,16 @@
    `edge-seg run` with and without --adapt on the dusk frames as a 480x360 YUYV recording
    played --fps-loops times.
 
-Writes docs/results/adapt.json (records name/value/unit/split/command/date/machine).
+6. adabn (issue #25): `edge-seg-train adabn` re-estimates the source run's BatchNorm statistics
+   on the unlabeled dusk frames (--adabn-scope, --adabn-mix), alone and followed by the default
+   adaptation; bnstats: the same on the device from the exported graph (`edge-seg adapt`,
+   encoder_stats = --bnstats-mix, blended with the source frames').
+
+Writes docs/results/adapt.json (records name/value/unit/split/command/date/machine). On the
+pretrained backbone (issue #25):
+  python3 benches/adapt/run.py --source-config trainer/configs/camvid_day_source_pretrained.toml \
+      --source-run runs/day_source_pre --work runs/adapt-pre --results docs/results/adapt_pretrained.json \
+      --parts quality,adabn,classes,stress,bnstats --adabn-mix 0.4
 """
 
 import argparse
@@ -100,7 +109,10 @@ def main():
     ap.add_argument("--parts", default="quality,classes,stress,fps",
                     help="comma list of: quality, classes (per-class dusk IoU of the quality part's models), stress, "
                          "fps, adabn (the encoder's BatchNorm statistics re-estimated on the dusk frames, alone and "
-                         "followed by the adaptation)")
+                         "followed by the adaptation), bnstats (the same on the device from the exported graph: "
+                         "edge-seg adapt with encoder_stats, no head steps)")
+    ap.add_argument("--bnstats-mix", default="0.2",
+                    help="encoder_stats of the bnstats part (chosen on the synthetic tuning shift)")
     ap.add_argument("--adabn-scope", default="encoder", choices=["encoder", "all"])
     ap.add_argument("--adabn-mix", default="1.0")
     a = ap.parse_args()
@@ -145,6 +157,8 @@ def main():
         fps_part(a, src, work, log, add)
     if "adabn" in parts:
         adabn(a, run, work, log, add, dusk_split, val_split, frames)
+    if "bnstats" in parts:
+        bnstats(a, src, work, log, add, dusk_split, val_split, frames)
     out = merge_records(a.results, recs)
     print(f"{len(recs)} records -> {out}")
 
@@ -310,6 +324,22 @@ def adabn(a, run, work, log, add, dusk_split, val_split, frames):
         f"{dusk_split}; {how}, then the default adaptation, mean of {a.seeds} seeds ({', '.join(f'{v:.2f}' for v in dusk)})")
     add("day_val_miou_adabn_adapted", mean(day), "mIoU %",
         f"{val_split}; the same models, mean of {a.seeds} seeds ({', '.join(f'{v:.2f}' for v in day)})")
+
+
+def bnstats(a, src, work, log, add, dusk_split, val_split, frames):
+    """The encoder's statistics re-estimated by `edge-seg adapt` (encoder_stats = --bnstats-mix,
+    blended with the source frames'; lr 0: no head step changes a value) on the dusk frames."""
+    print(f"== encoder_stats={a.bnstats_mix} on the device (edge-seg adapt, no head steps)", flush=True)
+    model = work / "dusk_bnstats.onnx"
+    summary = work / "dusk_bnstats.json"
+    sh([EDGE, "adapt", "--model", src, "--frames", *frames, "--steps-per-frame", "1", "--out", model,
+        "--adapt-set", "lr=0.0", "--adapt-set", f"encoder_stats={a.bnstats_mix}", *a.src_sets,
+        "--summary", summary], log)
+    how = (f"edge-seg adapt --adapt-set encoder_stats={a.bnstats_mix} (the encoder's BatchNorm statistics "
+           f"re-estimated on the 62 unlabeled dusk frames from the exported graph, blended with the "
+           f"{a.source_frames} source frames'), no head steps")
+    add("dusk_miou_bnstats", miou(model, a.data, DUSK, log), "mIoU %", f"{dusk_split}; {how}")
+    add("day_val_miou_bnstats", miou(model, a.data, "val", log), "mIoU %", f"{val_split}; {how}")
 
 
 def fps_part(a, src, work, log, add):

@@ -80,8 +80,9 @@ pub struct AdaptConfig {
     /// `edge-seg adapt` only: before the steps, re-estimate the encoder's BatchNorm statistics on
     /// the folder's frames (AdaBN on the exported graph, [`crate::adapt::bn_stats`]), blended with
     /// the statistics of `guard.source_frames` by this weight (0 = off, 1 = the frames' own;
-    /// needs the source frames). Chosen on the synthetic tuning shift for the pretrained source:
-    /// 0.4 (docs/BENCHMARKS.md); off by default.
+    /// needs the source frames). Off by default: for the pretrained source, 0.1 was the largest
+    /// blend that kept the day frames within 0.5 mIoU on the synthetic tuning shift (+7.3 there),
+    /// and it lost on the day → dusk test (docs/BENCHMARKS.md). `run --adapt` refuses it.
     pub encoder_stats: f64,
     /// Check the guards and publish the weights every this many steps.
     pub swap_every: u64,

@@ -40,6 +40,12 @@
 //! and in the published graph. It has no trained values. It won on the synthetic tuning shift
 //! and lost on the day → dusk test (docs/BENCHMARKS.md).
 //!
+//! **Encoder statistics** ([`bn_stats`], `encoder_stats = α`, `edge-seg adapt` only, off by
+//! default): before any step, the encoder's BatchNorm statistics are re-estimated on the folder's
+//! frames from the exported graph (AdaBN), blended with those of `guard.source_frames`. On the
+//! pretrained source every trained scope lost on the synthetic tuning shift and this won there;
+//! on day → dusk it lost too (docs/BENCHMARKS.md, issue #25).
+//!
 //! **The `adapt` feature** (default; issue #24): the learner, its settings, the frozen part, the
 //! state file and the worker hold candle tensors and train with `seg-nn`, so they are compiled
 //! only with it. What needs no candle stays in every build: the guards' monitors, input
