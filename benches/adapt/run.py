@@ -113,6 +113,14 @@ def main():
                          "edge-seg adapt with encoder_stats, no head steps)")
     ap.add_argument("--bnstats-mix", default="0.2",
                     help="encoder_stats of the bnstats part (chosen on the synthetic tuning shift)")
+    ap.add_argument("--fps-adapt-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra --adapt-set of the fps part's --adapt runs (repeatable)")
+    ap.add_argument("--fps-backend", default="tract", choices=["tract", "auto"],
+                    help="--backend of the fps part's runs without --adapt (--adapt always infers in tract): tract "
+                         "compares like with like; auto (onnxruntime when installed) gives what --adapt costs a user "
+                         "against the fastest backend")
+    ap.add_argument("--fps-suffix", default="",
+                    help="suffix of the fps part's record names (fps_adapt<suffix>, ...), for runs with --fps-adapt-set")
     ap.add_argument("--adabn-scope", default="encoder", choices=["encoder", "all"])
     ap.add_argument("--adabn-mix", default="1.0")
     a = ap.parse_args()
@@ -357,26 +365,33 @@ def fps_part(a, src, work, log, add):
         for _ in range(a.fps_loops):
             f.write(rec.read_bytes())
     fps = {"no_adapt": [], "adapt": []}
+    backends = {}
     rss = {"no_adapt": [], "adapt": []}
     for rep in range(a.fps_reps):  # alternate, so drifts in machine speed hit both alike
-        for kind, extra in (("no_adapt", []), ("adapt", ["--adapt", *a.src_sets])):
+        extra_sets = [x for kv in a.fps_adapt_set for x in ("--adapt-set", kv)]
+        for kind, extra in (("no_adapt", ["--backend", a.fps_backend]),
+                            ("adapt", ["--backend", "tract", "--adapt", *a.src_sets, *extra_sets])):
             stats = work / f"fps_{kind}_{rep}.jsonl"
             sh([EDGE, "run", "--model", src, "--input", loop, "--size", "480x360", "--display",
                 f"fb:{work}/fb_{kind}", "--fb-geometry", "480x360x32", "--drop", "wait", "--stats", stats, *extra], log)
             summary = json.loads(stats.read_text().splitlines()[-1])["summary"]
+            backends[kind] = summary["backend"]
             fps[kind].append(summary["fps"])
             rss[kind].append(summary["peak_rss_mib"])
     median = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    sfx = a.fps_suffix
+    settings = "default settings" + "".join(f", {kv}" for kv in a.fps_adapt_set)
     for kind in fps:
-        add(f"fps_{kind}", median(fps[kind]), "FPS",
-            f"edge-seg run {'--adapt (default settings, guard.source_frames as the quality runs) ' if kind == 'adapt' else ''}"
+        add(f"fps_{kind}{sfx}", median(fps[kind]), "FPS",
+            f"edge-seg run --backend {backends[kind]} "
+            f"{f'--adapt ({settings}, guard.source_frames as the quality runs) ' if kind == 'adapt' else ''}"
             f"{summary['frames_out']} frames "
             f"480x360 YUYV (0001TP x{a.fps_loops}), framebuffer file output, 2 cores; median of {a.fps_reps} runs "
             f"({', '.join(f'{v:.1f}' for v in fps[kind])})")
-        add(f"peak_rss_{kind}_mib", median(rss[kind]), "MiB",
+        add(f"peak_rss_{kind}{sfx}_mib", median(rss[kind]), "MiB",
             f"peak RSS of the same runs, median ({', '.join(f'{v:.0f}' for v in rss[kind])})")
     fps = {k: median(v) for k, v in fps.items()}
-    add("fps_ratio_adapt", fps["adapt"] / fps["no_adapt"], "x", "fps_adapt / fps_no_adapt")
+    add(f"fps_ratio_adapt{sfx}", fps["adapt"] / fps["no_adapt"], "x", f"fps_adapt{sfx} / fps_no_adapt{sfx}")
 
 
 if __name__ == "__main__":

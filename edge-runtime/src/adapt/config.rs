@@ -88,6 +88,11 @@ pub struct AdaptConfig {
     pub swap_every: u64,
     /// Threads of the adaptation's own pool for candle's work (see [`crate::adapt::in_pool`]).
     pub threads: usize,
+    /// `run --adapt`: the largest share of wall time the worker may be busy (steps, checks, plan
+    /// builds), in (0, 1]. Past it the worker pauses, and the frames handed to it meanwhile are
+    /// dropped, so a model fast enough to feed it more frames than it can take does not lose its
+    /// FPS to adaptation (1 = no pause).
+    pub max_busy: f64,
     /// Guard rails.
     pub guard: GuardConfig,
     /// Random seed.
@@ -125,6 +130,7 @@ impl Default for AdaptConfig {
             encoder_stats: 0.0,
             swap_every: 10,
             threads: 1,
+            max_busy: 1.0,
             guard: GuardConfig::default(),
             seed: 0,
         }
@@ -207,6 +213,9 @@ impl AdaptConfig {
         }
         if !(0.0..=1.0).contains(&self.input_norm) {
             return Err(format!("input_norm must be in [0, 1], got {}", self.input_norm));
+        }
+        if !(self.max_busy > 0.0 && self.max_busy <= 1.0) {
+            return Err(format!("max_busy must be in (0, 1], got {}", self.max_busy));
         }
         if !(0.0..=1.0).contains(&self.encoder_stats) {
             return Err(format!("encoder_stats must be in [0, 1], got {}", self.encoder_stats));

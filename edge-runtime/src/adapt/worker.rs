@@ -5,7 +5,8 @@
 //! the worker observes it and takes one step; every `swap_every` steps it runs the guards and,
 //! when the weights passed (or were reset to the source), builds a new tract plan and publishes it
 //! in the [`Slot`] the inference thread polls between frames. The state file is rewritten after
-//! each publish and at the end.
+//! each publish and at the end. With `max_busy < 1` it pauses after a step whenever its busy
+//! time exceeds that share of the wall time ([`pause`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,17 @@ use super::{state, AdaptStats, Adapter};
 use crate::backend::tract::TractBackend;
 use crate::queue::{Policy, Queue};
 use crate::RuntimeError;
+
+/// How long a worker that has been busy for `busy` of `elapsed` must pause to bring its share
+/// of the wall time down to `max_busy` (zero when it is within it; at most a second, so that a
+/// stop never waits long).
+pub fn pause(busy: std::time::Duration, elapsed: std::time::Duration, max_busy: f64) -> std::time::Duration {
+    if max_busy >= 1.0 || max_busy <= 0.0 {
+        return std::time::Duration::ZERO;
+    }
+    let needed = busy.as_secs_f64() / max_busy;
+    std::time::Duration::from_secs_f64((needed - elapsed.as_secs_f64()).clamp(0.0, 1.0))
+}
 
 /// A running worker.
 pub struct Worker {
@@ -40,8 +52,12 @@ impl Worker {
             .name("adapt".into())
             .spawn(move || -> Result<AdaptStats, RuntimeError> {
                 let threads = adapter.config().threads;
+                let max_busy = adapter.config().max_busy;
                 let work = || -> Result<(), RuntimeError> {
+                    let start = std::time::Instant::now();
+                    let mut busy = std::time::Duration::ZERO;
                     while let Some(frame) = q.pop() {
+                        let t0 = std::time::Instant::now();
                         adapter.observe(&frame)?;
                         if let Some(plan) = adapter.advance()? {
                             sl.publish(Some(plan));
@@ -50,6 +66,8 @@ impl Worker {
                             }
                         }
                         *st.lock().expect("status lock") = adapter.stats.status();
+                        busy += t0.elapsed();
+                        std::thread::sleep(pause(busy, start.elapsed(), max_busy));
                     }
                     Ok(())
                 };
@@ -101,5 +119,27 @@ impl Worker {
             Some(Err(_)) => Err(RuntimeError::Adapt("the adaptation worker panicked".into())),
             None => Err(RuntimeError::Adapt("the adaptation worker was already stopped".into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::pause;
+
+    #[test]
+    fn pause_keeps_the_busy_share_at_most_max_busy() {
+        let s = Duration::from_secs_f64;
+        // busy 0.3 s of 1 s at max 0.5: needs 0.6 s of wall time, has 1 s: no pause
+        assert_eq!(pause(s(0.3), s(1.0), 0.5), Duration::ZERO);
+        // busy 0.8 s of 1 s at max 0.5: needs 1.6 s, pauses 0.6 s
+        assert!((pause(s(0.8), s(1.0), 0.5).as_secs_f64() - 0.6).abs() < 1e-9);
+        // after the pause the share is exactly the limit
+        let p = pause(s(0.8), s(1.0), 0.25);
+        assert!((0.8 / (1.0 + p.as_secs_f64()) - 0.25).abs() < 1e-9);
+        // 1 = never; bounded
+        assert_eq!(pause(s(5.0), s(1.0), 1.0), Duration::ZERO);
+        assert_eq!(pause(s(1000.0), s(1.0), 0.5), s(1.0)); // bounded: a stop is never kept waiting long
     }
 }
