@@ -111,7 +111,7 @@ def main():
                          "fps, adabn (the encoder's BatchNorm statistics re-estimated on the dusk frames, alone and "
                          "followed by the adaptation), bnstats (the same on the device from the exported graph: "
                          "edge-seg adapt with encoder_stats, no head steps)")
-    ap.add_argument("--bnstats-mix", default="0.2",
+    ap.add_argument("--bnstats-mix", default="0.1",
                     help="encoder_stats of the bnstats part (chosen on the synthetic tuning shift)")
     ap.add_argument("--fps-adapt-set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra --adapt-set of the fps part's --adapt runs (repeatable)")

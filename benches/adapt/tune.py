@@ -13,11 +13,11 @@ the 0006R0 train frames as they are (forgetting). Rows that use the source-frame
 undarkened 0016E5 train frames that are not in the shifted set (runs/adapt_tune/source_frames).
 Writes docs/results/adapt_tuning.json.
 
-Issue #25 (the pretrained source): the scope_* rows (which values adapt) and, with --source-run,
-the adabn_* rows (the encoder's BatchNorm statistics re-estimated on the shifted frames by
+Issue #25 (the pretrained source): the scope_* rows (which values adapt), the bnstats_* rows
+(`encoder_stats` on the device) and, with --source-run, the adabn_* rows (the encoder's BatchNorm statistics re-estimated on the shifted frames by
 `edge-seg-train adabn`, alone or followed by the default adaptation):
   python3 benches/adapt/tune.py --model runs/adapt-pre/day_source.onnx --source-run runs/day_source_pre \
-      --work runs/adapt_tune_pre --results docs/results/adapt_pretrained.json --only '^(scope_|adabn_)'
+      --work runs/adapt_tune_pre --results docs/results/adapt_pretrained.json --only '^(scope_|adabn_|bnstats_)'
 """
 
 import argparse

@@ -969,11 +969,9 @@ fn adapt(a: AdaptArgs) -> Result<()> {
             let (b, r) =
                 edge_seg_runtime::adapt::bn_stats::reestimate_encoder(&bytes, &origin, src, &files, cfg.encoder_stats)?;
             eprintln!(
-                "encoder statistics re-estimated on {} frames: {} layers in {} levels, shift {:.2} source std",
-                files.len().min(edge_seg_runtime::adapt::bn_stats::MAX_FRAMES),
-                r.layers,
-                r.levels,
-                r.shift
+                "encoder statistics re-estimated on {} frames against {} source frames: {} layers in {} levels, \
+                 shift {:.2} source std",
+                r.frames, r.source_frames, r.layers, r.levels, r.shift
             );
             b
         }

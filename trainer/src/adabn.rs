@@ -7,11 +7,21 @@
 //! re-normalised (Li et al., "Revisiting Batch Normalization For Practical Domain Adaptation",
 //! 2017). Each batch's per-channel mean and unbiased variance are read back from the running
 //! statistics ([`seg_nn::layers::BN_MOMENTUM`]); the frames' statistics are their pooled mean
-//! and variance (the mean of the batch variances plus the variance of the batch means). `mix`
+//! and variance (the mean of the batch variances plus the variance of the batch means, batches
+//! weighted by their frames). `mix`
 //! blends them with the source statistics, `(1 − mix) · source + mix · frames`, as Schneider et
 //! al. ("Improving robustness against common corruptions by covariate shift adaptation", 2020)
 //! blend source and target statistics with a prior; `mix = 1` is AdaBN. `scope` says which layers
 //! change: the encoder's BatchNorms only, or every BatchNorm.
+//!
+//! The source statistics are the running ones of training: random-scale crops with photometric
+//! augmentation, not whole frames, so even frames of the training scene move them a little. The
+//! device's twin (`edge-seg adapt`, `encoder_stats`, `edge_seg_runtime::adapt::bn_stats`) works
+//! on the exported graph instead: it measures the source statistics on a few source frames and
+//! each layer through the lower layers' blended corrections, where this measures every layer
+//! in one training-mode pass (each lower layer normalised by the frames' own statistics). The
+//! two agree at `mix = 1` up to the source statistics; below it their mixes are not the same
+//! scale.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -124,7 +134,6 @@ pub fn reestimate(
     let mut sum_sq: HashMap<String, Tensor> = HashMap::new();
     let [h, w] = cfg.data.input_size;
     let (h, w) = (h as usize, w as usize);
-    let mut batches = 0usize;
     for chunk in frames.chunks(opts.batch) {
         let mut x = vec![0f32; chunk.len() * 3 * h * w];
         for (k, img) in chunk.iter().enumerate() {
@@ -146,22 +155,24 @@ pub fn reestimate(
         }
         let input = Tensor::from_vec(x, (chunk.len(), 3, h, w), &dev)?;
         model.forward_t(&input, true)?;
+        // each batch weighs by its frames (a short last batch counts for what it holds)
+        let wb = chunk.len() as f64;
         for (n, v) in &stats {
             let b = (v.as_tensor() / BN_MOMENTUM)?;
             if n.ends_with(".running_mean") {
-                let sq = b.sqr()?;
+                let sq = (b.sqr()? * wb)?;
                 sum_sq
                     .entry(n.clone())
                     .and_modify(|s| *s = (&*s + &sq).expect("same shape"))
                     .or_insert(sq);
             }
+            let b = (b * wb)?;
             sum.entry(n.clone())
                 .and_modify(|s| *s = (&*s + &b).expect("same shape"))
                 .or_insert(b);
         }
-        batches += 1;
     }
-    let nb = batches as f64;
+    let nb = frames.len() as f64;
     let mut layers = 0usize;
     let mut shifts = Vec::new();
     for (n, v) in &stats {
@@ -172,7 +183,8 @@ pub fn reestimate(
         }
         let mean_of = |name: &str| -> candle_core::Result<Tensor> { &sum[name] / nb };
         let target = if let Some(base) = n.strip_suffix(".running_var") {
-            // pooled variance: mean of the batch variances + variance of the batch means
+            // pooled variance: mean of the batch variances + variance of the batch means (both
+            // weighted by the batches' frames)
             let mname = format!("{base}.running_mean");
             let m = mean_of(&mname)?;
             let between = ((&sum_sq[&mname] / nb)? - m.sqr()?)?.relu()?;

@@ -39,6 +39,12 @@ pub fn export(model: &SegModel, cfg: &TrainConfig, out: &Path) -> Result<()> {
 /// Runs the same seeded random input through the candle model and through tract on the
 /// exported file; returns the max absolute difference of the logits.
 pub fn parity(model: &SegModel, cfg: &TrainConfig, path: &Path) -> Result<f32> {
+    Ok(parity_and_scale(model, cfg, path)?.0)
+}
+
+/// [`parity`] and the largest absolute logit of candle's (the scale the difference is relative
+/// to: float rounding grows with it).
+pub fn parity_and_scale(model: &SegModel, cfg: &TrainConfig, path: &Path) -> Result<(f32, f32)> {
     use rand::{Rng, SeedableRng};
     use tract_onnx::prelude::*;
     let [h, w] = cfg.data.input_size;
@@ -72,5 +78,6 @@ pub fn parity(model: &SegModel, cfg: &TrainConfig, path: &Path) -> Result<f32> {
         got.len(),
         want.len()
     );
-    Ok(got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max))
+    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    Ok((diff, want.iter().map(|v| v.abs()).fold(0f32, f32::max)))
 }

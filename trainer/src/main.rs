@@ -699,8 +699,20 @@ fn run(cli: Cli) -> Result<()> {
             let opts = adabn::AdaBnOptions { scope, mix, batch };
             let r = adabn::reestimate(&model, &varmap, &cfg, &images, &opts)?;
             export::export(&model, &cfg, &out)?;
+            // re-normalised to new frames, the net's logits on the random parity input can be
+            // far larger than a trained net's: the tolerance scales with them
+            let (diff, scale) = export::parity_and_scale(&model, &cfg, &out)?;
+            let tol = PARITY_TOLERANCE * scale.max(1.0);
+            if diff > tol {
+                let _ = std::fs::remove_file(&out);
+                anyhow::bail!(
+                    "{}: parity check failed: {diff:e} > {tol:e} (logits up to {scale:.1}); not written",
+                    out.display()
+                );
+            }
             println!(
-                "re-estimated {} BatchNorm layers on {} frames (mean shift {:.2} source std) -> {}",
+                "re-estimated {} BatchNorm layers on {} frames (mean shift {:.2} source std) -> {} \
+                 (candle vs tract max |diff| on logits: {diff:.2e})",
                 r.layers,
                 r.frames,
                 r.mean_shift,

@@ -14,8 +14,14 @@
 //!
 //! folded back into the convolution's kernel and bias, so the graph keeps its shape and speed.
 //! `α = 1` is AdaBN (Li et al. 2017), `α` in between the source/target blend of Schneider et al.
-//! (2020); `edge-seg-train adabn` does the same on a training checkpoint, where `β` and `|γ|` are
-//! known exactly instead of measured on a few source frames.
+//! (2020). `edge-seg-train adabn` is the training-side twin: it reads the source statistics from
+//! the checkpoint instead of measuring them on a few source frames, and measures every layer in
+//! one training-mode pass (lower layers normalised by the frames' own statistics) where this
+//! measures each level through the lower levels' blended corrections; below `α = 1` the two
+//! blends are not on the same scale.
+//!
+//! The guards of `edge-seg adapt` take the re-estimated model as their source: they do not
+//! check (or roll back) what the re-estimation itself changes.
 //!
 //! A layer's new-frame statistics depend on the corrections of the layers before it (AdaBN
 //! normalises each layer given the re-normalised ones before). Correcting every layer from one
@@ -50,6 +56,10 @@ pub struct BnStatsReport {
     pub layers: usize,
     /// Levels measured one after the other (tract plans built and run over the frames).
     pub levels: usize,
+    /// Frames measured: the new ones and the source ones.
+    pub frames: usize,
+    /// Source frames measured.
+    pub source_frames: usize,
     /// Mean over the first level's channels of `|μ_t − μ_s| / σ_s`: how far the new frames sit
     /// from the source statistics where no correction has acted yet.
     pub shift: f64,
@@ -184,8 +194,8 @@ fn levels(graph: &pb::GraphProto, layers: &[Layer]) -> Vec<usize> {
 /// `model` with the statistics of the folded convolutions whose kernels are named `prefix…`
 /// re-estimated on `frames`, blended with those measured on `source` by `mix` (see the module
 /// docs). Level by level ([`levels`]): each level's statistics are measured on the graph whose
-/// lower levels are already corrected, as AdaBN's forward pass in training mode would see them.
-/// `origin` names the model in errors.
+/// lower levels are already corrected (at `mix = 1`, as AdaBN's forward pass in training mode
+/// would see them). `origin` names the model in errors.
 pub fn reestimate(
     model: &pb::ModelProto,
     origin: &str,
@@ -293,6 +303,8 @@ pub fn reestimate(
         BnStatsReport {
             layers: layers.len(),
             levels: top + 1,
+            frames: frames.len(),
+            source_frames: source.len(),
             shift: shift / n.max(1) as f64,
         },
     ))
@@ -333,6 +345,12 @@ pub fn reestimate_encoder(
         path: source_dir.display().to_string(),
         reason: format!("guard.source_frames: {e}"),
     })?;
+    if src_paths.is_empty() {
+        return Err(RuntimeError::Input {
+            path: source_dir.display().to_string(),
+            reason: "guard.source_frames: no .png or .jpg frames in this folder (encoder_stats measures the source statistics on them)".into(),
+        });
+    }
     let source = read_frames(&spread(&src_paths))?;
     let frames = read_frames(&spread(files))?;
     let model = pb::ModelProto::decode(bytes).map_err(|e| RuntimeError::Model {

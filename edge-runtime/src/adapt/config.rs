@@ -82,7 +82,9 @@ pub struct AdaptConfig {
     /// the statistics of `guard.source_frames` by this weight (0 = off, 1 = the frames' own;
     /// needs the source frames). Off by default: for the pretrained source, 0.1 was the largest
     /// blend that kept the day frames within 0.5 mIoU on the synthetic tuning shift (+7.3 there),
-    /// and it lost on the day → dusk test (docs/BENCHMARKS.md). `run --adapt` refuses it.
+    /// and it lost on the day → dusk test (docs/BENCHMARKS.md). `run --adapt` refuses it. The
+    /// guards take the re-estimated model as their source: they do not check what the
+    /// re-estimation changes.
     pub encoder_stats: f64,
     /// Check the guards and publish the weights every this many steps.
     pub swap_every: u64,

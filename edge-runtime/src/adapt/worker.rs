@@ -20,6 +20,9 @@ use crate::backend::tract::TractBackend;
 use crate::queue::{Policy, Queue};
 use crate::RuntimeError;
 
+/// The span over which `max_busy` is kept (counts older than about this are halved away).
+const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a worker that has been busy for `busy` of `elapsed` must pause to bring its share
 /// of the wall time down to `max_busy` (zero when it is within it; at most a second, so that a
 /// stop never waits long).
@@ -54,7 +57,7 @@ impl Worker {
                 let threads = adapter.config().threads;
                 let max_busy = adapter.config().max_busy;
                 let work = || -> Result<(), RuntimeError> {
-                    let start = std::time::Instant::now();
+                    let mut start = std::time::Instant::now();
                     let mut busy = std::time::Duration::ZERO;
                     while let Some(frame) = q.pop() {
                         let t0 = std::time::Instant::now();
@@ -67,6 +70,12 @@ impl Worker {
                         }
                         *st.lock().expect("status lock") = adapter.stats.status();
                         busy += t0.elapsed();
+                        // a sliding window: halve both counts every WINDOW, so an idle spell
+                        // earns no burst later
+                        if start.elapsed() > WINDOW {
+                            busy /= 2;
+                            start += start.elapsed() / 2;
+                        }
                         std::thread::sleep(pause(busy, start.elapsed(), max_busy));
                     }
                     Ok(())
