@@ -734,8 +734,26 @@ fn issue5_run_adapt_persists_state_and_rejects_a_truncated_one() {
     );
     // issue #25: the encoder's statistics re-estimated on the folder first (needs source frames;
     // refused by `run --adapt`, which has no folder to measure)
+    // the frames darkened: a scene the source frames do not describe
+    let dark = dir.path().join("dark");
+    std::fs::create_dir_all(&dark).unwrap();
+    for (name, bytes) in edge_seg_runtime::DEFAULT_SAMPLES {
+        let mut f = image::load_from_memory(bytes).unwrap().to_rgb8();
+        f.pixels_mut().for_each(|p| p.0 = p.0.map(|v| v / 3));
+        f.save(dark.join(name)).unwrap();
+    }
     let bn = |extra: &[&str]| {
-        let mut a = vec!["adapt", "--model", model, "--frames", "frames", "--out", "bn.onnx"];
+        let mut a = vec![
+            "adapt",
+            "--model",
+            model,
+            "--frames",
+            "dark",
+            "--out",
+            "bn.onnx",
+            "--adapt-set",
+            "lr=0.0",
+        ];
         a.extend_from_slice(extra);
         edge_seg(&a, dir.path())
     };
@@ -746,8 +764,29 @@ fn issue5_run_adapt_persists_state_and_rejects_a_truncated_one() {
         "guard.source_frames=\"frames\"",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("encoder statistics re-estimated"));
-    edge_seg_runtime::Segmenter::open(&dir.path().join("bn.onnx")).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("encoder statistics re-estimated on 3 frames against 3 source frames"),
+        "{stderr}"
+    );
+    // the encoder's folded convolutions moved, the decoder's (lr 0) did not
+    let inits = |p: &Path| -> std::collections::HashMap<String, Vec<f32>> {
+        let g = seg_onnx::load(p).unwrap().graph.unwrap();
+        g.initializer
+            .iter()
+            .filter(|t| t.data_type == 1)
+            .map(|t| (t.name.clone(), seg_onnx::tensor_to_f32(t).unwrap()))
+            .collect()
+    };
+    let (before, after) = (inits(Path::new(model)), inits(&dir.path().join("bn.onnx")));
+    let changed = |prefix: &str| {
+        before
+            .iter()
+            .filter(|(n, v)| n.starts_with(prefix) && after[*n] != **v)
+            .count()
+    };
+    assert!(changed("encoder.") > 5, "the encoder did not change");
+    assert_eq!(changed("decoder."), 0, "lr 0 changed the decoder");
     std::fs::remove_file(dir.path().join("bn.onnx")).unwrap();
     assert_user_error(&bn(&["--adapt-set", "encoder_stats=0.5"]), "guard.source_frames");
     assert_user_error(&bn(&["--adapt-set", "encoder_stats=1.5"]), "encoder_stats");
