@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use seg_core::preprocess::{normalize_into, resize_rgb};
+use seg_core::preprocess::normalize_resized_into;
 use seg_nn::layers::BN_MOMENTUM;
 use seg_nn::SegModel;
 
@@ -62,6 +62,19 @@ pub struct AdaBnOptions {
     pub mix: f64,
     /// Frames per forward pass.
     pub batch: usize,
+}
+
+impl AdaBnOptions {
+    /// Checks the ranges (errors name the flags of `edge-seg-train adabn`).
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            (0.0..=1.0).contains(&self.mix),
+            "--mix must be in [0, 1], got {}",
+            self.mix
+        );
+        ensure!(self.batch >= 1, "--batch must be at least 1");
+        Ok(())
+    }
 }
 
 /// What a re-estimation did, for the log and the tests.
@@ -115,12 +128,7 @@ pub fn reestimate(
     frames: &[image::RgbImage],
     opts: &AdaBnOptions,
 ) -> Result<AdaBnReport> {
-    ensure!(
-        (0.0..=1.0).contains(&opts.mix),
-        "--mix must be in [0, 1], got {}",
-        opts.mix
-    );
-    ensure!(opts.batch >= 1, "--batch must be at least 1");
+    opts.validate()?;
     ensure!(!frames.is_empty(), "no frames to estimate the statistics on");
     let dev = Device::Cpu;
     let stats = running_stats(varmap);
@@ -137,13 +145,10 @@ pub fn reestimate(
     for chunk in frames.chunks(opts.batch) {
         let mut x = vec![0f32; chunk.len() * 3 * h * w];
         for (k, img) in chunk.iter().enumerate() {
-            let img = if img.dimensions() == (w as u32, h as u32) {
-                img.clone()
-            } else {
-                resize_rgb(img, h as u32, w as u32)
-            };
-            normalize_into(
-                &img,
+            normalize_resized_into(
+                img,
+                h as u32,
+                w as u32,
                 cfg.data.mean,
                 cfg.data.std,
                 &mut x[k * 3 * h * w..(k + 1) * 3 * h * w],
@@ -227,6 +232,8 @@ pub fn load_frames(files: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
 
 #[cfg(test)]
 mod tests {
+    use seg_core::preprocess::normalize_into;
+
     use super::*;
     use candle_core::DType;
     use candle_nn::VarBuilder;

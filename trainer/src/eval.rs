@@ -3,7 +3,7 @@
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use seg_core::metrics::ConfusionMatrix;
-use seg_core::preprocess::{normalize_into, resize_rgb};
+use seg_core::preprocess::normalize_resized_into;
 use seg_nn::{bilinear, SegModel};
 
 use crate::config::DataConfig;
@@ -26,14 +26,10 @@ pub fn evaluate(
     for chunk in idx.chunks(batch.max(1)) {
         let mut x = vec![0f32; chunk.len() * 3 * ih * iw];
         for (k, &i) in chunk.iter().enumerate() {
-            let img = &samples.images[i];
-            let img = if img.dimensions() == (iw as u32, ih as u32) {
-                img.clone()
-            } else {
-                resize_rgb(img, ih as u32, iw as u32)
-            };
-            normalize_into(
-                &img,
+            normalize_resized_into(
+                &samples.images[i],
+                ih as u32,
+                iw as u32,
                 data.mean,
                 data.std,
                 &mut x[k * 3 * ih * iw..(k + 1) * 3 * ih * iw],

@@ -691,12 +691,11 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             out,
         } => {
-            anyhow::ensure!((0.0..=1.0).contains(&mix), "--mix must be in [0, 1], got {mix}");
-            anyhow::ensure!(batch >= 1, "--batch must be at least 1");
+            let opts = adabn::AdaBnOptions { scope, mix, batch };
+            opts.validate()?;
             let files = adabn::frame_files(&frames, prefix.as_deref())?;
             let (cfg, varmap, model) = export::load_model(&run, &checkpoint)?;
             let images = adabn::load_frames(&files)?;
-            let opts = adabn::AdaBnOptions { scope, mix, batch };
             let r = adabn::reestimate(&model, &varmap, &cfg, &images, &opts)?;
             export::export(&model, &cfg, &out)?;
             // re-normalised to new frames, the net's logits on the random parity input can be

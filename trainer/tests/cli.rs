@@ -31,6 +31,17 @@ fn two_frame_camvid(root: &Path) {
     }
 }
 
+/// A 2-step ResNet-lite run trained in `dir/run` on [`two_frame_camvid`] data in `dir/d`.
+fn tiny_run(dir: &Path) {
+    two_frame_camvid(&dir.join("d"));
+    let cfg = "[data]\nroot = \"d\"\ninput_size = [32, 40]\n[augment]\ncrop = [24, 24]\n\
+               [model]\nwidths = [4, 8, 8, 8, 8]\nblocks = [1, 1, 1, 1]\naspp_channels = 8\nlow_channels = 4\ndecoder_channels = 8\n\
+               [schedule]\niterations = 2\nbatch_size = 2\n";
+    std::fs::write(dir.join("c.toml"), cfg).unwrap();
+    let out = train_bin(&["train", "--config", "c.toml", "--out", "run", "--no-progress"], dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Issue #2: an unknown config key names the file, line and key.
 #[test]
 fn issue2_bad_toml_key_is_a_one_line_error() {
@@ -78,16 +89,7 @@ fn issue2_export_of_a_missing_run_is_a_one_line_error() {
 #[test]
 fn issue2_train_then_export_records_parity() {
     let dir = tempfile::tempdir().unwrap();
-    two_frame_camvid(&dir.path().join("d"));
-    let cfg = "[data]\nroot = \"d\"\ninput_size = [32, 40]\n[augment]\ncrop = [24, 24]\n\
-               [model]\nwidths = [4, 8, 8, 8, 8]\nblocks = [1, 1, 1, 1]\naspp_channels = 8\nlow_channels = 4\ndecoder_channels = 8\n\
-               [schedule]\niterations = 2\nbatch_size = 2\n";
-    std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
-    let out = train_bin(
-        &["train", "--config", "c.toml", "--out", "run", "--no-progress"],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tiny_run(dir.path());
     let out = train_bin(
         &[
             "export",
@@ -117,16 +119,8 @@ fn issue2_train_then_export_records_parity() {
 #[test]
 fn issue25_adabn_exports_new_encoder_statistics() {
     let dir = tempfile::tempdir().unwrap();
-    two_frame_camvid(&dir.path().join("d"));
-    let cfg = "[data]\nroot = \"d\"\ninput_size = [32, 40]\n[augment]\ncrop = [24, 24]\n\
-               [model]\nwidths = [4, 8, 8, 8, 8]\nblocks = [1, 1, 1, 1]\naspp_channels = 8\nlow_channels = 4\ndecoder_channels = 8\n\
-               [schedule]\niterations = 2\nbatch_size = 2\n";
-    std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
+    tiny_run(dir.path());
     let ok = |out: Output| assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    ok(train_bin(
-        &["train", "--config", "c.toml", "--out", "run", "--no-progress"],
-        dir.path(),
-    ));
     ok(train_bin(
         &["export", "--run", "run", "--checkpoint", "last", "--out", "m.onnx"],
         dir.path(),

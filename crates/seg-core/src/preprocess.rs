@@ -42,6 +42,16 @@ pub fn normalize_into(img: &RgbImage, mean: [f32; 3], std: [f32; 3], out: &mut [
     }
 }
 
+/// [`normalize_into`] of `img` resized to `h × w` ([`resize_rgb`]) unless it is that size already:
+/// a frame as the network's input.
+pub fn normalize_resized_into(img: &RgbImage, h: u32, w: u32, mean: [f32; 3], std: [f32; 3], out: &mut [f32]) {
+    if img.dimensions() == (w, h) {
+        normalize_into(img, mean, std, out);
+    } else {
+        normalize_into(&resize_rgb(img, h, w), mean, std, out);
+    }
+}
+
 /// Normalises `img` into a new CHW `f32` vector of length `3 * h * w`; see [`normalize_into`].
 pub fn normalize(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
     let mut out = vec![0f32; 3 * img.width() as usize * img.height() as usize];

@@ -32,7 +32,7 @@
 //! each other). That is a plan and a run over the frames per level: about one per layer of depth.
 
 use seg_core::meta::ModelMeta;
-use seg_core::preprocess::{normalize, resize_rgb};
+use seg_core::preprocess::normalize_resized_into;
 use seg_onnx::pb;
 use tract_onnx::prelude::*;
 
@@ -152,12 +152,9 @@ fn prepare(frames: &[image::RgbImage], meta: &ModelMeta) -> Vec<Vec<f32>> {
     frames
         .iter()
         .map(|f| {
-            let f = if f.dimensions() == (w, h) {
-                f.clone()
-            } else {
-                resize_rgb(f, h, w)
-            };
-            normalize(&f, meta.mean, meta.std)
+            let mut x = vec![0f32; 3 * h as usize * w as usize];
+            normalize_resized_into(f, h, w, meta.mean, meta.std, &mut x);
+            x
         })
         .collect()
 }
@@ -313,19 +310,6 @@ pub fn reestimate(
 /// At most this many frames (spread evenly over the list) are measured.
 pub const MAX_FRAMES: usize = 64;
 
-/// Reads `paths` as RGB frames; an unreadable one is an error naming it.
-fn read_frames(paths: &[std::path::PathBuf]) -> Result<Vec<image::RgbImage>, RuntimeError> {
-    paths
-        .iter()
-        .map(|p| {
-            image::open(p).map(|i| i.to_rgb8()).map_err(|e| RuntimeError::Input {
-                path: p.display().to_string(),
-                reason: format!("not a readable image: {e}"),
-            })
-        })
-        .collect()
-}
-
 /// [`reestimate`] on the encoder (`encoder.*` kernels) of the ONNX `bytes`, from the source frames
 /// in folder `source_dir` and the frames `files` (at most [`MAX_FRAMES`] of each, spread evenly);
 /// returns the new model's bytes.
@@ -341,18 +325,9 @@ pub fn reestimate_encoder(
         let step = v.len().div_ceil(MAX_FRAMES).max(1);
         v.iter().step_by(step).cloned().collect()
     };
-    let src_paths = seg_core::io::image_files(source_dir).map_err(|e| RuntimeError::Input {
-        path: source_dir.display().to_string(),
-        reason: format!("guard.source_frames: {e}"),
-    })?;
-    if src_paths.is_empty() {
-        return Err(RuntimeError::Input {
-            path: source_dir.display().to_string(),
-            reason: "guard.source_frames: no .png or .jpg frames in this folder (encoder_stats measures the source statistics on them)".into(),
-        });
-    }
-    let source = read_frames(&spread(&src_paths))?;
-    let frames = read_frames(&spread(files))?;
+    let src_paths = super::source_frame_files(source_dir)?;
+    let source = super::read_frames(&spread(&src_paths))?;
+    let frames = super::read_frames(&spread(files))?;
     let model = pb::ModelProto::decode(bytes).map_err(|e| RuntimeError::Model {
         path: origin.to_string(),
         reason: format!("not a valid ONNX model: {e}"),

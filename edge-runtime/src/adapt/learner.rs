@@ -269,7 +269,10 @@ impl Adapter {
         a.last_good = a.snapshot()?;
         a.ema = a.snapshot()?;
         if let Some(dir) = a.cfg.guard.source_frames.clone() {
-            let frames: Vec<RgbImage> = load_frames(&dir)?.iter().map(|f| a.fit(f)).collect();
+            let frames: Vec<RgbImage> = super::read_frames(&super::source_frame_files(&dir)?)?
+                .iter()
+                .map(|f| a.fit(f))
+                .collect();
             if a.cfg.input_norm > 0.0 {
                 let xs: Vec<Vec<f32>> = frames.iter().map(|f| normalize(f, a.meta.mean, a.meta.std)).collect();
                 a.input_norm = Some(InputNorm::from_frames(a.cfg.input_norm as f32, &xs));
@@ -693,29 +696,6 @@ impl Adapter {
         self.stats.plans_built += 1;
         Ok(b)
     }
-}
-
-/// The `.png` / `.jpg` frames of folder `dir`, in name order (at least one).
-fn load_frames(dir: &std::path::Path) -> Result<Vec<RgbImage>, RuntimeError> {
-    let err = |path: &std::path::Path, reason: String| RuntimeError::Input {
-        path: path.display().to_string(),
-        reason,
-    };
-    let paths = seg_core::io::image_files(dir).map_err(|e| err(dir, format!("guard.source_frames: {e}")))?;
-    if paths.is_empty() {
-        return Err(err(
-            dir,
-            "guard.source_frames: no .png or .jpg frames in this folder".into(),
-        ));
-    }
-    paths
-        .iter()
-        .map(|p| {
-            image::open(p)
-                .map(|i| i.to_rgb8())
-                .map_err(|e| err(p, format!("not a readable image: {e}")))
-        })
-        .collect()
 }
 
 /// Moves a uniform random sample of `k` elements of `v` to its front (Fisher–Yates, `k` steps).

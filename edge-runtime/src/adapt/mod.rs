@@ -83,3 +83,32 @@ pub use {
     frozen::head_inputs,
     learner::{fingerprint, in_pool, Adapter},
 };
+
+/// The image files of a `guard.source_frames` folder `dir`, sorted; an unreadable or empty
+/// folder is an error naming it.
+pub(crate) fn source_frame_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, crate::RuntimeError> {
+    let err = |reason: String| crate::RuntimeError::Input {
+        path: dir.display().to_string(),
+        reason,
+    };
+    let paths = seg_core::io::image_files(dir).map_err(|e| err(format!("guard.source_frames: {e}")))?;
+    if paths.is_empty() {
+        return Err(err("guard.source_frames: no .png or .jpg frames in this folder".into()));
+    }
+    Ok(paths)
+}
+
+/// Reads `paths` as RGB frames; an unreadable one is an error naming it.
+pub(crate) fn read_frames(paths: &[std::path::PathBuf]) -> Result<Vec<image::RgbImage>, crate::RuntimeError> {
+    paths
+        .iter()
+        .map(|p| {
+            image::open(p)
+                .map(|i| i.to_rgb8())
+                .map_err(|e| crate::RuntimeError::Input {
+                    path: p.display().to_string(),
+                    reason: format!("not a readable image: {e}"),
+                })
+        })
+        .collect()
+}
