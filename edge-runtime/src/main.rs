@@ -161,8 +161,9 @@ impl AdaptSettings {
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum WeightRange {
-    Auto,
+    /// int8 `[-127, 127]`.
     Full,
+    /// 7 bits, `[-63, 63]`.
     Reduced,
 }
 
@@ -232,10 +233,10 @@ struct QuantizeArgs {
     /// Keep the first and last weight layers in float.
     #[arg(long)]
     keep_first_last_float: bool,
-    /// Weight range: auto (reduced for --target onnxruntime, full otherwise) | full (int8
-    /// [-127, 127]) | reduced (7 bits, [-63, 63]: onnxruntime's x86 int8 kernels saturate on
-    /// full-range weights on CPUs without VNNI).
-    #[arg(long, value_enum, default_value_t = WeightRange::Auto)]
+    /// Weight range: full (int8 [-127, 127]) | reduced (7 bits, [-63, 63]: for onnxruntime on
+    /// x86 CPUs without VNNI, whose int8 kernels saturate on full-range weights; ARM and VNNI
+    /// CPUs lose accuracy with it).
+    #[arg(long, value_enum, default_value_t = WeightRange::Full)]
     weight_range: WeightRange,
     /// Write the per-tensor report (scale, clipping, SQNR) as JSON here.
     #[arg(long)]
@@ -1200,12 +1201,17 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         target,
         exclude: a.exclude,
         keep_first_last_float: a.keep_first_last_float,
-        reduce_range: match a.weight_range {
-            WeightRange::Auto => target == Target::OnnxRuntime,
-            WeightRange::Full => false,
-            WeightRange::Reduced => true,
-        },
+        reduce_range: a.weight_range == WeightRange::Reduced,
     };
+    if target == Target::OnnxRuntime
+        && !opts.reduce_range
+        && !edge_seg_runtime::backend::ort::full_range_int8_is_exact()
+    {
+        eprintln!(
+            "note: this CPU lacks VNNI: onnxruntime's int8 kernels saturate full-range weights on it; \
+             add --weight-range reduced if the model will run on this CPU (ARM and VNNI CPUs need full range)"
+        );
+    }
     let (qdq, report) = quantize_model(&model, &calib, &opts).with_context(|| a.model.display().to_string())?;
     seg_onnx::save(&qdq, &a.out)?;
     print!("{}", report.table());

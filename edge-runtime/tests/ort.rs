@@ -98,8 +98,11 @@ fn issue22_ort_runs_our_int8_graph_like_tract() {
     let a = agreement(&seg_onnx::encode(&qdq));
     eprintln!("int8 per-channel, 7-bit weights: {:.4} % of pixels agree", 100.0 * a);
     assert!(a >= 0.99, "int8: only {:.3} % of pixels agree", 100.0 * a);
-    // the full-range graphs, reported (not asserted: CPUs with VNNI do not saturate); run with
-    // --nocapture to see them
+    assert!(edge_seg_runtime::backend::ort::int8_weight_peak(&qdq).unwrap() <= 63);
+    assert_eq!(edge_seg_runtime::backend::ort::saturation_warning(&qdq), None);
+    // the full-range graphs agree as well where the CPU has VNNI (no saturation); elsewhere
+    // they are reported (run with --nocapture) and the backend warns about them
+    let exact = edge_seg_runtime::backend::ort::full_range_int8_is_exact();
     for per_channel in [true, false] {
         let full = edge_seg_quantize::QuantizeOptions {
             per_channel,
@@ -109,10 +112,18 @@ fn issue22_ort_runs_our_int8_graph_like_tract() {
         let (qdq, _) = edge_seg_quantize::quantize_model(&proto, &samples(), &full).unwrap();
         let a = agreement(&seg_onnx::encode(&qdq));
         eprintln!(
-            "int8 per-channel {per_channel}, full-range weights: {:.4} % agree",
+            "int8 per-channel {per_channel}, full-range weights: {:.4} % agree (VNNI or not x86: {exact})",
             100.0 * a
         );
+        assert!(edge_seg_runtime::backend::ort::int8_weight_peak(&qdq).unwrap() > 63);
+        let warning = edge_seg_runtime::backend::ort::saturation_warning(&qdq);
+        assert_eq!(warning.is_some(), !exact, "{warning:?}");
+        if exact {
+            assert!(a >= 0.99, "full range on a VNNI CPU: only {:.3} % agree", 100.0 * a);
+        }
     }
+    // a float graph has no int8 weights to warn about
+    assert_eq!(edge_seg_runtime::backend::ort::int8_weight_peak(&proto), None);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! The `edge-seg-train` binary is a thin CLI over this crate.
 
 pub mod adabn;
+pub mod balance;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

@@ -288,6 +288,22 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print class weights for `optim.class_weights` from a split's masks: median-frequency
+    /// balancing (SegNet's CamVid weights at --power 1), raised to --power, as a TOML line
+    ClassWeights {
+        /// Dataset folder (default: the config's, `../shared/data/camvid`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Split of the dataset (a layout split or a split-list file).
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Keep only items whose name starts with one of these (repeatable).
+        #[arg(long = "prefix")]
+        prefixes: Vec<String>,
+        /// Exponent on the median-frequency weights (0..=2; 0.5 softens them).
+        #[arg(long, default_value_t = 1.0)]
+        power: f64,
+    },
 }
 
 /// The largest batch `bench-step` and `parity` take (a bound before anything is allocated).
@@ -776,6 +792,30 @@ fn run(cli: Cli) -> Result<()> {
             let r = edge_seg_trainer::weak::derive_tags(&cfg, &split, &prefixes, min_pixels, min_absent, &out)?;
             print!("{}", r.table(&cfg.classes.names));
             println!("{} images tagged -> {}", r.images, out.display());
+        }
+        Cmd::ClassWeights {
+            data,
+            split,
+            prefixes,
+            power,
+        } => {
+            let mut cfg = TrainConfig::default().data;
+            if let Some(d) = data {
+                cfg.root = d;
+            }
+            let counts = edge_seg_trainer::balance::count(&cfg, &split, &prefixes)?;
+            let w = counts.median_frequency_weights(power)?;
+            println!("{:<14} {:>9} {:>7} {:>8}", "class", "freq %", "images", "weight");
+            for (k, name) in cfg.classes.names.iter().enumerate() {
+                let freq = counts.pixels[k] as f64 / counts.image_pixels[k].max(1) as f64;
+                println!("{name:<14} {:>9.3} {:>7} {:>8.4}", 100.0 * freq, counts.images[k], w[k]);
+            }
+            let list: Vec<String> = w.iter().map(|v| format!("{v:.4}")).collect();
+            println!(
+                "# {} images of '{split}', median-frequency weights ^ {power}",
+                counts.total_images
+            );
+            println!("class_weights = [{}]", list.join(", "));
         }
     }
     Ok(())

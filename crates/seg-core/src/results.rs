@@ -99,7 +99,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-/// CPU model and core count, e.g. `AMD EPYC 9B14, 2 cores`.
+/// CPU model, core count and (x86-64) VNNI, e.g. `AMD EPYC 9B14, 2 cores, VNNI`.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -111,7 +111,26 @@ pub fn machine() -> String {
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{cpu}, {cores} cores")
+    format!("{cpu}, {cores} cores{}", isa())
+}
+
+/// On x86-64, whether the CPU has VNNI (int8 speed, and onnxruntime's int8 accuracy, depend on
+/// it; one model name has come with and without it on this project's machines).
+fn isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni") {
+            ", VNNI"
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            ", AVX2 without VNNI"
+        } else {
+            ""
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        ""
+    }
 }
 
 #[cfg(test)]

@@ -135,7 +135,14 @@ pub fn open(
             crate::rewrite::strip_final_resize(&mut for_ort);
         }
         match ort::OrtBackend::new(&seg_onnx::encode(&for_ort), origin, hw, &opts.ort) {
-            Ok(b) => return Ok(Box::new(b)),
+            Ok(b) => {
+                if opts.ort.ep == ort::Ep::Cpu {
+                    if let Some(w) = ort::saturation_warning(&proto) {
+                        tracing::warn!("{origin}: {w}");
+                    }
+                }
+                return Ok(Box::new(b));
+            }
             // auto: a graph onnxruntime rejects still runs on tract
             Err(e) if opts.kind == BackendKind::Auto && opts.ort.ep == ort::Ep::Cpu => {
                 tracing::warn!("onnxruntime cannot run {origin} ({e}); using tract");

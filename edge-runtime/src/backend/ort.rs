@@ -304,6 +304,60 @@ impl OrtBackend {
     }
 }
 
+/// Whether onnxruntime's CPU int8 kernels can use full-range (8-bit) weights on this CPU
+/// without saturating: x86-64 without VNNI multiplies u8 activations by s8 weights with
+/// `vpmaddubsw`, whose 16-bit pair sums saturate (onnxruntime's quantization guide; measured on
+/// `camvid-lite0.onnx`: 56.97 val mIoU with full-range weights against 58.49 on a VNNI CPU).
+/// Other architectures (the Jetson's ARM cores) have no such path.
+pub fn full_range_int8_is_exact() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
+
+/// The largest magnitude of the int8 weights that a `DequantizeLinear` reads from an
+/// initializer (the int8 weights of a QDQ graph), or `None` when the graph has none.
+pub fn int8_weight_peak(proto: &seg_onnx::pb::ModelProto) -> Option<u8> {
+    let graph = proto.graph.as_ref()?;
+    let int8 = seg_onnx::pb::tensor_proto::DataType::Int8 as i32;
+    let weights: std::collections::HashMap<&str, &seg_onnx::pb::TensorProto> = graph
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == int8)
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "DequantizeLinear")
+        .filter_map(|n| weights.get(n.input.first()?.as_str()))
+        .map(|t| {
+            // int8 initializers hold their values in raw_data (one byte each) or int32_data
+            let raw = t.raw_data.iter().map(|&b| (b as i8).unsigned_abs());
+            let wide = t.int32_data.iter().map(|&v| v.unsigned_abs().min(128) as u8);
+            raw.chain(wide).max().unwrap_or(0)
+        })
+        .max()
+}
+
+/// A warning when onnxruntime's CPU kernels will saturate this graph's int8 weights here
+/// (full-range weights, an x86-64 CPU without VNNI; see [`full_range_int8_is_exact`]).
+pub fn saturation_warning(proto: &seg_onnx::pb::ModelProto) -> Option<String> {
+    let peak = int8_weight_peak(proto)?;
+    (peak > 63 && !full_range_int8_is_exact()).then(|| {
+        format!(
+            "its int8 weights use the full range (up to {peak}) and this CPU lacks VNNI: onnxruntime's \
+             int8 kernels saturate on them here and lose accuracy; re-quantize with \
+             `edge-seg quantize --weight-range reduced` to run it on this CPU"
+        )
+    })
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
