@@ -9,7 +9,7 @@
 #                               [--results docs/results/cpu_speed.json] [--work target/engines-bench]
 #
 # int8: tract runs the per-tensor `--target tract` graph; onnxruntime and the peer run the
-# per-channel `--target onnxruntime` graph (7-bit weights, see quantize --weight-range).
+# per-channel `--target onnxruntime` graph (full-range weights; see quantize --weight-range).
 # The torchvision model is exported by export_torchvision.py (needs torch and torchvision);
 # it is skipped with a warning when they are missing.
 set -euo pipefail
