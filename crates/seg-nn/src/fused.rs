@@ -188,50 +188,93 @@ impl CustomOp3 for BnTrain {
         let (b, c, h, w) = x.dims4()?;
         let hw = h * w;
         let g = values(gamma)?;
-        // dy masked by the activation, as an owned buffer that becomes dx
+        // dy, as an owned buffer that becomes dx
         let mut dy = values(grad)?;
-        if self.act != Act::None {
-            let act = self.act;
-            with_slice(res, |y| {
-                for (d, &v) in dy.iter_mut().zip(y) {
-                    if !act.passes(v) {
-                        *d = 0.0;
+        // per (batch, channel) row, in one parallel pass: dy masked by the activation, Σ dy and
+        // Σ dy · (x − μ) (times 1/σ below: Σ dy · x̂)
+        let mut rows = vec![[0f64; 2]; b * c];
+        let act = self.act;
+        let row_sums = |i: usize, d: &mut [f32], xs: &[f32], ys: Option<&[f32]>| -> [f64; 2] {
+            let m = self.mean[i % c];
+            let xr = &xs[i * hw..(i + 1) * hw];
+            if let Some(ys) = ys {
+                // one branch-free loop per activation (selects, so it vectorises)
+                let yr = &ys[i * hw..(i + 1) * hw];
+                match act {
+                    Act::None => {}
+                    Act::Relu => d
+                        .iter_mut()
+                        .zip(yr)
+                        .for_each(|(d, &y)| *d = if y > 0.0 { *d } else { 0.0 }),
+                    Act::Relu6 => d
+                        .iter_mut()
+                        .zip(yr)
+                        .for_each(|(d, &y)| *d = if y > 0.0 && y < 6.0 { *d } else { 0.0 }),
+                }
+            }
+            // 8 f32 lanes per block of 1024 values, blocks summed in f64
+            let (mut sd, mut sdx) = (0f64, 0f64);
+            for (db, xb) in d.chunks(1024).zip(xr.chunks(1024)) {
+                let (mut l1, mut l2) = ([0f32; 8], [0f32; 8]);
+                let (cd, cx) = (db.chunks_exact(8), xb.chunks_exact(8));
+                for (&dv, &xv) in cd.remainder().iter().zip(cx.remainder()) {
+                    l1[0] += dv;
+                    l2[0] += dv * (xv - m);
+                }
+                for (dc, xc) in cd.zip(cx) {
+                    for (((a1, a2), &dv), &xv) in l1.iter_mut().zip(l2.iter_mut()).zip(dc).zip(xc) {
+                        *a1 += dv;
+                        *a2 += dv * (xv - m);
                     }
                 }
-            })?;
-        }
-        // per (batch, channel) row: Σ dy and Σ dy · x̂
-        let mut rows = vec![0f64; b * c * 2];
-        with_slice(x, |xs| {
-            let dys = &dy;
-            par_rows(&mut rows, 2, 2 * hw, |i, out| {
-                let ci = i % c;
-                let (m, s) = (self.mean[ci], self.inv_std[ci]);
-                let (mut sd, mut sdx) = (0f64, 0f64);
-                for (&d, &v) in dys[i * hw..(i + 1) * hw].iter().zip(&xs[i * hw..(i + 1) * hw]) {
-                    sd += d as f64;
-                    sdx += d as f64 * ((v - m) * s) as f64;
+                sd += l1.iter().map(|&v| v as f64).sum::<f64>();
+                sdx += l2.iter().map(|&v| v as f64).sum::<f64>();
+            }
+            [sd, sdx * self.inv_std[i % c] as f64]
+        };
+        with_slice(x, |xs| -> Result<()> {
+            let mut run = |ys: Option<&[f32]>| {
+                use rayon::prelude::*;
+                if rayon::current_num_threads() <= 1 || b * c * hw < 1 << 16 {
+                    for (i, (d, r)) in dy.chunks_mut(hw).zip(rows.iter_mut()).enumerate() {
+                        *r = row_sums(i, d, xs, ys);
+                    }
+                } else {
+                    dy.par_chunks_mut(hw)
+                        .zip(rows.par_iter_mut())
+                        .enumerate()
+                        .for_each(|(i, (d, r))| *r = row_sums(i, d, xs, ys));
                 }
-                out[0] = sd;
-                out[1] = sdx;
-            });
-        })?;
+            };
+            if act == Act::None {
+                run(None);
+                Ok(())
+            } else {
+                with_slice(res, |ys| run(Some(ys)))
+            }
+        })??;
         let (mut dbeta, mut dgamma) = (vec![0f64; c], vec![0f64; c]);
         for bi in 0..b {
             for ci in 0..c {
-                dbeta[ci] += rows[(bi * c + ci) * 2];
-                dgamma[ci] += rows[(bi * c + ci) * 2 + 1];
+                dbeta[ci] += rows[bi * c + ci][0];
+                dgamma[ci] += rows[bi * c + ci][1];
             }
         }
-        let n = (b * hw) as f32;
+        // ∂x = γ/(σN) · (N dy − ∂β − x̂ ∂γ) = p·dy + q·(x − μ) + r per channel
+        let n = (b * hw) as f64;
+        let coef: Vec<[f32; 4]> = (0..c)
+            .map(|ci| {
+                let (m, s) = (self.mean[ci], self.inv_std[ci] as f64);
+                let k = g[ci] as f64 * s / n;
+                let q = -k * s * dgamma[ci];
+                [(k * n) as f32, q as f32, (-k * dbeta[ci]) as f32, m]
+            })
+            .collect();
         with_slice(x, |xs| {
             par_rows(&mut dy, hw, 2 * hw, |i, d| {
-                let ci = i % c;
-                let (m, s) = (self.mean[ci], self.inv_std[ci]);
-                let k = g[ci] * s / n;
-                let (db, dg) = (dbeta[ci] as f32, dgamma[ci] as f32);
+                let [p, q, r, m] = coef[i % c];
                 for (d, &v) in d.iter_mut().zip(&xs[i * hw..(i + 1) * hw]) {
-                    *d = k * (n * *d - db - (v - m) * s * dg);
+                    *d = p * *d + q * (v - m) + r;
                 }
             });
         })?;
