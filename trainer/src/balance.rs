@@ -54,8 +54,9 @@ impl ClassCounts {
     }
 
     /// Median-frequency weights raised to `power` (1 = SegNet's, 0.5 = their square root, 0 = all
-    /// ones); an error when a class never appears (its weight would be infinite).
-    pub fn median_frequency_weights(&self, power: f64) -> Result<Vec<f64>> {
+    /// ones); an error naming the class (`names[k]`, or its id) when a class never appears (its
+    /// weight would be infinite).
+    pub fn median_frequency_weights(&self, power: f64, names: &[String]) -> Result<Vec<f64>> {
         ensure!(
             power.is_finite() && (0.0..=2.0).contains(&power),
             "--power {power}: expected a number in 0..=2"
@@ -66,10 +67,8 @@ impl ClassCounts {
             .zip(&self.image_pixels)
             .enumerate()
             .map(|(k, (&p, &all))| {
-                ensure!(
-                    p > 0,
-                    "class {k} has no pixel in the split: its weight would be infinite"
-                );
+                let name = names.get(k).cloned().unwrap_or_else(|| format!("class {k}"));
+                ensure!(p > 0, "{name} has no pixel in the split: its weight would be infinite");
                 Ok(p as f64 / all as f64)
             })
             .collect::<Result<_>>()?;
@@ -117,21 +116,24 @@ mod tests {
         assert_eq!(c.image_pixels, vec![8, 4, 4]);
         assert_eq!(c.images, vec![2, 1, 1]);
         // freq 0.5, 0.5, 0.25: median 0.5
-        let w = c.median_frequency_weights(1.0).unwrap();
+        let w = c.median_frequency_weights(1.0, &[]).unwrap();
         assert_eq!(w, vec![1.0, 1.0, 2.0]);
-        let w = c.median_frequency_weights(0.5).unwrap();
+        let w = c.median_frequency_weights(0.5, &[]).unwrap();
         assert!((w[2] - 2f64.sqrt()).abs() < 1e-12);
-        assert_eq!(c.median_frequency_weights(0.0).unwrap(), vec![1.0; 3]);
+        assert_eq!(c.median_frequency_weights(0.0, &[]).unwrap(), vec![1.0; 3]);
     }
 
     #[test]
     fn absent_class_and_bad_power_are_errors() {
         let a = [0u8, 0, 1, 1];
         let c = ClassCounts::from_masks([&a[..]], 3);
-        let e = c.median_frequency_weights(1.0).unwrap_err().to_string();
+        let e = c.median_frequency_weights(1.0, &[]).unwrap_err().to_string();
         assert!(e.contains("class 2"), "{e}");
+        let names = ["a".to_string(), "b".into(), "c".into()];
+        let e = c.median_frequency_weights(1.0, &names).unwrap_err().to_string();
+        assert!(e.starts_with("c has no pixel"), "{e}");
         let c = ClassCounts::from_masks([&a[..]], 2);
-        assert!(c.median_frequency_weights(f64::NAN).is_err());
-        assert!(c.median_frequency_weights(-1.0).is_err());
+        assert!(c.median_frequency_weights(f64::NAN, &[]).is_err());
+        assert!(c.median_frequency_weights(-1.0, &[]).is_err());
     }
 }

@@ -804,7 +804,9 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.root = d;
             }
             let counts = edge_seg_trainer::balance::count(&cfg, &split, &prefixes)?;
-            let w = counts.median_frequency_weights(power)?;
+            let w = counts
+                .median_frequency_weights(power, &cfg.classes.names)
+                .with_context(|| format!("--split {split}"))?;
             println!("{:<14} {:>9} {:>7} {:>8}", "class", "freq %", "images", "weight");
             for (k, name) in cfg.classes.names.iter().enumerate() {
                 let freq = counts.pixels[k] as f64 / counts.image_pixels[k].max(1) as f64;

@@ -1380,6 +1380,56 @@ fn issue26_derive_tags_writes_a_tag_file_and_reports_teachable_classes() {
     assert!(!dir.path().join("t3.txt").exists());
 }
 
+/// `class-weights` counts a split's masks and prints median-frequency weights as a TOML line the
+/// config reads back; a class the split never shows, a bad power or a missing dataset is a
+/// one-line error (exit 2).
+#[test]
+fn issue21_class_weights_prints_a_config_line() {
+    let dir = tempfile::tempdir().unwrap();
+    seg_test_support::synthetic_camvid(&dir.path().join("d"), 3, 0);
+    // the synthetic frames show sky, road and car only: every other class would weigh infinity
+    let out = train_bin(&["class-weights", "--data", "d"], dir.path());
+    assert_user_error(&out, "Building has no pixel in the split");
+    // two frames whose masks hold every class, class k in a stripe k + 1 columns wide
+    use image::{GrayImage, Luma, RgbImage};
+    let e = dir.path().join("e");
+    for sub in ["train", "trainannot"] {
+        std::fs::create_dir_all(e.join(sub)).unwrap();
+    }
+    let stripe = |x: u32| (0..11u32).find(|&k| x < (k + 1) * (k + 2) / 2).unwrap_or(11) as u8;
+    for i in 0..2 {
+        let name = format!("S_{i}.png");
+        RgbImage::new(70, 8).save(e.join("train").join(&name)).unwrap();
+        GrayImage::from_fn(70, 8, |x, _| Luma([stripe(x)]))
+            .save(e.join("trainannot").join(&name))
+            .unwrap();
+    }
+    let out = train_bin(&["class-weights", "--data", "e", "--power", "0.5"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("class_weights = "))
+        .expect("a TOML line");
+    let parsed: toml::Table = toml::from_str(line).unwrap();
+    let w: Vec<f64> = parsed["class_weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_float().unwrap())
+        .collect();
+    assert_eq!(w.len(), 11);
+    assert!(w.iter().all(|&v| v > 0.0 && v.is_finite()), "{w:?}");
+    // the median class weighs 1
+    let mut sorted = w.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert!((sorted[5] - 1.0).abs() < 1e-4, "{w:?}");
+    let out = train_bin(&["class-weights", "--data", "e", "--power", "3"], dir.path());
+    assert_user_error(&out, "--power 3");
+    let out = train_bin(&["class-weights", "--data", "nope"], dir.path());
+    assert_user_error(&out, "nope");
+}
+
 /// A build without the `cuda` feature asked for the GPU says how to get one, on one line; the
 /// parity check against the CPU itself runs (and is exact) on a CPU-only build.
 #[test]
