@@ -11,6 +11,10 @@
       an onnxruntime mIoU written by benches/quantize/peer.py eval
   record.py fps --stats STATS.jsonl --name NAME --split S --results R --command C
       the end-to-end FPS of an `edge-seg run --stats` summary (and its backend in the unit)
+  record.py parity --ours RUN/metrics.jsonl --torch TORCH.jsonl --name PREFIX --split S ...
+      trainer parity: the final evaluation of our run and of torch_train.py's on the same
+      config, and the mean of each one's last three evaluations
+      (PREFIX_ours_miou, PREFIX_torch_miou, PREFIX_ours_last3_miou, PREFIX_torch_last3_miou)
 """
 
 import argparse
@@ -79,10 +83,25 @@ def fps(a, add):
     add(a.name, summary["fps"], f"FPS end to end ({summary['backend']}, {summary['frames_out']} frames)", a.split)
 
 
+def parity(a, add):
+    ours = []
+    for line in Path(a.ours).read_text().splitlines():
+        j = json.loads(line) if line.strip() else {}
+        if "val_iou" in j:
+            ious = j["val_iou"]
+            ours.append(100 * sum(ious) / len(ious))
+    torch_ = [json.loads(line)["miou"] for line in Path(a.torch).read_text().splitlines() if line.strip()]
+    if len(ours) < 3 or len(torch_) < 3:
+        sys.exit(f"{a.ours} / {a.torch}: fewer than three evaluations")
+    for who, v in (("ours", ours), ("torch", torch_)):
+        add(f"{a.name}_{who}_miou", v[-1], "mIoU % (final evaluation)", a.split)
+        add(f"{a.name}_{who}_last3_miou", sum(v[-3:]) / 3, "mIoU % (mean of the last three evaluations)", a.split)
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("count", "step", "ort", "fps"):
+    for name in ("count", "step", "ort", "fps", "parity"):
         p = sub.add_parser(name)
         p.add_argument("--results", required=True)
         p.add_argument("--command", required=True)
@@ -95,9 +114,13 @@ def main():
     sub.choices["fps"].add_argument("--stats", required=True)
     sub.choices["fps"].add_argument("--name", required=True)
     sub.choices["fps"].add_argument("--split", required=True)
+    sub.choices["parity"].add_argument("--ours", required=True)
+    sub.choices["parity"].add_argument("--torch", required=True)
+    sub.choices["parity"].add_argument("--name", required=True)
+    sub.choices["parity"].add_argument("--split", required=True)
     a = ap.parse_args()
     recs, add = recorder(a.command, echo=True)
-    {"count": count, "step": step, "ort": ort, "fps": fps}[a.cmd](a, add)
+    {"count": count, "step": step, "ort": ort, "fps": fps, "parity": parity}[a.cmd](a, add)
     merge_records(a.results, recs)
 
 
