@@ -16,6 +16,11 @@ What it mirrors (trainer/src/train.rs, crates/seg-core/src/data/augment.rs, crat
             seed; evaluation at step 0, every eval_every steps and at the end, BatchNorm running
             statistics (eval mode), on val_split at the frame size
   metric    mIoU over the classes, ignore_id pixels excluded (classes with an empty union left out)
+Not mirrored: the random initialisation of the decoder and classifier (ours: Kaiming-normal
+sqrt(2 / fan_in), seeded by our RNG; here PyTorch's default init and generator), the batch order,
+and the augmentation's random draws. Settings it cannot mirror (photometric augmentation, class
+weights, base_size, prefixes, other decoder widths) stop it with an error. Frames are evaluated at
+their own size: data.input_size must equal it (360x480 on CamVid).
 
 Usage: python benches/pretrained/torch_train.py --config trainer/configs/X.toml --out OUT.jsonl
          [--iterations N] [--seed S] [--threads 2] [--data ../shared/data/camvid]
@@ -76,16 +81,23 @@ def augment(img, mask, cfg, rng):
     h, w = mask.shape
     s = rng.uniform(cfg["scale_min"], cfg["scale_max"])
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    im = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
+    # two-tap bilinear with half-pixel centres and no anti-aliasing, as ours
+    # (seg_core::preprocess): PIL's BILINEAR would smooth when shrinking
+    t = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float()
+    t = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False, antialias=False)
+    im = t[0].permute(1, 2, 0).add(0.5).clamp(0, 255).to(torch.uint8).numpy()
     mk = np.asarray(Image.fromarray(mask).resize((nw, nh), Image.NEAREST))
     ch, cw = cfg["crop"]
-    if nh < ch or nw < cw:
-        ph, pw = max(ch, nh), max(cw, nw)
+    # a random crop; a side shorter than the crop is padded (image 0, mask ignore) with the
+    # source at a random offset inside it, as ours (random_crop)
+    ph, pw = max(ch, nh), max(cw, nw)
+    if (ph, pw) != (nh, nw):
+        oy, ox = rng.randint(0, ph - nh), rng.randint(0, pw - nw)
         im2 = np.zeros((ph, pw, 3), np.uint8)
         mk2 = np.full((ph, pw), 255, np.uint8)
-        im2[:nh, :nw], mk2[:nh, :nw] = im, mk
-        im, mk, nh, nw = im2, mk2, ph, pw
-    y0, x0 = rng.randint(0, nh - ch), rng.randint(0, nw - cw)
+        im2[oy:oy + nh, ox:ox + nw], mk2[oy:oy + nh, ox:ox + nw] = im, mk
+        im, mk = im2, mk2
+    y0, x0 = rng.randint(0, ph - ch), rng.randint(0, pw - cw)
     im, mk = im[y0:y0 + ch, x0:x0 + cw], mk[y0:y0 + ch, x0:x0 + cw]
     if cfg.get("hflip", True) and rng.random() < 0.5:
         im, mk = im[:, ::-1], mk[:, ::-1]
@@ -132,6 +144,12 @@ def main():
             sys.exit(f"torch_train.py: {a.config}: augment.{k} must be 0 (photometric augmentation is not mirrored)")
     if optc.get("class_weights"):
         sys.exit(f"torch_train.py: {a.config}: optim.class_weights is not mirrored")
+    for sect, key in (("augment", "base_size"), ("data", "train_prefixes"), ("data", "val_prefixes")):
+        if cfg.get(sect, {}).get(key):
+            sys.exit(f"torch_train.py: {a.config}: {sect}.{key} is not mirrored")
+    if (model_cfg.get("aspp_channels", 64), model_cfg.get("low_channels", 32),
+            model_cfg.get("decoder_channels", 48)) != (64, 32, 48):
+        sys.exit(f"torch_train.py: {a.config}: lite_torch.SegNet has the 64/32/48 decoder only")
     aug = {"scale_min": aug.get("scale_min", 0.5), "scale_max": aug.get("scale_max", 2.0),
            "crop": aug.get("crop", [256, 256]), "hflip": aug.get("hflip", True)}
     root = a.data or data.get("root", "../shared/data/camvid")
@@ -148,6 +166,9 @@ def main():
     rng = random.Random(seed)
     train = load(pairs(root, data["train_split"]), ignore)
     val = load(pairs(root, data["val_split"]), ignore)
+    size = list(data.get("input_size", [360, 480]))
+    if any(list(m.shape) != size for _, m in train + val):
+        sys.exit(f"torch_train.py: {a.config}: data.input_size {size} is not the frames' size (not mirrored)")
     model = SegNet(variant, num_classes=classes, pth=wheel_pth(variant, a.wheel_dir)).train()
     enc = list(model.encoder.parameters())
     enc_ids = {id(p) for p in enc}

@@ -227,17 +227,20 @@ pub fn device_parity(
 
 /// Tells glibc's allocator to keep freed memory instead of unmapping it: a training step
 /// allocates and frees the same large activations every step, and each fresh mapping costs a
-/// page fault per 4 KiB on first touch (15 % of a Lite0 step in a `perf` profile). No buffer is
-/// mmap'd on its own (`M_MMAP_MAX` 0: glibc's mmap threshold cannot exceed 32 MiB, and a Lite0
-/// step at batch 8 has activations of 50 MiB), and the heap is never trimmed, so every step
-/// after the first reuses the pages of the one before: about 65,000 page faults less per step,
-/// 7 % of a step (`bench-step`, 2026-12-05). No effect elsewhere.
+/// page fault per 4 KiB on first touch (15 % of a Lite0 step in a `perf` profile). Large
+/// buffers no longer get mappings of their own (`M_MMAP_MAX` 0: glibc's mmap threshold cannot
+/// exceed 32 MiB, and a Lite0 step at batch 8 has activations of 50 MiB; glibc still maps a
+/// worker thread's requests above 64 MiB, and falls back to mmap when the heap cannot grow), and
+/// the heap is never trimmed (`M_TRIM_THRESHOLD` −1), so every step after the first reuses the
+/// pages of the one before: about 65,000 page faults less per step, 3–7 % of a step
+/// (`bench-step`, 2026-12-05). `edge-seg-train` calls it for every command, so its memory stays
+/// at its peak until it exits. No effect on other platforms.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tunables; called before any worker threads start.
     unsafe {
         libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
     }
 }

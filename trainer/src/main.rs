@@ -291,7 +291,7 @@ enum Cmd {
     /// Print class weights for `optim.class_weights` from a split's masks: median-frequency
     /// balancing (SegNet's CamVid weights at --power 1), raised to --power, as a TOML line
     ClassWeights {
-        /// Dataset folder (default: the config's, `../shared/data/camvid`).
+        /// Dataset folder (default `../shared/data/camvid`; CamVid's classes and ignore id).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Split of the dataset (a layout split or a split-list file).

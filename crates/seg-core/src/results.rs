@@ -114,10 +114,10 @@ pub fn machine() -> String {
     format!("{cpu}, {cores} cores{}", isa())
 }
 
-/// On x86-64, whether the CPU has VNNI (int8 speed, and onnxruntime's int8 accuracy, depend on
+/// On x86, whether the CPU has VNNI (int8 speed, and onnxruntime's int8 accuracy, depend on
 /// it; one model name has come with and without it on this project's machines).
 fn isa() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
         if std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni") {
             ", VNNI"
@@ -127,7 +127,7 @@ fn isa() -> &'static str {
             ""
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
     {
         ""
     }

@@ -10,7 +10,7 @@
 //! `∂β = Σ dy`, `∂γ = Σ dy · x̂`, `∂x = γ / (σ N) · (N dy − ∂β − x̂ ∂γ)`
 //!
 //! (σ² the biased batch variance + ε, sums over batch and pixels of a channel, `dy` masked by
-//! `y > 0` when a ReLU follows). The tests compare values and all three gradients with the same
+//! `y > 0` when a ReLU follows, by `0 < y < 6` for ReLU6). The tests compare values and all three gradients with the same
 //! layer written with candle's differentiable ops, and with finite differences.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
@@ -359,6 +359,8 @@ pub(crate) mod tests {
             (2, 3, 1, 2, Act::Relu, 0.5),
             (3, 4, 6, 7, Act::Relu6, 0.0),
             (2, 3, 5, 4, Act::Relu6, 0.2),
+            // b·c·hw ≥ 65,536 takes the parallel passes; hw > 1,024 spans several lane blocks
+            (4, 8, 45, 50, Act::Relu6, 0.3),
         ] {
             let x = Var::from_vec(vals(b * c * h * w, 1, 4.0, offset), (b, c, h, w), &dev).unwrap();
             // ReLU6 cases get a large γ so that the upper clip is reached too

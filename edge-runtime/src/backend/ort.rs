@@ -310,18 +310,20 @@ impl OrtBackend {
 /// `camvid-lite0.onnx`: 56.97 val mIoU with full-range weights against 58.49 on a VNNI CPU).
 /// Other architectures (the Jetson's ARM cores) have no such path.
 pub fn full_range_int8_is_exact() -> bool {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
         std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni")
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
     {
         true
     }
 }
 
-/// The largest magnitude of the int8 weights that a `DequantizeLinear` reads from an
-/// initializer (the int8 weights of a QDQ graph), or `None` when the graph has none.
+/// The largest magnitude of the int8 weight initializers of a quantized graph: those read by
+/// `DequantizeLinear` (QDQ graphs, input 0), `QLinearConv` / `QLinearMatMul` (input 3) and
+/// `ConvInteger` / `MatMulInteger` (input 1); `None` when there are none. Weights in `Constant`
+/// nodes or external data are not looked at.
 pub fn int8_weight_peak(proto: &seg_onnx::pb::ModelProto) -> Option<u8> {
     let graph = proto.graph.as_ref()?;
     let int8 = seg_onnx::pb::tensor_proto::DataType::Int8 as i32;
@@ -334,8 +336,15 @@ pub fn int8_weight_peak(proto: &seg_onnx::pb::ModelProto) -> Option<u8> {
     graph
         .node
         .iter()
-        .filter(|n| n.op_type == "DequantizeLinear")
-        .filter_map(|n| weights.get(n.input.first()?.as_str()))
+        .filter_map(|n| {
+            let slot = match n.op_type.as_str() {
+                "DequantizeLinear" => 0,
+                "QLinearConv" | "QLinearMatMul" => 3,
+                "ConvInteger" | "MatMulInteger" => 1,
+                _ => return None,
+            };
+            weights.get(n.input.get(slot)?.as_str())
+        })
         .map(|t| {
             // int8 initializers hold their values in raw_data (one byte each) or int32_data
             let raw = t.raw_data.iter().map(|&b| (b as i8).unsigned_abs());
@@ -349,7 +358,9 @@ pub fn int8_weight_peak(proto: &seg_onnx::pb::ModelProto) -> Option<u8> {
 /// (full-range weights, an x86-64 CPU without VNNI; see [`full_range_int8_is_exact`]).
 pub fn saturation_warning(proto: &seg_onnx::pb::ModelProto) -> Option<String> {
     let peak = int8_weight_peak(proto)?;
-    (peak > 63 && !full_range_int8_is_exact()).then(|| {
+    // two u8 × s8 products sum to at most 2 · 255 · 64 = 32,640 ≤ i16::MAX for |w| ≤ 64
+    // (onnxruntime's own reduced range is [-64, 64]); larger weights can saturate
+    (peak > 64 && !full_range_int8_is_exact()).then(|| {
         format!(
             "its int8 weights use the full range (up to {peak}) and this CPU lacks VNNI: onnxruntime's \
              int8 kernels saturate on them here and lose accuracy; re-quantize with \
