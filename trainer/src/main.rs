@@ -173,15 +173,8 @@ enum Cmd {
     },
     /// Write a labeled/unlabeled split of the training pool whose labeled part covers every class.
     Split {
-        /// Dataset folder (default: the config's, `../shared/data/camvid`).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Split of the dataset to draw from.
-        #[arg(long, default_value = "train")]
-        split: String,
-        /// Keep only items whose name starts with one of these (repeatable).
-        #[arg(long = "prefix")]
-        prefixes: Vec<String>,
+        #[command(flatten)]
+        src: SplitSource,
         /// Labeled fraction: `1/8`, `8` or `0.125`.
         #[arg(long)]
         ratio: String,
@@ -269,15 +262,8 @@ enum Cmd {
     /// --min-pixels pixels) and print per class how often it is tagged and whether tags can
     /// teach it (weak supervision, issue #26).
     DeriveTags {
-        /// Dataset folder (default: the config's, `../shared/data/camvid`).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Split of the dataset (a layout split or a split-list file).
-        #[arg(long, default_value = "train")]
-        split: String,
-        /// Keep only items whose name starts with one of these (repeatable).
-        #[arg(long = "prefix")]
-        prefixes: Vec<String>,
+        #[command(flatten)]
+        src: SplitSource,
         /// Pixels a class must cover to be tagged.
         #[arg(long, default_value_t = 500)]
         min_pixels: u64,
@@ -291,19 +277,38 @@ enum Cmd {
     /// Print class weights for `optim.class_weights` from a split's masks: median-frequency
     /// balancing (SegNet's CamVid weights at --power 1), raised to --power, as a TOML line
     ClassWeights {
-        /// Dataset folder (default `../shared/data/camvid`; CamVid's classes and ignore id).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Split of the dataset (a layout split or a split-list file).
-        #[arg(long, default_value = "train")]
-        split: String,
-        /// Keep only items whose name starts with one of these (repeatable).
-        #[arg(long = "prefix")]
-        prefixes: Vec<String>,
+        #[command(flatten)]
+        src: SplitSource,
         /// Exponent on the median-frequency weights (0..=2; 0.5 softens them).
         #[arg(long, default_value_t = 1.0)]
         power: f64,
     },
+}
+
+/// Which frames a dataset tool reads: `--data`, `--split`, `--prefix` (`split`, `derive-tags`,
+/// `class-weights`).
+#[derive(clap::Args)]
+struct SplitSource {
+    /// Dataset folder (default `../shared/data/camvid`, read with CamVid's classes and ignore id).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Split of the dataset (a layout split or a split-list file).
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Keep only items whose name starts with one of these (repeatable).
+    #[arg(long = "prefix")]
+    prefixes: Vec<String>,
+}
+
+impl SplitSource {
+    /// The default data settings with `--data` applied.
+    fn data_config(&self) -> edge_seg_trainer::config::DataConfig {
+        let mut cfg = TrainConfig::default().data;
+        if let Some(d) = &self.data {
+            cfg.root = d.clone();
+        }
+        cfg
+    }
 }
 
 /// The largest batch `bench-step` and `parity` take (a bound before anything is allocated).
@@ -662,20 +667,9 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", r.table());
             }
         }
-        Cmd::Split {
-            data,
-            split,
-            prefixes,
-            ratio,
-            seed,
-            out,
-        } => {
-            let mut cfg = TrainConfig::default().data;
-            if let Some(d) = data {
-                cfg.root = d;
-            }
+        Cmd::Split { src, ratio, seed, out } => {
             let r = split::parse_ratio(&ratio)?;
-            let (l, u) = split::run(&cfg, &split, &prefixes, r, seed, &out)?;
+            let (l, u) = split::run(&src.data_config(), &src.split, &src.prefixes, r, seed, &out)?;
             println!("{l} labeled, {u} unlabeled -> {}", out.display());
         }
         Cmd::TargetSplit {
@@ -778,32 +772,19 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::DeriveTags {
-            data,
-            split,
-            prefixes,
+            src,
             min_pixels,
             min_absent,
             out,
         } => {
-            let mut cfg = TrainConfig::default().data;
-            if let Some(d) = data {
-                cfg.root = d;
-            }
-            let r = edge_seg_trainer::weak::derive_tags(&cfg, &split, &prefixes, min_pixels, min_absent, &out)?;
+            let cfg = src.data_config();
+            let r = edge_seg_trainer::weak::derive_tags(&cfg, &src.split, &src.prefixes, min_pixels, min_absent, &out)?;
             print!("{}", r.table(&cfg.classes.names));
             println!("{} images tagged -> {}", r.images, out.display());
         }
-        Cmd::ClassWeights {
-            data,
-            split,
-            prefixes,
-            power,
-        } => {
-            let mut cfg = TrainConfig::default().data;
-            if let Some(d) = data {
-                cfg.root = d;
-            }
-            let counts = edge_seg_trainer::balance::count(&cfg, &split, &prefixes)?;
+        Cmd::ClassWeights { src, power } => {
+            let (cfg, split) = (src.data_config(), &src.split);
+            let counts = edge_seg_trainer::balance::count(&cfg, split, &src.prefixes)?;
             let w = counts
                 .median_frequency_weights(power, &cfg.classes.names)
                 .with_context(|| format!("--split {split}"))?;
