@@ -17,7 +17,8 @@ What it mirrors (trainer/src/train.rs, crates/seg-core/src/data/augment.rs, crat
             statistics (eval mode), on val_split at the frame size
   metric    mIoU over the classes, ignore_id pixels excluded (classes with an empty union left out)
 Not mirrored: the random initialisation of the decoder and classifier (ours: Kaiming-normal
-sqrt(2 / fan_in), seeded by our RNG; here PyTorch's default init and generator), the batch order,
+sqrt(2 / fan_in), seeded by our RNG; here PyTorch's default init, or the same distribution with
+--decoder-init ours, from PyTorch's generator), the batch order,
 and the augmentation's random draws. Settings it cannot mirror (photometric augmentation, class
 weights, base_size, prefixes, other decoder widths) stop it with an error. Frames are evaluated at
 their own size: data.input_size must equal it (360x480 on CamVid).
@@ -134,6 +135,9 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--wheel-dir", default="/tmp/pipdl")
+    ap.add_argument("--decoder-init", choices=["torch", "ours"], default="torch",
+                    help="decoder and classifier init: PyTorch's default, or ours (Kaiming-normal "
+                         "sqrt(2 / fan_in) kernels, zero biases, as seg_nn::init::reseed)")
     a = ap.parse_args()
     cfg = tomllib.loads(Path(a.config).read_text())
     if cfg.get("method", "supervised") != "supervised":
@@ -170,6 +174,14 @@ def main():
     if any(list(m.shape) != size for _, m in train + val):
         sys.exit(f"torch_train.py: {a.config}: data.input_size {size} is not the frames' size (not mirrored)")
     model = SegNet(variant, num_classes=classes, pth=wheel_pth(variant, a.wheel_dir)).train()
+    if a.decoder_init == "ours":
+        with torch.no_grad():
+            for m in list(model.decoder.modules()) + [model.classifier]:
+                if isinstance(m, torch.nn.Conv2d):
+                    fan_in = m.weight[0].numel()
+                    m.weight.normal_(0.0, (2.0 / fan_in) ** 0.5)
+                    if m.bias is not None:
+                        m.bias.zero_()
     enc = list(model.encoder.parameters())
     enc_ids = {id(p) for p in enc}
     rest = [p for p in model.parameters() if id(p) not in enc_ids]
