@@ -6,7 +6,9 @@
 //! `w(c) = (median_c freq(c) / freq(c))^power`. Ignored pixels count in the image's pixels but in
 //! no class, as in SegNet's weights (the CamVid README's values are reproduced to 4 decimals).
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
+use image::GrayImage;
+use seg_core::data::splits::class_histogram;
 
 use crate::config::DataConfig;
 
@@ -24,33 +26,26 @@ pub struct ClassCounts {
 }
 
 impl ClassCounts {
-    /// Counts from `(mask pixels, classes)` pairs: every mask value `< classes` is a class id,
-    /// anything else is ignored.
-    pub fn from_masks<'a>(masks: impl IntoIterator<Item = &'a [u8]>, classes: usize) -> Self {
-        let mut c = Self {
+    /// No image counted yet, for `classes` classes.
+    pub fn new(classes: usize) -> Self {
+        Self {
             pixels: vec![0; classes],
             image_pixels: vec![0; classes],
             images: vec![0; classes],
             total_images: 0,
-        };
-        let mut per = vec![0u64; classes];
-        for mask in masks {
-            per.iter_mut().for_each(|v| *v = 0);
-            for &v in mask {
-                if let Some(p) = per.get_mut(v as usize) {
-                    *p += 1;
-                }
-            }
-            for (k, &n) in per.iter().enumerate() {
-                if n > 0 {
-                    c.pixels[k] += n;
-                    c.image_pixels[k] += mask.len() as u64;
-                    c.images[k] += 1;
-                }
-            }
-            c.total_images += 1;
         }
-        c
+    }
+
+    /// Adds one mask: class ids `0..classes` count, anything else (void) only in its pixels.
+    pub fn add(&mut self, mask: &GrayImage) {
+        let hist = class_histogram(mask, self.pixels.len());
+        let all = mask.as_raw().len() as u64;
+        for (k, &n) in hist.iter().enumerate().filter(|(_, &n)| n > 0) {
+            self.pixels[k] += n;
+            self.image_pixels[k] += all;
+            self.images[k] += 1;
+        }
+        self.total_images += 1;
     }
 
     /// Median-frequency weights raised to `power` (1 = SegNet's, 0.5 = their square root, 0 = all
@@ -86,32 +81,29 @@ impl ClassCounts {
 
 /// Counts the classes of a split's masks (`prefixes` as in the other tools).
 pub fn count(data: &DataConfig, split: &str, prefixes: &[String]) -> Result<ClassCounts> {
-    let ds = crate::data::open_prefixed(data, split, prefixes)?;
-    let mut masks = Vec::with_capacity(ds.len());
-    for i in 0..ds.len() {
-        let s = ds.load(i)?;
-        let mask = s
-            .mask
-            .with_context(|| format!("{}: no mask to count classes in", ds.items[i].image.display()))?;
-        masks.push(mask.into_raw());
-    }
-    Ok(ClassCounts::from_masks(
-        masks.iter().map(Vec::as_slice),
-        data.classes.len(),
-    ))
+    let mut counts = ClassCounts::new(data.classes.len());
+    crate::data::each_mask(data, split, prefixes, "to count classes in", |_, mask| counts.add(mask))?;
+    Ok(counts)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Counts of 4×1 masks.
+    fn counts(masks: &[&[u8; 4]], classes: usize) -> ClassCounts {
+        let mut c = ClassCounts::new(classes);
+        for m in masks {
+            c.add(&GrayImage::from_raw(4, 1, m.to_vec()).unwrap());
+        }
+        c
+    }
+
     #[test]
     fn median_frequency_by_hand() {
         // class 0 in both images (4 + 2 of 8 pixels), class 1 in the first (2 of 4), class 2 in
         // the second (1 of 4); 255 is ignored
-        let a = [0u8, 0, 1, 1];
-        let b = [0u8, 0, 2, 255];
-        let c = ClassCounts::from_masks([&a[..], &b[..]], 3);
+        let c = counts(&[&[0, 0, 1, 1], &[0, 0, 2, 255]], 3);
         assert_eq!(c.pixels, vec![4, 2, 1]);
         assert_eq!(c.image_pixels, vec![8, 4, 4]);
         assert_eq!(c.images, vec![2, 1, 1]);
@@ -125,14 +117,13 @@ mod tests {
 
     #[test]
     fn absent_class_and_bad_power_are_errors() {
-        let a = [0u8, 0, 1, 1];
-        let c = ClassCounts::from_masks([&a[..]], 3);
+        let c = counts(&[&[0, 0, 1, 1]], 3);
         let e = c.median_frequency_weights(1.0, &[]).unwrap_err().to_string();
         assert!(e.contains("class 2"), "{e}");
         let names = ["a".to_string(), "b".into(), "c".into()];
         let e = c.median_frequency_weights(1.0, &names).unwrap_err().to_string();
         assert!(e.starts_with("c has no pixel"), "{e}");
-        let c = ClassCounts::from_masks([&a[..]], 2);
+        let c = counts(&[&[0, 0, 1, 1]], 2);
         assert!(c.median_frequency_weights(f64::NAN, &[]).is_err());
         assert!(c.median_frequency_weights(-1.0, &[]).is_err());
     }

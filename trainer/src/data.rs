@@ -58,6 +58,27 @@ pub fn open(cfg: &DataConfig, split: &str, prefixes: &[String], key: &str) -> Re
     Ok(ds)
 }
 
+/// Calls `f(name, mask)` for every item of a split, one decoded pair at a time (prefix filter as
+/// [`open_prefixed`]); an item without a mask is an error naming its image and `purpose`.
+/// Returns the number of items.
+pub fn each_mask(
+    cfg: &DataConfig,
+    split: &str,
+    prefixes: &[String],
+    purpose: &str,
+    mut f: impl FnMut(String, &GrayImage),
+) -> Result<usize> {
+    let ds = open_prefixed(cfg, split, prefixes)?;
+    for i in 0..ds.len() {
+        let s = ds.load(i)?;
+        let mask = s
+            .mask
+            .with_context(|| format!("{}: no mask {purpose}", ds.items[i].image.display()))?;
+        f(s.name, &mask);
+    }
+    Ok(ds.len())
+}
+
 /// Opens a split for a command-line tool, keeping only the items whose name starts with one of
 /// `prefixes` (all when empty); an empty result is an error.
 pub fn open_prefixed(cfg: &DataConfig, split: &str, prefixes: &[String]) -> Result<Dataset> {

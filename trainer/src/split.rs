@@ -35,15 +35,10 @@ pub fn run(
     seed: u64,
     out: &Path,
 ) -> Result<(usize, usize)> {
-    let ds = crate::data::open_prefixed(data, split, prefixes)?;
-    let mut pool = Vec::with_capacity(ds.len());
-    for i in 0..ds.len() {
-        let s = ds.load(i)?;
-        let mask = s
-            .mask
-            .with_context(|| format!("{}: no mask", ds.items[i].image.display()))?;
-        pool.push((s.name, class_histogram(&mask, data.classes.len())));
-    }
+    let mut pool = Vec::new();
+    crate::data::each_mask(data, split, prefixes, "to split by", |name, mask| {
+        pool.push((name, class_histogram(mask, data.classes.len())))
+    })?;
     let n = ((ratio * pool.len() as f64).round() as usize).max(1);
     let (l, u) = make_split(&pool, n, seed)?;
     write_split(out, &l, &u).with_context(|| format!("{}: cannot write split", out.display()))?;

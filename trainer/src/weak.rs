@@ -68,16 +68,11 @@ pub fn derive_tags(
     out: &Path,
 ) -> Result<TagReport> {
     check_thresholds(min_pixels, min_absent)?;
-    let ds = crate::data::open_prefixed(data, split, prefixes)?;
     let n = data.classes.len();
-    let mut entries = Vec::with_capacity(ds.len());
-    for i in 0..ds.len() {
-        let s = ds.load(i)?;
-        let mask = s
-            .mask
-            .with_context(|| format!("{}: no mask to derive tags from", ds.items[i].image.display()))?;
-        entries.push((s.name, tags_from_mask(&mask, n, min_pixels)));
-    }
+    let mut entries = Vec::new();
+    crate::data::each_mask(data, split, prefixes, "to derive tags from", |name, mask| {
+        entries.push((name, tags_from_mask(mask, n, min_pixels)))
+    })?;
     let tags = TagFile::from_entries(entries, n)?;
     seg_core::io::write_atomic(out, tags.to_text(&data.classes).as_bytes())
         .with_context(|| format!("{}: cannot write the tag file", out.display()))?;

@@ -117,19 +117,23 @@ pub fn machine() -> String {
 /// On x86, whether the CPU has VNNI (int8 speed, and onnxruntime's int8 accuracy, depend on
 /// it; one model name has come with and without it on this project's machines).
 fn isa() -> &'static str {
+    match cpu_has_vnni() {
+        Some(true) => ", VNNI",
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        Some(false) if std::arch::is_x86_feature_detected!("avx2") => ", AVX2 without VNNI",
+        _ => "",
+    }
+}
+
+/// Whether this x86 CPU has VNNI (AVX-512 VNNI or AVX-VNNI); `None` on other architectures.
+pub fn cpu_has_vnni() -> Option<bool> {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
-        if std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni") {
-            ", VNNI"
-        } else if std::arch::is_x86_feature_detected!("avx2") {
-            ", AVX2 without VNNI"
-        } else {
-            ""
-        }
+        Some(std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni"))
     }
     #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
     {
-        ""
+        None
     }
 }
 

@@ -66,13 +66,27 @@ impl Act {
 pub(crate) fn par_rows<T: Send, F: Fn(usize, &mut [T]) + Sync>(data: &mut [T], row: usize, work: usize, f: F) {
     use rayon::prelude::*;
     let rows = data.len() / row.max(1);
-    if rayon::current_num_threads() <= 1 || rows * work < 1 << 16 {
+    if !worth_parallel(rows * work) {
         for (i, r) in data.chunks_mut(row).enumerate() {
             f(i, r);
         }
         return;
     }
     data.par_chunks_mut(row).enumerate().for_each(|(i, r)| f(i, r));
+}
+
+/// Whether `work` units (about one per value touched) pay for splitting across the rayon pool.
+fn worth_parallel(work: usize) -> bool {
+    rayon::current_num_threads() > 1 && work >= 1 << 16
+}
+
+/// Zeroes `d` where the activation's gradient is 0 at its output `y`, as a select per value
+/// (a conditional store per value does not vectorise; it was the slowest loop of a step).
+#[inline]
+fn mask_by(d: &mut [f32], y: &[f32], passes: impl Fn(f32) -> bool) {
+    d.iter_mut()
+        .zip(y)
+        .for_each(|(d, &y)| *d = if passes(y) { *d } else { 0.0 });
 }
 
 /// Reads a tensor's f32 values (contiguous copy when needed).
@@ -198,18 +212,12 @@ impl CustomOp3 for BnTrain {
             let m = self.mean[i % c];
             let xr = &xs[i * hw..(i + 1) * hw];
             if let Some(ys) = ys {
-                // one branch-free loop per activation (selects, so it vectorises)
+                // one loop per activation, each with its test inlined
                 let yr = &ys[i * hw..(i + 1) * hw];
                 match act {
                     Act::None => {}
-                    Act::Relu => d
-                        .iter_mut()
-                        .zip(yr)
-                        .for_each(|(d, &y)| *d = if y > 0.0 { *d } else { 0.0 }),
-                    Act::Relu6 => d
-                        .iter_mut()
-                        .zip(yr)
-                        .for_each(|(d, &y)| *d = if y > 0.0 && y < 6.0 { *d } else { 0.0 }),
+                    Act::Relu => mask_by(d, yr, |y| Act::Relu.passes(y)),
+                    Act::Relu6 => mask_by(d, yr, |y| Act::Relu6.passes(y)),
                 }
             }
             // 8 f32 lanes per block of 1024 values, blocks summed in f64
@@ -235,7 +243,7 @@ impl CustomOp3 for BnTrain {
         with_slice(x, |xs| -> Result<()> {
             let mut run = |ys: Option<&[f32]>| {
                 use rayon::prelude::*;
-                if rayon::current_num_threads() <= 1 || b * c * hw < 1 << 16 {
+                if !worth_parallel(b * c * hw) {
                     for (i, (d, r)) in dy.chunks_mut(hw).zip(rows.iter_mut()).enumerate() {
                         *r = row_sums(i, d, xs, ys);
                     }

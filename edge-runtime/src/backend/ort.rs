@@ -310,14 +310,7 @@ impl OrtBackend {
 /// `camvid-lite0.onnx`: 56.97 val mIoU with full-range weights against 58.49 on a VNNI CPU).
 /// Other architectures (the Jetson's ARM cores) have no such path.
 pub fn full_range_int8_is_exact() -> bool {
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    {
-        std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni")
-    }
-    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
-    {
-        true
-    }
+    seg_core::results::cpu_has_vnni().unwrap_or(true)
 }
 
 /// The largest magnitude of the int8 weight initializers of a quantized graph: those read by
