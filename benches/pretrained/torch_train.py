@@ -16,9 +16,9 @@ What it mirrors (trainer/src/train.rs, crates/seg-core/src/data/augment.rs, crat
             seed; evaluation at step 0, every eval_every steps and at the end, BatchNorm running
             statistics (eval mode), on val_split at the frame size
   metric    mIoU over the classes, ignore_id pixels excluded (classes with an empty union left out)
-Not mirrored: the random initialisation of the decoder and classifier (ours: Kaiming-normal
-sqrt(2 / fan_in), seeded by our RNG; here PyTorch's default init, or the same distribution with
---decoder-init ours, from PyTorch's generator), the batch order,
+Not mirrored: the random draws of the decoder's and classifier's initialisation (the
+distribution is: PyTorch's default here, as ours with `weight_init = "torch_default"`; with our
+default `kaiming_normal`, pass --decoder-init ours for the same distribution), the batch order,
 and the augmentation's random draws. Settings it cannot mirror (photometric augmentation, class
 weights, base_size, prefixes, other decoder widths) stop it with an error. Frames are evaluated at
 their own size: data.input_size must equal it (360x480 on CamVid).

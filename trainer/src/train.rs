@@ -113,7 +113,7 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
 
     let varmap = VarMap::new();
     let model = SegModel::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
-    init::reseed(&varmap, cfg.schedule.seed)?;
+    init::reseed_with(&varmap, cfg.schedule.seed, cfg.weight_init)?;
     if let Some(path) = &pretrained {
         let r = seg_nn::pretrained::load_into(&varmap, path)?;
         tracing::info!(

@@ -147,12 +147,12 @@ impl Cac {
             Conv2d::new(d, d, 1, 1, true, vb.pp("proj.0"))?,
             Conv2d::new(d, cfg.proj_dim, 1, 1, true, vb.pp("proj.1"))?,
         ];
-        init::reseed(&vars, init.cfg.schedule.seed ^ 0xcac0_cac0)?;
+        init::reseed_with(&vars, init.cfg.schedule.seed ^ 0xcac0_cac0, init.cfg.weight_init)?;
         let aux = if cfg.tag_weight > 0.0 {
             let aux_vars = VarMap::new();
             let vb = VarBuilder::from_varmap(&aux_vars, DType::F32, init.device);
             let conv = Conv2d::new(d, init.cfg.model.num_classes, 1, 1, true, vb.pp("aux"))?;
-            init::reseed(&aux_vars, init.cfg.schedule.seed ^ 0xcac0_7a95)?;
+            init::reseed_with(&aux_vars, init.cfg.schedule.seed ^ 0xcac0_7a95, init.cfg.weight_init)?;
             Some((aux_vars, conv))
         } else {
             None

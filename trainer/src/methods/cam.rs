@@ -383,7 +383,7 @@ impl Cam {
         } else {
             None
         };
-        init::reseed(&vars, init.cfg.schedule.seed ^ 0x0ca3_0ca3)?;
+        init::reseed_with(&vars, init.cfg.schedule.seed ^ 0x0ca3_0ca3, init.cfg.weight_init)?;
         Ok(Box::new(Self {
             rule: cfg.rule(&init.cfg.data.classes.names),
             cfg,

@@ -77,7 +77,7 @@ impl Cps {
     pub fn boxed(init: &MethodInit) -> Result<Box<dyn Method>> {
         let vars = VarMap::new();
         let net2 = SegModel::new(&init.cfg.model, VarBuilder::from_varmap(&vars, DType::F32, init.device))?;
-        init::reseed(&vars, init.cfg.schedule.seed ^ 0xc25_0002)?;
+        init::reseed_with(&vars, init.cfg.schedule.seed ^ 0xc25_0002, init.cfg.weight_init)?;
         if let Some(path) = init.pretrained {
             // both networks start from ImageNet (as in the paper); only their heads differ
             seg_nn::pretrained::load_into(&vars, path).map_err(|e| candle_core::Error::Msg(e.to_string()))?;

@@ -185,7 +185,7 @@ impl Slrnet {
         } else {
             None
         };
-        init::reseed(&vars, init.cfg.schedule.seed ^ 0x0005_1ae7)?;
+        init::reseed_with(&vars, init.cfg.schedule.seed ^ 0x0005_1ae7, init.cfg.weight_init)?;
         if let Some(var) = vars.data().lock().expect("varmap lock").get("lr.proj.weight") {
             var.set(&var.zeros_like()?)?; // the module starts as the identity
         }
