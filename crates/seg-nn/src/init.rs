@@ -112,7 +112,7 @@ mod tests {
     }
 
     #[test]
-    fn kaiming_normal_spread_and_zero_bias() {
+    fn issue21_kaiming_normal_spread_and_zero_bias() {
         let vm = vars();
         reseed(&vm, 7).unwrap();
         let (mean, std, _) = moments(&get(&vm, "conv.weight"));
@@ -124,7 +124,7 @@ mod tests {
     }
 
     #[test]
-    fn torch_default_is_uniform_within_the_bound_with_bias() {
+    fn issue21_torch_default_is_uniform_within_the_bound_with_bias() {
         let vm = vars();
         reseed_with(&vm, 7, WeightInit::TorchDefault).unwrap();
         let bound = 1.0 / 288f32.sqrt();
