@@ -4,6 +4,7 @@
 
   python3 benches/semi/pretrained.py [--protocol xseqt|xseq] [--only REGEX] [--runs DIR] [--list]
                                      [--collect] [--results docs/results/semi_pretrained.json]
+                                     [--weight-init torch_default]
 
 `--protocol xseq` (runs in runs/xseq-pre by default) trains the same configs on issue #6's
 cross-sequence protocol: evaluation on the 101 train frames of 0006R0 (splits/camvid-xseq/eval.txt),
@@ -26,6 +27,11 @@ own clock; `..._xseq_train_min` for the xseq protocol); per method and ratio the
 the same split and seed, `<method>_<ratio>_s<seed>_xseqt_gain`, and the fraction of the
 SupOnly-to-oracle gap it closes, `<method>_<ratio>_s<seed>_gap_closed`. A run whose folder is gone
 (a new checkout) keeps its recorded score, which the pairing then uses.
+
+`--weight-init torch_default` trains every config with PyTorch's initialisation of the randomly
+initialised convolutions (`weight_init = "torch_default"`, issue #21: it closed the trainer parity gap
+with PyTorch and lifted SupOnly by ~2 points at 1/8) in runs/xseqt-ti (runs/xseq-pre-ti), recorded
+with the prefix `ti_`: a whole ratio is compared on one initialisation, never mixed.
 
 Runs trained on a GPU (benches/gpu/run.sh --parts semi; unpack its semi.tar with
 `tar xf semi.tar --strip-components=1 -C runs/xseqt-gpu`) are collected apart, so that every
@@ -60,6 +66,8 @@ PROTOCOLS = {
     "xseq": ("xseq", "splits/camvid-xseq/eval.txt", "camvid 0006R0 train frames (xseq eval, 101 frames)"),
 }
 PROTOCOL = "xseqt"
+# weight_init of every run's config: None keeps the configs' own (Kaiming-normal)
+WEIGHT_INIT = None
 
 
 def plan():
@@ -103,7 +111,17 @@ def config_text(m, ratio, seed):
         text, n = re.subn(r'(?m)^unlabeled_splits = \[(".*?unlabeled\.txt"), "val", ".*?"\]$',
                           r'unlabeled_splits = [\1, "val"]', text)
         assert n == 1 or m == "suponly", f"xseqt_{m}.toml: expected the xseq-target unlabeled_splits line"
+    if WEIGHT_INIT is not None:
+        assert "weight_init" not in text, f"xseqt_{m}.toml sets weight_init itself"
+        text, n = re.subn(r'(?m)^(init = "imagenet")$', rf'\1\nweight_init = "{WEIGHT_INIT}"', text)
+        assert n == 1, f"xseqt_{m}.toml: expected one 'init = \"imagenet\"' line"
     return text
+
+
+def flags():
+    """The driver flags that select the runs' configs (for the records' commands)."""
+    f = f"--protocol {PROTOCOL}"
+    return f + (f" --weight-init {WEIGHT_INIT}" if WEIGHT_INIT else "")
 
 
 def evals(run_dir):
@@ -177,11 +195,11 @@ def collect(runs_dir, results, prefix="", mach=None):
             continue
         value, steps = s
         scores[(m, ratio, seed)] = value
-        if prefix:
+        if prefix and not WEIGHT_INIT:
             cmd = (f"bash benches/gpu/run.sh --parts semi (SEMI_METHODS={m}), then python3 benches/semi/pretrained.py "
                    f"--collect --runs {runs_dir} --prefix {prefix} (mean of the evaluations at steps {steps})")
         else:
-            cmd = (f"python3 benches/semi/pretrained.py --protocol {PROTOCOL} --only '^{name}$' "
+            cmd = (f"python3 benches/semi/pretrained.py {flags()} --only '^{name}$' "
                    f"(mean of the evaluations at steps {steps})")
         rec(f"{name}_{tag}_miou", value, "mIoU %", cmd)
         # xseqt keeps its original record names; other protocols carry their tag
@@ -194,15 +212,15 @@ def collect(runs_dir, results, prefix="", mach=None):
                     f"{m}_{ratio}_{tag}_miou",
                     sum(vals) / len(vals),
                     "mIoU %",
-                    f"python3 benches/semi/pretrained.py --protocol {PROTOCOL} --collect --runs {runs_dir}"
-                    f"{' --prefix ' + prefix if prefix else ''} (mean over {len(vals)} seed(s))",
+                    f"python3 benches/semi/pretrained.py {flags()} --collect --runs {runs_dir}"
+                    f"{' --prefix ' + prefix if prefix and not WEIGHT_INIT else ''} (mean over {len(vals)} seed(s))",
                 )
     for (m, ratio, seed), v in scores.items():
         base = scores.get(("suponly", ratio, seed))
         if m in ("suponly", "oracle") or base is None:
             continue
-        cmd = (f"python3 benches/semi/pretrained.py --protocol {PROTOCOL} --collect --runs {runs_dir}"
-               f"{' --prefix ' + prefix if prefix else ''} (paired with {prefix}suponly_{ratio}_s{seed})")
+        cmd = (f"python3 benches/semi/pretrained.py {flags()} --collect --runs {runs_dir}"
+               f"{' --prefix ' + prefix if prefix and not WEIGHT_INIT else ''} (paired with {prefix}suponly_{ratio}_s{seed})")
         rec(f"{m}_{ratio}_s{seed}_{tag}_gain", v - base, "mIoU points", cmd)
         oracle = scores.get(("oracle", ratio, seed))
         if oracle is not None and oracle > base:
@@ -222,12 +240,19 @@ def main():
     ap.add_argument("--collect", action="store_true")
     ap.add_argument("--prefix", default="", help="record-name prefix of runs collected apart (gpu_)")
     ap.add_argument("--machine", default=None, help="the machine the runs were trained on (default: this one)")
+    ap.add_argument("--weight-init", choices=["torch_default"], default=None,
+                    help="weight_init of every run (runs/xseqt-ti, records prefixed ti_)")
     a = ap.parse_args()
-    global PROTOCOL
+    global PROTOCOL, WEIGHT_INIT
     PROTOCOL = a.protocol
-    a.runs = a.runs or ("runs/xseqt" if PROTOCOL == "xseqt" else "runs/xseq-pre")
+    WEIGHT_INIT = a.weight_init
+    a.runs = a.runs or ("runs/xseqt" if PROTOCOL == "xseqt" else "runs/xseq-pre") + ("-ti" if WEIGHT_INIT else "")
     if a.prefix and not a.collect:
         sys.exit("--prefix: only with --collect (runs trained elsewhere)")
+    if WEIGHT_INIT and a.prefix:
+        sys.exit("--weight-init: its records carry the prefix ti_; no --prefix with it")
+    if WEIGHT_INIT:
+        a.prefix = "ti_"
     if a.prefix and not re.fullmatch(r"[a-z0-9]+_", a.prefix):
         sys.exit(f"--prefix {a.prefix!r}: expected lower-case letters/digits and a trailing '_' (gpu_)")
     runs_dir = Path(a.runs)
@@ -251,7 +276,7 @@ def main():
             t0 = time.time()
             train(d, cfg)
             (d / "done.json").write_text(json.dumps({"wall_s": time.time() - t0}))
-            collect(runs_dir, a.results)
+            collect(runs_dir, a.results, a.prefix)
     collect(runs_dir, a.results, a.prefix, a.machine)
 
 
