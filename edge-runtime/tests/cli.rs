@@ -603,6 +603,69 @@ fn issue4_edge_student_segments_like_its_teacher() {
     }
 }
 
+/// Issue #21 (decoder chosen by config): a model with the LR-ASPP decoder, exported by seg-nn,
+/// runs through `edge-seg run`; on-device adaptation, which needs the DeepLab-lite decoder,
+/// refuses it in one line (exit 2) and writes nothing.
+#[cfg(feature = "adapt")]
+#[test]
+fn issue21_lraspp_model_runs_and_adaptation_refuses_it() {
+    use candle_nn::{VarBuilder, VarMap};
+    use seg_nn::model::DecoderKind;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = seg_nn::ModelConfig {
+        decoder: DecoderKind::Lraspp,
+        ..seg_nn::ModelConfig::tiny()
+    };
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu);
+    let model = seg_nn::SegModel::new(&cfg, vb).unwrap();
+    seg_nn::init::reseed(&vm, 3).unwrap();
+    let meta = seg_core::meta::ModelMeta {
+        name: "lraspp".into(),
+        classes: ClassTable::camvid(),
+        input_hw: (64, 96),
+        mean: [0.5; 3],
+        std: [0.5; 3],
+    };
+    let onnx = seg_nn::export::to_onnx(&model, (64, 96), &meta.to_map()).unwrap();
+    std::fs::write(dir.path().join("lr.onnx"), seg_onnx::encode(&onnx)).unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for (name, bytes) in edge_seg_runtime::DEFAULT_SAMPLES {
+        std::fs::write(frames.join(name), bytes).unwrap();
+    }
+    let out = edge_seg(
+        &[
+            "run",
+            "--model",
+            "lr.onnx",
+            "--input",
+            "frames",
+            "--output",
+            "out",
+            "--backend",
+            "tract",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pngs_in(&dir.path().join("out")).len(), 3);
+    let out = edge_seg(
+        &[
+            "adapt",
+            "--model",
+            "lr.onnx",
+            "--frames",
+            "frames",
+            "--out",
+            "adapted.onnx",
+        ],
+        dir.path(),
+    );
+    assert_user_error(&out, "deeplab_lite");
+    assert!(!dir.path().join("adapted.onnx").exists());
+}
+
 /// Issue #5: `run --adapt` adapts in the background, publishes guarded weights (the status line
 /// says so), saves them to --adapt-state and loads them on restart; a truncated state file is
 /// reported in one line and the run goes on with the source weights; `edge-seg adapt` is the

@@ -113,6 +113,37 @@ fn issue2_train_then_export_records_parity() {
     assert!(dir.path().join("m.onnx").exists());
 }
 
+/// Issue #21 (decoder chosen by config): `decoder = "lraspp"` trains, is saved in the run's
+/// config (the default decoder is not written there, so older runs' configs compare equal) and
+/// exports with candle-vs-tract parity.
+#[test]
+fn issue21_lraspp_decoder_trains_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_run(dir.path());
+    let saved = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
+    assert!(!saved.contains("decoder ="), "{saved}");
+    let cfg = std::fs::read_to_string(dir.path().join("c.toml"))
+        .unwrap()
+        .replace("[model]\n", "[model]\ndecoder = \"lraspp\"\n");
+    std::fs::write(dir.path().join("lr.toml"), cfg).unwrap();
+    let out = train_bin(
+        &["train", "--config", "lr.toml", "--out", "lr", "--no-progress"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved = std::fs::read_to_string(dir.path().join("lr/config.toml")).unwrap();
+    assert!(saved.contains("decoder = \"lraspp\""), "{saved}");
+    let out = train_bin(
+        &["export", "--run", "lr", "--out", "lr.onnx", "--record", "r.json"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let v = rec[0]["value"].as_f64().unwrap();
+    assert!((0.0..=1e-4).contains(&v), "{v}");
+}
+
 /// Issue #25: `adabn` re-estimates the encoder's BatchNorm statistics on a folder of frames and
 /// exports: the encoder's folded convolutions change, the decoder's do not; bad flags and empty
 /// folders are one-line errors that write nothing.

@@ -20,8 +20,12 @@ use candle_core::{Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::{decoder_graph, DecoderConv, TensorOps};
+use crate::model::{decoder_graph, DecoderConv, DecoderKind, TensorOps};
 use crate::ModelConfig;
+
+/// Why a model with another decoder cannot be adapted on the device.
+pub const UNSUPPORTED_DECODER: &str =
+    "on-device adaptation needs the deeplab_lite decoder; this model has another (lraspp): adapt a deeplab_lite model";
 
 /// The exported weight `key`, or an error naming it.
 fn initializer(weights: &HashMap<String, Tensor>, key: &str) -> Result<Tensor> {
@@ -207,7 +211,8 @@ pub enum HeadScope {
 /// decoder is stated here again.
 #[derive(Debug, Clone)]
 pub struct AdaptHead {
-    /// One per [`DecoderConv::ALL`], in that order.
+    /// One per convolution of `deeplab_lite` ([`DecoderKind::convs`]), in that order (so
+    /// indexed by `DecoderConv as usize`).
     convs: Vec<AffineConv>,
     classifier_w: Var,
     classifier_b: Var,
@@ -215,12 +220,22 @@ pub struct AdaptHead {
     train_classifier: bool,
 }
 
+/// Whether initializer `names` are those of an LR-ASPP decoder (which the head does not support).
+pub fn is_lraspp<'a>(mut names: impl Iterator<Item = &'a String>) -> bool {
+    let gate = format!("{}.weight", DecoderConv::LrCbr.name());
+    names.any(|n| *n == gate)
+}
+
 impl AdaptHead {
     /// Builds the head from the exported initializers (by name, f32 tensors on `dev`). The
     /// architecture is fixed by the export; every kernel's shape is checked against what `cfg`
     /// gives the model's decoder for the encoder channels the export shows.
     pub fn new(cfg: &ModelConfig, weights: &HashMap<String, Tensor>, dev: &Device) -> Result<Self> {
-        let convs = DecoderConv::ALL
+        if cfg.decoder != DecoderKind::DeeplabLite {
+            candle_core::bail!("{}", UNSUPPORTED_DECODER);
+        }
+        let convs = DecoderKind::DeeplabLite
+            .convs()
             .iter()
             .map(|w| AffineConv::new(weights, &w.name(), w.relu(), dev))
             .collect::<Result<Vec<_>>>()?;
@@ -235,7 +250,7 @@ impl AdaptHead {
             head.conv(DecoderConv::Low).weight.dim(1)?,
             head.conv(DecoderConv::AsppB1).weight.dim(1)?,
         );
-        for which in DecoderConv::ALL {
+        for &which in DecoderKind::DeeplabLite.convs() {
             let (co, ci, k) = which.shape(cfg, enc);
             let got = head.conv(which).weight.dims();
             if got != [co, ci, k, k] {
@@ -261,6 +276,9 @@ impl AdaptHead {
     /// low-level and decoder widths; the encoder fields keep their defaults, the head does not
     /// use them), for a model whose config is not at hand.
     pub fn config_of(weights: &HashMap<String, Tensor>) -> Result<ModelConfig> {
+        if is_lraspp(weights.keys()) {
+            candle_core::bail!("{}", UNSUPPORTED_DECODER);
+        }
         let c_out = |name: String| initializer(weights, &format!("{name}.weight"))?.dim(0);
         Ok(ModelConfig {
             num_classes: c_out("classifier".into())?,
@@ -379,7 +397,7 @@ impl AdaptHead {
     /// `classifier.bias`).
     pub fn trainable(&self) -> Vec<(String, Var)> {
         let mut v = Vec::new();
-        for which in DecoderConv::ALL {
+        for &which in DecoderKind::DeeplabLite.convs() {
             if self.scope == HeadScope::Last && which != DecoderConv::Fuse {
                 continue;
             }

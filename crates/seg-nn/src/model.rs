@@ -1,6 +1,7 @@
 //! The edge segmentation net: an encoder chosen by config (a ResNet-style encoder trained from
 //! scratch, or EfficientNet-Lite0/1/2 from ImageNet weights, [`crate::efficientnet`]) and a
-//! light DeepLabv3+-style decoder.
+//! decoder chosen by config ([`DecoderKind`]): a light DeepLabv3+-style one (shown below, the
+//! default) or LR-ASPP.
 //!
 //! ```text
 //! input [b,3,H,W]   (ResNet-lite shown; EfficientNet-Lite gives the same two outputs)
@@ -13,6 +14,22 @@
 //!  decoder.fuse     3x3 on [aspp↑ ‖ low]  [b,d,H/4,W/4]     -> pixel embedding (feature hook)
 //!  classifier       1x1                   [b,C,H/4,W/4] → bilinear ↑ → logits [b,C,H,W]
 //! ```
+//!
+//! LR-ASPP (`decoder = "lraspp"`, MobileNetV3's segmentation head) replaces `decoder.aspp` and
+//! `decoder.fuse`:
+//!
+//! ```text
+//!  decoder.cbr      1x1 + BN + ReLU on high            [b,a,H/32,W/32]
+//!  decoder.scale    1x1 + sigmoid on pooled high       [b,a,1,1]
+//!                   cbr · scale, bilinear ↑            [b,a,H/4,W/4]
+//!  decoder.low      1x1 on low-level                   [b,l,H/4,W/4]
+//!                   [gated↑ ‖ low]                     [b,a+l,H/4,W/4]  -> pixel embedding
+//!  classifier       1x1                                [b,C,H/4,W/4]
+//! ```
+//!
+//! One 1×1 classifier on the concatenation is LR-ASPP's sum of a high-level and a low-level
+//! classifier. Unlike MobileNetV3's head, the low-level features pass `decoder.low` (1×1 + BN +
+//! ReLU) first, so that every decoder gives a pixel embedding of a width the config states.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -49,6 +66,33 @@ impl EncoderKind {
     }
 }
 
+/// Which decoder the net uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecoderKind {
+    /// DeepLabv3+-lite: ASPP-lite on the high-level features, upsampled to stride 4 and fused
+    /// with the projected low-level features by a 3×3 convolution.
+    #[default]
+    DeeplabLite,
+    /// LR-ASPP (Howard et al., 2019): a 1×1 convolution on the high-level features gated by a
+    /// sigmoid of their global pool, beside the projected low-level features.
+    Lraspp,
+}
+
+impl DecoderKind {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Its convolutions, in graph order.
+    pub fn convs(self) -> &'static [DecoderConv] {
+        match self {
+            Self::DeeplabLite => &DecoderConv::ALL[..6],
+            Self::Lraspp => &[DecoderConv::LrCbr, DecoderConv::LrScale, DecoderConv::Low],
+        }
+    }
+}
+
 /// Architecture hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,15 +101,20 @@ pub struct ModelConfig {
     pub num_classes: usize,
     /// The encoder.
     pub encoder: EncoderKind,
+    /// The decoder (left out of a saved config when it is the default, so configs and exports
+    /// written before it existed read and compare as before).
+    #[serde(skip_serializing_if = "DecoderKind::is_default")]
+    pub decoder: DecoderKind,
     /// ResNet-lite channel widths: stem, layer1..layer4 (5 values; unused by other encoders).
     pub widths: [usize; 5],
     /// ResNet-lite basic blocks per stage (layer1..layer4; unused by other encoders).
     pub blocks: [usize; 4],
-    /// ASPP output channels.
+    /// ASPP output channels (LR-ASPP: the gated branch's channels).
     pub aspp_channels: usize,
     /// Low-level projection channels.
     pub low_channels: usize,
-    /// Decoder (embedding) channels.
+    /// Decoder (embedding) channels of `deeplab_lite` (unused by LR-ASPP, whose embedding is
+    /// `aspp_channels + low_channels` wide: [`ModelConfig::embedding_channels`]).
     pub decoder_channels: usize,
 }
 
@@ -74,6 +123,7 @@ impl Default for ModelConfig {
         Self {
             num_classes: 11,
             encoder: EncoderKind::ResnetLite,
+            decoder: DecoderKind::DeeplabLite,
             widths: [16, 32, 64, 128, 192],
             blocks: [1, 2, 2, 1],
             aspp_channels: 64,
@@ -84,6 +134,15 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// Channels of the pixel embedding the decoder gives the classifier (and the methods'
+    /// feature hooks).
+    pub fn embedding_channels(&self) -> usize {
+        match self.decoder {
+            DecoderKind::DeeplabLite => self.decoder_channels,
+            DecoderKind::Lraspp => self.aspp_channels + self.low_channels,
+        }
+    }
+
     /// A model of a few thousand parameters for smoke runs and tests (11 classes): it trains
     /// in seconds on a CPU, at the cost of accuracy.
     pub fn tiny() -> Self {
@@ -256,18 +315,26 @@ pub enum DecoderConv {
     /// 3×3 on the upsampled ASPP output ‖ the low-level projection: the pixel embedding
     /// (`decoder.fuse`).
     Fuse = 5,
+    /// LR-ASPP's 1×1 on the high-level features (`decoder.cbr`).
+    LrCbr = 6,
+    /// LR-ASPP's gate: 1×1 with bias and a sigmoid on the globally pooled high-level features
+    /// (`decoder.scale`).
+    LrScale = 7,
 }
 
 impl DecoderConv {
-    /// Every decoder convolution, in graph order; `ALL[i] as usize == i`, so a per-convolution
-    /// array can be indexed by `which as usize`.
-    pub const ALL: [Self; 6] = [
+    /// Every decoder convolution of every [`DecoderKind`] (`deeplab_lite`'s first, in graph
+    /// order); `ALL[i] as usize == i`, so a per-convolution array can be indexed by
+    /// `which as usize`.
+    pub const ALL: [Self; 8] = [
         Self::AsppB1,
         Self::AsppB2,
         Self::AsppPool,
         Self::AsppProj,
         Self::Low,
         Self::Fuse,
+        Self::LrCbr,
+        Self::LrScale,
     ];
 
     /// The module path under `decoder.` (the checkpoint's `decoder.<module>.*`).
@@ -279,18 +346,25 @@ impl DecoderConv {
             Self::AsppProj => "aspp.proj",
             Self::Low => "low",
             Self::Fuse => "fuse",
+            Self::LrCbr => "cbr",
+            Self::LrScale => "scale",
         }
     }
 
     /// Whether it has a BatchNorm (trained) that the export folds into it; the image-pool
-    /// branch is a plain convolution with bias.
+    /// branch and LR-ASPP's gate are plain convolutions with bias.
     pub fn batch_norm(self) -> bool {
-        self != Self::AsppPool
+        !matches!(self, Self::AsppPool | Self::LrScale)
     }
 
-    /// Whether a ReLU follows it (every decoder convolution today).
+    /// Whether a ReLU follows it (every one but LR-ASPP's gate).
     pub fn relu(self) -> bool {
-        true
+        self != Self::LrScale
+    }
+
+    /// Whether a sigmoid follows it (LR-ASPP's gate).
+    pub fn sigmoid(self) -> bool {
+        self == Self::LrScale
     }
 
     /// The exported convolution's name: its initializers are `<name>.weight` and
@@ -307,7 +381,7 @@ impl DecoderConv {
     pub fn shape(self, cfg: &ModelConfig, enc: (usize, usize)) -> (usize, usize, usize) {
         let (lo, hi, a, l, d) = (enc.0, enc.1, cfg.aspp_channels, cfg.low_channels, cfg.decoder_channels);
         match self {
-            Self::AsppB1 | Self::AsppPool => (a, hi, 1),
+            Self::AsppB1 | Self::AsppPool | Self::LrCbr | Self::LrScale => (a, hi, 1),
             Self::AsppB2 => (a, hi, 3),
             Self::AsppProj => (a, 2 * a, 1),
             Self::Low => (l, lo, 1),
@@ -330,14 +404,43 @@ pub trait DecoderOps {
     fn cat(&mut self, xs: &[&Self::T], name: &str) -> Result<Self::T>;
     /// Sum, broadcasting `b` (`[b, c, 1, 1]`) over `a`'s positions.
     fn add(&mut self, a: &Self::T, b: &Self::T, name: &str) -> Result<Self::T>;
+    /// Product, broadcasting `b` (`[b, c, 1, 1]`) over `a`'s positions.
+    fn mul(&mut self, a: &Self::T, b: &Self::T, name: &str) -> Result<Self::T>;
     /// Bilinear resize (half-pixel) to `hw`.
     fn upsample(&mut self, x: &Self::T, hw: (usize, usize), name: &str) -> Result<Self::T>;
 }
 
-/// The decoder's graph, written once for every [`DecoderOps`]: ASPP-lite on the high-level
-/// features, fused with the low-level ones at stride 4.
+/// The decoders' graphs, written once for every [`DecoderOps`]: ASPP-lite on the high-level
+/// features, fused with the low-level ones at stride 4 ([`decode`]), or LR-ASPP
+/// ([`decode_lraspp`]); [`decode_kind`] picks by [`DecoderKind`](super::DecoderKind).
 pub mod decoder_graph {
-    use super::{DecoderConv, DecoderOps, Result};
+    use super::{DecoderConv, DecoderKind, DecoderOps, Result};
+
+    /// The embedding `[b, d, h4, w4]` of decoder `kind` (see [`decode`], [`decode_lraspp`]).
+    pub fn decode_kind<O: DecoderOps>(
+        o: &mut O,
+        kind: DecoderKind,
+        low: &O::T,
+        high: &O::T,
+        low_hw: (usize, usize),
+    ) -> Result<O::T> {
+        match kind {
+            DecoderKind::DeeplabLite => decode(o, low, high, low_hw),
+            DecoderKind::Lraspp => decode_lraspp(o, low, high, low_hw),
+        }
+    }
+
+    /// LR-ASPP: `(low [b, cl, h4, w4] at size low_hw, high [b, ch, h32, w32]) -> embedding
+    /// [b, a + l, h4, w4]`.
+    pub fn decode_lraspp<O: DecoderOps>(o: &mut O, low: &O::T, high: &O::T, low_hw: (usize, usize)) -> Result<O::T> {
+        let cbr = o.conv(DecoderConv::LrCbr, high)?; // [b, a, h32, w32]
+        let gap = o.global_pool(high, "decoder.gap")?; // [b, ch, 1, 1]
+        let scale = o.conv(DecoderConv::LrScale, &gap)?; // [b, a, 1, 1], in (0, 1)
+        let gated = o.mul(&cbr, &scale, "decoder.gated")?; // [b, a, h32, w32]
+        let up = o.upsample(&gated, low_hw, "decoder.up")?; // [b, a, h4, w4]
+        let low = o.conv(DecoderConv::Low, low)?; // [b, l, h4, w4]
+        o.cat(&[&up, &low], "decoder.cat") // [b, a + l, h4, w4]
+    }
 
     /// The node that upsamples the ASPP output to stride 4 (an ONNX `Resize` at export).
     pub const UPSAMPLE: &str = "decoder.aspp.up";
@@ -418,6 +521,10 @@ impl<F: FnMut(DecoderConv, &Tensor) -> Result<Tensor>> DecoderOps for TensorOps<
         a.broadcast_add(b)
     }
 
+    fn mul(&mut self, a: &Tensor, b: &Tensor, _: &str) -> Result<Tensor> {
+        a.broadcast_mul(b)
+    }
+
     fn upsample(&mut self, x: &Tensor, (h, w): (usize, usize), _: &str) -> Result<Tensor> {
         bilinear::resize(x, h, w)
     }
@@ -431,41 +538,47 @@ enum DecoderLayer {
     Conv(Conv2d),
 }
 
-/// The decoder's layers, one per [`DecoderConv`] (the graph is [`decoder_graph`]).
+/// The decoder's layers, one per convolution of its [`DecoderKind`] (the graph is
+/// [`decoder_graph`]).
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    /// Indexed by `DecoderConv as usize`.
-    layers: Vec<DecoderLayer>,
+    kind: DecoderKind,
+    /// Indexed by `DecoderConv as usize`; `None` for the other kinds' convolutions.
+    layers: Vec<Option<DecoderLayer>>,
 }
 
 impl Decoder {
     /// Builds the decoder under `vb` (`decoder.*`) for an encoder with `(low, high)` channel
     /// counts `enc`.
     pub fn new(cfg: &ModelConfig, enc: (usize, usize), vb: VarBuilder) -> Result<Self> {
-        let layers = DecoderConv::ALL
-            .iter()
-            .map(|&which| {
-                let (c_out, c_in, k) = which.shape(cfg, enc);
-                let vb = vb.pp(which.module());
-                Ok(if which.batch_norm() {
-                    DecoderLayer::ConvBn(ConvBn::new(c_in, c_out, k, 1, which.relu(), vb)?)
-                } else {
-                    DecoderLayer::Conv(Conv2d::new(c_in, c_out, k, 1, true, vb)?)
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { layers })
+        let mut layers = vec![None; DecoderConv::ALL.len()];
+        for &which in cfg.decoder.convs() {
+            let (c_out, c_in, k) = which.shape(cfg, enc);
+            let vb = vb.pp(which.module());
+            layers[which as usize] = Some(if which.batch_norm() {
+                DecoderLayer::ConvBn(ConvBn::new(c_in, c_out, k, 1, which.relu(), vb)?)
+            } else {
+                DecoderLayer::Conv(Conv2d::new(c_in, c_out, k, 1, true, vb)?)
+            });
+        }
+        Ok(Self {
+            kind: cfg.decoder,
+            layers,
+        })
     }
 
-    fn layer(&self, which: DecoderConv) -> &DecoderLayer {
-        &self.layers[which as usize]
+    fn layer(&self, which: DecoderConv) -> Result<&DecoderLayer> {
+        self.layers[which as usize]
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg(format!("the {:?} decoder has no '{}'", self.kind, which.name())))
     }
 
     /// Convolution `which` and its activation on `x`.
     fn conv_t(&self, which: DecoderConv, x: &Tensor, train: bool) -> Result<Tensor> {
-        match self.layer(which) {
+        match self.layer(which)? {
             DecoderLayer::ConvBn(c) => c.forward_t(x, train),
             DecoderLayer::Conv(c) if which.relu() => c.forward(x)?.relu(),
+            DecoderLayer::Conv(c) if which.sigmoid() => candle_nn::ops::sigmoid(&c.forward(x)?),
             DecoderLayer::Conv(c) => c.forward(x),
         }
     }
@@ -474,7 +587,7 @@ impl Decoder {
     pub fn forward_t(&self, low: &Tensor, high: &Tensor, train: bool) -> Result<Tensor> {
         let (_, _, h4, w4) = low.dims4()?;
         let mut ops = TensorOps(|which, x: &Tensor| self.conv_t(which, x, train));
-        decoder_graph::decode(&mut ops, low, high, (h4, w4))
+        decoder_graph::decode_kind(&mut ops, self.kind, low, high, (h4, w4))
     }
 
     fn emit(
@@ -484,13 +597,16 @@ impl Decoder {
         low_hw: (usize, usize),
         high_hw: (usize, usize),
     ) -> Result<String> {
-        let in_channels = |which| match self.layer(which) {
-            DecoderLayer::ConvBn(c) => c.conv.in_channels(),
-            DecoderLayer::Conv(c) => c.in_channels(),
+        let in_channels = |which| -> Result<usize> {
+            Ok(match self.layer(which)? {
+                DecoderLayer::ConvBn(c) => c.conv.in_channels(),
+                DecoderLayer::Conv(c) => c.in_channels(),
+            })
         };
-        let low = Emitted(low.to_string(), in_channels(DecoderConv::Low), low_hw);
-        let high = Emitted(high.to_string(), in_channels(DecoderConv::AsppB1), high_hw);
-        Ok(decoder_graph::decode(&mut EmitOps { g, dec: self }, &low, &high, low_hw)?.0)
+        let high_conv = self.kind.convs()[0]; // the first convolution reads the high-level features
+        let low = Emitted(low.to_string(), in_channels(DecoderConv::Low)?, low_hw);
+        let high = Emitted(high.to_string(), in_channels(high_conv)?, high_hw);
+        Ok(decoder_graph::decode_kind(&mut EmitOps { g, dec: self }, self.kind, &low, &high, low_hw)?.0)
     }
 }
 
@@ -508,12 +624,14 @@ impl DecoderOps for EmitOps<'_> {
 
     fn conv(&mut self, which: DecoderConv, x: &Emitted) -> Result<Emitted> {
         let hw = x.2;
-        Ok(match self.dec.layer(which) {
+        Ok(match self.dec.layer(which)? {
             DecoderLayer::ConvBn(c) => Emitted(c.emit(self.g, &x.0, hw)?, c.conv.out_channels(), c.conv.out_hw(hw)),
             DecoderLayer::Conv(c) => {
                 let y = c.emit(self.g, &x.0, hw)?;
                 let y = if which.relu() {
                     self.g.node("Relu", &[&y], &format!("{}.relu", which.name()), &[])
+                } else if which.sigmoid() {
+                    self.g.node("Sigmoid", &[&y], &format!("{}.sigmoid", which.name()), &[])
                 } else {
                     y
                 };
@@ -540,6 +658,10 @@ impl DecoderOps for EmitOps<'_> {
 
     fn add(&mut self, a: &Emitted, b: &Emitted, name: &str) -> Result<Emitted> {
         Ok(Emitted(self.g.node("Add", &[&a.0, &b.0], name, &[]), a.1, a.2))
+    }
+
+    fn mul(&mut self, a: &Emitted, b: &Emitted, name: &str) -> Result<Emitted> {
+        Ok(Emitted(self.g.node("Mul", &[&a.0, &b.0], name, &[]), a.1, a.2))
     }
 
     fn upsample(&mut self, x: &Emitted, hw: (usize, usize), name: &str) -> Result<Emitted> {
@@ -569,7 +691,14 @@ impl SegModel {
         Ok(Self {
             encoder,
             decoder,
-            classifier: Conv2d::new(cfg.decoder_channels, cfg.num_classes, 1, 1, true, vb.pp("classifier"))?,
+            classifier: Conv2d::new(
+                cfg.embedding_channels(),
+                cfg.num_classes,
+                1,
+                1,
+                true,
+                vb.pp("classifier"),
+            )?,
             cfg: cfg.clone(),
         })
     }

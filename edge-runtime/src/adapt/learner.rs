@@ -159,6 +159,9 @@ impl Adapter {
             .graph
             .as_ref()
             .ok_or_else(|| model_err("not a valid ONNX model: no graph".into()))?;
+        if seg_nn::adapt::is_lraspp(graph.initializer.iter().map(|t| &t.name)) {
+            return Err(model_err(seg_nn::adapt::UNSUPPORTED_DECODER.into()));
+        }
         let cut = head_inputs(graph, cfg.scope).ok_or_else(|| {
             model_err(
                 "--adapt needs a float edge-seg model (no float 'decoder.*.conv.weight' \
@@ -237,7 +240,7 @@ impl Adapter {
             ..Default::default()
         };
         let mut a = Self {
-            bank: MemoryBank::new(cfg.bank, mcfg.decoder_channels),
+            bank: MemoryBank::new(cfg.bank, mcfg.embedding_channels()),
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             cfg,
             meta,
@@ -261,7 +264,7 @@ impl Adapter {
             pair,
             dc,
             step_ms_sum: 0.0,
-            decoder_channels: mcfg.decoder_channels,
+            decoder_channels: mcfg.embedding_channels(),
             stats: AdaptStats::default(),
             dev,
         };

@@ -140,7 +140,7 @@ impl Cac {
     /// Registry constructor: a seeded projector on the decoder embedding.
     pub fn boxed(init: &MethodInit) -> Result<Box<dyn Method>> {
         let cfg = init.cfg.cac.clone();
-        let d = init.cfg.model.decoder_channels;
+        let d = init.cfg.model.embedding_channels();
         let vars = VarMap::new();
         let vb = VarBuilder::from_varmap(&vars, DType::F32, init.device);
         let proj = [

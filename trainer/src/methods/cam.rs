@@ -187,7 +187,7 @@ impl CamConfig {
     /// Channels of the feature map the head reads, for `model`.
     pub fn feature_channels(&self, model: &seg_nn::ModelConfig, dev: &candle_core::Device) -> Result<usize> {
         Ok(match self.features {
-            CamFeatures::Embedding => model.decoder_channels,
+            CamFeatures::Embedding => model.embedding_channels(),
             CamFeatures::Encoder => {
                 seg_nn::model::Encoder::new(model, VarBuilder::from_varmap(&VarMap::new(), DType::F32, dev))?
                     .channels()

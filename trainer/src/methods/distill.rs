@@ -197,7 +197,7 @@ impl Distill {
         let adaptor = match &teacher {
             Teacher::Run { width, .. } if cfg.feature_weight > 0.0 => {
                 use rand::{Rng, SeedableRng};
-                let ds = init.cfg.model.decoder_channels;
+                let ds = init.cfg.model.embedding_channels();
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(init.cfg.schedule.seed ^ 0x0d15_7111);
                 let bound = 1.0 / (ds as f32).sqrt();
                 let w: Vec<f32> = (0..width * ds).map(|_| rng.random_range(-bound..bound)).collect();
@@ -272,7 +272,7 @@ fn load_teacher(path: &std::path::Path, init: &MethodInit) -> anyhow::Result<(Se
     let vars = VarMap::new();
     let model = SegModel::new(&tcfg.model, VarBuilder::from_varmap(&vars, DType::F32, init.device))?;
     crate::checkpoint::load(path, &vars, init.device)?;
-    Ok((model, tcfg.model.decoder_channels, vars))
+    Ok((model, tcfg.model.embedding_channels(), vars))
 }
 
 impl Method for Distill {
