@@ -68,6 +68,15 @@ fn tract_logits(bytes: &[u8], x: &[f32], hw: (usize, usize)) -> Vec<f32> {
     out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
 }
 
+/// tract's logits `got` equal candle's `want` (≤ 1e-4), and `want` is not degenerate.
+fn assert_parity(want: &[f32], got: &[f32]) {
+    assert_eq!(got.len(), want.len());
+    let max_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    assert!(scale > 0.1, "degenerate logits");
+    assert!(max_diff <= 1e-4, "max |candle - tract| = {max_diff}");
+}
+
 /// Issue #2: the exported graph computes the trained model's function (≤ 1e-4 on logits).
 #[test]
 fn issue2_export_parity_candle_vs_tract() {
@@ -80,11 +89,7 @@ fn issue2_export_parity_candle_vs_tract() {
     let want: Vec<f32> = model.logits(&xt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let onnx = export::to_onnx(&model, hw, &BTreeMap::new()).unwrap();
     let got = tract_logits(&seg_onnx::encode(&onnx), &x, hw);
-    assert_eq!(got.len(), want.len());
-    let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
-    assert!(scale > 0.1, "degenerate logits");
-    assert!(max_diff <= 1e-4, "max |candle - tract| = {max_diff}");
+    assert_parity(&want, &got);
 }
 
 /// The parity check notices a broken export (a transposed kernel).
@@ -579,11 +584,7 @@ fn issue21_lraspp_decoder_export_parity_candle_vs_tract() {
     want_kernels.sort();
     assert_eq!(kernels, want_kernels.iter().map(String::as_str).collect::<Vec<_>>());
     let got = tract_logits(&seg_onnx::encode(&onnx), &x, hw);
-    assert_eq!(got.len(), want.len());
-    let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
-    assert!(scale > 0.1, "degenerate logits");
-    assert!(max_diff <= 1e-4, "max |candle - tract| = {max_diff}");
+    assert_parity(&want, &got);
 }
 
 /// Issue #21: the gradient through LR-ASPP's sigmoid gate (its kernel and bias) and the gated
