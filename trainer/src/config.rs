@@ -174,6 +174,9 @@ pub struct OptimConfig {
     pub poly_power: f64,
     /// Optional per-class loss weights (length = number of classes).
     pub class_weights: Option<Vec<f32>>,
+    /// Online hard example mining for the supervised cross-entropy (`[optim.ohem]` with
+    /// `thresh` and `min_kept`; [`seg_nn::loss::Ohem`]); absent: every labeled pixel counts.
+    pub ohem: Option<seg_nn::loss::Ohem>,
 }
 
 impl Default for OptimConfig {
@@ -185,6 +188,7 @@ impl Default for OptimConfig {
             weight_decay: 1e-4,
             poly_power: 0.9,
             class_weights: None,
+            ohem: None,
         }
     }
 }
@@ -246,6 +250,9 @@ impl TrainConfig {
             if w.len() != n {
                 return Err(format!("optim.class_weights has {} values for {n} classes", w.len()));
             }
+        }
+        if let Some(o) = &self.optim.ohem {
+            o.validate()?;
         }
         if self.init == ModelInit::Imagenet && self.model.encoder.lite().is_none() {
             return Err(format!(

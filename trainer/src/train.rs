@@ -210,6 +210,7 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
             labeled: &batch,
             unlabeled: unlabeled_batch.as_ref(),
             class_weights: class_weights.as_ref(),
+            ohem: cfg.optim.ohem,
             iteration: it,
         };
         let terms = method.losses(&ctx)?;

@@ -144,6 +144,54 @@ fn issue21_lraspp_decoder_trains_and_exports() {
     assert!((0.0..=1e-4).contains(&v), "{v}");
 }
 
+/// Issue #21: hard example mining of the supervised loss is a config section (`[optim.ohem]`,
+/// also through `--set`): a run trains with it and saves it in its config; a run without it saves
+/// no `ohem` key; an out-of-range threshold is a one-line error naming the key.
+#[test]
+fn issue21_ohem_trains_from_a_set_flag_and_bad_values_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_run(dir.path());
+    let saved = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
+    assert!(!saved.contains("ohem"), "{saved}");
+    let out = train_bin(
+        &[
+            "train",
+            "--config",
+            "c.toml",
+            "--out",
+            "ohem",
+            "--no-progress",
+            "--set",
+            "optim.ohem.thresh=0.7",
+            "--set",
+            "optim.ohem.min_kept=0.0625",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved = std::fs::read_to_string(dir.path().join("ohem/config.toml")).unwrap();
+    assert!(
+        saved.contains("[optim.ohem]") && saved.contains("min_kept = 0.0625"),
+        "{saved}"
+    );
+    let metrics = std::fs::read_to_string(dir.path().join("ohem/metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"loss\""), "{metrics}");
+    let bad = train_bin(
+        &[
+            "train",
+            "--config",
+            "c.toml",
+            "--out",
+            "bad",
+            "--set",
+            "optim.ohem={ thresh = 1.5, min_kept = 0.1 }",
+        ],
+        dir.path(),
+    );
+    assert_user_error(&bad, "optim.ohem.thresh must be in (0, 1]");
+    assert!(!dir.path().join("bad").exists());
+}
+
 /// Issue #25: `adabn` re-estimates the encoder's BatchNorm statistics on a folder of frames and
 /// exports: the encoder's folded convolutions change, the decoder's do not; bad flags and empty
 /// folders are one-line errors that write nothing.

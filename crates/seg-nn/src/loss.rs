@@ -36,6 +36,102 @@ pub fn cross_entropy(
     (picked * &weight)?.sum_all()?.neg()?.div(&denom)
 }
 
+/// Online hard example mining for the supervised cross-entropy (OHEM as in BiSeNet and
+/// PP-LiteSeg): only the pixels the model still gets wrong enough count.
+///
+/// A labeled pixel is kept when the softmax probability of its true class is below `thresh`; when
+/// fewer than `min_kept` (a fraction of the batch's labeled pixels) pass, the `min_kept` hardest
+/// ones (lowest probability) are kept instead. The selection is a constant mask: the gradient is
+/// the cross-entropy's on the kept pixels.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ohem {
+    /// Keep pixels whose true-class probability is below this (0 < thresh ≤ 1; 0.7 in BiSeNet).
+    pub thresh: f32,
+    /// At least this fraction of the labeled pixels is kept (0..=1; BiSeNet keeps 1/16).
+    pub min_kept: f64,
+}
+
+impl Ohem {
+    /// Checks ranges (`optim.ohem` in the trainer's config).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(self.thresh > 0.0 && self.thresh <= 1.0) {
+            return Err(format!("optim.ohem.thresh must be in (0, 1], not {}", self.thresh));
+        }
+        if !(0.0..=1.0).contains(&self.min_kept) {
+            return Err(format!(
+                "optim.ohem.min_kept must be a fraction in [0, 1], not {}",
+                self.min_kept
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// [`cross_entropy`] averaged over the pixels [`Ohem`] keeps (class weights as there).
+///
+/// - `logits`: `[b, C, h, w]`; `target`: `[b, h, w]` class ids, `ignore_index` where unlabeled.
+///
+/// Returns a scalar; 0 when every pixel is ignored.
+pub fn ohem_cross_entropy(
+    logits: &Tensor,
+    target: &Tensor,
+    ignore_index: u32,
+    class_weights: Option<&Tensor>,
+    ohem: Ohem,
+) -> Result<Tensor> {
+    let (b, _, h, w) = logits.dims4()?;
+    let (picked, valid, safe) = target_log_probs(logits, target, ignore_index, "ohem_cross_entropy")?;
+    // the selection, on the host: log-probabilities of the labeled pixels
+    let logp: Vec<f32> = picked.detach().flatten_all()?.to_vec1()?;
+    let is_valid: Vec<u8> = valid.flatten_all()?.to_vec1()?;
+    let keep = ohem_keep(&logp, &is_valid, ohem);
+    let mask = Tensor::from_vec(keep, (b, h, w), logits.device())?;
+    let mut weight = mask; // [b, h, w]
+    if let Some(cw) = class_weights {
+        let per_pixel = cw.index_select(&safe.flatten_all()?, 0)?.reshape((b, h, w))?;
+        weight = (weight * per_pixel)?;
+    }
+    let denom = weight.sum_all()?.maximum(1e-12)?;
+    (picked * &weight)?.sum_all()?.neg()?.div(&denom)
+}
+
+/// The [`Ohem`] mask (1 kept, 0 not) over pixels with true-class log-probability `logp` and
+/// labeled flag `valid`.
+fn ohem_keep(logp: &[f32], valid: &[u8], ohem: Ohem) -> Vec<f32> {
+    let mut labeled: Vec<f32> = logp
+        .iter()
+        .zip(valid)
+        .filter(|(_, &v)| v != 0)
+        .map(|(&l, _)| l)
+        .collect();
+    let n_min = ((ohem.min_kept * labeled.len() as f64).ceil() as usize).min(labeled.len());
+    let log_thresh = ohem.thresh.ln();
+    let below = labeled.iter().filter(|&&l| l < log_thresh).count();
+    // the cut in log-probability: the threshold, or the n_min-th lowest when too few pass it
+    let cut_inclusive = if below >= n_min || n_min == 0 {
+        None
+    } else {
+        let (_, nth, _) = labeled.select_nth_unstable_by(n_min - 1, |a, b| a.total_cmp(b));
+        Some(*nth)
+    };
+    logp.iter()
+        .zip(valid)
+        .map(|(&l, &v)| {
+            let kept = v != 0
+                && match cut_inclusive {
+                    None => l < log_thresh,
+                    Some(c) => l <= c,
+                };
+            if kept {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 /// Per-pixel negative log-likelihood `−log softmax(logits)[target]` as `[b, h, w]`, 0 where the
 /// target is `ignore_index` (methods reduce it with their own masks and normalisers).
 ///
@@ -249,6 +345,146 @@ mod tests {
         for k in 0..c {
             assert_eq!(g[k * n + 2], 0.0);
         }
+    }
+
+    /// The reference OHEM: per-pixel true-class probabilities sorted by hand, then `reference_ce`
+    /// over the kept pixels (the others set to `ignore`).
+    fn reference_ohem(logits: &[f32], c: usize, n: usize, target: &[u32], weights: &[f32], ohem: Ohem) -> f32 {
+        let prob = |p: usize| {
+            let col: Vec<f64> = (0..c).map(|k| logits[k * n + p] as f64).collect();
+            let z: f64 = col.iter().map(|v| v.exp()).sum();
+            col[target[p] as usize].exp() / z
+        };
+        let mut labeled: Vec<(f64, usize)> = (0..n).filter(|&p| target[p] != 255).map(|p| (prob(p), p)).collect();
+        labeled.sort_by(|a, b| a.0.total_cmp(&b.0)); // hardest first
+        let n_min = (ohem.min_kept * labeled.len() as f64).ceil() as usize;
+        let below: Vec<usize> = labeled
+            .iter()
+            .filter(|(q, _)| *q < ohem.thresh as f64)
+            .map(|&(_, p)| p)
+            .collect();
+        let kept: Vec<usize> = if below.len() >= n_min {
+            below
+        } else {
+            labeled[..n_min].iter().map(|&(_, p)| p).collect()
+        };
+        let masked: Vec<u32> = (0..n)
+            .map(|p| if kept.contains(&p) { target[p] } else { 255 })
+            .collect();
+        reference_ce(logits, c, n, &masked, weights, 255)
+    }
+
+    #[test]
+    fn issue21_ohem_keeps_the_hard_pixels_and_its_gradient_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let (c, n) = (3, 8);
+        let l0: Vec<f32> = (0..c * n).map(|i| ((i * 7 % 11) as f32) * 0.45 - 2.0).collect();
+        let target = [0u32, 2, 255, 1, 2, 0, 1, 2];
+        let weights = [1.0f32, 2.0, 0.5];
+        let t = Tensor::new(&target, &dev).unwrap().reshape((1, 1, n)).unwrap();
+        let cw = Tensor::new(&weights, &dev).unwrap();
+        // the threshold rule, the min-kept rule (thresh so low that none pass), and everything
+        for ohem in [
+            Ohem {
+                thresh: 0.5,
+                min_kept: 0.0,
+            },
+            Ohem {
+                thresh: 0.01,
+                min_kept: 0.3,
+            },
+            Ohem {
+                thresh: 1.0,
+                min_kept: 0.0,
+            },
+        ] {
+            let x = Var::from_vec(l0.clone(), (1, c, 1, n), &dev).unwrap();
+            let loss = ohem_cross_entropy(x.as_tensor(), &t, 255, Some(&cw), ohem).unwrap();
+            let want = reference_ohem(&l0, c, n, &target, &weights, ohem);
+            let got = loss.to_scalar::<f32>().unwrap();
+            assert!((got - want).abs() < 1e-5, "{ohem:?}: {got} vs {want}");
+            let g = loss.backward().unwrap();
+            let g = g.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let eps = 1e-3;
+            for i in 0..l0.len() {
+                let (mut p, mut m) = (l0.clone(), l0.clone());
+                p[i] += eps;
+                m[i] -= eps;
+                let num = (reference_ohem(&p, c, n, &target, &weights, ohem)
+                    - reference_ohem(&m, c, n, &target, &weights, ohem))
+                    / (2.0 * eps);
+                assert!((num - g[i]).abs() < 2e-3, "{ohem:?} elem {i}: {num} vs {}", g[i]);
+            }
+        }
+        // thresh 1 keeps every labeled pixel: the plain cross-entropy
+        let all = ohem_cross_entropy(
+            &Tensor::from_vec(l0.clone(), (1, c, 1, n), &dev).unwrap(),
+            &t,
+            255,
+            None,
+            Ohem {
+                thresh: 1.0,
+                min_kept: 0.0,
+            },
+        )
+        .unwrap();
+        let plain = cross_entropy(&Tensor::from_vec(l0, (1, c, 1, n), &dev).unwrap(), &t, 255, None).unwrap();
+        assert!((all.to_scalar::<f32>().unwrap() - plain.to_scalar::<f32>().unwrap()).abs() < 1e-6);
+        // the selection itself: 3 of 4 labeled pixels below 0.5, min 2 of 4 keeps those 3; min 1.0
+        // keeps all 4 labeled ones and never the unlabeled one
+        let logp = [0.9f32.ln(), 0.1f32.ln(), 0.2f32.ln(), 0.05f32.ln(), 0.01f32.ln()];
+        let valid = [1u8, 1, 1, 1, 0];
+        assert_eq!(
+            ohem_keep(
+                &logp,
+                &valid,
+                Ohem {
+                    thresh: 0.5,
+                    min_kept: 0.5
+                }
+            ),
+            [0.0, 1.0, 1.0, 1.0, 0.0]
+        );
+        assert_eq!(
+            ohem_keep(
+                &logp,
+                &valid,
+                Ohem {
+                    thresh: 0.15,
+                    min_kept: 0.75
+                }
+            ),
+            [0.0, 1.0, 1.0, 1.0, 0.0]
+        );
+        assert_eq!(
+            ohem_keep(
+                &logp,
+                &valid,
+                Ohem {
+                    thresh: 0.15,
+                    min_kept: 1.0
+                }
+            ),
+            [1.0, 1.0, 1.0, 1.0, 0.0]
+        );
+        assert!(Ohem {
+            thresh: 0.0,
+            min_kept: 0.1
+        }
+        .validate()
+        .is_err());
+        assert!(Ohem {
+            thresh: 0.7,
+            min_kept: 1.5
+        }
+        .validate()
+        .is_err());
+        assert!(Ohem {
+            thresh: 0.7,
+            min_kept: 1.0 / 16.0
+        }
+        .validate()
+        .is_ok());
     }
 
     #[test]

@@ -116,8 +116,8 @@ impl Method for Cps {
         let x = &ctx.labeled.images;
         let l1 = ctx.model.forward_t(x, true)?.logits; // [b, C, h, w]
         let l2 = self.net2.forward_t(x, true)?.logits; // [b, C, h, w]
-        let sup1 = loss::cross_entropy(&l1, &ctx.labeled.targets, ignore, ctx.class_weights)?;
-        let sup2 = loss::cross_entropy(&l2, &ctx.labeled.targets, ignore, ctx.class_weights)?;
+        let sup1 = ctx.labeled_ce(&l1)?;
+        let sup2 = ctx.labeled_ce(&l2)?;
         let dev = l1.device().clone();
         self.stats.clear();
         let Some(UnlabeledBatch::Views { strong, valid, .. }) = ctx.unlabeled else {

@@ -73,6 +73,8 @@ pub struct StepContext<'a> {
     pub unlabeled: Option<&'a UnlabeledBatch>,
     /// Optional `[C]` class weights for the supervised cross-entropy.
     pub class_weights: Option<&'a Tensor>,
+    /// Hard example mining for the supervised cross-entropy (`optim.ohem`).
+    pub ohem: Option<seg_nn::loss::Ohem>,
     /// The step index (0-based).
     pub iteration: u64,
 }
@@ -199,13 +201,20 @@ pub fn load_vars(vars: &VarMap, state: &HashMap<String, Tensor>, prefix: &str) -
 /// supervised term every method starts from.
 pub fn supervised_ce(ctx: &StepContext) -> Result<(seg_nn::SegOutput, Tensor)> {
     let out = ctx.model.forward_t(&ctx.labeled.images, true)?;
-    let ce = seg_nn::loss::cross_entropy(
-        &out.logits,
-        &ctx.labeled.targets,
-        seg_core::IGNORE as u32,
-        ctx.class_weights,
-    )?;
+    let ce = ctx.labeled_ce(&out.logits)?;
     Ok((out, ce))
+}
+
+impl StepContext<'_> {
+    /// The supervised cross-entropy of `logits` (`[b, C, H, W]`) against the labeled batch's
+    /// targets, with the run's class weights and hard example mining (`optim.ohem`).
+    pub fn labeled_ce(&self, logits: &Tensor) -> Result<Tensor> {
+        let (target, ignore) = (&self.labeled.targets, seg_core::IGNORE as u32);
+        match self.ohem {
+            Some(o) => seg_nn::loss::ohem_cross_entropy(logits, target, ignore, self.class_weights, o),
+            None => seg_nn::loss::cross_entropy(logits, target, ignore, self.class_weights),
+        }
+    }
 }
 
 /// A scalar 0 on `dev` (the value of a loss term that is off at this step).
