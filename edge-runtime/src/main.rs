@@ -327,6 +327,10 @@ struct EngineArgs {
     /// TensorRT: cache built engines (and timing) in this folder.
     #[arg(long)]
     trt_cache: Option<PathBuf>,
+    /// onnxruntime: idle intra-op threads sleep instead of spinning, leaving the cores to the
+    /// pipeline's other stages between frames.
+    #[arg(long)]
+    no_spin: bool,
 }
 
 impl EngineArgs {
@@ -341,6 +345,10 @@ impl EngineArgs {
             self.ep == Ep::Tensorrt || (!self.trt_fp16 && !self.trt_int8 && self.trt_cache.is_none()),
             "--trt-fp16, --trt-int8 and --trt-cache need --ep tensorrt"
         );
+        anyhow::ensure!(
+            !(self.no_spin && self.backend == BackendKind::Tract),
+            "--no-spin is an onnxruntime setting: it needs --backend ort or auto"
+        );
         Ok(BackendOptions {
             kind: self.backend,
             ort: OrtOptions {
@@ -350,6 +358,7 @@ impl EngineArgs {
                 trt_fp16: self.trt_fp16,
                 trt_int8: self.trt_int8,
                 trt_cache: self.trt_cache.clone(),
+                no_spin: self.no_spin,
             },
         })
     }

@@ -218,4 +218,37 @@ fn issue22_run_and_eval_on_ort() {
         std::fs::read_dir(dir.path().join("o")).unwrap().count(),
         DEFAULT_SAMPLES.len()
     );
+    // sleeping instead of spinning changes when threads wake, not what they compute (up to the
+    // rounding of a parallel reduction)
+    let out = edge_seg(
+        &["run", "--backend", "ort", "--no-spin", "--output", "q"],
+        dir.path(),
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (name, _) in DEFAULT_SAMPLES {
+        let stem = Path::new(name).file_stem().unwrap().to_string_lossy().to_string();
+        let file = |d: &str| {
+            std::fs::read_dir(dir.path().join(d))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.file_name().unwrap().to_string_lossy().contains(&stem))
+                .unwrap_or_else(|| panic!("{d}: no output for {name}"))
+        };
+        let (a, b) = (
+            image::open(file("o")).unwrap().to_rgb8(),
+            image::open(file("q")).unwrap().to_rgb8(),
+        );
+        assert_eq!(a.dimensions(), b.dimensions());
+        let same = a.pixels().zip(b.pixels()).filter(|(x, y)| x == y).count();
+        let share = same as f64 / a.pixels().len() as f64;
+        assert!(
+            share >= 0.999,
+            "{name}: only {:.3} % of overlay pixels agree",
+            100.0 * share
+        );
+    }
+    // the flag belongs to onnxruntime
+    let out = edge_seg(&["run", "--backend", "tract", "--no-spin"], dir.path(), None);
+    assert_user_error(&out, "--no-spin");
 }

@@ -65,6 +65,10 @@ pub struct OrtOptions {
     pub trt_int8: bool,
     /// TensorRT: keep built engines in this folder and reuse them at the next start.
     pub trt_cache: Option<PathBuf>,
+    /// Idle intra-op threads sleep instead of spinning (onnxruntime's
+    /// `session.intra_op.allow_spinning = 0`): leaves the cores to the pipeline's other stages
+    /// between frames, at the cost of a wake-up per parallel section.
+    pub no_spin: bool,
 }
 
 /// The loaded library: its path and version, or why it could not be loaded (once per process).
@@ -276,6 +280,7 @@ impl OrtBackend {
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|b| b.with_parallel_execution(false).map_err(Into::into))
             .and_then(|b| b.with_memory_pattern(true).map_err(Into::into))
+            .and_then(|b| b.with_intra_op_spinning(!opts.no_spin).map_err(Into::into))
             .map_err(|e: ort::Error| ep_err(e.to_string()))?;
         let mut builder = builder
             .with_execution_providers(providers)
