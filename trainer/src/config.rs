@@ -254,6 +254,15 @@ impl TrainConfig {
         if let Some(o) = &self.optim.ohem {
             o.validate()?;
         }
+        if self.model.output_stride != 16 && self.model.output_stride != 32 {
+            return Err(format!(
+                "model.output_stride must be 16 or 32, not {}",
+                self.model.output_stride
+            ));
+        }
+        if self.model.output_stride == 16 && self.model.encoder.lite().is_none() {
+            return Err("model.output_stride = 16 needs an EfficientNet-Lite encoder (resnet_lite runs at 32)".into());
+        }
         if self.init == ModelInit::Imagenet && self.model.encoder.lite().is_none() {
             return Err(format!(
                 "init = \"imagenet\" needs an EfficientNet-Lite encoder (model.encoder is {:?})",

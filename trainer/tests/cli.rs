@@ -192,6 +192,23 @@ fn issue21_ohem_trains_from_a_set_flag_and_bad_values_are_one_line_errors() {
     assert!(!dir.path().join("bad").exists());
 }
 
+/// Issue #21: `model.output_stride` is 16 or 32, and 16 only with an EfficientNet-Lite encoder;
+/// anything else is a one-line error before any data is read.
+#[test]
+fn issue21_output_stride_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.toml"), "[model]\noutput_stride = 8\n").unwrap();
+    assert_user_error(
+        &train_bin(&["train", "--config", "c.toml"], dir.path()),
+        "model.output_stride must be 16 or 32, not 8",
+    );
+    std::fs::write(dir.path().join("c.toml"), "[model]\noutput_stride = 16\n").unwrap();
+    assert_user_error(
+        &train_bin(&["train", "--config", "c.toml"], dir.path()),
+        "model.output_stride = 16 needs an EfficientNet-Lite encoder",
+    );
+}
+
 /// Issue #25: `adabn` re-estimates the encoder's BatchNorm statistics on a folder of frames and
 /// exports: the encoder's folded convolutions change, the decoder's do not; bad flags and empty
 /// folders are one-line errors that write nothing.

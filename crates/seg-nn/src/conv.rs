@@ -228,7 +228,7 @@ pub fn conv2d_matmul(x: &Tensor, weight: &Tensor, padding: usize, stride: usize)
         return y.reshape((b, co, h, w));
     }
     let p = padding;
-    let (taps, oh, ow) = crate::depthwise::tap_views(x, k, stride, [p, p, p, p])?;
+    let (taps, oh, ow) = crate::depthwise::tap_views(x, k, stride, 1, [p, p, p, p])?;
     let taps = taps
         .iter()
         .map(|t| t.reshape((b, c, 1, oh * ow)))

@@ -25,6 +25,9 @@ pub struct Depthwise {
     pub k: usize,
     /// Stride (both axes).
     pub stride: usize,
+    /// Dilation (both axes): tap `kk` reads `kk · dilation` pixels from the window's start
+    /// (1: a plain convolution; 2 in the last stages of an encoder run at output stride 16).
+    pub dilation: usize,
     /// Zero padding `[top, left, bottom, right]`.
     pub pads: [usize; 4],
 }
@@ -34,21 +37,28 @@ impl Depthwise {
     pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         let [t, l, b, r] = self.pads;
         let (ph, pw) = (h + t + b, w + l + r);
-        if self.k == 0 || ph < self.k || pw < self.k || self.stride == 0 {
+        let span = self.span();
+        if self.k == 0 || self.dilation == 0 || ph < span || pw < span || self.stride == 0 {
             candle_core::bail!(
-                "depthwise conv: kernel {} stride {} does not fit a {h}x{w} input padded by {:?}",
+                "depthwise conv: kernel {} dilation {} stride {} does not fit a {h}x{w} input padded by {:?}",
                 self.k,
+                self.dilation,
                 self.stride,
                 self.pads
             );
         }
-        Ok(((ph - self.k) / self.stride + 1, (pw - self.k) / self.stride + 1))
+        Ok(((ph - span) / self.stride + 1, (pw - span) / self.stride + 1))
+    }
+
+    /// The pixels one kernel window covers along an axis: `(k − 1) · dilation + 1`.
+    pub fn span(&self) -> usize {
+        (self.k.max(1) - 1) * self.dilation + 1
     }
 
     /// For output index `o` and tap `kk`, the input index along an axis of `len` (or `None` in
-    /// the padding): `o · s + kk − pad_before`.
+    /// the padding): `o · s + kk · d − pad_before`.
     fn tap(&self, o: usize, kk: usize, before: usize, len: usize) -> Option<usize> {
-        let i = (o * self.stride + kk) as isize - before as isize;
+        let i = (o * self.stride + kk * self.dilation) as isize - before as isize;
         (i >= 0 && (i as usize) < len).then_some(i as usize)
     }
 
@@ -56,6 +66,8 @@ impl Depthwise {
     fn valid_cols(&self, kx: usize, len: usize, ow: usize) -> (usize, usize) {
         let l = self.pads[1];
         let s = self.stride;
+        // the tap's offset in the padded row
+        let kx = kx * self.dilation;
         // ox·s + kx − l ≥ 0  ⇔  ox ≥ ceil((l − kx) / s)
         let lo = if kx >= l { 0 } else { (l - kx).div_ceil(s) };
         // ox·s + kx − l ≤ len − 1  ⇔  ox ≤ (len − 1 + l − kx) / s
@@ -123,7 +135,7 @@ impl CustomOp2 for Depthwise {
                             continue;
                         }
                         // first input column of this tap
-                        let i0 = lo * self.stride + kx - self.pads[1];
+                        let i0 = lo * self.stride + kx * self.dilation - self.pads[1];
                         if self.stride == 1 {
                             let src = &irow[i0..i0 + (hi - lo)];
                             for (o, &v) in orow[lo..hi].iter_mut().zip(src) {
@@ -199,7 +211,7 @@ impl CustomOp2 for DepthwiseInputGrad {
                         if lo >= hi {
                             continue;
                         }
-                        let i0 = lo * op.stride + kx - op.pads[1];
+                        let i0 = lo * op.stride + kx * op.dilation - op.pads[1];
                         if op.stride == 1 {
                             for (d, &v) in irow[i0..i0 + (hi - lo)].iter_mut().zip(&grow[lo..hi]) {
                                 *d += wv * v;
@@ -258,7 +270,7 @@ impl CustomOp2 for DepthwiseKernelGrad {
                             if lo >= hi {
                                 continue;
                             }
-                            let i0 = lo * op.stride + kx - op.pads[1];
+                            let i0 = lo * op.stride + kx * op.dilation - op.pads[1];
                             let s = if op.stride == 1 {
                                 dot(&irow[i0..i0 + (hi - lo)], &grow[lo..hi])
                             } else {
@@ -281,16 +293,27 @@ impl CustomOp2 for DepthwiseKernelGrad {
     }
 }
 
-/// Depthwise convolution of `x [b, c, h, w]` with `weight [c, 1, k, k]`, padded by `pads`
-/// (`[top, left, bottom, right]`): the op above on CPU f32, [`depthwise_taps`] elsewhere (CUDA).
-pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize, pads: [usize; 4]) -> Result<Tensor> {
+/// Depthwise convolution of `x [b, c, h, w]` with `weight [c, 1, k, k]` at `stride` and
+/// `dilation`, padded by `pads` (`[top, left, bottom, right]`): the op above on CPU f32,
+/// [`depthwise_taps`] elsewhere (CUDA).
+pub fn depthwise_conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    dilation: usize,
+    pads: [usize; 4],
+) -> Result<Tensor> {
     let (_, _, k, _) = weight.dims4()?;
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        return x
-            .contiguous()?
-            .apply_op2(&weight.contiguous()?, Depthwise { k, stride, pads });
+        let op = Depthwise {
+            k,
+            stride,
+            dilation,
+            pads,
+        };
+        return x.contiguous()?.apply_op2(&weight.contiguous()?, op);
     }
-    depthwise_taps(x, weight, stride, pads)
+    depthwise_taps(x, weight, stride, dilation, pads)
 }
 
 /// Depthwise convolution as a sum over the `k²` kernel taps of a shifted (and, at stride `s`,
@@ -305,13 +328,13 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize, pads: [usize
 /// to `[b, c, s·Hq, s·Wq]` and viewed as `[b, c, Hq, s, Wq, s]`; tap `(ky, kx)` of output
 /// pixel `(oy, ox)` reads padded row `oy·s + ky = s·(oy + ky / s) + ky % s`, i.e. the view at
 /// `[oy + ky / s, ky % s, ox + kx / s, kx % s]`.
-pub fn depthwise_taps(x: &Tensor, weight: &Tensor, stride: usize, pads: [usize; 4]) -> Result<Tensor> {
+pub fn depthwise_taps(x: &Tensor, weight: &Tensor, stride: usize, dilation: usize, pads: [usize; 4]) -> Result<Tensor> {
     let (b, c, _, _) = x.dims4()?;
     let (wc, _, k, _) = weight.dims4()?;
     if wc != c {
         candle_core::bail!("depthwise conv: {c} input channels but a kernel for {wc}");
     }
-    let (taps, oh, ow) = tap_views(x, k, stride, pads)?;
+    let (taps, oh, ow) = tap_views(x, k, stride, dilation, pads)?;
     let wt = weight.reshape((c, k * k))?;
     let mut acc: Option<Tensor> = None;
     for (t, tap) in taps.into_iter().enumerate() {
@@ -325,14 +348,27 @@ pub fn depthwise_taps(x: &Tensor, weight: &Tensor, stride: usize, pads: [usize; 
     acc.expect("k >= 1").reshape((b, c, oh, ow)) // [b, c, oh, ow]
 }
 
-/// The `k²` shifted, subsampled views of `x [b, c, h, w]` that a `k×k` kernel at `stride`
-/// with zero padding `pads` reads, in kernel order (`ky·k + kx`), each `[b, c, oh, 1, ow, 1]`,
-/// and the output size `(oh, ow)` (see [`depthwise_taps`] for the indexing).
-pub(crate) fn tap_views(x: &Tensor, k: usize, stride: usize, pads: [usize; 4]) -> Result<(Vec<Tensor>, usize, usize)> {
+/// The `k²` shifted, subsampled views of `x [b, c, h, w]` that a `k×k` kernel at `stride` and
+/// `dilation` with zero padding `pads` reads, in kernel order (`ky·k + kx`), each
+/// `[b, c, oh, 1, ow, 1]`, and the output size `(oh, ow)` (see [`depthwise_taps`] for the
+/// indexing; with dilation `d` tap `ky` sits `ky·d` rows into the window).
+pub(crate) fn tap_views(
+    x: &Tensor,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pads: [usize; 4],
+) -> Result<(Vec<Tensor>, usize, usize)> {
     let (b, c, h, w) = x.dims4()?;
     let s = stride;
-    let (oh, ow) = Depthwise { k, stride, pads }.out_hw(h, w)?;
-    let (hq, wq) = (oh + (k - 1) / s, ow + (k - 1) / s);
+    let op = Depthwise {
+        k,
+        stride,
+        dilation,
+        pads,
+    };
+    let (oh, ow) = op.out_hw(h, w)?;
+    let (hq, wq) = (oh + (op.span() - 1) / s, ow + (op.span() - 1) / s);
     // pad to at least s·hq × s·wq, then cut to exactly that (rows past it are never read)
     let bottom = (s * hq).saturating_sub(h + pads[0]);
     let right = (s * wq).saturating_sub(w + pads[1]);
@@ -345,12 +381,14 @@ pub(crate) fn tap_views(x: &Tensor, k: usize, stride: usize, pads: [usize; 4]) -
         .reshape((b, c, hq, s, wq, s))?; // [b, c, Hq, s, Wq, s]
     let mut taps = Vec::with_capacity(k * k);
     for ky in 0..k {
+        let dy = ky * dilation;
         for kx in 0..k {
+            let dx = kx * dilation;
             taps.push(
-                xp.narrow(2, ky / s, oh)?
-                    .narrow(3, ky % s, 1)?
-                    .narrow(4, kx / s, ow)?
-                    .narrow(5, kx % s, 1)?, // [b, c, oh, 1, ow, 1]
+                xp.narrow(2, dy / s, oh)?
+                    .narrow(3, dy % s, 1)?
+                    .narrow(4, dx / s, ow)?
+                    .narrow(5, dx % s, 1)?, // [b, c, oh, 1, ow, 1]
             );
         }
     }
@@ -367,44 +405,50 @@ mod tests {
     }
 
     /// candle's own grouped convolution on explicitly padded input.
-    fn reference(x: &Tensor, wt: &Tensor, stride: usize, pads: [usize; 4]) -> Tensor {
+    fn reference(x: &Tensor, wt: &Tensor, stride: usize, dilation: usize, pads: [usize; 4]) -> Tensor {
         let c = wt.dim(0).unwrap();
         let xp = x
             .pad_with_zeros(2, pads[0], pads[2])
             .unwrap()
             .pad_with_zeros(3, pads[1], pads[3])
             .unwrap();
-        xp.conv2d(wt, 0, stride, 1, c).unwrap()
+        xp.conv2d(wt, 0, stride, dilation, c).unwrap()
     }
 
-    /// (batch, channels, h, w, kernel, stride, pads)
-    type Case = (usize, usize, usize, usize, usize, usize, [usize; 4]);
+    /// (batch, channels, h, w, kernel, stride, dilation, pads)
+    type Case = (usize, usize, usize, usize, usize, usize, usize, [usize; 4]);
 
-    const CASES: [Case; 9] = [
+    const CASES: [Case; 13] = [
         // an even kernel at stride 2 whose last padded row is never read (the tap views cut it)
-        (1, 2, 11, 9, 2, 2, [0, 0, 0, 0]),
+        (1, 2, 11, 9, 2, 2, 1, [0, 0, 0, 0]),
         // a kernel smaller than the stride on odd sizes
-        (2, 2, 7, 5, 1, 2, [0, 0, 0, 0]),
-        (2, 3, 7, 9, 3, 1, [1, 1, 1, 1]),
-        (2, 3, 8, 10, 3, 2, [0, 0, 1, 1]),
-        (1, 4, 9, 11, 5, 2, [2, 2, 2, 2]),
-        (2, 2, 8, 8, 5, 2, [1, 1, 2, 2]),
-        (1, 2, 6, 5, 5, 1, [2, 2, 2, 2]),
-        (3, 2, 4, 3, 3, 1, [0, 0, 0, 0]),
-        (1, 3, 5, 7, 3, 2, [1, 0, 1, 2]),
+        (2, 2, 7, 5, 1, 2, 1, [0, 0, 0, 0]),
+        (2, 3, 7, 9, 3, 1, 1, [1, 1, 1, 1]),
+        (2, 3, 8, 10, 3, 2, 1, [0, 0, 1, 1]),
+        (1, 4, 9, 11, 5, 2, 1, [2, 2, 2, 2]),
+        (2, 2, 8, 8, 5, 2, 1, [1, 1, 2, 2]),
+        (1, 2, 6, 5, 5, 1, 1, [2, 2, 2, 2]),
+        (3, 2, 4, 3, 3, 1, 1, [0, 0, 0, 0]),
+        (1, 3, 5, 7, 3, 2, 1, [1, 0, 1, 2]),
+        // dilated (issue #21: the encoder's last stages at output stride 16): TF "SAME" for a
+        // 3x3 and a 5x5 at dilation 2, an even kernel at dilation 3, and a strided dilated one
+        (2, 3, 9, 10, 3, 1, 2, [2, 2, 2, 2]),
+        (1, 2, 11, 12, 5, 1, 2, [4, 4, 4, 4]),
+        (2, 2, 8, 7, 2, 1, 3, [0, 0, 0, 0]),
+        (1, 2, 10, 9, 3, 2, 2, [1, 2, 2, 1]),
     ];
 
     #[test]
     fn matches_candle_grouped_conv() {
         let dev = Device::Cpu;
-        for (b, c, h, w, k, s, pads) in CASES {
+        for (b, c, h, w, k, s, d, pads) in CASES {
             let x = Tensor::from_vec(values(b * c * h * w, 1), (b, c, h, w), &dev).unwrap();
             let wt = Tensor::from_vec(values(c * k * k, 2), (c, 1, k, k), &dev).unwrap();
-            let want = reference(&x, &wt, s, pads);
-            let got = depthwise_conv2d(&x, &wt, s, pads).unwrap();
-            assert_eq!(got.dims(), want.dims(), "{b} {c} {h} {w} {k} {s} {pads:?}");
-            let d = crate::max_abs_diff(&got, &want).unwrap();
-            assert!(d < 1e-5, "{b} {c} {h} {w} {k} {s} {pads:?}: {d}");
+            let want = reference(&x, &wt, s, d, pads);
+            let got = depthwise_conv2d(&x, &wt, s, d, pads).unwrap();
+            assert_eq!(got.dims(), want.dims(), "{b} {c} {h} {w} {k} {s} d{d} {pads:?}");
+            let diff = crate::max_abs_diff(&got, &want).unwrap();
+            assert!(diff < 1e-5, "{b} {c} {h} {w} {k} {s} d{d} {pads:?}: {diff}");
         }
     }
 
@@ -412,21 +456,26 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let dev = Device::Cpu;
-        for (b, c, h, w, k, s, pads) in CASES {
+        for (b, c, h, w, k, s, d, pads) in CASES {
             let x0 = values(b * c * h * w, 3);
             let w0 = values(c * k * k, 4);
-            let op = Depthwise { k, stride: s, pads };
+            let op = Depthwise {
+                k,
+                stride: s,
+                dilation: d,
+                pads,
+            };
             let (oh, ow) = op.out_hw(h, w).unwrap();
             let wts = Tensor::from_vec(values(b * c * oh * ow, 5), (b, c, oh, ow), &dev).unwrap();
             let f = |xv: &[f32], wv: &[f32]| -> f64 {
                 let x = Tensor::from_vec(xv.to_vec(), (b, c, h, w), &dev).unwrap();
                 let wt = Tensor::from_vec(wv.to_vec(), (c, 1, k, k), &dev).unwrap();
-                let y = depthwise_conv2d(&x, &wt, s, pads).unwrap();
+                let y = depthwise_conv2d(&x, &wt, s, d, pads).unwrap();
                 (y * &wts).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
             };
             let x = Var::from_vec(x0.clone(), (b, c, h, w), &dev).unwrap();
             let wt = Var::from_vec(w0.clone(), (c, 1, k, k), &dev).unwrap();
-            let y = depthwise_conv2d(x.as_tensor(), wt.as_tensor(), s, pads).unwrap();
+            let y = depthwise_conv2d(x.as_tensor(), wt.as_tensor(), s, d, pads).unwrap();
             let g = (y * &wts).unwrap().sum_all().unwrap().backward().unwrap();
             let gx = g.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let gw = g.get(&wt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -438,7 +487,7 @@ mod tests {
                 let num = (f(&p, &w0) - f(&m, &w0)) / (2.0 * eps as f64);
                 assert!(
                     (num - gx[i] as f64).abs() < 2e-3,
-                    "{pads:?} s{s} dx[{i}]: {num} vs {}",
+                    "{pads:?} s{s} d{d} dx[{i}]: {num} vs {}",
                     gx[i]
                 );
             }
@@ -449,7 +498,7 @@ mod tests {
                 let num = (f(&x0, &p) - f(&x0, &m)) / (2.0 * eps as f64);
                 assert!(
                     (num - gw[i] as f64).abs() < 2e-3,
-                    "{pads:?} s{s} dw[{i}]: {num} vs {}",
+                    "{pads:?} s{s} d{d} dw[{i}]: {num} vs {}",
                     gw[i]
                 );
             }
@@ -462,21 +511,21 @@ mod tests {
     #[test]
     fn taps_match_the_grouped_conv_and_the_cpu_gradients() {
         let dev = Device::Cpu;
-        for (b, c, h, w, k, s, pads) in CASES {
+        for (b, c, h, w, k, s, d, pads) in CASES {
             let x = Var::from_vec(values(b * c * h * w, 6), (b, c, h, w), &dev).unwrap();
             let wt = Var::from_vec(values(c * k * k, 7), (c, 1, k, k), &dev).unwrap();
-            let want = reference(x.as_tensor(), wt.as_tensor(), s, pads);
-            let got = depthwise_taps(x.as_tensor(), wt.as_tensor(), s, pads).unwrap();
-            assert_eq!(got.dims(), want.dims(), "{b} {c} {h} {w} {k} {s} {pads:?}");
-            let d = crate::max_abs_diff(&got, &want).unwrap();
-            assert!(d < 1e-5, "{b} {c} {h} {w} {k} {s} {pads:?}: {d}");
+            let want = reference(x.as_tensor(), wt.as_tensor(), s, d, pads);
+            let got = depthwise_taps(x.as_tensor(), wt.as_tensor(), s, d, pads).unwrap();
+            assert_eq!(got.dims(), want.dims(), "{b} {c} {h} {w} {k} {s} d{d} {pads:?}");
+            let diff = crate::max_abs_diff(&got, &want).unwrap();
+            assert!(diff < 1e-5, "{b} {c} {h} {w} {k} {s} d{d} {pads:?}: {diff}");
             let wts = Tensor::from_vec(values(got.elem_count(), 8), got.dims(), &dev).unwrap();
             let g_taps = (got * &wts).unwrap().sum_all().unwrap().backward().unwrap();
-            let y = depthwise_conv2d(x.as_tensor(), wt.as_tensor(), s, pads).unwrap();
+            let y = depthwise_conv2d(x.as_tensor(), wt.as_tensor(), s, d, pads).unwrap();
             let g_op = (y * &wts).unwrap().sum_all().unwrap().backward().unwrap();
             for v in [&x, &wt] {
-                let d = crate::max_abs_diff(g_taps.get(v).unwrap(), g_op.get(v).unwrap()).unwrap();
-                assert!(d < 1e-4, "{pads:?} s{s} gradient: {d}");
+                let diff = crate::max_abs_diff(g_taps.get(v).unwrap(), g_op.get(v).unwrap()).unwrap();
+                assert!(diff < 1e-4, "{pads:?} s{s} d{d} gradient: {diff}");
             }
         }
     }
@@ -486,11 +535,17 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::zeros((1, 2, 2, 2), candle_core::DType::F32, &dev).unwrap();
         let wt = Tensor::zeros((2, 1, 5, 5), candle_core::DType::F32, &dev).unwrap();
-        assert!(depthwise_conv2d(&x, &wt, 1, [0, 0, 0, 0]).is_err());
-        assert!(depthwise_conv2d(&x, &wt, 0, [2, 2, 2, 2]).is_err());
-        assert!(depthwise_taps(&x, &wt, 1, [0, 0, 0, 0]).is_err());
-        assert!(depthwise_taps(&x, &wt, 0, [2, 2, 2, 2]).is_err());
+        assert!(depthwise_conv2d(&x, &wt, 1, 1, [0, 0, 0, 0]).is_err());
+        assert!(depthwise_conv2d(&x, &wt, 0, 1, [2, 2, 2, 2]).is_err());
+        assert!(depthwise_taps(&x, &wt, 1, 1, [0, 0, 0, 0]).is_err());
+        assert!(depthwise_taps(&x, &wt, 0, 1, [2, 2, 2, 2]).is_err());
         let empty = Tensor::zeros((2, 1, 0, 0), candle_core::DType::F32, &dev).unwrap();
-        assert!(depthwise_taps(&x, &empty, 1, [0, 0, 0, 0]).is_err());
+        assert!(depthwise_taps(&x, &empty, 1, 1, [0, 0, 0, 0]).is_err());
+        // a 3x3 at dilation 2 spans 5 pixels: more than 2 + 1 + 1; dilation 0 is no kernel
+        let w3 = Tensor::zeros((2, 1, 3, 3), candle_core::DType::F32, &dev).unwrap();
+        assert!(depthwise_conv2d(&x, &w3, 1, 1, [1, 1, 1, 1]).is_ok());
+        assert!(depthwise_conv2d(&x, &w3, 1, 2, [1, 1, 1, 1]).is_err());
+        assert!(depthwise_taps(&x, &w3, 1, 2, [1, 1, 1, 1]).is_err());
+        assert!(depthwise_conv2d(&x, &w3, 1, 0, [1, 1, 1, 1]).is_err());
     }
 }

@@ -134,9 +134,17 @@ pub struct MbConv {
 }
 
 impl MbConv {
-    /// `c_in -> c_out` with the stage's kernel, stride and expansion, under `vb`
-    /// (`expand.*`, `dw.*`, `project.*`).
-    pub fn new(c_in: usize, c_out: usize, kernel: usize, stride: usize, expand: usize, vb: VarBuilder) -> Result<Self> {
+    /// `c_in -> c_out` with the stage's kernel, stride, dilation (of the depthwise convolution)
+    /// and expansion, under `vb` (`expand.*`, `dw.*`, `project.*`).
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+        expand: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let mid = c_in * expand;
         let conv_bn = |ci: usize, co: usize, k: usize, act: Act, vb: VarBuilder| -> Result<ConvBn> {
             Ok(ConvBn::from_parts(
@@ -151,7 +159,7 @@ impl MbConv {
             None
         };
         let dw = ConvBn::from_parts(
-            Conv2d::depthwise(mid, kernel, stride, Padding::TfSame, vb.pp("dw.conv"))?,
+            Conv2d::depthwise(mid, kernel, stride, dilation, Padding::TfSame, vb.pp("dw.conv"))?,
             BatchNorm::with_eps(mid, BN_EPS, vb.pp("dw.bn"))?,
             Act::Relu6,
         );
@@ -213,8 +221,15 @@ pub struct EfficientNetLite {
 }
 
 impl EfficientNetLite {
-    /// Builds the encoder under `vb` (`stem.*`, `blocks.N.*`).
-    pub fn new(variant: LiteVariant, vb: VarBuilder) -> Result<Self> {
+    /// Builds the encoder under `vb` (`stem.*`, `blocks.N.*`) at `output_stride` 32 (the
+    /// ImageNet network as trained) or 16: then the stage that would go from stride 16 to 32
+    /// keeps stride 1 and it and every later stage dilate their depthwise convolutions by 2
+    /// (DeepLab's atrous trick, as torchvision's dilated MobileNetV3: the same weights see the
+    /// same spatial extent on a denser grid).
+    pub fn new(variant: LiteVariant, output_stride: usize, vb: VarBuilder) -> Result<Self> {
+        if output_stride != 16 && output_stride != 32 {
+            candle_core::bail!("EfficientNet-Lite output stride must be 16 or 32, not {output_stride}");
+        }
         let stem = ConvBn::from_parts(
             Conv2d::padded(3, STEM, 3, 2, false, Padding::TfSame, vb.pp("stem.conv"))?,
             BatchNorm::with_eps(STEM, BN_EPS, vb.pp("stem.bn"))?,
@@ -223,15 +238,25 @@ impl EfficientNetLite {
         let mut blocks = Vec::new();
         let mut c_in = STEM;
         let (mut low_block, mut low_channels) = (0, 0);
+        // the stride reached so far (the stem halves) and the dilation of the stages past the
+        // output stride
+        let (mut reached, mut dilation) = (2, 1);
         for (si, st) in variant.stages().iter().enumerate() {
+            let mut stage_stride = st.stride;
+            if reached * st.stride > output_stride {
+                dilation *= st.stride;
+                stage_stride = 1;
+            }
+            reached *= stage_stride;
             for r in 0..st.repeats {
-                let stride = if r == 0 { st.stride } else { 1 };
+                let stride = if r == 0 { stage_stride } else { 1 };
                 let i = blocks.len();
                 blocks.push(MbConv::new(
                     c_in,
                     st.out,
                     st.kernel,
                     stride,
+                    dilation,
                     st.expand,
                     vb.pp(format!("blocks.{i}")),
                 )?);
@@ -260,7 +285,7 @@ impl EfficientNetLite {
         self.blocks.len()
     }
 
-    /// Returns `(low [b,24,H/4,W/4], high [b,c,H/32,W/32])`.
+    /// Returns `(low [b,24,H/4,W/4], high [b,c,H/os,W/os])` (`os` the output stride).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let mut y = self.stem.forward_t(x, train)?; // [b, 32, H/2, W/2]
         let mut low = None;
@@ -316,7 +341,7 @@ pub struct LiteClassifier {
 impl LiteClassifier {
     /// Builds the classifier: `encoder.*`, `head.*`, `fc.*`.
     pub fn new(variant: LiteVariant, vb: VarBuilder) -> Result<Self> {
-        let encoder = EfficientNetLite::new(variant, vb.pp("encoder"))?;
+        let encoder = EfficientNetLite::new(variant, 32, vb.pp("encoder"))?;
         let c = encoder.channels().1;
         let head = ConvBn::from_parts(
             Conv2d::padded(c, HEAD, 1, 1, false, Padding::TfSame, vb.pp("head.conv"))?,

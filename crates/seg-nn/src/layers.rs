@@ -55,6 +55,8 @@ pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
     stride: usize,
+    /// 1 for every dense convolution; depthwise ones may be dilated.
+    dilation: usize,
     padding: Padding,
     groups: usize,
     name: String,
@@ -87,19 +89,32 @@ impl Conv2d {
             weight,
             bias,
             stride,
+            dilation: 1,
             padding,
             groups: 1,
             name: vb.prefix(),
         })
     }
 
-    /// A depthwise convolution without bias: one `k×k` filter per channel, `[c, 1, k, k]`.
-    pub fn depthwise(c: usize, k: usize, stride: usize, padding: Padding, vb: VarBuilder) -> Result<Self> {
+    /// A depthwise convolution without bias: one `k×k` filter per channel, `[c, 1, k, k]`, its
+    /// taps `dilation` pixels apart (1: adjacent).
+    pub fn depthwise(
+        c: usize,
+        k: usize,
+        stride: usize,
+        dilation: usize,
+        padding: Padding,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if dilation == 0 {
+            candle_core::bail!("{}: dilation must be at least 1", vb.prefix());
+        }
         let weight = vb.get_with_hints((c, 1, k, k), "weight", Init::Const(0.0))?;
         Ok(Self {
             weight,
             bias: None,
             stride,
+            dilation,
             padding,
             groups: c,
             name: vb.prefix(),
@@ -109,9 +124,9 @@ impl Conv2d {
     /// `[b, c_in, h, w] -> [b, c_out, h', w']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        let pads = self.padding.pads((h, w), self.kernel(), self.stride);
+        let pads = self.padding.pads((h, w), self.span(), self.stride);
         let y = if self.groups > 1 {
-            crate::depthwise::depthwise_conv2d(x, &self.weight, self.stride, pads)?
+            crate::depthwise::depthwise_conv2d(x, &self.weight, self.stride, self.dilation, pads)?
         // [b, c, h', w']
         } else if pads.iter().all(|&p| p == pads[0]) {
             crate::conv::conv2d(x, &self.weight, pads[0], self.stride)? // [b, c_out, h', w']
@@ -142,6 +157,17 @@ impl Conv2d {
         self.weight.dims()[2]
     }
 
+    /// Dilation (1 except in dilated depthwise convolutions).
+    pub fn dilation(&self) -> usize {
+        self.dilation
+    }
+
+    /// The pixels one kernel window covers along an axis: `(k − 1) · dilation + 1` (what the
+    /// padding and the output size are computed from).
+    pub fn span(&self) -> usize {
+        (self.kernel().max(1) - 1) * self.dilation + 1
+    }
+
     /// Groups (1, or the channel count for a depthwise convolution).
     pub fn groups(&self) -> usize {
         self.groups
@@ -154,7 +180,7 @@ impl Conv2d {
 
     /// Spatial output size for an input of `(h, w)`.
     pub fn out_hw(&self, (h, w): (usize, usize)) -> (usize, usize) {
-        let k = self.kernel();
+        let k = self.span();
         let [t, l, b, r] = self.padding.pads((h, w), k, self.stride);
         (
             (h + t + b).saturating_sub(k) / self.stride + 1,
@@ -189,7 +215,8 @@ impl Conv2d {
         let wn = g.init_f32(&format!("{}.weight", self.name), &dims, &w);
         let bn = g.init_f32(&format!("{}.bias", self.name), &[c_out as i64], &b);
         let k = dims[2];
-        let pads = self.padding.pads(hw, k as usize, self.stride).map(|p| p as i64);
+        let pads = self.padding.pads(hw, self.span(), self.stride).map(|p| p as i64);
+        let d = self.dilation as i64;
         let s = self.stride as i64;
         let out = format!("{}.out", self.name);
         Ok(g.node(
@@ -201,7 +228,7 @@ impl Conv2d {
                 ("strides", Attr::Ints(vec![s, s])),
                 // ONNX order: [top, left, bottom, right] = [x1_begin, x2_begin, x1_end, x2_end]
                 ("pads", Attr::Ints(pads.to_vec())),
-                ("dilations", Attr::Ints(vec![1, 1])),
+                ("dilations", Attr::Ints(vec![d, d])),
                 ("group", Attr::Int(self.groups as i64)),
             ],
         ))

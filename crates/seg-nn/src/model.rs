@@ -93,6 +93,10 @@ impl DecoderKind {
     }
 }
 
+fn is_stride_32(s: &usize) -> bool {
+    *s == 32
+}
+
 /// Architecture hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -105,6 +109,10 @@ pub struct ModelConfig {
     /// written before it existed read and compare as before).
     #[serde(skip_serializing_if = "DecoderKind::is_default")]
     pub decoder: DecoderKind,
+    /// The encoder's output stride: 32 (the default; left out of a saved config) or 16
+    /// (EfficientNet-Lite only: the last stride-2 stage keeps stride 1 and dilates).
+    #[serde(skip_serializing_if = "is_stride_32")]
+    pub output_stride: usize,
     /// ResNet-lite channel widths: stem, layer1..layer4 (5 values; unused by other encoders).
     pub widths: [usize; 5],
     /// ResNet-lite basic blocks per stage (layer1..layer4; unused by other encoders).
@@ -124,6 +132,7 @@ impl Default for ModelConfig {
             num_classes: 11,
             encoder: EncoderKind::ResnetLite,
             decoder: DecoderKind::DeeplabLite,
+            output_stride: 32,
             widths: [16, 32, 64, 128, 192],
             blocks: [1, 2, 2, 1],
             aspp_channels: 64,
@@ -259,8 +268,14 @@ impl Encoder {
     /// Builds the configured encoder under `vb` (`encoder.*`).
     pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         Ok(match cfg.encoder.lite() {
+            None if cfg.output_stride != 32 => {
+                candle_core::bail!(
+                    "model.output_stride = {} needs an EfficientNet-Lite encoder (resnet_lite runs at 32)",
+                    cfg.output_stride
+                )
+            }
             None => Encoder::Resnet(ResnetEncoder::new(cfg, vb)?),
-            Some(v) => Encoder::Lite(EfficientNetLite::new(v, vb)?),
+            Some(v) => Encoder::Lite(EfficientNetLite::new(v, cfg.output_stride, vb)?),
         })
     }
 

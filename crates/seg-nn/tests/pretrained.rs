@@ -89,8 +89,21 @@ fn issue21_a_corrupted_fixture_is_an_error_not_a_panic() {
 /// tract the same logits as candle: depthwise `Conv` with `group`, `Clip`, TF "SAME" pads.
 #[test]
 fn issue21_lite0_export_parity_candle_vs_tract() {
+    lite0_export_parity(32);
+}
+
+/// The same at output stride 16: the last stride-2 stage keeps stride 1 and the depthwise
+/// convolutions from there on are dilated by 2 (ONNX `dilations`, TF "SAME" over the dilated
+/// span).
+#[test]
+fn issue21_lite0_output_stride_16_export_parity_candle_vs_tract() {
+    lite0_export_parity(16);
+}
+
+fn lite0_export_parity(output_stride: usize) {
     let cfg = ModelConfig {
         encoder: EncoderKind::EfficientnetLite0,
+        output_stride,
         ..ModelConfig::default()
     };
     let dev = Device::Cpu;
@@ -113,6 +126,17 @@ fn issue21_lite0_export_parity_candle_vs_tract() {
             .iter()
             .any(|n| n.op_type == "Conv" && n.attribute.iter().any(|a| a.name == "group" && a.i > 1)),
         "depthwise convolutions carry their group"
+    );
+    let dilated = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv" && n.attribute.iter().any(|a| a.name == "dilations" && a.ints == [2, 2]))
+        .count();
+    // Lite0's blocks past stride 16: the 4 of stage 6 and the 1 of stage 7
+    assert_eq!(
+        dilated,
+        if output_stride == 16 { 5 } else { 0 },
+        "dilated depthwise convolutions"
     );
     let bytes = seg_onnx::encode(&onnx);
     let plan = tract_onnx::onnx()
