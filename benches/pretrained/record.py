@@ -34,12 +34,16 @@ def count(a, add):
 
     m = shape_inference.infer_shapes(onnx.load(a.model))
     g = m.graph
-    params = sum(int(np.prod(t.dims)) for t in g.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) > 0)
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)  # f16 weight storage counts too
+    params = sum(int(np.prod(t.dims)) for t in g.initializer if t.data_type in floats and len(t.dims) > 0)
     shapes = {}
     for vi in list(g.value_info) + list(g.output) + list(g.input):
         dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
         shapes[vi.name] = dims
     inits = {t.name: numpy_helper.to_array(t).shape for t in g.initializer}
+    for n in g.node:  # f16 storage: a Cast of an initializer is that weight
+        if n.op_type == "Cast" and n.input[0] in inits:
+            inits[n.output[0]] = inits[n.input[0]]
     macs = 0
     for n in g.node:
         if n.op_type == "Conv":

@@ -16,8 +16,11 @@
 #            (the camera path), throughput mode, 2 threads, the fastest backend (auto), drawn
 #            to a 480x360x32 framebuffer file as in benches/runtime
 #
+#   --f16    export --out with its weights stored as f16 (`export --f16-weights`: half the
+#            file; edge-seg reads the weights back as f32; other runtimes run its Cast nodes)
+#
 #   bash benches/pretrained/run.sh [--run runs/lite0] [--out assets/models/camvid-lite0.onnx]
-#        [--input-size HxW] [--student-out assets/models/camvid-lite0-student.onnx]
+#        [--input-size HxW] [--f16] [--student-out assets/models/camvid-lite0-student.onnx]
 #        [--student-size 240x320] [--data ../shared/data/camvid]
 #        [--results docs/results/pretrained.json]
 #        [--parts export,eval,quantize,count,step,golden,student] [--steps 10]
@@ -30,11 +33,12 @@ RESULTS=docs/results/pretrained.json
 PARTS=export,eval,quantize,count,step,golden
 STEPS=10
 INPUT_SIZE=
+F16=
 STUDENT_OUT=assets/models/camvid-lite0-student.onnx
 STUDENT_SIZE=240x320
 WORK=target/pretrained-bench
 PY=${PYTHON:-python3}
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --run) RUN=$2; shift 2 ;;
@@ -44,6 +48,7 @@ while [[ $# -gt 0 ]]; do
         --parts) PARTS=$2; shift 2 ;;
         --steps) STEPS=$2; shift 2 ;;
         --input-size) INPUT_SIZE=$2; shift 2 ;;
+        --f16) F16=--f16-weights; shift ;;
         --student-out) STUDENT_OUT=$2; shift 2 ;;
         --student-size) STUDENT_SIZE=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -62,7 +67,7 @@ EDGE=target/release/edge-seg
 
 if has export; then
     step "export $RUN -> $OUT"
-    "$TRAIN" export --run "$RUN" --checkpoint last --out "$OUT" --record "$RESULTS" ${INPUT_SIZE:+--input-size "$INPUT_SIZE"}
+    "$TRAIN" export --run "$RUN" --checkpoint last --out "$OUT" --record "$RESULTS" ${INPUT_SIZE:+--input-size "$INPUT_SIZE"} $F16
 fi
 if has eval; then
     step "val mIoU in edge-seg (tract)"

@@ -89,13 +89,11 @@ impl Segmenter {
         origin: &str,
         overrides: &crate::describe::MetaOverrides,
     ) -> Result<(seg_onnx::pb::ModelProto, ModelMeta, Option<String>), RuntimeError> {
-        use prost::Message;
         let model_err = |reason: String| RuntimeError::Model {
             path: origin.to_string(),
             reason,
         };
-        let mut proto =
-            seg_onnx::pb::ModelProto::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
+        let mut proto = seg_onnx::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
         if proto.graph.as_ref().is_none_or(|g| g.node.is_empty()) {
             return Err(model_err("not a valid ONNX model: it has no graph nodes".into()));
         }
@@ -285,8 +283,7 @@ mod tests {
     /// once, straight to the frame.)
     #[test]
     fn stripping_the_final_resize_keeps_the_segmentation() {
-        use prost::Message;
-        let mut proto = seg_onnx::pb::ModelProto::decode(crate::DEFAULT_MODEL).unwrap();
+        let mut proto = seg_onnx::decode(crate::DEFAULT_MODEL).unwrap();
         let stripped = strip_final_resize(&mut proto).expect("the shipped model ends in a Resize");
         assert!(stripped.starts_with("Resize"), "{stripped}");
         assert!(strip_final_resize(&mut proto).is_none(), "the next node is a Conv");
@@ -306,8 +303,7 @@ mod tests {
     /// Resizes as MatMuls, final Resize stripped) it segments like the graph as written.
     #[test]
     fn rewritten_int8_graph_keeps_the_segmentation() {
-        use prost::Message;
-        let proto = seg_onnx::pb::ModelProto::decode(crate::DEFAULT_MODEL).unwrap();
+        let proto = seg_onnx::decode(crate::DEFAULT_MODEL).unwrap();
         let (h, w) = ModelMeta::from_map(&seg_onnx::metadata(&proto)).unwrap().input_hw;
         // at the network's input size (see the test above)
         let frames: Vec<RgbImage> = crate::DEFAULT_SAMPLES

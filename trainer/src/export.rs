@@ -23,6 +23,10 @@ pub fn load_model(run: &Path, checkpoint_name: &str) -> Result<(TrainConfig, Var
     Ok((cfg, varmap, model))
 }
 
+/// The smallest weight tensor `export --f16-weights` stores as f16 (smaller ones — biases,
+/// BatchNorm-sized vectors — gain less than their `Cast` node costs).
+pub const F16_MIN_ELEMS: usize = 256;
+
 /// Writes the ONNX file for `model` trained with `cfg` (atomically).
 pub fn export(model: &SegModel, cfg: &TrainConfig, out: &Path) -> Result<()> {
     let mut meta = cfg.model_meta().to_map();

@@ -44,6 +44,11 @@ enum Cmd {
         /// at a lower resolution for speed (the written config says the size used).
         #[arg(long, value_parser = parse_hw)]
         input_size: Option<[u32; 2]>,
+        /// Store the weights as f16 (with `Cast` nodes to f32: a valid ONNX model for any
+        /// runtime, about half the file; edge-seg reads it back as f32). The parity check runs
+        /// on the f32 graph; the f16 file's difference is printed beside it.
+        #[arg(long)]
+        f16_weights: bool,
     },
     /// Re-estimate a run's BatchNorm statistics on unlabeled frames of a new scene (AdaBN: no
     /// labels, no gradient) and export the result to ONNX.
@@ -485,6 +490,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             record,
             input_size,
+            f16_weights,
         } => {
             let (mut cfg, _vm, model) = export::load_model(&run, &checkpoint)?;
             if let Some(hw) = input_size {
@@ -492,15 +498,26 @@ fn run(cli: Cli) -> Result<()> {
             }
             export::export(&model, &cfg, &out)?;
             let diff = export::parity(&model, &cfg, &out)?;
-            println!(
-                "wrote {} (candle vs tract max |diff| on logits: {diff:.2e})",
-                out.display()
-            );
             anyhow::ensure!(
                 diff <= PARITY_TOLERANCE,
                 "{}: parity check failed: {diff:e} > {PARITY_TOLERANCE:e}",
                 out.display()
             );
+            if f16_weights {
+                let mut proto = seg_onnx::load(&out)?;
+                let n = seg_onnx::compact_f16(&mut proto, export::F16_MIN_ELEMS);
+                seg_onnx::save(&proto, &out)?;
+                let (d16, scale) = export::parity_and_scale(&model, &cfg, &out)?;
+                println!(
+                    "wrote {} with {n} weight tensors stored as f16 (candle vs tract max |diff| on logits: {diff:.2e} with f32 weights, {d16:.2e} with f16, logits up to {scale:.1})",
+                    out.display()
+                );
+            } else {
+                println!(
+                    "wrote {} (candle vs tract max |diff| on logits: {diff:.2e})",
+                    out.display()
+                );
+            }
             if let Some(p) = record {
                 let rec = seg_core::results::Record::now(
                     "parity_max_abs_diff",

@@ -209,6 +209,58 @@ fn issue21_output_stride_is_checked() {
     );
 }
 
+/// Issue #21 (a lean repository): `export --f16-weights` writes a smaller file whose large
+/// weights are f16 behind `Cast` nodes, and reading it back gives f32 initializers under the
+/// weights' own names, equal to the f32 export's up to f16 rounding.
+#[test]
+fn issue21_export_f16_weights_halves_the_weights_and_reads_back_as_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_run(dir.path());
+    for (out, extra) in [("f32.onnx", None), ("f16.onnx", Some("--f16-weights"))] {
+        let mut args = vec!["export", "--run", "run", "--checkpoint", "last", "--out", out];
+        args.extend(extra);
+        let o = train_bin(&args, dir.path());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        if extra.is_some() {
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            assert!(stdout.contains("stored as f16"), "{stdout}");
+        }
+    }
+    let raw = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
+    assert!(raw("f16.onnx").len() < raw("f32.onnx").len());
+    let stored = {
+        use prost::Message;
+        seg_onnx::pb::ModelProto::decode(raw("f16.onnx").as_slice()).unwrap()
+    };
+    let casts = stored
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Cast")
+        .count();
+    assert!(casts > 0, "no weight stored as f16");
+    let (a, b) = (
+        seg_onnx::load(&dir.path().join("f32.onnx")).unwrap(),
+        seg_onnx::load(&dir.path().join("f16.onnx")).unwrap(),
+    );
+    let (ga, gb) = (a.graph.as_ref().unwrap(), b.graph.as_ref().unwrap());
+    assert_eq!(ga.node.len(), gb.node.len());
+    for t in ga.initializer.iter().filter(|t| t.data_type == 1) {
+        let u = gb
+            .initializer
+            .iter()
+            .find(|u| u.name == t.name)
+            .expect("same initializer names");
+        let (x, y) = (seg_onnx::tensor_to_f32(t).unwrap(), seg_onnx::tensor_to_f32(u).unwrap());
+        assert_eq!(x.len(), y.len());
+        for (p, q) in x.iter().zip(&y) {
+            assert!((p - q).abs() <= 1e-3 * p.abs().max(1e-2), "{}: {p} vs {q}", t.name);
+        }
+    }
+}
+
 /// Issue #25: `adabn` re-estimates the encoder's BatchNorm statistics on a folder of frames and
 /// exports: the encoder's folded convolutions change, the decoder's do not; bad flags and empty
 /// folders are one-line errors that write nothing.

@@ -249,14 +249,145 @@ pub fn save(model: &pb::ModelProto, path: &Path) -> Result<(), OnnxError> {
     })
 }
 
-/// Reads and decodes an ONNX file, checking that it has a graph.
+/// Decodes ONNX bytes and folds f16 weight storage back to f32 initializers ([`expand_f16`]):
+/// every reader of a model in edge-seg goes through here, so the rest of the code sees f32
+/// weights under their own names whichever way the file stores them.
+pub fn decode(bytes: &[u8]) -> Result<pb::ModelProto, prost::DecodeError> {
+    let mut model = pb::ModelProto::decode(bytes)?;
+    expand_f16(&mut model);
+    Ok(model)
+}
+
+/// The suffix of an f16-stored initializer's name (`<weight>.f16`, cast to `<weight>`).
+pub const F16_SUFFIX: &str = ".f16";
+
+/// f16 weight storage: every f32 initializer of at least `min_elems` values becomes an f16
+/// initializer `<name>.f16` and a `Cast(to = FLOAT)` node producing `<name>` at the start of the
+/// graph, so the file stays a valid ONNX model for any runtime (tract and onnxruntime fold the
+/// casts when they load it) at about half the size. Returns how many initializers were
+/// converted. The values are rounded to the nearest f16 (overflow to ±inf is refused: such a
+/// tensor stays f32).
+pub fn compact_f16(model: &mut pb::ModelProto, min_elems: usize) -> usize {
+    let Some(g) = model.graph.as_mut() else {
+        return 0;
+    };
+    let mut casts = Vec::new();
+    for t in g.initializer.iter_mut() {
+        if t.data_type != DataType::Float as i32 || t.name.ends_with(F16_SUFFIX) {
+            continue;
+        }
+        let Ok(v) = tensor_to_f32(t) else { continue };
+        if v.len() < min_elems.max(1) {
+            continue;
+        }
+        let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+        if h.iter().zip(&v).any(|(a, b)| a.is_infinite() && b.is_finite()) {
+            continue;
+        }
+        let name = std::mem::take(&mut t.name);
+        t.name = format!("{name}{F16_SUFFIX}");
+        t.data_type = DataType::Float16 as i32;
+        t.float_data.clear();
+        t.raw_data = h.iter().flat_map(|x| x.to_le_bytes()).collect();
+        casts.push(pb::NodeProto {
+            name: format!("{name}.cast"),
+            op_type: "Cast".into(),
+            input: vec![t.name.clone()],
+            output: vec![name],
+            attribute: vec![pb::AttributeProto {
+                name: "to".into(),
+                r#type: pb::attribute_proto::AttributeType::Int as i32,
+                i: DataType::Float as i64,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    let n = casts.len();
+    casts.append(&mut g.node);
+    g.node = casts;
+    n
+}
+
+/// The inverse of [`compact_f16`]: each `Cast(to = FLOAT)` of an f16 initializer that nothing
+/// else reads becomes an f32 initializer named after the cast's output, and the cast goes.
+/// Other graphs are left as they are. Returns how many casts were folded.
+pub fn expand_f16(model: &mut pb::ModelProto) -> usize {
+    let Some(g) = model.graph.as_mut() else {
+        return 0;
+    };
+    let mut readers: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for n in &g.node {
+        for i in &n.input {
+            *readers.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    let f16: std::collections::HashMap<&str, usize> = g
+        .initializer
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.data_type == DataType::Float16 as i32)
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    // (node index, initializer index) of the casts to fold
+    let mut fold = Vec::new();
+    for (ni, n) in g.node.iter().enumerate() {
+        let to_float = n
+            .attribute
+            .iter()
+            .any(|a| a.name == "to" && a.i == DataType::Float as i64);
+        if n.op_type != "Cast" || !to_float || n.input.len() != 1 || n.output.len() != 1 {
+            continue;
+        }
+        if let Some(&ti) = f16.get(n.input[0].as_str()) {
+            let t = &g.initializer[ti];
+            let numel: i64 = t.dims.iter().product();
+            let raw_ok = t.raw_data.len() as i64 == 2 * numel;
+            let typed_ok = t.raw_data.is_empty() && t.int32_data.len() as i64 == numel;
+            if readers.get(n.input[0].as_str()) == Some(&1) && (raw_ok || typed_ok) {
+                fold.push((ni, ti));
+            }
+        }
+    }
+    if fold.is_empty() {
+        return 0;
+    }
+    for &(ni, ti) in &fold {
+        let out = g.node[ni].output[0].clone();
+        let t = &mut g.initializer[ti];
+        let values: Vec<f32> = if t.raw_data.is_empty() {
+            // ONNX keeps typed f16 values as their bit patterns in int32_data
+            t.int32_data
+                .iter()
+                .map(|&b| half::f16::from_bits(b as u16).to_f32())
+                .collect()
+        } else {
+            t.raw_data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect()
+        };
+        *t = tensor_f32(&out, &t.dims.clone(), &values);
+    }
+    let drop: std::collections::HashSet<usize> = fold.iter().map(|&(ni, _)| ni).collect();
+    let mut i = 0;
+    g.node.retain(|_| {
+        let keep = !drop.contains(&i);
+        i += 1;
+        keep
+    });
+    fold.len()
+}
+
+/// Reads and decodes an ONNX file, checking that it has a graph (f16 weight storage folded back
+/// to f32, as [`decode`]).
 pub fn load(path: &Path) -> Result<pb::ModelProto, OnnxError> {
     let p = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
         path: p.clone(),
         source,
     })?;
-    let model = pb::ModelProto::decode(bytes.as_slice()).map_err(|e| OnnxError::Decode {
+    let model = decode(bytes.as_slice()).map_err(|e| OnnxError::Decode {
         path: p.clone(),
         reason: e.to_string(),
     })?;
@@ -433,6 +564,80 @@ pub fn static_dims(v: &pb::ValueInfoProto) -> Vec<Option<i64>> {
 mod tests {
     use super::*;
     use tract_onnx::prelude::*;
+
+    fn run_tract(bytes: &[u8], x: &[f32]) -> Vec<f32> {
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(bytes))
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let x = tract_ndarray::Array2::from_shape_vec((1, x.len()), x.to_vec())
+            .unwrap()
+            .into_tensor();
+        let y = plan.run(tvec!(x.into())).unwrap();
+        y[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+    }
+
+    /// Issue #21 (a lean repository): f16 weight storage is a valid graph tract runs (with the
+    /// casts), half the weight bytes, and [`decode`] gives back the f32 initializers under their
+    /// own names, rounded to f16, with the casts gone; small tensors and other casts stay.
+    #[test]
+    fn issue21_f16_storage_round_trip() {
+        let mut g = GraphBuilder::new("t");
+        g.input("x", &[1, 3]);
+        let w: Vec<f32> = (0..120).map(|i| (i as f32 - 59.5) * 0.0123457).collect();
+        g.init_f32("w", &[3, 40], &w);
+        let b: Vec<f32> = (0..40).map(|i| 1.0 / (i as f32 + 3.0)).collect();
+        g.init_f32("b", &[40], &b);
+        let mm = g.node("MatMul", &["x", "w"], "mm", &[]);
+        g.node("Add", &[&mm, "b"], "y", &[]);
+        g.output("y", &[1, 40]);
+        let f32_model = g.finish(&BTreeMap::new());
+        let x = [0.3f32, -1.2, 2.5];
+        let want = run_tract(&encode(&f32_model), &x);
+        let mut small = f32_model.clone();
+        // only tensors of at least 100 values: `w` (120) is stored as f16, `b` (40) stays f32
+        assert_eq!(compact_f16(&mut small, 100), 1);
+        let gph = small.graph.as_ref().unwrap();
+        assert_eq!(gph.node[0].op_type, "Cast");
+        assert!(gph
+            .initializer
+            .iter()
+            .any(|t| t.name == "w.f16" && t.data_type == DataType::Float16 as i32));
+        assert!(gph
+            .initializer
+            .iter()
+            .any(|t| t.name == "b" && t.data_type == DataType::Float as i32));
+        let bytes = encode(&small);
+        assert!(bytes.len() < encode(&f32_model).len());
+        // tract runs the stored graph as it is
+        let got = run_tract(&bytes, &x);
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err < 1e-2 && err > 0.0, "{err}");
+        // decode folds the cast: same names, f16-rounded values, no Cast node
+        let back = decode(&bytes).unwrap();
+        let bg = back.graph.as_ref().unwrap();
+        assert_eq!(bg.node.len(), f32_model.graph.as_ref().unwrap().node.len());
+        assert!(bg.node.iter().all(|n| n.op_type != "Cast"));
+        let wt = bg.initializer.iter().find(|t| t.name == "w").unwrap();
+        let rounded: Vec<f32> = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        assert_eq!(tensor_to_f32(wt).unwrap(), rounded);
+        assert_eq!(run_tract(&encode(&back), &x), got);
+        // a file without f16 storage decodes unchanged
+        assert_eq!(decode(&encode(&f32_model)).unwrap(), f32_model);
+        // a cast whose f16 input is read twice is left alone (the graph stays valid)
+        let mut shared = small.clone();
+        let sg = shared.graph.as_mut().unwrap();
+        sg.node.push(pb::NodeProto {
+            op_type: "Identity".into(),
+            input: vec!["w.f16".into()],
+            output: vec!["w16".into()],
+            ..Default::default()
+        });
+        assert_eq!(expand_f16(&mut shared), 0);
+    }
 
     #[test]
     fn written_graph_runs_in_tract_and_keeps_metadata() {

@@ -320,7 +320,6 @@ pub fn reestimate_encoder(
     files: &[std::path::PathBuf],
     mix: f64,
 ) -> Result<(Vec<u8>, BnStatsReport), RuntimeError> {
-    use prost::Message;
     let spread = |v: &[std::path::PathBuf]| -> Vec<std::path::PathBuf> {
         let step = v.len().div_ceil(MAX_FRAMES).max(1);
         v.iter().step_by(step).cloned().collect()
@@ -328,7 +327,7 @@ pub fn reestimate_encoder(
     let src_paths = super::source_frame_files(source_dir)?;
     let source = super::read_frames(&spread(&src_paths))?;
     let frames = super::read_frames(&spread(files))?;
-    let model = pb::ModelProto::decode(bytes).map_err(|e| RuntimeError::Model {
+    let model = seg_onnx::decode(bytes).map_err(|e| RuntimeError::Model {
         path: origin.to_string(),
         reason: format!("not a valid ONNX model: {e}"),
     })?;
@@ -338,12 +337,10 @@ pub fn reestimate_encoder(
 
 #[cfg(test)]
 mod tests {
-    use prost::Message;
-
     use super::*;
 
     fn model() -> pb::ModelProto {
-        pb::ModelProto::decode(crate::SMALL_MODEL).unwrap()
+        seg_onnx::decode(crate::SMALL_MODEL).unwrap()
     }
 
     fn day() -> Vec<image::RgbImage> {

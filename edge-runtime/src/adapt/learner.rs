@@ -132,7 +132,6 @@ fn learner_device() -> Result<Device, RuntimeError> {
 impl Adapter {
     /// An adapter for the float edge-seg model `bytes` (`origin` names it in errors).
     pub fn new(bytes: &[u8], origin: &str, cfg: AdaptConfig) -> Result<Self, RuntimeError> {
-        use prost::Message;
         let model_err = |reason: String| RuntimeError::Model {
             path: origin.to_string(),
             reason,
@@ -142,8 +141,7 @@ impl Adapter {
         // the checks every model passes before a backend (graph validation, bounded metadata);
         // the graph itself is used as written
         let (_, checked, _) = crate::Segmenter::parse_model(bytes, origin, &crate::describe::MetaOverrides::default())?;
-        let source =
-            seg_onnx::pb::ModelProto::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
+        let source = seg_onnx::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
         let meta = ModelMeta::from_map(&seg_onnx::metadata(&source))
             .map_err(|e| model_err(format!("not an edge-seg model: {e}")))?;
         let (h, w) = checked.input_hw;
