@@ -25,11 +25,16 @@ pub fn cross_entropy(
     ignore_index: u32,
     class_weights: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let (b, _, h, w) = logits.dims4()?;
     let (picked, valid, safe) = target_log_probs(logits, target, ignore_index, "cross_entropy")?;
-    let mut weight = valid.to_dtype(DType::F32)?; // [b, h, w]
+    weighted_nll(&picked, valid.to_dtype(DType::F32)?, &safe, class_weights)
+}
+
+/// `−Σ picked·m·cw[target] / Σ m·cw[target]` over pixels with mask `m` (`[b, h, w]` f32), the
+/// class weights optional (`safe`: the targets with ignored pixels set to class 0).
+fn weighted_nll(picked: &Tensor, mask: Tensor, safe: &Tensor, class_weights: Option<&Tensor>) -> Result<Tensor> {
+    let mut weight = mask; // [b, h, w]
     if let Some(cw) = class_weights {
-        let per_pixel = cw.index_select(&safe.flatten_all()?, 0)?.reshape((b, h, w))?;
+        let per_pixel = cw.index_select(&safe.flatten_all()?, 0)?.reshape(weight.shape())?;
         weight = (weight * per_pixel)?;
     }
     let denom = weight.sum_all()?.maximum(1e-12)?;
@@ -87,13 +92,7 @@ pub fn ohem_cross_entropy(
     let is_valid: Vec<u8> = valid.flatten_all()?.to_vec1()?;
     let keep = ohem_keep(&logp, &is_valid, ohem);
     let mask = Tensor::from_vec(keep, (b, h, w), logits.device())?;
-    let mut weight = mask; // [b, h, w]
-    if let Some(cw) = class_weights {
-        let per_pixel = cw.index_select(&safe.flatten_all()?, 0)?.reshape((b, h, w))?;
-        weight = (weight * per_pixel)?;
-    }
-    let denom = weight.sum_all()?.maximum(1e-12)?;
-    (picked * &weight)?.sum_all()?.neg()?.div(&denom)
+    weighted_nll(&picked, mask, &safe, class_weights)
 }
 
 /// The [`Ohem`] mask (1 kept, 0 not) over pixels with true-class log-probability `logp` and
@@ -434,39 +433,17 @@ mod tests {
         // keeps all 4 labeled ones and never the unlabeled one
         let logp = [0.9f32.ln(), 0.1f32.ln(), 0.2f32.ln(), 0.05f32.ln(), 0.01f32.ln()];
         let valid = [1u8, 1, 1, 1, 0];
-        assert_eq!(
-            ohem_keep(
-                &logp,
-                &valid,
-                Ohem {
-                    thresh: 0.5,
-                    min_kept: 0.5
-                }
-            ),
-            [0.0, 1.0, 1.0, 1.0, 0.0]
-        );
-        assert_eq!(
-            ohem_keep(
-                &logp,
-                &valid,
-                Ohem {
-                    thresh: 0.15,
-                    min_kept: 0.75
-                }
-            ),
-            [0.0, 1.0, 1.0, 1.0, 0.0]
-        );
-        assert_eq!(
-            ohem_keep(
-                &logp,
-                &valid,
-                Ohem {
-                    thresh: 0.15,
-                    min_kept: 1.0
-                }
-            ),
-            [1.0, 1.0, 1.0, 1.0, 0.0]
-        );
+        for (thresh, min_kept, want) in [
+            (0.5, 0.5, [0.0, 1.0, 1.0, 1.0, 0.0]),
+            (0.15, 0.75, [0.0, 1.0, 1.0, 1.0, 0.0]),
+            (0.15, 1.0, [1.0, 1.0, 1.0, 1.0, 0.0]),
+        ] {
+            assert_eq!(
+                ohem_keep(&logp, &valid, Ohem { thresh, min_kept }),
+                want,
+                "{thresh} {min_kept}"
+            );
+        }
         assert!(Ohem {
             thresh: 0.0,
             min_kept: 0.1

@@ -341,9 +341,14 @@ pub fn expand_f16(model: &mut pb::ModelProto) -> usize {
         }
         if let Some(&ti) = f16.get(n.input[0].as_str()) {
             let t = &g.initializer[ti];
-            let numel: i64 = t.dims.iter().product();
-            let raw_ok = t.raw_data.len() as i64 == 2 * numel;
-            let typed_ok = t.raw_data.is_empty() && t.int32_data.len() as i64 == numel;
+            // outside bytes: dims may be negative or overflow; such a tensor is left alone
+            let numel = t
+                .dims
+                .iter()
+                .try_fold(1usize, |n, &d| usize::try_from(d).ok().and_then(|d| n.checked_mul(d)));
+            let Some(numel) = numel else { continue };
+            let raw_ok = Some(t.raw_data.len()) == numel.checked_mul(2);
+            let typed_ok = t.raw_data.is_empty() && t.int32_data.len() == numel;
             if readers.get(n.input[0].as_str()) == Some(&1) && (raw_ok || typed_ok) {
                 fold.push((ni, ti));
             }
@@ -637,6 +642,13 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(expand_f16(&mut shared), 0);
+        // hostile dims (negative, overflowing) leave the cast in place instead of panicking
+        for dims in [vec![-1i64, 240], vec![i64::MAX, 4]] {
+            let mut bad = small.clone();
+            let bg = bad.graph.as_mut().unwrap();
+            bg.initializer.iter_mut().find(|t| t.name == "w.f16").unwrap().dims = dims;
+            assert_eq!(expand_f16(&mut bad), 0);
+        }
     }
 
     #[test]
