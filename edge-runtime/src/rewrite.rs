@@ -40,11 +40,74 @@ pub fn prepare_graph(proto: &mut pb::ModelProto, input_hw: (u32, u32)) -> Result
 
 /// The output size of a `Resize` that is bilinear with half-pixel centres, not anti-aliased,
 /// without ROI, spatial only (batch and channels kept), with constant `sizes` or `scales`.
-/// `Sizes` carries the four output sizes; `Scales` the four factors.
+/// `Sizes` carries the four output sizes; `Scales` the four factors; `Spatial` the output
+/// height and width of sizes computed as `Concat(Shape(x)[0:2], [h, w])` — batch and channels
+/// of the input kept, the way `torch.onnx.export` writes `F.interpolate(x, size=(h, w))`.
 #[derive(Debug, Clone, PartialEq)]
 enum ResizeTo {
     Sizes(Vec<i64>),
     Scales(Vec<f32>),
+    Spatial([i64; 2]),
+}
+
+/// The node that writes `name`.
+fn producer<'g>(graph: &'g pb::GraphProto, name: &str) -> Option<&'g pb::NodeProto> {
+    graph.node.iter().find(|n| n.output.iter().any(|o| o == name))
+}
+
+/// A constant tensor: an initializer or the `value` of a `Constant` node.
+fn constant<'g>(graph: &'g pb::GraphProto, name: &str) -> Option<&'g pb::TensorProto> {
+    if let Some(t) = graph.initializer.iter().find(|t| t.name == name) {
+        return Some(t);
+    }
+    let node = producer(graph, name).filter(|n| n.op_type == "Constant")?;
+    node.attribute.iter().find(|a| a.name == "value")?.t.as_ref()
+}
+
+/// The values of a constant int64 tensor.
+fn constant_i64(graph: &pb::GraphProto, name: &str) -> Option<Vec<i64>> {
+    let t = constant(graph, name)?;
+    if t.data_type != pb::tensor_proto::DataType::Int64 as i32 {
+        return None;
+    }
+    if t.int64_data.is_empty() {
+        let raw = &t.raw_data;
+        (raw.len() % 8 == 0).then(|| {
+            raw.chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect()
+        })
+    } else {
+        Some(t.int64_data.clone())
+    }
+}
+
+/// `[h, w]` when `sizes` is `Concat(axis 0; Slice(Shape(src), [0], [2]), [h, w])`: the resize
+/// keeps the batch and channels of `src` and brings its spatial axes to constant sizes.
+fn spatial_sizes(graph: &pb::GraphProto, sizes: &str, src: &str) -> Option<[i64; 2]> {
+    let concat = producer(graph, sizes).filter(|n| n.op_type == "Concat" && n.input.len() == 2)?;
+    let axis = concat.attribute.iter().find(|a| a.name == "axis").map(|a| a.i);
+    if axis != Some(0) {
+        return None;
+    }
+    let slice = producer(graph, &concat.input[0]).filter(|n| n.op_type == "Slice")?;
+    let arg = |i: usize| slice.input.get(i).filter(|s| !s.is_empty());
+    let shape = producer(graph, arg(0)?)
+        .filter(|n| n.op_type == "Shape" && n.input.first().map(String::as_str) == Some(src))?;
+    // opset 15's start/end attributes would take another part of the shape
+    if !shape.attribute.is_empty() {
+        return None;
+    }
+    let bounds = (constant_i64(graph, arg(1)?)?, constant_i64(graph, arg(2)?)?);
+    let axes_ok = arg(3).is_none_or(|a| constant_i64(graph, a).as_deref() == Some(&[0]));
+    let steps_ok = arg(4).is_none_or(|a| constant_i64(graph, a).as_deref() == Some(&[1]));
+    if bounds != (vec![0], vec![2]) || !axes_ok || !steps_ok {
+        return None;
+    }
+    match constant_i64(graph, &concat.input[1])?.as_slice() {
+        &[h, w] if h > 0 && w > 0 => Some([h, w]),
+        _ => None,
+    }
 }
 
 fn bilinear_half_pixel(node: &pb::NodeProto, graph: &pb::GraphProto) -> Option<ResizeTo> {
@@ -64,32 +127,23 @@ fn bilinear_half_pixel(node: &pb::NodeProto, graph: &pb::GraphProto) -> Option<R
     if !linear || !half_pixel || antialias || axes || input(1).is_some() {
         return None;
     }
-    let init = |name: &String| graph.initializer.iter().find(|t| &t.name == name);
     match (input(2), input(3)) {
-        (Some(scales), None) => init(scales)
+        (Some(scales), None) => constant(graph, scales)
             .and_then(|t| seg_onnx::tensor_to_f32(t).ok())
             .filter(|v| v.len() == 4 && v[0] == 1.0 && v[1] == 1.0)
             .map(ResizeTo::Scales),
-        (None, Some(sizes)) => init(sizes)
-            .map(|t| {
-                if t.int64_data.is_empty() {
-                    t.raw_data
-                        .chunks_exact(8)
-                        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-                        .collect()
-                } else {
-                    t.int64_data.clone()
-                }
-            })
-            .filter(|v: &Vec<i64>| v.len() == 4 && v[0] == 1)
-            .map(ResizeTo::Sizes),
+        (None, Some(sizes)) => match constant_i64(graph, sizes) {
+            Some(v) => (v.len() == 4 && v[0] == 1).then_some(ResizeTo::Sizes(v)),
+            None => spatial_sizes(graph, sizes, &node.input[0]).map(ResizeTo::Spatial),
+        },
         _ => None,
     }
 }
 
 /// When the graph's only output is a bilinear, half-pixel, spatial-only `Resize` of the class
-/// scores (edge-seg's exports end so, as do many PyTorch exports with `align_corners=False`), the
-/// node is removed and the low-resolution scores become the output.
+/// scores (edge-seg's exports end so, as do many PyTorch exports with `align_corners=False`,
+/// whose sizes may be computed from the scores' shape), the node is removed with whatever only
+/// fed it, and the low-resolution scores become the output.
 /// [`crate::segmenter::argmax_resized`] then does the same half-pixel bilinear interpolation
 /// straight to the frame size, row by row, without building the full-resolution `[C, H, W]`
 /// tensor: tract's Resize was about a quarter of the inference time (docs/BENCHMARKS.md).
@@ -115,7 +169,42 @@ pub fn strip_final_resize(proto: &mut pb::ModelProto) -> Option<String> {
     if let Some(Value::TensorType(t)) = out.r#type.as_mut().and_then(|t| t.value.as_mut()) {
         t.shape = None;
     }
+    // the size computation of a PyTorch export (Shape → Slice → Concat) now feeds nothing
+    prune_dead_nodes(graph);
     Some(node.name)
+}
+
+/// Removes the nodes whose outputs no node reads and no graph output names, until none is
+/// left; returns how many went. A graph with subgraphs (`If`, `Loop`, `Scan`: their bodies may
+/// read outer names) is left as it is.
+fn prune_dead_nodes(graph: &mut pb::GraphProto) -> usize {
+    let has_subgraphs = graph
+        .node
+        .iter()
+        .any(|n| n.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty()));
+    if has_subgraphs {
+        return 0;
+    }
+    let before = graph.node.len();
+    loop {
+        let read: std::collections::HashSet<&str> = graph
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter())
+            .chain(graph.output.iter().map(|o| &o.name))
+            .map(String::as_str)
+            .collect();
+        let dead: Vec<usize> = (0..graph.node.len())
+            .filter(|&i| !graph.node[i].output.iter().any(|o| read.contains(o.as_str())))
+            .collect();
+        if dead.is_empty() {
+            break;
+        }
+        for i in dead.into_iter().rev() {
+            graph.node.remove(i);
+        }
+    }
+    before - graph.node.len()
 }
 
 /// The `[dst, src]` matrix of a half-pixel linear resize along one axis: row `d` holds the
@@ -165,6 +254,7 @@ pub fn resizes_to_matmuls(proto: &mut pb::ModelProto, input_hw: (u32, u32)) -> R
             // batch and channels must be kept: the matrices act on the last two axes only
             ResizeTo::Sizes(s) if s[1] as usize != shape[1] => continue,
             ResizeTo::Sizes(s) => (s[2] as usize, s[3] as usize),
+            ResizeTo::Spatial([h, w]) => (h as usize, w as usize),
             ResizeTo::Scales(s) => {
                 let (h, w) = ((h_in as f32 * s[2]).floor(), (w_in as f32 * s[3]).floor());
                 // the half-pixel mapping uses the scale itself: only exact ratios match the
@@ -544,5 +634,95 @@ mod tests {
             .push(seg_onnx::tensor_f32("s2", &[], &[0.1]));
         m.graph.as_mut().unwrap().node[1].input[1] = "s2".into();
         assert_eq!(fuse_qdq_pairs(&mut m), 0);
+    }
+
+    /// `input → Relu → x → Resize(x, sizes = Concat(Slice(Shape(x), [0], [2]), [h, w]))`, the
+    /// way `torch.onnx.export` writes `F.interpolate(x, size=(h, w), mode="bilinear")`; `[h, w]`
+    /// a `Constant` node as torch writes it; `tail` adds a `Relu` after the resize.
+    fn torch_resize_model(hw: (i64, i64), to: [i64; 2], slice_end: i64, tail: bool) -> pb::ModelProto {
+        let mut g = GraphBuilder::new("torch_resize");
+        g.input("input", &[1, 3, hw.0, hw.1]);
+        g.node("Relu", &["input"], "x", &[]);
+        g.node("Shape", &["x"], "shape", &[]);
+        g.init_i64("start", &[1], &[0]);
+        g.init_i64("end", &[1], &[slice_end]);
+        g.init_i64("axes", &[1], &[0]);
+        g.node("Slice", &["shape", "start", "end", "axes"], "nc", &[]);
+        g.init_i64("hw", &[2], &to);
+        g.node("Concat", &["nc", "hw"], "sizes", &[("axis", Attr::Int(0))]);
+        let up = if tail { "up" } else { "output" };
+        g.node(
+            "Resize",
+            &["x", "", "", "sizes"],
+            up,
+            &[
+                ("mode", Attr::Str("linear".into())),
+                ("coordinate_transformation_mode", Attr::Str("half_pixel".into())),
+            ],
+        );
+        if tail {
+            g.node("Relu", &[up], "output", &[]);
+        }
+        g.output("output", &[]);
+        let mut m = g.finish(&BTreeMap::new());
+        // [h, w] as a Constant node
+        let graph = m.graph.as_mut().unwrap();
+        let at = graph.initializer.iter().position(|t| t.name == "hw").unwrap();
+        let t = graph.initializer.remove(at);
+        graph.node.insert(
+            0,
+            pb::NodeProto {
+                op_type: "Constant".into(),
+                name: "hw_const".into(),
+                output: vec!["hw".into()],
+                attribute: vec![pb::AttributeProto {
+                    name: "value".into(),
+                    r#type: pb::attribute_proto::AttributeType::Tensor as i32,
+                    t: Some(t),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        m
+    }
+
+    /// Issue #22: a PyTorch export computes the sizes of its final upsampling from the shape of
+    /// the scores (torchvision's LR-ASPP does): that Resize is stripped too, with the size
+    /// computation that then feeds nothing, and as an inner Resize it becomes MatMuls that
+    /// compute tract's own Resize. Sizes that take more than batch and channels from the shape
+    /// are left alone.
+    #[test]
+    fn issue22_torch_computed_sizes_are_recognised() {
+        let mut m = torch_resize_model((6, 8), [15, 20], 2, false);
+        assert!(strip_final_resize(&mut m).is_some());
+        let graph = m.graph.as_ref().unwrap();
+        let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(
+            ops,
+            ["Relu"],
+            "the Shape → Slice → Concat chain and its Constant are gone"
+        );
+        assert_eq!(graph.output[0].name, "x");
+        // the stripped graph gives the low-resolution scores
+        let input = ramp(3 * 6 * 8);
+        assert_eq!(run(&m, (6, 8), &input).len(), 3 * 6 * 8);
+
+        let mut other = torch_resize_model((6, 8), [15, 20], 3, false);
+        assert_eq!(
+            strip_final_resize(&mut other),
+            None,
+            "Shape[0:3] is not batch and channels"
+        );
+        assert_eq!(other.graph.as_ref().unwrap().node.len(), 6, "nothing removed");
+
+        let model = torch_resize_model((6, 8), [15, 20], 2, true);
+        let want = run(&model, (6, 8), &input);
+        let mut rewritten = model.clone();
+        assert_eq!(resizes_to_matmuls(&mut rewritten, (6, 8)), Ok(1));
+        let got = run(&rewritten, (6, 8), &input);
+        assert_eq!(got.len(), want.len());
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff <= 1e-5, "max |diff| {diff}");
     }
 }

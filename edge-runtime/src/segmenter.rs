@@ -299,6 +299,32 @@ mod tests {
         assert_agree(&fast.segment(&frame).unwrap(), &full.segment(&frame).unwrap());
     }
 
+    /// Issue #22: torchvision's LR-ASPP export computes the size of its final upsampling from
+    /// the scores' shape (`Shape → Slice → Concat`); that Resize is stripped as well, and the
+    /// runtime's interpolating arg-max gives the graph's class map at the input size.
+    #[test]
+    fn issue22_foreign_final_resize_is_stripped() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/lraspp_mnv3_w025.onnx"
+        ))
+        .unwrap();
+        let mut proto = seg_onnx::decode(&bytes).unwrap();
+        let nodes = proto.graph.as_ref().unwrap().node.len();
+        assert!(strip_final_resize(&mut proto).is_some());
+        // the Resize and its size computation (Shape, 3 Constants, Slice, a Constant, Concat)
+        assert_eq!(proto.graph.as_ref().unwrap().node.len(), nodes - 8);
+        let mut fast = Segmenter::from_bytes(&bytes, "tv").unwrap();
+        let mut full = Segmenter::from_bytes_unmodified(&bytes, "tv", &LoadOptions::tract()).unwrap();
+        let (h, w) = fast.meta.input_hw;
+        let frame = image::load_from_memory(crate::DEFAULT_SAMPLES[0].1).unwrap().to_rgb8();
+        let frame = resize_rgb(&frame, h, w);
+        let l = fast.logits(&frame).unwrap();
+        assert_eq!((l.height, l.width), (h as usize / 8, w as usize / 8), "stride-8 scores");
+        assert_eq!(full.logits(&frame).unwrap().height, h as usize);
+        assert_agree(&fast.segment(&frame).unwrap(), &full.segment(&frame).unwrap());
+    }
+
     /// The int8 (QDQ) graph of the shipped model: with the runtime's rewrites (Q→DQ pairs fused,
     /// Resizes as MatMuls, final Resize stripped) it segments like the graph as written.
     #[test]
