@@ -7,6 +7,9 @@
   peer_e2e_fps_<precision>_<model>     the peer's end-to-end FPS
   e2e_ratio_<backend>_<precision>_<model> edge-seg FPS / peer FPS (target >= 1.2)
   int8_speedup_<backend>_<model>       end-to-end FPS of int8 / FPS of f32
+  int8_infer_speedup_<backend>_<model> median inference ms of f32 / that of int8
+  ort_<precision>_<model>_<stage>_ms   median ms per frame of the other pipeline stages on
+                                       onnxruntime (stage: preprocess, post, draw, output)
 """
 
 import argparse
@@ -32,7 +35,10 @@ def stats(path):
             frames.append(j)
     if summary is None or not frames:
         sys.exit(f"{path}: no frames or no summary")
-    return statistics.median(f["infer_ms"] for f in frames), summary["fps"]
+    return statistics.median(f["infer_ms"] for f in frames), summary["fps"], frames
+
+
+STAGES = ("preprocess", "post", "draw", "output")
 
 
 def main():
@@ -47,15 +53,20 @@ def main():
     for m in a.models:
         d = Path(a.work) / m
         peer = {p: json.loads((d / f"peer_{p}.json").read_text()) for p in ("f32", "int8")}
-        fps = {}
+        fps, infer = {}, {}
         for backend in ("tract", "ort"):
             for prec in ("f32", "int8"):
-                ms, f = stats(d / f"{backend}_{prec}.jsonl")
-                fps[backend, prec] = f
+                ms, f, frames = stats(d / f"{backend}_{prec}.jsonl")
+                fps[backend, prec], infer[backend, prec] = f, ms
+                if backend == "ort":
+                    for st in STAGES:
+                        v = statistics.median(fr[f"{st}_ms"] for fr in frames)
+                        add(f"ort_{prec}_{m}_{st}_ms", v, "ms (median per frame)", a.split)
                 add(f"{backend}_{prec}_{m}_ms", ms, "ms", a.split)
                 add(f"e2e_fps_{backend}_{prec}_{m}", f, "FPS", a.split)
                 add(f"e2e_ratio_{backend}_{prec}_{m}", f / peer[prec]["fps"], "x peer", a.split)
             add(f"int8_speedup_{backend}_{m}", fps[backend, "int8"] / fps[backend, "f32"], "x", a.split)
+            add(f"int8_infer_speedup_{backend}_{m}", infer[backend, "f32"] / infer[backend, "int8"], "x", a.split)
         for prec in ("f32", "int8"):
             add(f"ort_py_{prec}_{m}_ms", peer[prec]["latency_p50_ms"], "ms", a.split)
             add(f"peer_e2e_fps_{prec}_{m}", peer[prec]["fps"], "FPS", a.split)
