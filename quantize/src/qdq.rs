@@ -18,6 +18,10 @@
 //!   for onnxruntime they become **int32** with `scale = s_in · s_w` (per channel when the weight
 //!   is) and zero point 0, which is what its `QLinearConv` fusion of `DQ → Conv → Q` wants and
 //!   what its own quantizer writes.
+//! - Placement: the float activations feeding ops with int8 kernels get QDQ pairs; for
+//!   onnxruntime also the output of every weight layer (after a following `Relu` / `Clip`),
+//!   so that each `DQ → Conv → Q` becomes a `QLinearConv` even where float ops read the result
+//!   (see `quantize_weight_layer_outputs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -221,7 +225,51 @@ pub(crate) fn plan(graph: &pb::GraphProto, opts: &QuantizeOptions) -> Result<Pla
         }
         p.nodes.push(i);
     }
+    if opts.target == Target::OnnxRuntime {
+        quantize_weight_layer_outputs(graph, &mut p);
+    }
     Ok(p)
+}
+
+/// onnxruntime turns `DQ → Conv → Q` into an integer `QLinearConv` (likewise `MatMul`, `Gemm`),
+/// but only when the layer's output is quantized. The pass above quantizes the inputs of ops
+/// with int8 kernels, so a layer whose output feeds only float ops (MobileNetV3's HardSwish,
+/// HardSigmoid, the squeeze-excite `Mul`) would run as a float Conv over dequantized weights,
+/// slower than the float graph. Such an output gets its own QDQ pair — after a single `Relu` /
+/// `Clip` that follows the layer, which onnxruntime folds into the quantization — and every
+/// reader reads it dequantized. Graph outputs are left as they are.
+fn quantize_weight_layer_outputs(graph: &pb::GraphProto, p: &mut Plan) {
+    let consumers = |t: &str| -> BTreeSet<usize> {
+        (0..graph.node.len())
+            .filter(|&j| graph.node[j].input.iter().any(|x| x == t))
+            .collect()
+    };
+    let is_output = |t: &str| graph.output.iter().any(|o| o.name == t);
+    for &i in &p.nodes.clone() {
+        let node = &graph.node[i];
+        if !is_weight_layer(&node.op_type) {
+            continue;
+        }
+        let Some(mut t) = node.output.first().cloned() else {
+            continue;
+        };
+        let mut users = consumers(&t);
+        if let [j] = users.iter().copied().collect::<Vec<_>>()[..] {
+            let next = &graph.node[j];
+            if matches!(next.op_type.as_str(), "Relu" | "Clip") && !is_output(&t) {
+                if let Some(o) = next.output.first() {
+                    t = o.clone();
+                    users = consumers(&t);
+                }
+            }
+        }
+        if users.is_empty() || is_output(&t) {
+            continue;
+        }
+        // float readers of an output that is quantized for other readers read it dequantized
+        // too, so that the layer's only reader is its QuantizeLinear
+        p.activations.entry(t).or_default().extend(users);
+    }
 }
 
 /// A quantized activation: its parameters and element type.
@@ -332,15 +380,17 @@ pub(crate) fn write(
         }
     }
 
-    for &i in &plan.nodes {
-        let node = &graph.node[i];
-        // Rewire activation inputs.
-        for k in 0..node.input.len() {
-            let name = &node.input[k];
+    // Rewire activation inputs (of the quantized nodes, and of the float readers of a quantized
+    // layer output, see `quantize_weight_layer_outputs`).
+    for (i, node) in graph.node.iter().enumerate() {
+        for (k, name) in node.input.iter().enumerate() {
             if acts.contains_key(name) && plan.activations.get(name).is_some_and(|c| c.contains(&i)) {
                 g.node[i].input[k] = format!("{name}_dequantized");
             }
         }
+    }
+    for &i in &plan.nodes {
+        let node = &graph.node[i];
         // Weights.
         let weight_inputs: Vec<usize> = match node.op_type.as_str() {
             "Conv" | "ConvTranspose" => vec![1],

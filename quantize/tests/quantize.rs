@@ -5,7 +5,7 @@ use std::path::Path;
 
 use edge_seg_quantize::{
     compare_outputs, load_images, prepare, quantize_model, quantize_model_with, Method, Preprocess, QuantizeOptions,
-    META_QUANTIZATION,
+    Target, META_QUANTIZATION,
 };
 use image::RgbImage;
 use seg_onnx::{pb, Attr, GraphBuilder};
@@ -569,4 +569,70 @@ fn corrupt_pytorch_fixtures_name_the_node_and_op() {
         let e = seg_onnx::load(&path).unwrap_err().to_string();
         assert!(e.contains("not a valid ONNX model"), "cut at {cut}: {e}");
     }
+}
+
+/// `x → Conv → a → HardSwish → h → Conv → b → Relu → r → HardSigmoid → y`: both layers' outputs
+/// feed only float ops (MobileNetV3's pattern).
+fn float_readers_graph() -> pb::ModelProto {
+    let mut g = GraphBuilder::new("float_readers");
+    g.input("x", &[1, 3, 6, 7]);
+    g.init_f32("w1", &[4, 3, 1, 1], &ramp(12, 0.5, -0.2));
+    g.init_f32("w2", &[2, 4, 1, 1], &ramp(8, 0.4, -0.1));
+    let k = || ("kernel_shape", Attr::Ints(vec![1, 1]));
+    g.node("Conv", &["x", "w1"], "a", &[k()]);
+    g.node("HardSwish", &["a"], "h", &[]);
+    g.node("Conv", &["h", "w2"], "b", &[k()]);
+    g.node("Relu", &["b"], "r", &[]);
+    g.node("HardSigmoid", &["r"], "y", &[]);
+    g.output("y", &[1, 2, 6, 7]);
+    g.finish(&BTreeMap::new())
+}
+
+/// Issue #22: for onnxruntime, a layer whose output feeds only float ops gets a QDQ pair on that
+/// output (after a following Relu), so that onnxruntime can run it as an integer `QLinearConv`
+/// (`DQ → Conv → Q`); in torchvision's LR-ASPP MobileNetV3 export 33 of 66 convolutions ran as
+/// float Convs over dequantized weights without it, and the int8 graph was twice as slow as the
+/// float one. tract's graph (QDQ runs as float there) is left as before.
+#[test]
+fn issue22_onnxruntime_quantizes_layer_outputs_read_by_float_ops() {
+    let m = float_readers_graph();
+    // per-tensor weights so that tract can run the result below
+    let quantize = |target| {
+        let opts = QuantizeOptions {
+            target,
+            per_channel: false,
+            ..Default::default()
+        };
+        quantize_model_with(&m, &tiny_images(), &opts, tiny_pre()).unwrap().0
+    };
+    let q = quantize(Target::OnnxRuntime);
+    let g = q.graph.as_ref().unwrap();
+    let reader = |op: &str| g.node.iter().find(|n| n.op_type == op).unwrap().input[0].clone();
+    assert_eq!(reader("HardSwish"), "a_dequantized");
+    assert_eq!(
+        reader("HardSigmoid"),
+        "r_dequantized",
+        "the QDQ pair goes after the Relu"
+    );
+    assert_eq!(reader("Relu"), "b", "nothing between the layer and its Relu");
+    // each Conv's only reader is a QuantizeLinear, or the Relu before one
+    for conv in g.node.iter().filter(|n| n.op_type == "Conv") {
+        let readers: Vec<&str> = g
+            .node
+            .iter()
+            .filter(|n| n.input.contains(&conv.output[0]))
+            .map(|n| n.op_type.as_str())
+            .collect();
+        assert!(readers == ["QuantizeLinear"] || readers == ["Relu"], "{readers:?}");
+    }
+    // tract: only the inputs of quantized ops (QDQ runs as float there)
+    let t = quantize(Target::Tract);
+    let g = t.graph.as_ref().unwrap();
+    assert_eq!(g.node.iter().find(|n| n.op_type == "HardSwish").unwrap().input[0], "a");
+    // the two graphs compute the same function up to the added rounding (HardSigmoid outputs
+    // lie in [0, 1])
+    let x = ramp(3 * 6 * 7, 2.0, -1.0);
+    let (qy, ty) = (run(&q, [1, 3, 6, 7], &x), run(&t, [1, 3, 6, 7], &x));
+    let diff = qy.iter().zip(&ty).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff > 0.0 && diff < 0.02, "max |diff| {diff}");
 }
