@@ -237,7 +237,8 @@ pub(crate) fn plan(graph: &pb::GraphProto, opts: &QuantizeOptions) -> Result<Pla
 /// HardSigmoid, the squeeze-excite `Mul`) would run as a float Conv over dequantized weights,
 /// slower than the float graph. Such an output gets its own QDQ pair — after a single `Relu` /
 /// `Clip` that follows the layer, which onnxruntime folds into the quantization — and every
-/// reader reads it dequantized. Graph outputs are left as they are.
+/// reader reads it dequantized. Graph outputs, and outputs read by a layer kept in float
+/// (`exclude`, `keep_first_last_float`), are left as they are.
 fn quantize_weight_layer_outputs(graph: &pb::GraphProto, p: &mut Plan) {
     let consumers = |t: &str| -> BTreeSet<usize> {
         (0..graph.node.len())
@@ -245,6 +246,7 @@ fn quantize_weight_layer_outputs(graph: &pb::GraphProto, p: &mut Plan) {
             .collect()
     };
     let is_output = |t: &str| graph.output.iter().any(|o| o.name == t);
+    let planned: BTreeSet<usize> = p.nodes.iter().copied().collect();
     for &i in &p.nodes.clone() {
         let node = &graph.node[i];
         if !is_weight_layer(&node.op_type) {
@@ -263,7 +265,12 @@ fn quantize_weight_layer_outputs(graph: &pb::GraphProto, p: &mut Plan) {
                 }
             }
         }
-        if users.is_empty() || is_output(&t) {
+        // a reader that was kept in float on purpose (`exclude`, first/last layer) keeps a float
+        // input
+        let kept_float = users
+            .iter()
+            .any(|&j| role(&graph.node[j].op_type) == Some(Role::Quantized) && !planned.contains(&j));
+        if users.is_empty() || is_output(&t) || kept_float {
             continue;
         }
         // float readers of an output that is quantized for other readers read it dequantized

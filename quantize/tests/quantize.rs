@@ -635,4 +635,29 @@ fn issue22_onnxruntime_quantizes_layer_outputs_read_by_float_ops() {
     let (qy, ty) = (run(&q, [1, 3, 6, 7], &x), run(&t, [1, 3, 6, 7], &x));
     let diff = qy.iter().zip(&ty).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(diff > 0.0 && diff < 0.02, "max |diff| {diff}");
+
+    // a layer kept in float on purpose keeps a float input: x → Conv → Conv → b → Conv (last,
+    // kept float) → y
+    let mut g = GraphBuilder::new("kept_last");
+    g.input("x", &[1, 3, 6, 7]);
+    for (w, co, ci) in [("w1", 4, 3), ("w2", 4, 4), ("w3", 2, 4)] {
+        g.init_f32(w, &[co, ci, 1, 1], &ramp((co * ci) as usize, 0.5, -0.2));
+    }
+    let k = || ("kernel_shape", Attr::Ints(vec![1, 1]));
+    g.node("Conv", &["x", "w1"], "a", &[k()]);
+    g.node("Conv", &["a", "w2"], "b", &[k()]);
+    g.node("Conv", &["b", "w3"], "y", &[k()]);
+    g.output("y", &[1, 2, 6, 7]);
+    let m = g.finish(&BTreeMap::new());
+    let opts = QuantizeOptions {
+        target: Target::OnnxRuntime,
+        keep_first_last_float: true,
+        ..Default::default()
+    };
+    let (q, _) = quantize_model_with(&m, &tiny_images(), &opts, tiny_pre()).unwrap();
+    let last = q.graph.unwrap().node.into_iter().find(|n| n.output[0] == "y").unwrap();
+    assert_eq!(
+        last.input[0], "b",
+        "the last layer, kept in float, reads the float output"
+    );
 }
