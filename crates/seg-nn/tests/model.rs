@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use seg_nn::{export, init, ModelConfig, SegModel};
-use tract_onnx::prelude::*;
 
 fn tiny_cfg() -> ModelConfig {
     ModelConfig {
@@ -54,18 +53,7 @@ fn trained_looking_model(cfg: &ModelConfig, hw: (usize, usize)) -> (VarMap, SegM
 }
 
 fn tract_logits(bytes: &[u8], x: &[f32], hw: (usize, usize)) -> Vec<f32> {
-    let plan = tract_onnx::onnx()
-        .model_for_read(&mut std::io::Cursor::new(bytes))
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let input = tract_ndarray::Array4::from_shape_vec((1, 3, hw.0, hw.1), x.to_vec())
-        .unwrap()
-        .into_tensor();
-    let out = plan.run(tvec!(input.into())).unwrap();
-    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+    seg_test_support::tract_run(bytes, &[1, 3, hw.0, hw.1], x)
 }
 
 /// tract's logits `got` equal candle's `want` (≤ 1e-4), and `want` is not degenerate.

@@ -17,7 +17,6 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use seg_nn::efficientnet::{LiteClassifier, LiteVariant};
 use seg_nn::{export, init, EncoderKind, ModelConfig, SegModel};
-use tract_onnx::prelude::*;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -139,19 +138,8 @@ fn lite0_export_parity(output_stride: usize) {
         "dilated depthwise convolutions"
     );
     let bytes = seg_onnx::encode(&onnx);
-    let plan = tract_onnx::onnx()
-        .model_for_read(&mut std::io::Cursor::new(&bytes))
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
     let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-    let input = tract_ndarray::Array4::from_shape_vec((1, 3, hw.0, hw.1), xs)
-        .unwrap()
-        .into_tensor();
-    let out = plan.run(tvec!(input.into())).unwrap();
-    let got: Vec<f32> = out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+    let got = seg_test_support::tract_run(&bytes, &[1, 3, hw.0, hw.1], &xs);
     assert_eq!(got.len(), want.len());
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(scale > 1e-2, "degenerate logits ({scale})");

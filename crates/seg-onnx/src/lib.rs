@@ -571,18 +571,7 @@ mod tests {
     use tract_onnx::prelude::*;
 
     fn run_tract(bytes: &[u8], x: &[f32]) -> Vec<f32> {
-        let plan = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(bytes))
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
-        let x = tract_ndarray::Array2::from_shape_vec((1, x.len()), x.to_vec())
-            .unwrap()
-            .into_tensor();
-        let y = plan.run(tvec!(x.into())).unwrap();
-        y[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+        seg_test_support::tract_run(bytes, &[1, x.len()], x)
     }
 
     /// Issue #21 (a lean repository): f16 weight storage is a valid graph tract runs (with the

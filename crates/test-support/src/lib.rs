@@ -1,6 +1,7 @@
 //! Fixtures shared by the workspace's tests, written once (issue #24): the synthetic
-//! CamVid-layout dataset the training round trips learn from, and the check every binary-level
-//! test makes of a user error. A dev-dependency only; nothing ships it.
+//! CamVid-layout dataset the training round trips learn from, the check every binary-level
+//! test makes of a user error, and tract running an encoded ONNX graph (the reference the
+//! export tests compare with). A dev-dependency only; nothing ships it.
 
 use std::path::Path;
 use std::process::Output;
@@ -53,4 +54,27 @@ pub fn assert_user_error(out: &Output, what: &str) {
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
     assert!(err.contains(what), "'{what}' not in: {err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Runs the encoded ONNX graph `bytes` in tract on one f32 input of `shape`; its first output,
+/// flattened.
+pub fn tract_run(bytes: &[u8], shape: &[usize], x: &[f32]) -> Vec<f32> {
+    use tract_onnx::prelude::*;
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(bytes))
+        .expect("tract reads the graph")
+        .into_optimized()
+        .expect("tract optimises the graph")
+        .into_runnable()
+        .expect("tract plans the graph");
+    let input = tract_ndarray::ArrayD::from_shape_vec(shape, x.to_vec())
+        .expect("the input matches its shape")
+        .into_tensor();
+    let out = plan.run(tvec!(input.into())).expect("tract runs the graph");
+    out[0]
+        .to_plain_array_view::<f32>()
+        .expect("f32 output")
+        .iter()
+        .copied()
+        .collect()
 }
