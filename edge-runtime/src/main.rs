@@ -419,6 +419,10 @@ struct RunArgs {
     /// Do not draw the legend.
     #[arg(long)]
     no_legend: bool,
+    /// Do not draw the status line (model | backend | FPS): saved frames then depend only on the
+    /// input and the model, not on timing.
+    #[arg(long)]
+    no_status: bool,
     /// Capacity of the queues between pipeline stages (default: 1 for live input, where the
     /// newest frame is what matters, 2 for recorded input).
     #[arg(long)]
@@ -748,7 +752,7 @@ fn run(a: RunArgs) -> Result<()> {
             mode: a.mode,
             alpha: a.alpha,
             legend: !a.no_legend,
-            status: true,
+            status: !a.no_status,
         },
         max_frames: a.max_frames,
         status_suffix: worker.as_ref().map(|w| {

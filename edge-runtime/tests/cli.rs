@@ -47,6 +47,41 @@ fn issue2_default_run_writes_overlays() {
     assert!(stdout.contains("ms/frame"), "{stdout}");
 }
 
+/// CI failure of 8c682c1: two runs' overlays differed because the status line shows the
+/// measured FPS. `--no-status` leaves it out, so saved frames depend only on input and model;
+/// without it, the runs differ only inside the status bar (top-left).
+#[test]
+fn issue22_no_status_makes_saved_frames_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    for (out_dir, extra) in [("a", Some("--no-status")), ("b", Some("--no-status")), ("c", None)] {
+        let mut args = vec!["run", "--backend", "tract", "--output", out_dir];
+        args.extend(extra);
+        let out = edge_seg(&args, dir.path());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let bar_h = seg_core::draw::line_height() + 2 * 4 + 4;
+    let mut differing = 0;
+    for name in pngs_in(&dir.path().join("a")) {
+        let read = |d: &str| std::fs::read(dir.path().join(d).join(&name)).unwrap();
+        assert!(
+            read("a") == read("b"),
+            "{name}: two --no-status runs wrote different files"
+        );
+        let a = image::open(dir.path().join("a").join(&name)).unwrap().to_rgb8();
+        let c = image::open(dir.path().join("c").join(&name)).unwrap().to_rgb8();
+        for (x, y, p) in c.enumerate_pixels() {
+            if p != a.get_pixel(x, y) {
+                differing += 1;
+                assert!(
+                    y < bar_h && x < c.width() / 2,
+                    "{name}: ({x}, {y}) differs outside the status bar"
+                );
+            }
+        }
+    }
+    assert!(differing > 0, "the default run drew no status line");
+}
+
 #[test]
 fn issue2_side_by_side_doubles_the_width() {
     let dir = tempfile::tempdir().unwrap();

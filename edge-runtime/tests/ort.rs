@@ -210,7 +210,13 @@ fn issue22_run_and_eval_on_ort() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = edge_seg(&["run", "--backend", "ort", "--output", "o"], dir.path(), None);
+    // no status line: it shows the measured FPS, which differs between any two runs (the CI
+    // failure of 8c682c1 compared it)
+    let out = edge_seg(
+        &["run", "--backend", "ort", "--no-status", "--output", "o"],
+        dir.path(),
+        None,
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ort-cpu"), "{stdout}");
@@ -221,7 +227,7 @@ fn issue22_run_and_eval_on_ort() {
     // sleeping instead of spinning changes when threads wake, not what they compute (up to the
     // rounding of a parallel reduction)
     let out = edge_seg(
-        &["run", "--backend", "ort", "--no-spin", "--output", "q"],
+        &["run", "--backend", "ort", "--no-spin", "--no-status", "--output", "q"],
         dir.path(),
         None,
     );
