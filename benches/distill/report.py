@@ -14,6 +14,14 @@ checkpoint. Students, each 1,000 steps on the same 33 labeled frames (resumable;
   kd_unlabeled  ... --set distill.unlabeled_weight=1.0 (+ KD on the 233 other pool frames)
   imagenet      trainer/configs/distill_student_imagenet_xseq.toml (Lite0 from ImageNet at 128x160,
                 no teacher: the only ImageNet weights at 1/8 of the teacher's FLOPs)
+  imagenet_kd_frame  trainer/configs/distill_student_imagenet_kd_xseq.toml (that student taught on
+                the labeled and the 233 unlabeled pool frames; the teacher scores whole frames at its
+                own 360x480 and each crop reads its region: `distill.teacher_view = "frame"`)
+  imagenet_kd_crop   ... --set distill.teacher_view="crop" (the teacher shown the student's crops,
+                at the student's scale)
+
+`--only REGEX` trains and scores only the teacher and the rows whose name matches (the records of
+the other rows stay as they are in the results file).
 
 Every model's last checkpoint is exported (`edge-seg-train export --checkpoint last`) and scored by
 `edge-seg eval --backend tract` on val and on the 101 frames of 0006R0 (splits/camvid-xseq/eval.txt);
@@ -30,6 +38,7 @@ the teacher's), and with --timing `<model>_latency_ms`, `<model>_fps`.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +55,9 @@ ROWS = {
     "kd": (STUDENT, []),
     "kd_unlabeled": (STUDENT, ["--set", "distill.unlabeled_weight=1.0"]),
     "imagenet": ("trainer/configs/distill_student_imagenet_xseq.toml", []),
+    "imagenet_kd_frame": ("trainer/configs/distill_student_imagenet_kd_xseq.toml", []),
+    "imagenet_kd_crop": ("trainer/configs/distill_student_imagenet_kd_xseq.toml",
+                         ["--set", 'distill.teacher_view="crop"']),
 }
 SPLITS = {"val": "val", "xseq": "splits/camvid-xseq/eval.txt"}
 RESULTS = "docs/results/distill.json"
@@ -89,6 +101,7 @@ def main():
     ap.add_argument("--runs", default="runs/distill")
     ap.add_argument("--timing", action="store_true", help="also time each export in tract (idle machine only)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default=None, help="only the teacher and the rows matching this regex")
     a = ap.parse_args()
     if not (TEACHER / "done.json").exists():
         sys.exit(f"{TEACHER}: the teacher is not trained: python3 benches/semi/pretrained.py --protocol xseq "
@@ -96,12 +109,14 @@ def main():
     runs = Path(a.runs)
     runs.mkdir(parents=True, exist_ok=True)
     models = {"teacher": TEACHER}
-    for row in ROWS:
+    rows = [r for r in ROWS if not a.only or re.search(a.only, r)]
+    for row in rows:
         out = runs / f"student_{row}"
         if not (out / "done.json").exists():
             train(row, out)
         models[f"student_{row}"] = out
-    cmd = "python3 benches/distill/report.py" + (" --timing" if a.timing else "")
+    cmd = "python3 benches/distill/report.py" + (" --timing" if a.timing else "") + \
+        (f" --only '{a.only}'" if a.only else "")
     recs, add = recorder(cmd, echo=True)
     scores = {}
     for name, run in models.items():
@@ -126,7 +141,7 @@ def main():
             add("student_gflops", i["gflops"], f"GFLOPs at {size}", "model")
     for split in SPLITS:
         t = scores[("teacher", split)]
-        for row in ROWS:
+        for row in rows:
             add(f"student_{row}_retention_{split}", scores[(f"student_{row}", split)] / t,
                 "fraction of the teacher's mIoU", split)
     merge_records(RESULTS, recs)

@@ -147,8 +147,20 @@ pub struct HostBatch {
     pub targets: Vec<u32>,
     /// `(b, h, w)`.
     pub shape: (usize, usize, usize),
+    /// Where each crop came from.
+    pub origins: Vec<CropOrigin>,
     /// The unlabeled part of the step, in the view its method asked for.
     pub unlabeled: Option<HostUnlabeled>,
+}
+
+/// Where a training crop came from: its image (an index into the step's [`Samples`]) and its
+/// place in it (issue #27: a teacher that scored the whole frame is read there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropOrigin {
+    /// The image's index in its samples (labeled, or unlabeled for an unlabeled crop).
+    pub index: usize,
+    /// The crop's geometry in that image.
+    pub geometry: augment::CropGeometry,
 }
 
 /// Which unlabeled view a method needs (built on the producer thread).
@@ -177,6 +189,8 @@ pub enum HostUnlabeled {
         valid: Vec<u32>,
         /// `[b, C]` multi-hot tags, when the images are tagged.
         tags: Option<Vec<f32>>,
+        /// Where each crop came from.
+        origins: Vec<CropOrigin>,
         /// `(b, h, w)`.
         shape: (usize, usize, usize),
     },
@@ -223,12 +237,15 @@ pub fn make_unlabeled(images: &Samples, view: &UnlabeledView, cfg: &TrainConfig,
                 grayscale_prob: 0.0,
                 ..cfg.augment.clone()
             };
+            let mut origins = Vec::with_capacity(b);
             for (k, &i) in idx.iter().enumerate() {
                 let mut rng = rng_of(k);
                 let img = &images.images[i];
                 // an all-zero mask rides along to mark padding (IGNORE) after the crop
                 let inside = GrayImage::from_pixel(img.width(), img.height(), Luma([0]));
-                let (weak_img, mask) = augment::augment(img, Some(&inside), &geometric, &mut rng);
+                let (weak_img, mask, geometry) =
+                    augment::augment_with_geometry(img, Some(&inside), &geometric, &mut rng);
+                origins.push(CropOrigin { index: i, geometry });
                 let mut strong_img = weak_img.clone();
                 augment::photometric(&mut strong_img, &cfg.augment, &mut rng);
                 norm(&weak_img, &mut weak[k * n..(k + 1) * n]);
@@ -249,6 +266,7 @@ pub fn make_unlabeled(images: &Samples, view: &UnlabeledView, cfg: &TrainConfig,
                 weak,
                 valid,
                 tags,
+                origins,
                 shape: (b, h, w),
             })
         }
@@ -305,9 +323,12 @@ pub fn make_batch(samples: &Samples, cfg: &TrainConfig, it: u64) -> HostBatch {
     let mut images = vec![0f32; b * 3 * h * w];
     let mut targets = vec![0u32; b * h * w];
     let idx = batch_indices(samples.len(), b, cfg.schedule.seed, it);
+    let mut origins = Vec::with_capacity(b);
     for (k, &i) in idx.iter().enumerate() {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.schedule.seed ^ (it << 16) ^ k as u64);
-        let (img, mask) = augment::augment(&samples.images[i], Some(&samples.masks[i]), &cfg.augment, &mut rng);
+        let (img, mask, geometry) =
+            augment::augment_with_geometry(&samples.images[i], Some(&samples.masks[i]), &cfg.augment, &mut rng);
+        origins.push(CropOrigin { index: i, geometry });
         normalize_into(
             &img,
             cfg.data.mean,
@@ -324,6 +345,7 @@ pub fn make_batch(samples: &Samples, cfg: &TrainConfig, it: u64) -> HostBatch {
         images,
         targets,
         shape: (b, h, w),
+        origins,
         unlabeled: None,
     }
 }

@@ -98,6 +98,11 @@ impl OnnxTeacher {
         })
     }
 
+    /// The graph's declared input `(h, w)` when it is fixed.
+    pub fn input_hw(&self) -> Option<(usize, usize)> {
+        self.fixed_hw
+    }
+
     fn plan(&mut self, hw: (usize, usize)) -> Result<Arc<TypedSimplePlan>> {
         if let Some(p) = self.plans.get(&hw) {
             return Ok(p.clone());
@@ -196,5 +201,172 @@ fn tract_guarded<R>(path: &Path, f: impl FnOnce() -> TractResult<R>) -> Result<R
             path.display(),
             seg_core::io::panic_message(p.as_ref())
         )),
+    }
+}
+
+/// A teacher's class scores over one whole frame (`teacher_view = "frame"`): `[C, h, w]` flat,
+/// the frame's full extent split into `h × w` cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameScores {
+    /// Classes.
+    pub c: usize,
+    /// Rows of cells.
+    pub h: usize,
+    /// Columns of cells.
+    pub w: usize,
+    /// `[C, h, w]` scores.
+    pub data: Vec<f32>,
+}
+
+/// Reads a crop's region of whole-frame scores on an `out_h × out_w` grid over the crop (the
+/// student's stride-4 grid): each output cell averages the bilinearly interpolated scores
+/// (half-pixel centres) at `k × k` points spread over the cell, with `k` the cell's extent in
+/// score cells (rounded up, 1 to 8), so a crop at a smaller scale than the frame's is pooled, not
+/// aliased. Points in the crop's padding (outside the frame) are left out. Returns `[C, out_h,
+/// out_w]` scores and `[out_h, out_w]` the share of each cell's points inside the frame (0:
+/// padding only, scores 0 there).
+pub fn crop_scores(
+    map: &FrameScores,
+    g: &seg_core::data::augment::CropGeometry,
+    (out_h, out_w): (usize, usize),
+) -> (Vec<f32>, Vec<f32>) {
+    let (src_h, src_w) = (g.source.0 as f64, g.source.1 as f64);
+    let (crop_h, crop_w) = (g.crop.0 as f64, g.crop.1 as f64);
+    let (cell_h, cell_w) = (crop_h / out_h.max(1) as f64, crop_w / out_w.max(1) as f64);
+    // a cell's extent in score cells along each axis
+    let k_of = |cell: f64, scaled: u32, map_side: usize| {
+        ((cell * map_side as f64 / scaled.max(1) as f64).ceil() as usize).clamp(1, 8)
+    };
+    let (ky, kx) = (k_of(cell_h, g.scaled.0, map.h), k_of(cell_w, g.scaled.1, map.w));
+    let plane = map.h * map.w;
+    let mut scores = vec![0f32; map.c * out_h * out_w];
+    let mut share = vec![0f32; out_h * out_w];
+    let mut acc = vec![0f32; map.c];
+    // half-pixel bilinear taps of a continuous source position along one axis
+    let taps = |pos: f64, src: f64, side: usize| {
+        let v = (pos * side as f64 / src - 0.5).max(0.0);
+        let i0 = (v.floor() as usize).min(side - 1);
+        let i1 = (i0 + 1).min(side - 1);
+        (i0, i1, (v - i0 as f64).min(1.0) as f32)
+    };
+    if map.h == 0 || map.w == 0 {
+        return (scores, share);
+    }
+    for i in 0..out_h {
+        for j in 0..out_w {
+            acc.fill(0.0);
+            let mut n = 0usize;
+            for a in 0..ky {
+                for b in 0..kx {
+                    let y = (i as f64 + (a as f64 + 0.5) / ky as f64) * cell_h;
+                    let x = (j as f64 + (b as f64 + 0.5) / kx as f64) * cell_w;
+                    let (sy, sx) = g.to_source(y, x);
+                    if !(0.0..src_h).contains(&sy) || !(0.0..src_w).contains(&sx) {
+                        continue;
+                    }
+                    n += 1;
+                    let (y0, y1, wy) = taps(sy, src_h, map.h);
+                    let (x0, x1, wx) = taps(sx, src_w, map.w);
+                    let w00 = (1.0 - wy) * (1.0 - wx);
+                    let (w01, w10, w11) = ((1.0 - wy) * wx, wy * (1.0 - wx), wy * wx);
+                    for (c, s) in acc.iter_mut().enumerate() {
+                        let p = &map.data[c * plane..(c + 1) * plane];
+                        *s += w00 * p[y0 * map.w + x0]
+                            + w01 * p[y0 * map.w + x1]
+                            + w10 * p[y1 * map.w + x0]
+                            + w11 * p[y1 * map.w + x1];
+                    }
+                }
+            }
+            if n > 0 {
+                for (c, s) in acc.iter().enumerate() {
+                    scores[(c * out_h + i) * out_w + j] = s / n as f32;
+                }
+                share[i * out_w + j] = n as f32 / (ky * kx) as f32;
+            }
+        }
+    }
+    (scores, share)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seg_core::data::augment::CropGeometry;
+
+    /// Scores linear in the source position, `f_c(y, x) = (c + 1)·y − 2x + c`, sampled at the
+    /// cell centres of a stride-4 map: bilinear reads and averages of a linear function are exact,
+    /// so every crop cell must hold `f` at its centre's source position.
+    fn linear_map(src: (u32, u32)) -> (FrameScores, impl Fn(usize, f64, f64) -> f32) {
+        let f = |c: usize, y: f64, x: f64| ((c as f64 + 1.0) * y - 2.0 * x + c as f64) as f32;
+        let (h, w) = (src.0 as usize / 4, src.1 as usize / 4);
+        let mut data = vec![0f32; 3 * h * w];
+        for c in 0..3 {
+            for p in 0..h {
+                for q in 0..w {
+                    data[(c * h + p) * w + q] = f(c, (p as f64 + 0.5) * 4.0, (q as f64 + 0.5) * 4.0);
+                }
+            }
+        }
+        (FrameScores { c: 3, h, w, data }, f)
+    }
+
+    /// Issue #27: a crop's cells read the frame scores at their own source position — through
+    /// scale, offset and flip, pooled over the cell — and padding cells are marked.
+    #[test]
+    fn issue27_crop_scores_follow_the_crop_geometry() {
+        let (map, f) = linear_map((96, 128));
+        for (scaled, top, left, flipped) in [
+            ((96, 128), 10, 20, false),
+            ((48, 64), 4, 8, true),
+            ((200, 260), 50, 70, true),
+            ((130, 170), 30, 41, false),
+        ] {
+            let g = CropGeometry {
+                source: (96, 128),
+                scaled,
+                top,
+                left,
+                crop: (32, 40),
+                flipped,
+            };
+            let (out_h, out_w) = (8, 10);
+            let (s, share) = crop_scores(&map, &g, (out_h, out_w));
+            for i in 0..out_h {
+                for j in 0..out_w {
+                    // the cell's corners in the source, to keep clear of the clamped border
+                    let (y0, x0) = g.to_source(i as f64 * 4.0, j as f64 * 4.0);
+                    let (y1, x1) = g.to_source((i + 1) as f64 * 4.0, (j + 1) as f64 * 4.0);
+                    let inside = |v: f64, side: f64| (2.0..side - 2.0).contains(&v);
+                    if !(inside(y0, 96.0) && inside(y1, 96.0) && inside(x0, 128.0) && inside(x1, 128.0)) {
+                        continue;
+                    }
+                    assert_eq!(share[i * out_w + j], 1.0);
+                    let (cy, cx) = g.to_source(i as f64 * 4.0 + 2.0, j as f64 * 4.0 + 2.0);
+                    for c in 0..3 {
+                        let got = s[(c * out_h + i) * out_w + j];
+                        let want = f(c, cy, cx);
+                        assert!(
+                            (got - want).abs() < 1e-3,
+                            "{g:?} cell ({i}, {j}) class {c}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+        // a crop hanging off the frame's top-left: cells there are padding
+        let g = CropGeometry {
+            source: (96, 128),
+            scaled: (96, 128),
+            top: -12,
+            left: -8,
+            crop: (32, 40),
+            flipped: false,
+        };
+        let (s, share) = crop_scores(&map, &g, (8, 10));
+        assert_eq!(share[0], 0.0);
+        assert!((0..3).all(|c| s[c * 80] == 0.0));
+        assert_eq!(share[3 * 10 + 2], 1.0);
+        assert!(share.iter().all(|v| (0.0..=1.0).contains(v)));
     }
 }

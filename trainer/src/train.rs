@@ -148,6 +148,7 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         "method '{}' learns from image-level tags: set data.tag_file",
         cfg.method
     );
+    method.prepare(&train, &unlabeled)?;
     let mut groups = optim::encoder_rest_groups(&varmap, cfg.optim.encoder_lr_mult);
     groups.extend(method.param_groups());
     let mut opt = optim::Sgd::new(groups, cfg.optim.momentum, cfg.optim.weight_decay);
@@ -200,6 +201,7 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         let batch = LabeledBatch {
             images: Tensor::from_vec(hb.images, (b, 3, h, w), &dev)?,
             targets: Tensor::from_vec(hb.targets, (b, h, w), &dev)?,
+            origins: hb.origins,
         };
         let unlabeled_batch = match hb.unlabeled {
             Some(u) => Some(to_device(u, &dev)?),
@@ -343,6 +345,7 @@ fn to_device(u: data::HostUnlabeled, dev: &Device) -> Result<UnlabeledBatch> {
             weak,
             valid,
             tags,
+            origins,
             shape: (b, h, w),
         } => UnlabeledBatch::Views {
             strong: Tensor::from_vec(strong, (b, 3, h, w), dev)?,
@@ -355,6 +358,7 @@ fn to_device(u: data::HostUnlabeled, dev: &Device) -> Result<UnlabeledBatch> {
                 }
                 None => None,
             },
+            origins,
         },
         data::HostUnlabeled::Pairs {
             first,

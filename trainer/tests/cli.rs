@@ -1007,6 +1007,75 @@ mod semi {
         );
     }
 
+    /// Issue #27, `teacher_view = "frame"`: the teacher scores every whole frame once at its own
+    /// input size and each crop reads its region. With crops that are the whole frame (no scale,
+    /// flip or jitter) that is what the teacher says about the crop itself: the same KD terms as
+    /// `crop`. A student at half the teacher's scale with flips trains on it, resumably.
+    #[test]
+    fn issue27_frame_view_reads_each_crop_from_the_teachers_whole_frame_scores() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 8);
+        let teacher_run = dir.path().join("teacher");
+        train::run(&tiny_config(&data, "supervised", 4), &opts(&teacher_run, false, None)).unwrap();
+
+        let mut cfg = tiny_config(&data, "distill", 2);
+        cfg.model.widths = [8, 8, 8, 16, 16];
+        cfg.model.decoder_channels = 8;
+        cfg.distill.teacher = teacher_run.join("last.safetensors");
+        cfg.distill.unlabeled_weight = 0.5;
+        cfg.augment = seg_core::data::augment::AugmentConfig::identity([48, 64]);
+        let crop_run = dir.path().join("s_crop");
+        train::run(&cfg, &opts(&crop_run, false, None)).unwrap();
+        let mut frame = cfg.clone();
+        frame.distill.teacher_view = edge_seg_trainer::methods::distill::TeacherView::Frame;
+        let frame_run = dir.path().join("s_frame");
+        train::run(&frame, &opts(&frame_run, false, None)).unwrap();
+        for key in ["kd_raw", "kd_unlabeled_raw"] {
+            let (a, b) = (
+                log_records(&crop_run)[0][key].as_f64().unwrap(),
+                log_records(&frame_run)[0][key].as_f64().unwrap(),
+            );
+            assert!(
+                a > 0.0 && (a - b).abs() < 1e-4 * a,
+                "{key}: crop view {a}, frame view {b}"
+            );
+        }
+
+        // a student at half the teacher's scale, random scales and flips
+        let mut small = frame.clone();
+        small.augment = seg_core::data::augment::AugmentConfig {
+            base_size: Some([24, 32]),
+            scale_min: 0.75,
+            scale_max: 1.5,
+            crop: [16, 16],
+            hflip: true,
+            ..seg_core::data::augment::AugmentConfig::identity([16, 16])
+        };
+        small.data.input_size = [24, 32];
+        small.schedule.iterations = 3;
+        let run = dir.path().join("s_small");
+        train::run(&small, &opts(&run, false, None)).unwrap();
+        for r in log_records(&run) {
+            let (ce, kd, kdu, loss) = (
+                r["ce"].as_f64().unwrap(),
+                r["kd"].as_f64().unwrap(),
+                r["kd_u"].as_f64().unwrap(),
+                r["loss"].as_f64().unwrap(),
+            );
+            assert!(kd > 0.0 && kdu > 0.0 && kdu.is_finite(), "{r}");
+            assert!((ce + kd + kdu - loss).abs() < 1e-4 * loss.max(1.0), "{r}");
+        }
+        let half = dir.path().join("s_small_half");
+        train::run(&small, &opts(&half, false, Some(1))).unwrap();
+        train::run(&small, &opts(&half, true, None)).unwrap();
+        assert_eq!(checkpoint_tensors(&run), checkpoint_tensors(&half));
+
+        let mut bad = frame.clone();
+        bad.distill.feature_weight = 1.0;
+        assert!(bad.validate().unwrap_err().contains("teacher_view"));
+    }
+
     /// The tag file of the synthetic unlabeled images (`unlabeled.txt` and `val`): every frame
     /// shows sky (top), road (bottom) and a car box.
     fn synthetic_tags(root: &Path, n: usize) -> std::path::PathBuf {

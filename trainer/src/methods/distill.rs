@@ -19,6 +19,16 @@
 //! feature and pair-wise terms need a checkpoint teacher (an ONNX graph gives only its scores).
 //! On unlabeled frames both nets see the weak view (no photometric jitter). The teacher is read
 //! again on `--resume`, so it must not change during a run.
+//!
+//! What the teacher looks at (`teacher_view`): `crop` — the student's crops, at the student's
+//! scale; `frame` — each whole training frame once, before the first step, at the teacher's own
+//! input size (a checkpoint's `data.input_size`, an ONNX graph's fixed input), and every crop
+//! then reads its own region of those scores through the crop's geometry (scale, offset, flip),
+//! pooled onto the student's stride-4 grid ([`crate::teacher::crop_scores`]), crop padding
+//! masked out. A student trained at a smaller input than its teacher (issue #27's Lite0 at
+//! 128×160 under a 360×480 teacher) thus learns from the teacher at the scale the teacher was
+//! trained for, with the whole frame as context. The KL terms only (the feature and pair-wise
+//! terms need the teacher's embedding of the very crop).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,7 +41,19 @@ use seg_nn::SegModel;
 use serde::{Deserialize, Serialize};
 
 use super::{Method, MethodInit, StepContext, UnlabeledBatch, UnlabeledView};
-use crate::teacher::OnnxTeacher;
+use crate::data::{CropOrigin, Samples};
+use crate::teacher::{crop_scores, FrameScores, OnnxTeacher};
+
+/// What the teacher looks at (`distill.teacher_view`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeacherView {
+    /// The student's crops, as the student sees them.
+    #[default]
+    Crop,
+    /// Each whole training frame once, at the teacher's own input size; crops read their region.
+    Frame,
+}
 
 /// The `[distill]` config section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +81,9 @@ pub struct DistillConfig {
     pub affinity_weight: f64,
     /// At most this many positions per image in the affinity matrices (pooled down to it).
     pub affinity_positions: usize,
+    /// What the teacher looks at: `crop` (the student's crops) or `frame` (whole frames at its
+    /// own input size, read at each crop's place; KL terms only).
+    pub teacher_view: TeacherView,
 }
 
 impl Default for DistillConfig {
@@ -74,6 +99,7 @@ impl Default for DistillConfig {
             feature_loss: FeatureLoss::Mse,
             affinity_weight: 0.0,
             affinity_positions: 1024,
+            teacher_view: TeacherView::Crop,
         }
     }
 }
@@ -110,6 +136,9 @@ impl DistillConfig {
         } else if self.teacher_mean.is_some() || self.teacher_std.is_some() {
             return Err("distill.teacher_mean/teacher_std are for ONNX teachers: a checkpoint teacher's run config has its normalisation".into());
         }
+        if self.teacher_view == TeacherView::Frame && (self.feature_weight > 0.0 || self.affinity_weight > 0.0) {
+            return Err("distill.teacher_view = \"frame\" gives the KL terms only: distill.feature_weight and distill.affinity_weight need teacher_view = \"crop\"".into());
+        }
         if self.teacher_mean.is_some() != self.teacher_std.is_some() {
             return Err("distill.teacher_mean and distill.teacher_std go together".into());
         }
@@ -129,6 +158,8 @@ enum Teacher {
         model: Box<SegModel>,
         /// Its embedding width (decoder channels).
         width: usize,
+        /// Its input size (`data.input_size` of its run), for whole frames.
+        input_hw: (usize, usize),
         // keeps the teacher's weights alive
         _vars: VarMap,
     },
@@ -160,6 +191,59 @@ impl Teacher {
             }),
         }
     }
+
+    /// The teacher's stride-4 scores of a whole frame, resized to its own input size (an ONNX
+    /// graph with a free input size: the frame's size) and normalised with `mean`/`std` (the
+    /// student's; an ONNX teacher re-normalises).
+    fn frame(
+        &mut self,
+        img: &image::RgbImage,
+        mean: [f32; 3],
+        std: [f32; 3],
+        dev: &candle_core::Device,
+    ) -> Result<FrameScores> {
+        let (h, w) = match self {
+            Teacher::Run { input_hw, .. } => *input_hw,
+            Teacher::Onnx(t) => t.input_hw().unwrap_or((img.height() as usize, img.width() as usize)),
+        };
+        let resized = seg_core::preprocess::resize_rgb(img, h as u32, w as u32);
+        let mut x = vec![0f32; 3 * h * w];
+        seg_core::preprocess::normalize_into(&resized, mean, std, &mut x);
+        let x = Tensor::from_vec(x, (1, 3, h, w), dev)?; // [1, 3, h, w]
+        let low = self.run(&x, (h.div_ceil(4), w.div_ceil(4)))?.logits_low; // [1, C, h/4, w/4]
+        let (_, c, lh, lw) = low.dims4()?;
+        Ok(FrameScores {
+            c,
+            h: lh,
+            w: lw,
+            data: low.flatten_all()?.to_vec1::<f32>()?,
+        })
+    }
+}
+
+/// The teacher's scores of a batch of crops read from its whole-frame scores: `[b, C, h, w]`
+/// scores and `[b, h, w]` the share of each cell inside its frame, on `dev`.
+fn frame_batch(
+    frames: &[FrameScores],
+    origins: &[CropOrigin],
+    (h, w): (usize, usize),
+    dev: &candle_core::Device,
+) -> Result<(Tensor, Tensor)> {
+    let c = frames.first().map_or(0, |f| f.c);
+    let (mut scores, mut share) = (Vec::with_capacity(origins.len() * c * h * w), Vec::new());
+    for o in origins {
+        let f = frames
+            .get(o.index)
+            .ok_or_else(|| candle_core::Error::msg(format!("distill: no teacher scores for image {}", o.index)))?;
+        let (s, m) = crop_scores(f, &o.geometry, (h, w));
+        scores.extend(s);
+        share.extend(m);
+    }
+    let b = origins.len();
+    Ok((
+        Tensor::from_vec(scores, (b, c, h, w), dev)?,
+        Tensor::from_vec(share, (b, h, w), dev)?,
+    ))
 }
 
 /// The distillation method: the frozen teacher and the feature adaptor.
@@ -169,6 +253,11 @@ pub struct Distill {
     /// `[d_teacher, d_student]` weight and `[d_teacher]` bias of the 1×1 adaptor (feature term),
     /// held in a [`VarMap`] (`adaptor.weight`, `adaptor.bias`) for the checkpoint state.
     adaptor: Option<(Var, Var, VarMap)>,
+    /// `teacher_view = "frame"`: the teacher's scores of every labeled and unlabeled frame.
+    frames: Option<(Vec<FrameScores>, Vec<FrameScores>)>,
+    /// The student's normalisation and the device (for the frames).
+    norm: ([f32; 3], [f32; 3]),
+    device: candle_core::Device,
     stats: Vec<(&'static str, f64)>,
 }
 
@@ -187,10 +276,11 @@ impl Distill {
                 OnnxTeacher::open(&cfg.teacher, &data.classes, data.mean, data.std, norm).map_err(msg)?,
             ))
         } else {
-            let (model, width, vars) = load_teacher(&cfg.teacher, init).map_err(msg)?;
+            let (model, width, input_hw, vars) = load_teacher(&cfg.teacher, init).map_err(msg)?;
             Teacher::Run {
                 model: Box::new(model),
                 width,
+                input_hw,
                 _vars: vars,
             }
         };
@@ -219,6 +309,9 @@ impl Distill {
             cfg,
             teacher,
             adaptor,
+            frames: None,
+            norm: (init.cfg.data.mean, init.cfg.data.std),
+            device: init.device.clone(),
             stats: Vec::new(),
         }))
     }
@@ -259,7 +352,10 @@ impl Distill {
 
 /// Reads the teacher's run config and checkpoint and checks that it sees the same inputs and
 /// classes as the student.
-fn load_teacher(path: &std::path::Path, init: &MethodInit) -> anyhow::Result<(SegModel, usize, VarMap)> {
+fn load_teacher(
+    path: &std::path::Path,
+    init: &MethodInit,
+) -> anyhow::Result<(SegModel, usize, (usize, usize), VarMap)> {
     let run = path.parent().unwrap_or(std::path::Path::new("."));
     let tcfg = crate::checkpoint::load_config(run)
         .map_err(|e| anyhow::anyhow!("distill.teacher {}: {e:#}", path.display()))?;
@@ -272,12 +368,36 @@ fn load_teacher(path: &std::path::Path, init: &MethodInit) -> anyhow::Result<(Se
     let vars = VarMap::new();
     let model = SegModel::new(&tcfg.model, VarBuilder::from_varmap(&vars, DType::F32, init.device))?;
     crate::checkpoint::load(path, &vars, init.device)?;
-    Ok((model, tcfg.model.embedding_channels(), vars))
+    let [ih, iw] = tcfg.data.input_size;
+    Ok((model, tcfg.model.embedding_channels(), (ih as usize, iw as usize), vars))
 }
 
 impl Method for Distill {
     fn name(&self) -> &'static str {
         "distill"
+    }
+
+    fn prepare(&mut self, labeled: &Samples, unlabeled: &Samples) -> Result<()> {
+        if self.cfg.teacher_view != TeacherView::Frame {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let (mean, std) = self.norm;
+        let mut score = |s: &Samples| -> Result<Vec<FrameScores>> {
+            s.images
+                .iter()
+                .map(|img| self.teacher.frame(img, mean, std, &self.device))
+                .collect()
+        };
+        let frames = (score(labeled)?, score(unlabeled)?);
+        tracing::info!(
+            labeled = frames.0.len(),
+            unlabeled = frames.1.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "teacher scored every frame at its own input size"
+        );
+        self.frames = Some(frames);
+        Ok(())
     }
 
     fn unlabeled_view(&self) -> UnlabeledView {
@@ -301,21 +421,40 @@ impl Method for Distill {
     fn losses(&mut self, ctx: &StepContext) -> Result<Vec<(&'static str, Tensor)>> {
         let (out, ce) = super::supervised_ce(ctx)?;
         let (_, _, lh, lw) = out.logits_low.dims4()?;
-        let t = self.teacher.run(&ctx.labeled.images, (lh, lw))?; // [b, C, h/4, w/4]
-        let kd = loss::distillation_kl(&out.logits_low, &t.logits_low, self.cfg.temperature, None)?;
+        let (t, mask) = match &self.frames {
+            Some((labeled, _)) => {
+                let (scores, mask) = frame_batch(labeled, &ctx.labeled.origins, (lh, lw), out.logits_low.device())?;
+                let t = TeacherOut {
+                    logits_low: scores,
+                    embedding: None,
+                };
+                (t, Some(mask))
+            }
+            None => (self.teacher.run(&ctx.labeled.images, (lh, lw))?, None),
+        }; // [b, C, h/4, w/4]
+        let kd = loss::distillation_kl(&out.logits_low, &t.logits_low, self.cfg.temperature, mask.as_ref())?;
         self.stats = vec![("kd_raw", kd.to_scalar::<f32>()? as f64)];
         let mut terms = vec![("ce", ce), ("kd", (kd * self.cfg.weight)?)];
         self.feature_terms(&out, &t, &mut terms)?;
         if self.cfg.unlabeled_weight > 0.0 {
-            let Some(UnlabeledBatch::Views { weak, valid, .. }) = ctx.unlabeled else {
+            let Some(UnlabeledBatch::Views {
+                weak, valid, origins, ..
+            }) = ctx.unlabeled
+            else {
                 candle_core::bail!("distill: the step has no unlabeled views");
             };
             let s = ctx.model.forward_t(weak, true)?;
             let (_, _, uh, uw) = s.logits_low.dims4()?;
-            let tu = self.teacher.run(weak, (uh, uw))?;
-            // the share of each stride-4 cell inside the image (0 in crop padding)
-            let mask = seg_nn::bilinear::resize(&valid.to_dtype(DType::F32)?.unsqueeze(1)?, uh, uw)?.squeeze(1)?; // [b, h/4, w/4]
-            let kdu = loss::distillation_kl(&s.logits_low, &tu.logits_low, self.cfg.temperature, Some(&mask))?;
+            // the teacher's scores and the share of each stride-4 cell inside the image (0 in crop
+            // padding)
+            let (tu, mask) = match &self.frames {
+                Some((_, unlabeled)) => frame_batch(unlabeled, origins, (uh, uw), s.logits_low.device())?,
+                None => (
+                    self.teacher.run(weak, (uh, uw))?.logits_low,
+                    seg_nn::bilinear::resize(&valid.to_dtype(DType::F32)?.unsqueeze(1)?, uh, uw)?.squeeze(1)?,
+                ),
+            }; // [b, C, h/4, w/4], [b, h/4, w/4]
+            let kdu = loss::distillation_kl(&s.logits_low, &tu, self.cfg.temperature, Some(&mask))?;
             self.stats.push(("kd_unlabeled_raw", kdu.to_scalar::<f32>()? as f64));
             terms.push(("kd_u", (kdu * self.cfg.unlabeled_weight)?));
         }

@@ -35,6 +35,8 @@ pub struct LabeledBatch {
     pub images: Tensor,
     /// `[b, h, w]` class ids (`u32`), [`seg_core::IGNORE`] where unlabeled.
     pub targets: Tensor,
+    /// Where each crop came from (indices into the labeled samples).
+    pub origins: Vec<crate::data::CropOrigin>,
 }
 
 /// An unlabeled batch on the training device, in the view the method asked for.
@@ -50,6 +52,8 @@ pub enum UnlabeledBatch {
         valid: Tensor,
         /// `[b, C]` f32 multi-hot tags of the images, when `data.tag_file` is set.
         tags: Option<Tensor>,
+        /// Where each crop came from (indices into the unlabeled samples).
+        origins: Vec<crate::data::CropOrigin>,
     },
     /// [`UnlabeledView::Pairs`]: two overlapping crops of each image.
     Pairs {
@@ -98,6 +102,11 @@ pub struct MethodInit<'a> {
 pub trait Method: Send {
     /// The method's registry name.
     fn name(&self) -> &'static str;
+    /// Called once the labeled and unlabeled images are loaded (also on `--resume`), before the
+    /// first step (default: nothing): e.g. for a teacher to score every frame once.
+    fn prepare(&mut self, _labeled: &crate::data::Samples, _unlabeled: &crate::data::Samples) -> Result<()> {
+        Ok(())
+    }
     /// The unlabeled view it needs (default: none).
     fn unlabeled_view(&self) -> UnlabeledView {
         UnlabeledView::None

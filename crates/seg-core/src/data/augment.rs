@@ -409,6 +409,38 @@ pub fn photometric(img: &mut RgbImage, cfg: &AugmentConfig, rng: &mut impl Rng) 
     }
 }
 
+/// Where a crop of [`augment_with_geometry`] lies in its source image: enough to map any crop
+/// position back to the source (issue #27: a teacher that scored the whole source frame at its
+/// own scale is read at the student's crop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropGeometry {
+    /// The source image's `(height, width)`.
+    pub source: (u32, u32),
+    /// `(height, width)` of the resized image the crop was cut from.
+    pub scaled: (u32, u32),
+    /// The crop's top-left corner in the resized image (negative where it is padded).
+    pub top: i64,
+    /// See `top`.
+    pub left: i64,
+    /// The crop's `(height, width)`.
+    pub crop: (u32, u32),
+    /// Mirrored left-right after the crop.
+    pub flipped: bool,
+}
+
+impl CropGeometry {
+    /// The source position of crop position `(y, x)`, both continuous with pixel `(i, j)`
+    /// covering `[i, i + 1) × [j, j + 1)` (half-pixel centres, as every resize here). Positions
+    /// in the crop's padding map outside `[0, height) × [0, width)`.
+    pub fn to_source(&self, y: f64, x: f64) -> (f64, f64) {
+        let x = if self.flipped { self.crop.1 as f64 - x } else { x };
+        (
+            (self.top as f64 + y) * self.source.0 as f64 / self.scaled.0.max(1) as f64,
+            (self.left as f64 + x) * self.source.1 as f64 / self.scaled.1.max(1) as f64,
+        )
+    }
+}
+
 /// The full training augmentation: base resize (`cfg.base_size`) and random scale (done as
 /// one resize), random padded crop to `cfg.crop`, horizontal flip with p = 0.5 (if
 /// `cfg.hflip`), then [`photometric`] on the image.
@@ -421,16 +453,38 @@ pub fn augment(
     cfg: &AugmentConfig,
     rng: &mut impl Rng,
 ) -> (RgbImage, Option<GrayImage>) {
+    let (out, out_mask, _) = augment_with_geometry(img, mask, cfg, rng);
+    (out, out_mask)
+}
+
+/// [`augment`], also returning where the crop lies in `img` (the same random draws, so the
+/// same crops).
+pub fn augment_with_geometry(
+    img: &RgbImage,
+    mask: Option<&GrayImage>,
+    cfg: &AugmentConfig,
+    rng: &mut impl Rng,
+) -> (RgbImage, Option<GrayImage>, CropGeometry) {
     let [base_h, base_w] = cfg.base_size.unwrap_or([img.height(), img.width()]);
     let s = uniform(rng, cfg.scale_min, cfg.scale_max);
-    let (scaled, scaled_mask) = resize_pair(img, mask, scaled_side(base_h, s), scaled_side(base_w, s));
+    let (sh, sw) = (scaled_side(base_h, s), scaled_side(base_w, s));
+    let (scaled, scaled_mask) = resize_pair(img, mask, sh, sw);
     let [crop_h, crop_w] = cfg.crop;
-    let (mut out, mut out_mask, _) = random_crop(&scaled, scaled_mask.as_ref(), crop_h, crop_w, rng);
-    if cfg.hflip && rng.random::<bool>() {
+    let (mut out, mut out_mask, (top, left)) = random_crop(&scaled, scaled_mask.as_ref(), crop_h, crop_w, rng);
+    let flipped = cfg.hflip && rng.random::<bool>();
+    if flipped {
         (out, out_mask) = hflip_pair(&out, out_mask.as_ref());
     }
     photometric(&mut out, cfg, rng);
-    (out, out_mask)
+    let geometry = CropGeometry {
+        source: (img.height(), img.width()),
+        scaled: (sh, sw),
+        top,
+        left,
+        crop: (crop_h, crop_w),
+        flipped,
+    };
+    (out, out_mask, geometry)
 }
 
 #[cfg(test)]
@@ -460,6 +514,52 @@ mod tests {
             crop: [24, 32],
             ..AugmentConfig::default()
         }
+    }
+
+    /// Issue #27: every crop pixel's mask value is the source mask's value at the position
+    /// `CropGeometry::to_source` gives for the pixel's centre (nearest resize, flips, padding).
+    #[test]
+    fn issue27_crop_geometry_maps_crop_pixels_to_their_source() {
+        // unique ids (no IGNORE) so that a wrong mapping cannot match by chance
+        let (w, h) = (20u32, 12u32);
+        let img = RgbImage::new(w, h);
+        let ids = GrayImage::from_fn(w, h, |x, y| Luma([(y * w + x) as u8]));
+        let cfg = AugmentConfig {
+            base_size: Some([24, 40]),
+            scale_min: 0.5,
+            scale_max: 2.5,
+            crop: [16, 24],
+            ..AugmentConfig::default()
+        };
+        let (mut flipped, mut padded) = (0, 0);
+        for seed in 0..64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let (_, m, g) = augment_with_geometry(&img, Some(&ids), &cfg, &mut rng);
+            let m = m.unwrap();
+            flipped += g.flipped as usize;
+            for (x, y, v) in m.enumerate_pixels() {
+                let (sy, sx) = g.to_source(y as f64 + 0.5, x as f64 + 0.5);
+                let inside = (0.0..h as f64).contains(&sy) && (0.0..w as f64).contains(&sx);
+                if v[0] == IGNORE {
+                    padded += 1;
+                    assert!(
+                        !inside,
+                        "seed {seed}: padding at ({x}, {y}) maps inside, to ({sy}, {sx})"
+                    );
+                } else {
+                    assert!(inside, "seed {seed}: ({x}, {y}) maps outside");
+                    let want = ids.get_pixel(sx as u32, sy as u32)[0];
+                    assert_eq!(v[0], want, "seed {seed}: ({x}, {y}) -> ({sy}, {sx})");
+                }
+            }
+            // the same draws as `augment`
+            let mut rng2 = ChaCha8Rng::seed_from_u64(seed);
+            assert_eq!(augment(&img, Some(&ids), &cfg, &mut rng2).1.unwrap(), m);
+        }
+        assert!(
+            flipped > 0 && flipped < 64 && padded > 0,
+            "{flipped} flips, {padded} padded pixels"
+        );
     }
 
     #[test]
