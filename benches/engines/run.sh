@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Issue #22 in one command: backend (tract, ort) x precision (f32, int8) x model (student,
 # default, torchvision) on the same 480x360 frames (CamVid val as a YUYV recording, the camera
-# code path): median inference latency and end-to-end FPS of `edge-seg run` in throughput mode
-# (--drop wait, 2 threads), and the Python onnxruntime peer (benches/runtime/peer.py e2e, same
-# recording, 2 threads) on the same files; writes docs/results/cpu_speed.json.
+# code path): end-to-end FPS of `edge-seg run` in throughput mode (--drop wait, 2 threads) and
+# its per-frame inference times there, the median single-frame inference latency of every cell
+# (criterion bench benches/benches/engines_latency.rs: one frame after the other, nothing else
+# running), and the Python onnxruntime peer (benches/runtime/peer.py e2e, same recording,
+# 2 threads) on the same files; writes docs/results/cpu_speed.json.
 #
 #   bash benches/engines/run.sh [--data ../shared/data/camvid] [--limit N]
 #                               [--results docs/results/cpu_speed.json] [--work target/engines-bench]
@@ -90,8 +92,16 @@ for m in "${MODELS[@]}"; do
         --threads "$THREADS" --out "$d/peer_int8.json"
 done
 
+step "median single-frame inference latency of every cell (criterion bench engines_latency)"
+rm -rf target/criterion/engines
+EDGE_SEG_ENGINES_WORK=$WORK EDGE_SEG_ENGINES_MODELS="${MODELS[*]}" EDGE_SEG_ENGINES_THREADS=$THREADS \
+    cargo bench -p edge-seg-benches --bench engines_latency -- --noplot > "$WORK/engines_latency.log" 2>&1 \
+    || { tail -n 20 "$WORK/engines_latency.log" >&2; exit 1; }
+grep -E "^engines|time:|warning" "$WORK/engines_latency.log" || true
+
 step "records"
 NFRAMES=$(( $(stat -c %s "$WORK/val.yuyv") / (480 * 360 * 2) ))
 "$PY" benches/engines/records.py --work "$WORK" --results "$RESULTS" --command "$COMMAND" \
-    --split "$(basename "$DATA") val as YUYV 480x360 ($NFRAMES frames)" --models "${MODELS[@]}"
+    --split "$(basename "$DATA") val as YUYV 480x360 ($NFRAMES frames)" --models "${MODELS[@]}" \
+    --criterion target/criterion/engines
 echo "raw stats kept in $WORK; total $(( $(date +%s) - T0 )) s"
