@@ -79,6 +79,8 @@ fn engines(c: &mut Criterion) {
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
+    // tract's thread pool is process-wide (as `edge-seg run --threads` sets it)
+    edge_seg_runtime::backend::tract::set_threads(threads);
     let mut g = c.benchmark_group("engines");
     g.sample_size(60);
     for (id, path) in cells() {
