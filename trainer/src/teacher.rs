@@ -241,6 +241,9 @@ pub fn crop_scores(
     let plane = map.h * map.w;
     let mut scores = vec![0f32; map.c * out_h * out_w];
     let mut share = vec![0f32; out_h * out_w];
+    if plane == 0 {
+        return (scores, share);
+    }
     let mut acc = vec![0f32; map.c];
     // half-pixel bilinear taps of a continuous source position along one axis
     let taps = |pos: f64, src: f64, side: usize| {
@@ -249,9 +252,6 @@ pub fn crop_scores(
         let i1 = (i0 + 1).min(side - 1);
         (i0, i1, (v - i0 as f64).min(1.0) as f32)
     };
-    if map.h == 0 || map.w == 0 {
-        return (scores, share);
-    }
     for i in 0..out_h {
         for j in 0..out_w {
             acc.fill(0.0);

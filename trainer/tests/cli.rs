@@ -875,6 +875,21 @@ mod semi {
         assert!(n >= 20, "only {n} configs found in {}", dir.display());
     }
 
+    /// Every logged step of a distillation run with KD on labeled and unlabeled frames: both KD
+    /// terms positive and finite, and with the cross-entropy they make up the loss.
+    fn assert_kd_terms_add_up(run: &Path) {
+        for r in log_records(run) {
+            let (ce, kd, kdu, loss) = (
+                r["ce"].as_f64().unwrap(),
+                r["kd"].as_f64().unwrap(),
+                r["kd_u"].as_f64().unwrap(),
+                r["loss"].as_f64().unwrap(),
+            );
+            assert!(kd > 0.0 && kdu > 0.0 && kdu.is_finite(), "{r}");
+            assert!((ce + kd + kdu - loss).abs() < 1e-4 * loss.max(1.0), "{r}");
+        }
+    }
+
     /// Issue #27: an ONNX teacher (the teacher run exported) teaches as its checkpoint does — the
     /// first step's KD term is the same when the crop is the export's input size —, a smaller crop
     /// runs through the padded canvas, the unlabeled, feature and pair-wise terms are logged and
@@ -919,16 +934,7 @@ mod semi {
         small.distill.unlabeled_weight = 0.5;
         let run = dir.path().join("s_small");
         train::run(&small, &opts(&run, false, None)).unwrap();
-        for r in log_records(&run) {
-            let (ce, kd, kdu, loss) = (
-                r["ce"].as_f64().unwrap(),
-                r["kd"].as_f64().unwrap(),
-                r["kd_u"].as_f64().unwrap(),
-                r["loss"].as_f64().unwrap(),
-            );
-            assert!(kd > 0.0 && kdu > 0.0 && kdu.is_finite(), "{r}");
-            assert!((ce + kd + kdu - loss).abs() < 1e-4 * loss.max(1.0), "{r}");
-        }
+        assert_kd_terms_add_up(&run);
 
         // feature (cosine) and pair-wise terms from the checkpoint teacher; the adaptor's state
         let mut feat = cfg.clone();
@@ -1056,16 +1062,7 @@ mod semi {
         small.schedule.iterations = 3;
         let run = dir.path().join("s_small");
         train::run(&small, &opts(&run, false, None)).unwrap();
-        for r in log_records(&run) {
-            let (ce, kd, kdu, loss) = (
-                r["ce"].as_f64().unwrap(),
-                r["kd"].as_f64().unwrap(),
-                r["kd_u"].as_f64().unwrap(),
-                r["loss"].as_f64().unwrap(),
-            );
-            assert!(kd > 0.0 && kdu > 0.0 && kdu.is_finite(), "{r}");
-            assert!((ce + kd + kdu - loss).abs() < 1e-4 * loss.max(1.0), "{r}");
-        }
+        assert_kd_terms_add_up(&run);
         let half = dir.path().join("s_small_half");
         train::run(&small, &opts(&half, false, Some(1))).unwrap();
         train::run(&small, &opts(&half, true, None)).unwrap();
