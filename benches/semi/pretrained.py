@@ -26,7 +26,22 @@ own clock; `..._xseq_train_min` for the xseq protocol); per method and ratio the
 (oracle rows: `oracle_<ratio>_xseqt_miou`), and for each method the paired gain over SupOnly on
 the same split and seed, `<method>_<ratio>_s<seed>_xseqt_gain`, and the fraction of the
 SupOnly-to-oracle gap it closes, `<method>_<ratio>_s<seed>_gap_closed`. A run whose folder is gone
-(a new checkout) keeps its recorded score, which the pairing then uses.
+(a new checkout) keeps its recorded score, which the pairing then uses — but only with runs of the
+same machine (the CPU model of the records' `machine`): the same config moved 0.3-1.1 points between
+two 2-core machines, as much as the gains measured, so a cross-machine pair is left out (printed).
+
+On xseq-target, after the method grid, the CAC ablations at 1/8 seed 0 (`cac_ablation_<variant>_1_8_s0`:
+no_projector, no_directional, no_negative_sampling, no_positive_filter, no_context — one switch of
+xseqt_cac.toml each) with their own reference `cac_ablation_none_1_8_s0` (full CAC, the same config
+as cac_1_8_s0, re-trained so that every ablation pairs with a run of its own machine); records
+`cac_ablation_<variant>_1_8_xseqt_miou` and `cac_ablation_<variant>_1_8_s0_xseqt_gain` (against the
+reference).
+
+Val: each finished run's last checkpoint is exported and scored on CamVid val with `edge-seg eval
+--backend tract` (cached in <run>/val.json): `<name>_val_miou` and per method and ratio the mean
+over the seeds, `<method>_<ratio>_val_miou` (`..._xseq_val_miou` on the xseq protocol). Both
+protocols give the val frames to the semi-supervised methods as unlabeled inputs, so their val
+figures are transductive (SupOnly's and the oracle's are not).
 
 `--weight-init torch_default` trains every config with PyTorch's initialisation of the randomly
 initialised convolutions (`weight_init = "torch_default"`, issue #21: it closed the trainer parity gap
@@ -55,8 +70,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchlib import machine, merge_records, train_seconds  # noqa: E402
 
 TRAIN = os.environ.get("EDGE_SEG_TRAIN", "target/release/edge-seg-train")  # a copy keeps a rebuild from touching a running run
+RUNTIME = os.environ.get("EDGE_SEG", "target/release/edge-seg")
 METHODS = ["suponly", "cac", "oracle", "w2s", "cps", "mt_dars"]
 LAST_EVALS = 3
+# CAC ablations at 1/8 seed 0 on xseq-target: variant -> (line of xseqt_cac.toml, its replacement);
+# "none" is the full CAC reference they pair with
+ABLATIONS = {
+    "none": None,
+    "no_projector": ("projector = true", "projector = false"),
+    "no_directional": ("directional = true", "directional = false"),
+    "no_negative_sampling": ("negative_sampling = true", "negative_sampling = false"),
+    "no_positive_filter": ("positive_filter = true", "positive_filter = false"),
+    "no_context": ("iou_range = [0.1, 1.0]", "iou_range = [1.0, 1.0]"),
+}
 
 
 PROTOCOLS = {
@@ -79,7 +105,15 @@ def plan():
             runs.append((m, ratio, seed))
     # the full-pool ceiling: SupOnly on all 266 pool frames (no unlabeled frames), two seeds
     runs += [("suponly", "full", 0), ("suponly", "full", 1)]
+    if PROTOCOL == "xseqt":
+        runs += [(f"cac_ablation_{v}", "1_8", 0) for v in ABLATIONS]
     return runs
+
+
+def same_machine(a, b):
+    """Whether two records' `machine` name the same CPU model (the part before the first comma:
+    the suffixes changed format over time)."""
+    return a.split(",")[0].strip() == b.split(",")[0].strip()
 
 
 def run_name(m, ratio, seed):
@@ -87,6 +121,14 @@ def run_name(m, ratio, seed):
 
 
 def config_text(m, ratio, seed):
+    if m.startswith("cac_ablation_"):
+        v = m.removeprefix("cac_ablation_")
+        text = config_text("cac", ratio, seed)
+        if ABLATIONS[v] is not None:
+            old, new = ABLATIONS[v]
+            text, n = re.subn(rf"(?m)^{re.escape(old)}$", new, text)
+            assert n == 1, f"xseqt_cac.toml: expected one '{old}' line"
+        return f"# CAC ablation '{v}' (benches/semi/pretrained.py)\n" + text
     text = Path(f"trainer/configs/xseqt_{m}.toml").read_text()
     if ratio == "full":
         assert m == "suponly", "the full pool is a SupOnly reference"
@@ -153,16 +195,33 @@ def score(run_dir):
 
 
 def recorded_scores(results, prefix):
-    """Per-run scores already in the results file: {(method, ratio, seed): mIoU}."""
+    """Per-run scores already in the results file: {(method, ratio, seed): (mIoU, machine)}."""
     out = {}
     if not Path(results).exists():
         return out
-    by_name = {r["name"]: r["value"] for r in json.loads(Path(results).read_text())}
+    by_name = {r["name"]: (r["value"], r["machine"]) for r in json.loads(Path(results).read_text())}
     for m, ratio, seed in plan():
         v = by_name.get(f"{prefix}{run_name(m, ratio, seed)}_{PROTOCOLS[PROTOCOL][0]}_miou")
         if v is not None:
             out[(m, ratio, seed)] = v
     return out
+
+
+def val_score(run_dir):
+    """CamVid val mIoU (%) of a finished run's last checkpoint, exported and scored in tract;
+    cached in <run>/val.json. None when the run folder has no checkpoint."""
+    cached = run_dir / "val.json"
+    if not cached.exists():
+        if not (run_dir / "last.safetensors").exists():
+            return None
+        onnx = run_dir / "last.onnx"
+        for cmd in ([TRAIN, "export", "--run", str(run_dir), "--checkpoint", "last", "--out", str(onnx)],
+                    [RUNTIME, "eval", "--model", str(onnx), "--split", "val", "--backend", "tract",
+                     "--json", str(cached)]):
+            print("+", " ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        onnx.unlink()
+    return json.loads(cached.read_text())["miou"]  # already in %
 
 
 def collect(runs_dir, results, prefix="", mach=None):
@@ -185,6 +244,7 @@ def collect(runs_dir, results, prefix="", mach=None):
         )
 
     scores = recorded_scores(results, prefix)
+    vals = {}
     for m, ratio, seed in plan():
         name = run_name(m, ratio, seed)
         d = runs_dir / name
@@ -194,7 +254,7 @@ def collect(runs_dir, results, prefix="", mach=None):
         if s is None:
             continue
         value, steps = s
-        scores[(m, ratio, seed)] = value
+        scores[(m, ratio, seed)] = (value, mach)
         if prefix and not WEIGHT_INIT:
             cmd = (f"bash benches/gpu/run.sh --parts semi (SEMI_METHODS={m}), then python3 benches/semi/pretrained.py "
                    f"--collect --runs {runs_dir} --prefix {prefix} (mean of the evaluations at steps {steps})")
@@ -204,27 +264,36 @@ def collect(runs_dir, results, prefix="", mach=None):
         rec(f"{name}_{tag}_miou", value, "mIoU %", cmd)
         # xseqt keeps its original record names; other protocols carry their tag
         rec(f"{name}_{'' if tag == 'xseqt' else tag + '_'}train_min", (train_seconds(d) or 0.0) / 60.0, "min", cmd)
-    for m in METHODS:
+        v = val_score(d)
+        if v is not None:
+            vals[(m, ratio, seed)] = v
+            rec(f"{name}_{'' if tag == 'xseqt' else tag + '_'}val_miou", v, "mIoU % (camvid val, 101 frames)", cmd)
+    collect_cmd = (f"python3 benches/semi/pretrained.py {flags()} --collect --runs {runs_dir}"
+                   f"{' --prefix ' + prefix if prefix and not WEIGHT_INIT else ''}")
+    methods = METHODS + [f"cac_ablation_{v}" for v in ABLATIONS if v != "none"]
+    for m in methods:
         for ratio in ["1_16", "1_8", "full"]:
-            vals = [v for (mm, r, _), v in scores.items() if mm == m and r == ratio]
-            if vals:
-                rec(
-                    f"{m}_{ratio}_{tag}_miou",
-                    sum(vals) / len(vals),
-                    "mIoU %",
-                    f"python3 benches/semi/pretrained.py {flags()} --collect --runs {runs_dir}"
-                    f"{' --prefix ' + prefix if prefix and not WEIGHT_INIT else ''} (mean over {len(vals)} seed(s))",
-                )
-    for (m, ratio, seed), v in scores.items():
-        base = scores.get(("suponly", ratio, seed))
-        if m in ("suponly", "oracle") or base is None:
+            got = [v for (mm, r, _), (v, _) in scores.items() if mm == m and r == ratio]
+            if got:
+                rec(f"{m}_{ratio}_{tag}_miou", sum(got) / len(got), "mIoU %",
+                    f"{collect_cmd} (mean over {len(got)} seed(s))")
+            got = [v for (mm, r, _), v in vals.items() if mm == m and r == ratio]
+            if got:
+                rec(f"{m}_{ratio}_{'' if tag == 'xseqt' else tag + '_'}val_miou", sum(got) / len(got),
+                    "mIoU % (camvid val, 101 frames)", f"{collect_cmd} (mean over {len(got)} seed(s) with a run folder here)")
+    for (m, ratio, seed), (v, vm) in scores.items():
+        ref = "cac_ablation_none" if m.startswith("cac_ablation_") else "suponly"
+        base = scores.get((ref, ratio, seed))
+        if m in ("suponly", "oracle", "cac_ablation_none") or base is None:
             continue
-        cmd = (f"python3 benches/semi/pretrained.py {flags()} --collect --runs {runs_dir}"
-               f"{' --prefix ' + prefix if prefix and not WEIGHT_INIT else ''} (paired with {prefix}suponly_{ratio}_s{seed})")
-        rec(f"{m}_{ratio}_s{seed}_{tag}_gain", v - base, "mIoU points", cmd)
+        if not same_machine(vm, base[1]):
+            print(f"not paired: {m}_{ratio}_s{seed} ({vm}) and {ref}_{ratio}_s{seed} ({base[1]}) ran on different machines")
+            continue
+        cmd = f"{collect_cmd} (paired with {prefix}{ref}_{ratio}_s{seed})"
+        rec(f"{m}_{ratio}_s{seed}_{tag}_gain", v - base[0], "mIoU points", cmd)
         oracle = scores.get(("oracle", ratio, seed))
-        if oracle is not None and oracle > base:
-            rec(f"{m}_{ratio}_s{seed}_gap_closed", (v - base) / (oracle - base), "fraction", cmd)
+        if ref == "suponly" and oracle is not None and oracle[0] > base[0] and same_machine(oracle[1], vm):
+            rec(f"{m}_{ratio}_s{seed}_gap_closed", (v - base[0]) / (oracle[0] - base[0]), "fraction", cmd)
     merge_records(results, recs)
     for r in recs:
         print(f"{r['name']:40s} {r['value']:9.3f} {r['unit']}")

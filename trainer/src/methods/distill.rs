@@ -389,7 +389,13 @@ impl Method for Distill {
                 .map(|img| self.teacher.frame(img, mean, std, &self.device))
                 .collect()
         };
-        let frames = (score(labeled)?, score(unlabeled)?);
+        // Unlabeled frames are read only by the unlabeled KD term.
+        let unlabeled = if self.cfg.unlabeled_weight > 0.0 {
+            score(unlabeled)?
+        } else {
+            Vec::new()
+        };
+        let frames = (score(labeled)?, unlabeled);
         tracing::info!(
             labeled = frames.0.len(),
             unlabeled = frames.1.len(),
