@@ -25,7 +25,7 @@ checkpoint. Students, each 1,000 steps on the same 33 labeled frames (resumable;
 `--only REGEX` trains and scores only the teacher and the rows whose name matches (the records of
 the other rows stay as they are in the results file).
 
-`--teacher lite2` (the issue's larger teacher): the same CAC recipe with EfficientNet-Lite2
+`--teacher lite2` (the issue's larger teacher): the same CAC recipe with EfficientNet-Lite2 and twice the steps
 (trainer/configs/xseq_cac_lite2_teacher.toml, trained here into <runs>/teacher_lite2 when not done;
 4.92 GFLOPs at 360x480), and the rows that have a teacher (`kd*`, `imagenet_kd_*`) taught by it
 into <runs>/lite2/student_<row>; records `lite2_teacher_*` and `lite2_student_<row>_*`. Rows
