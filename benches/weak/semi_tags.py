@@ -7,11 +7,23 @@ drive 0006R0), seed 0, the pretrained default net. Writes docs/results/weak.json
 (the same CAC run where the 233 other pool frames also carry tags, through CAC's extension with
 image-level labels, §3.5) and their difference `semi_1_8_tags_gain_xseq`.
 
-  python3 benches/weak/semi_tags.py [--source cam|segmentation] [--runs runs/xseq-pre] [--weak runs/weak]
+  python3 benches/weak/semi_tags.py [--source cam|segmentation|cac] [--no-tags] [--runs runs/xseq-pre] [--weak runs/weak]
 
-`--source segmentation` (a variant, records `..._plus_tags_seg_...`, run `cac_tagseg_1_8_s0`):
-y_p from the SLRNet run's segmentation output instead of its CAMs (`cam-labels --from
-segmentation`: class probabilities restricted to the image's tags, same thresholds and PAR).
+Where y_p (the tag-only frames' pseudo-labels) come from:
+- `cam` (default): the SLRNet run's refined CAMs (below);
+- `segmentation` (records `..._plus_tags_seg_...`, run `cac_tags_seg_1_8_s0`): the same SLRNet
+  run's segmentation output (`cam-labels --from segmentation`: class probabilities renormalised
+  over the image's tags, same thresholds and PAR);
+- `cac` (records `..._plus_tags_cac_...`, run `cac_tags_cac_1_8_s0`): the segmentation output of
+  the CAC run without tags itself (`cac_1_8_s0`, the one this comparison pairs with: 33 labeled
+  frames + the 233 frames unlabeled), each tagged class's probabilities divided by their maximum
+  over the image (`--from segmentation-max`: every tagged class labels where the net finds it
+  most), without PAR (`--no-par`: PAR lowered these labels from 45.2 to 26.4 mIoU). A second
+  training stage, so `--no-tags` is its
+  control: the same y_p made with every class allowed (a tag file naming all classes: plain
+  self-training, no tag information; records `semi_1_8_selftrain_cac_*`, run
+  `cac_tags_cac_notags_1_8_s0`); with both runs done, `semi_1_8_tags_cac_gain_over_selftrain_xseq`
+  is what the tags add.
 
 Steps (each skipped when done, resumable):
 1. the tags of the 233 tag-only frames (committed: splits/camvid-xseq/1_8/seed0/tags.txt) come
@@ -44,6 +56,12 @@ import pretrained  # noqa: E402
 TRAIN = os.environ.get("EDGE_SEG_TRAIN", "target/release/edge-seg-train")
 LABELED = "splits/camvid-xseq/1_8/seed0"
 TAG_WEIGHT = 0.4
+# where y_p come from: the run, `cam-labels --from`, extra flags, run/record suffix, record stem
+SOURCES = {
+    "cam": {"from": "cam", "extra": [], "suffix": "", "records": "slrnet_semi"},
+    "segmentation": {"from": "segmentation", "extra": [], "suffix": "_seg", "records": "slrnet_semi_seg"},
+    "cac": {"from": "segmentation-max", "extra": ["--no-par"], "suffix": "_cac", "records": "cac_semi_segmax"},
+}
 RESULTS = "docs/results/weak.json"
 
 
@@ -52,28 +70,51 @@ def train(cfg, out):
     (out / "done.json").write_text("{}")
 
 
+def all_classes_tags(out):
+    """A tag file naming every class for each tag-only frame: pseudo-labels made with it use no
+    tag information (the self-training control of `--no-tags`)."""
+    names = [ln.strip() for ln in Path(f"{LABELED}/unlabeled.txt").read_text().splitlines() if ln.strip()]
+    ids = " ".join(str(c) for c in range(11))
+    out.write_text("# every class for every image: no tag information (benches/weak/semi_tags.py --no-tags)\n"
+                   + "".join(f"{n}: {ids}\n" for n in names))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default="runs/xseq-pre")
     ap.add_argument("--weak", default="runs/weak")
-    ap.add_argument("--source", choices=["cam", "segmentation"], default="cam")
+    ap.add_argument("--source", choices=list(SOURCES), default="cam")
+    ap.add_argument("--no-tags", action="store_true",
+                    help="the control: the same pseudo-labels made without the tags (every class allowed)")
     a = ap.parse_args()
-    seg = a.source == "segmentation"
+    src = SOURCES[a.source]
+    if a.no_tags and a.source != "cac":
+        sys.exit("--no-tags: only with --source cac (the self-training control)")
     runs, weak = Path(a.runs), Path(a.weak)
     pretrained.PROTOCOL = "xseq"
-    slr = weak / "slrnet_semi_1_8_s0"
-    if not (slr / "done.json").exists():
-        train(Path("trainer/configs/xseq_slrnet_semi_1_8.toml"), slr)
-    pseudo = weak / ("pseudo_seg_1_8_s0" if seg else "pseudo_1_8_s0")
+    base_dir = runs / "cac_1_8_s0"
+    if a.source == "cac":
+        maker = base_dir
+        if not (maker / "done.json").exists():
+            sys.exit(f"{maker}: not trained yet: python3 benches/semi/pretrained.py --protocol xseq --only '^cac_1_8_s0$'")
+    else:
+        maker = weak / "slrnet_semi_1_8_s0"
+        if not (maker / "done.json").exists():
+            train(Path("trainer/configs/xseq_slrnet_semi_1_8.toml"), maker)
+    v = src["suffix"] + ("_notags" if a.no_tags else "")
+    pseudo = weak / f"pseudo{v}_1_8_s0"
     if not (pseudo / "done.json").exists():
-        cmd = [TRAIN, "cam-labels", "--run", str(slr), "--split", f"{LABELED}/unlabeled.txt",
-               "--tags", f"{LABELED}/tags.txt", "--scales", "1.0", "--no-flip", "--write", str(pseudo),
-               "--name", "slrnet_semi_seg_pseudo" if seg else "slrnet_semi_pseudo", "--record", RESULTS,
-               "--from", a.source, "--no-progress"]
+        weak.mkdir(parents=True, exist_ok=True)
+        tags = all_classes_tags(weak / "all_classes_tags_1_8_s0.txt") if a.no_tags else Path(f"{LABELED}/tags.txt")
+        cmd = [TRAIN, "cam-labels", "--run", str(maker), "--split", f"{LABELED}/unlabeled.txt",
+               "--tags", str(tags), "--scales", "1.0", "--no-flip", "--write", str(pseudo),
+               "--name", f"{src['records']}{'_notags' if a.no_tags else ''}_pseudo", "--record", RESULTS,
+               "--from", src["from"], "--no-progress", *src["extra"]]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         (pseudo / "done.json").write_text("{}")
-    tag = "cac_tagseg_1_8_s0" if seg else "cac_tags_1_8_s0"
+    tag = f"cac_tags{v}_1_8_s0"
     run = runs / tag
     if not (run / "done.json").exists():
         text = pretrained.config_text("cac", "1_8", 0)
@@ -86,7 +127,6 @@ def main():
         cfg = runs / f"{tag}.toml"
         cfg.write_text(text)
         train(cfg, run)
-    base_dir = runs / "cac_1_8_s0"
     if not (base_dir / "done.json").exists():
         sys.exit(f"{base_dir}: not trained yet: python3 benches/semi/pretrained.py --protocol xseq --only '^cac_1_8_s0$'")
     if (runs / "cac_1_8_s0.toml").read_text() != pretrained.config_text("cac", "1_8", 0):
@@ -94,15 +134,22 @@ def main():
     base, tags = pretrained.score(base_dir), pretrained.score(run)
     if base is None or tags is None or base[1] != tags[1]:
         sys.exit(f"{base_dir} and {run}: not evaluated at the same last steps ({base} / {tags})")
-    recs, add = recorder(f"python3 benches/weak/semi_tags.py --source {a.source} (mean of the evaluations at "
-                         f"steps {tags[1]})", echo=True)
+    recs, add = recorder(f"python3 benches/weak/semi_tags.py --source {a.source}{' --no-tags' if a.no_tags else ''} "
+                         f"(mean of the evaluations at steps {tags[1]})", echo=True)
     split = pretrained.PROTOCOLS["xseq"][2]
-    v = "_seg" if seg else ""
     add("semi_1_8_xseq_miou", base[0], "mIoU %", split)
-    add(f"semi_1_8_plus_tags{v}_xseq_miou", tags[0], "mIoU %", split)
-    add(f"semi_1_8_tags{v}_gain_xseq", tags[0] - base[0], "mIoU points", split)
-    add(f"semi_1_8_plus_tags{v}_train_min", (train_seconds(run) or 0.0) / 60.0, "min", split)
-    add("slrnet_semi_1_8_train_min", (train_seconds(slr) or 0.0) / 60.0, "min", "camvid xseq pool, 1/8 seed 0")
+    kind = "selftrain" if a.no_tags else "plus_tags"
+    add(f"semi_1_8_{kind}{src['suffix']}_xseq_miou", tags[0], "mIoU %", split)
+    add(f"semi_1_8_{'selftrain' if a.no_tags else 'tags'}{src['suffix']}_gain_xseq", tags[0] - base[0], "mIoU points", split)
+    add(f"semi_1_8_{kind}{src['suffix']}_train_min", (train_seconds(run) or 0.0) / 60.0, "min", split)
+    if a.source != "cac":
+        add("slrnet_semi_1_8_train_min", (train_seconds(maker) or 0.0) / 60.0, "min", "camvid xseq pool, 1/8 seed 0")
+    # tags against the same pipeline without them, when both runs are there
+    other = runs / f"cac_tags{src['suffix'] if a.no_tags else v + '_notags'}_1_8_s0"
+    o = pretrained.score(other) if (other / "done.json").exists() else None
+    if o is not None and o[1] == tags[1]:
+        with_tags, without = (o[0], tags[0]) if a.no_tags else (tags[0], o[0])
+        add(f"semi_1_8_tags{src['suffix']}_gain_over_selftrain_xseq", with_tags - without, "mIoU points", split)
     merge_records(RESULTS, recs)
     print(json.dumps({r["name"]: r["value"] for r in recs}, indent=1))
 

@@ -259,6 +259,10 @@ enum Cmd {
         /// an earlier --write made. With --tags, images without a mask are labelled, not scored.
         #[arg(long)]
         write: Option<PathBuf>,
+        /// No affinity refinement (PAR): --write writes the thresholded maps themselves, and the
+        /// report's refined columns equal the raw ones.
+        #[arg(long)]
+        no_par: bool,
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,
@@ -759,6 +763,7 @@ fn run(cli: Cli) -> Result<()> {
             name,
             source,
             write,
+            no_par,
             no_progress,
         } => {
             let opts = edge_seg_trainer::weak::CamLabelOptions {
@@ -770,6 +775,7 @@ fn run(cli: Cli) -> Result<()> {
                 write: write.clone(),
                 need_scores: record.is_some(),
                 source,
+                no_par,
             };
             let r =
                 edge_seg_trainer::weak::cam_labels(&run, &checkpoint, data.as_deref(), &split, tags.as_deref(), &opts)?;

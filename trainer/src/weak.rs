@@ -90,9 +90,14 @@ pub enum LabelSource {
     /// The run's class activation maps (a `cam` or `slrnet` run's CAM head), max-normalised.
     #[default]
     Cam,
-    /// The run's segmentation output (any run): class probabilities, as the trained net gives
-    /// them. Both are restricted to the image's tags and go through the same thresholds and PAR.
+    /// The run's segmentation output (any run): class probabilities averaged over the views,
+    /// then renormalised over the image's tagged classes (the net's distribution given that the
+    /// other classes are absent). Both go through the same thresholds and PAR.
     Segmentation,
+    /// The run's segmentation output, each tagged class's probability map divided by its
+    /// maximum over the image, like CAMs: every tagged class labels the pixels where the net
+    /// finds it most, however unsure it is overall.
+    SegmentationMax,
 }
 
 /// How [`cam_labels`] computes the CAMs of an image.
@@ -116,6 +121,9 @@ pub struct CamLabelOptions {
     pub need_scores: bool,
     /// CAMs or the segmentation output.
     pub source: LabelSource,
+    /// No affinity refinement: the labels written (and the report's refined columns) are the
+    /// thresholded maps themselves.
+    pub no_par: bool,
 }
 
 impl Default for CamLabelOptions {
@@ -129,6 +137,7 @@ impl Default for CamLabelOptions {
             write: None,
             need_scores: false,
             source: LabelSource::Cam,
+            no_par: false,
         }
     }
 }
@@ -153,8 +162,9 @@ pub struct CamLabelReport {
 }
 
 impl CamLabelReport {
-    /// Mean IoU (%) over the teachable classes, from `cm`.
-    pub fn teachable_miou(&self, cm: &ConfusionMatrix) -> f64 {
+    /// Mean IoU (%) over the teachable classes, from `cm`; `None` when no teachable class has an
+    /// IoU (e.g. a tag file that names every class for every image: nothing is teachable).
+    pub fn teachable_miou(&self, cm: &ConfusionMatrix) -> Option<f64> {
         let iou = cm.iou();
         let v: Vec<f64> = iou
             .iter()
@@ -162,7 +172,7 @@ impl CamLabelReport {
             .filter(|(_, &t)| t)
             .filter_map(|(v, _)| *v)
             .collect();
-        100.0 * v.iter().sum::<f64>() / v.len().max(1) as f64
+        (!v.is_empty()).then(|| 100.0 * v.iter().sum::<f64>() / v.len() as f64)
     }
 
     /// One line per class: IoU before and after PAR, teachable or not.
@@ -175,15 +185,17 @@ impl CamLabelReport {
             let t = if self.teachable[i] { "teachable" } else { "" };
             s.push_str(&format!("{name:>12}  {}  {}  {t}\n", pct(a[i]), pct(b[i])));
         }
+        let teach = match (self.teachable_miou(&self.raw), self.teachable_miou(&self.refined)) {
+            (Some(a), Some(b)) => format!("teachable classes {a:.1} / {b:.1}"),
+            _ => "no teachable class".to_string(),
+        };
         s.push_str(&format!(
-            "{:>12}  {:5.1}  {:5.1}  (coverage {:.1}% / {:.1}%; teachable classes {:.1} / {:.1})\n",
+            "{:>12}  {:5.1}  {:5.1}  (coverage {:.1}% / {:.1}%; {teach})\n",
             "mIoU",
             100.0 * self.raw.miou(),
             100.0 * self.refined.miou(),
             100.0 * self.coverage.0,
             100.0 * self.coverage.1,
-            self.teachable_miou(&self.raw),
-            self.teachable_miou(&self.refined),
         ));
         s
     }
@@ -207,19 +219,14 @@ impl CamLabelReport {
                 100.0 * self.refined.miou(),
                 "mIoU %",
             ),
-            rec(
-                format!("{name}_{tag}_teachable_miou"),
-                self.teachable_miou(&self.raw),
-                "mIoU %",
-            ),
-            rec(
-                format!("{name}_refined_{tag}_teachable_miou"),
-                self.teachable_miou(&self.refined),
-                "mIoU %",
-            ),
             rec(format!("{name}_{tag}_coverage"), self.coverage.0, "fraction"),
             rec(format!("{name}_refined_{tag}_coverage"), self.coverage.1, "fraction"),
         ];
+        for (stage, cm) in [("", &self.raw), ("refined_", &self.refined)] {
+            if let Some(v) = self.teachable_miou(cm) {
+                recs.push(rec(format!("{name}_{stage}{tag}_teachable_miou"), v, "mIoU %"));
+            }
+        }
         for (c, (iou, teach)) in self.refined.iou().iter().zip(&self.teachable).enumerate() {
             if let Some(v) = iou {
                 let unit = if *teach {
@@ -237,7 +244,7 @@ impl CamLabelReport {
 
 /// Scores the pseudo-labels that the CAM head of `run/<checkpoint>.safetensors` gives every
 /// image of `split` (or, with [`LabelSource::Segmentation`], its segmentation output's class
-/// probabilities, averaged over the views instead of max-normalised): CAMs at `opts.scales` (and
+/// probabilities, renormalised over the tagged classes instead of max-normalised: [`tag_posterior`]): CAMs at `opts.scales` (and
 /// mirrored), ReLU'd, resized to stride 4 of the run's input size and summed; max-normalised per
 /// class and restricted to the image's tags
 /// (from `tags`, or derived from its mask); thresholded with the run's `[cam]` rule, then the
@@ -384,23 +391,21 @@ pub fn cam_labels(
         for (k, (name, mask, image_tags, img, native)) in samples.into_iter().enumerate() {
             let maps = acc.get(k)?.flatten_all()?.to_vec1::<f32>()?;
             let hot = multi_hot(&image_tags, n);
-            let mut norm = if from_cams {
+            let mut norm = if from_cams || opts.source == LabelSource::SegmentationMax {
                 cam::normalize_cams(&maps, (1, n, hf, wf), &hot)
             } else {
-                // the mean probability over the views, untagged classes zeroed
-                let views = (opts.scales.len() * (1 + opts.flip as usize)) as f32;
-                let plane = hf * wf;
-                maps.iter()
-                    .enumerate()
-                    .map(|(j, &v)| if hot[j / plane] > 0.0 { v / views } else { 0.0 })
-                    .collect()
+                tag_posterior(&maps, n, &hot)
             };
             let mut x = vec![0f32; 3 * h * w];
             normalize_into(&img, data_cfg.mean, data_cfg.std, &mut x);
             let small = cam::downsample_mean(&x, 3, (h, w), 4);
             let before = cam::pseudo_labels(&norm, (1, n, hf, wf), &rule);
-            par.refine(&small, 3, &mut norm, n, (hf, wf));
-            let after = cam::pseudo_labels(&norm, (1, n, hf, wf), &rule);
+            let after = if opts.no_par {
+                before.clone()
+            } else {
+                par.refine(&small, 3, &mut norm, n, (hf, wf));
+                cam::pseudo_labels(&norm, (1, n, hf, wf), &rule)
+            };
             if let Some(dir) = &staging {
                 let pred = resize_labels(&cam::upsample_nearest(&after, (1, hf, wf), 4), (h, w), native);
                 write_label_png(&crate::data::pseudo_label_path(dir, &name), pred, native)?;
@@ -437,6 +442,26 @@ pub fn cam_labels(
         teachable: teachable(&presence, ds.len(), opts.min_absent),
         classes: names.clone(),
     })
+}
+
+/// Class probabilities given an image's tags: `probs` `[C, h, w]` flat (summed over views: any
+/// positive scale), each pixel's probabilities of the tagged classes (`tags[c]` > 0) divided by
+/// their sum, the other classes 0. A pixel whose tagged classes have no mass, or an image
+/// without tags, stays all 0 (no label).
+pub fn tag_posterior(probs: &[f32], c: usize, tags: &[f32]) -> Vec<f32> {
+    assert_eq!(tags.len(), c, "tags shape");
+    assert_eq!(probs.len() % c.max(1), 0, "probs shape");
+    let plane = probs.len() / c.max(1);
+    let mut out = vec![0f32; probs.len()];
+    for px in 0..plane {
+        let sum: f32 = (0..c).filter(|&k| tags[k] > 0.0).map(|k| probs[k * plane + px]).sum();
+        if sum > 0.0 {
+            for k in (0..c).filter(|&k| tags[k] > 0.0) {
+                out[k * plane + px] = probs[k * plane + px] / sum;
+            }
+        }
+    }
+    out
 }
 
 /// Marks a folder as written by `cam-labels --write`; present in every folder it writes to.
@@ -520,4 +545,26 @@ fn resize_labels(labels: &[u8], (h, w): (usize, usize), (mh, mw): (usize, usize)
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag_posterior;
+
+    /// Issue #26: the segmentation source's probabilities given the tags, on a hand-made example.
+    #[test]
+    fn issue26_tag_posterior_renormalises_over_the_tagged_classes() {
+        // 3 classes, 2 pixels; classes 0 and 2 tagged
+        let probs = [0.2, 0.0, /* class 1 */ 0.7, 0.5, /* class 2 */ 0.1, 0.0];
+        let out = tag_posterior(&probs, 3, &[1.0, 0.0, 1.0]);
+        let want = [2.0 / 3.0, 0.0, 0.0, 0.0, 1.0 / 3.0, 0.0];
+        for (o, w) in out.iter().zip(want) {
+            assert!((o - w).abs() < 1e-6, "{out:?}");
+        }
+        // the second pixel's tagged classes have no mass: no label; no tags: nothing
+        assert_eq!(tag_posterior(&probs, 3, &[0.0; 3]), vec![0.0; 6]);
+        // scale-free: a sum over views gives the same posterior as their mean
+        let twice: Vec<f32> = probs.iter().map(|p| 2.0 * p).collect();
+        assert_eq!(tag_posterior(&twice, 3, &[1.0, 0.0, 1.0]), out);
+    }
 }

@@ -1141,7 +1141,26 @@ mod semi {
         let recs = r.records("cam_pseudo", split);
         let names: Vec<&str> = recs.iter().map(|r| r.name.as_str()).collect();
         assert!(names.contains(&"cam_pseudo_labeled_miou") && names.contains(&"cam_pseudo_refined_labeled_miou"));
+        // nothing is teachable: no teachable-class mean is recorded (it used to be written as 0)
+        assert!(!names.iter().any(|n| n.contains("teachable")), "{names:?}");
+        assert!(r.table().contains("no teachable class"), "{}", r.table());
         assert!(recs.iter().all(|r| r.value.is_finite()));
+        // --no-par: the same thresholded maps, and the refined columns are those maps
+        let plain = edge_seg_trainer::weak::cam_labels(
+            &run,
+            "last",
+            None,
+            split,
+            None,
+            &edge_seg_trainer::weak::CamLabelOptions {
+                no_par: true,
+                ..opts_cam.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(plain.raw, r.raw);
+        assert_eq!(plain.refined, plain.raw);
+        assert_eq!(plain.coverage, (r.coverage.0, r.coverage.0));
         // a supervised run has no CAM head; bad scales are refused
         let e = edge_seg_trainer::weak::cam_labels(
             &run,
@@ -1301,6 +1320,24 @@ mod semi {
             "untagged classes labelled: {seen:?}"
         );
         assert!(seen.iter().any(|&v| v != 255), "no pseudo-label at all: {seen:?}");
+        // segmentation-max: each tagged class's map over its own maximum, so tagged classes
+        // label the pixels where they peak, however unsure this 4-step net is (not necessarily
+        // all: classes that peak on the same cell tie, and the lower class id takes it)
+        let max_opts = edge_seg_trainer::weak::CamLabelOptions {
+            source: edge_seg_trainer::weak::LabelSource::SegmentationMax,
+            write: Some(dir.path().join("pseudo_segmax")),
+            ..write_opts.clone()
+        };
+        edge_seg_trainer::weak::cam_labels(&run, "last", None, split, Some(&tags), &max_opts).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 4..8 {
+            let map = image::open(dir.path().join(format!("pseudo_segmax/SYN_{i:05}.png")))
+                .unwrap()
+                .to_luma8();
+            seen.extend(map.as_raw().iter().copied());
+        }
+        seen.remove(&255);
+        assert!(seen.len() >= 2 && seen.is_subset(&[0, 3, 8].into()), "{seen:?}");
 
         // errors name the setting or the file
         let mut bad = cfg.clone();
