@@ -141,7 +141,7 @@ def main():
     kind = "selftrain" if a.no_tags else "plus_tags"
     add(f"semi_1_8_{kind}{src['suffix']}_xseq_miou", tags[0], "mIoU %", split)
     add(f"semi_1_8_{'selftrain' if a.no_tags else 'tags'}{src['suffix']}_gain_xseq", tags[0] - base[0], "mIoU points", split)
-    add(f"semi_1_8_{kind}{src['suffix']}_train_min", (train_seconds(run) or 0.0) / 60.0, "min", split)
+    add(f"semi_1_8_{kind}{src['suffix']}_train_min", (train_seconds(run, discount_pauses=True) or 0.0) / 60.0, "min", split)
     if a.source != "cac":
         add("slrnet_semi_1_8_train_min", (train_seconds(maker) or 0.0) / 60.0, "min", "camvid xseq pool, 1/8 seed 0")
     # tags against the same pipeline without them, when both runs are there
