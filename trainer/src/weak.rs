@@ -244,11 +244,12 @@ impl CamLabelReport {
 
 /// Scores the pseudo-labels that the CAM head of `run/<checkpoint>.safetensors` gives every
 /// image of `split` (or, with [`LabelSource::Segmentation`], its segmentation output's class
-/// probabilities, renormalised over the tagged classes instead of max-normalised: [`tag_posterior`]): CAMs at `opts.scales` (and
-/// mirrored), ReLU'd, resized to stride 4 of the run's input size and summed; max-normalised per
-/// class and restricted to the image's tags
-/// (from `tags`, or derived from its mask); thresholded with the run's `[cam]` rule, then the
-/// same after PAR (the run's PAR settings, AFA's defaults when the run had PAR off). The masks
+/// probabilities, renormalised over the tagged classes instead of max-normalised:
+/// [`tag_posterior`]; with [`LabelSource::SegmentationMax`], max-normalised like CAMs): CAMs at
+/// `opts.scales` (and mirrored), ReLU'd, resized to stride 4 of the run's input size and summed;
+/// max-normalised per class and restricted to the image's tags (from `tags`, or derived from
+/// its mask); thresholded with the run's `[cam]` rule, then the same after PAR (the run's PAR
+/// settings, AFA's defaults when the run had PAR off; none with `opts.no_par`). The masks
 /// are read only to score; with a tag file, images without a mask are labelled (and written,
 /// `opts.write`) but not scored.
 pub fn cam_labels(

@@ -1132,7 +1132,10 @@ mod semi {
         };
         let labeled = data.join("labeled.txt");
         let split = labeled.to_str().unwrap();
-        let r = edge_seg_trainer::weak::cam_labels(&run, "last", None, split, None, &opts_cam).unwrap();
+        let score = |o: &edge_seg_trainer::weak::CamLabelOptions| {
+            edge_seg_trainer::weak::cam_labels(&run, "last", None, split, None, o)
+        };
+        let r = score(&opts_cam).unwrap();
         assert_eq!(r.images, 4);
         assert!(r.coverage.0 > 0.0 && r.coverage.0 <= 1.0, "{:?}", r.coverage);
         assert!(r.coverage.1 > 0.0 && r.coverage.1 <= 1.0, "{:?}", r.coverage);
@@ -1146,33 +1149,19 @@ mod semi {
         assert!(r.table().contains("no teachable class"), "{}", r.table());
         assert!(recs.iter().all(|r| r.value.is_finite()));
         // --no-par: the same thresholded maps, and the refined columns are those maps
-        let plain = edge_seg_trainer::weak::cam_labels(
-            &run,
-            "last",
-            None,
-            split,
-            None,
-            &edge_seg_trainer::weak::CamLabelOptions {
-                no_par: true,
-                ..opts_cam.clone()
-            },
-        )
+        let plain = score(&edge_seg_trainer::weak::CamLabelOptions {
+            no_par: true,
+            ..opts_cam.clone()
+        })
         .unwrap();
         assert_eq!(plain.raw, r.raw);
         assert_eq!(plain.refined, plain.raw);
         assert_eq!(plain.coverage, (r.coverage.0, r.coverage.0));
         // a supervised run has no CAM head; bad scales are refused
-        let e = edge_seg_trainer::weak::cam_labels(
-            &run,
-            "last",
-            None,
-            split,
-            None,
-            &edge_seg_trainer::weak::CamLabelOptions {
-                scales: vec![3.0],
-                ..Default::default()
-            },
-        );
+        let e = score(&edge_seg_trainer::weak::CamLabelOptions {
+            scales: vec![3.0],
+            ..Default::default()
+        });
         assert!(format!("{:#}", e.unwrap_err()).contains("--scales"));
         let mut sup = tiny_config(&data, "supervised", 1);
         sup.data.unlabeled_splits.clear();
