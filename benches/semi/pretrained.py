@@ -29,6 +29,8 @@ SupOnly-to-oracle gap it closes, `<method>_<ratio>_s<seed>_gap_closed`. A run wh
 (a new checkout) keeps its recorded score, which the pairing then uses — but only with runs of the
 same machine (the CPU model of the records' `machine`): the same config moved 0.3-1.1 points between
 two 2-core machines, as much as the gains measured, so a cross-machine pair is left out (printed).
+Derived records (means over seeds, gains, gap fractions) name the machines of the runs they come
+from (`A + B` when the seeds ran on two), not the machine that collected them.
 
 On xseq-target, after the method grid, the CAC ablations at 1/8 seed 0 (`cac_ablation_<variant>_1_8_s0`:
 no_projector, no_directional, no_negative_sampling, no_positive_filter, no_context — one switch of
@@ -230,7 +232,8 @@ def collect(runs_dir, results, prefix="", mach=None):
     mach = mach or machine()
     recs = []
 
-    def rec(name, value, unit, command):
+    def rec(name, value, unit, command, on=None):
+        # `on`: the machine(s) the figure comes from when it derives from recorded runs of another
         recs.append(
             {
                 "name": prefix + name,
@@ -239,9 +242,13 @@ def collect(runs_dir, results, prefix="", mach=None):
                 "split": split,
                 "command": command,
                 "date": date,
-                "machine": mach,
+                "machine": on or mach,
             }
         )
+
+    def machines(ms):
+        """The machines of the runs a derived figure comes from, each once."""
+        return " + ".join(sorted(set(ms)))
 
     scores = recorded_scores(results, prefix)
     vals = {}
@@ -273,10 +280,10 @@ def collect(runs_dir, results, prefix="", mach=None):
     methods = METHODS + [f"cac_ablation_{v}" for v in ABLATIONS if v != "none"]
     for m in methods:
         for ratio in ["1_16", "1_8", "full"]:
-            got = [v for (mm, r, _), (v, _) in scores.items() if mm == m and r == ratio]
+            got = [(v, vm) for (mm, r, _), (v, vm) in scores.items() if mm == m and r == ratio]
             if got:
-                rec(f"{m}_{ratio}_{tag}_miou", sum(got) / len(got), "mIoU %",
-                    f"{collect_cmd} (mean over {len(got)} seed(s))")
+                rec(f"{m}_{ratio}_{tag}_miou", sum(v for v, _ in got) / len(got), "mIoU %",
+                    f"{collect_cmd} (mean over {len(got)} seed(s))", machines(vm for _, vm in got))
             got = [v for (mm, r, _), v in vals.items() if mm == m and r == ratio]
             if got:
                 rec(f"{m}_{ratio}_{'' if tag == 'xseqt' else tag + '_'}val_miou", sum(got) / len(got),
@@ -290,10 +297,11 @@ def collect(runs_dir, results, prefix="", mach=None):
             print(f"not paired: {m}_{ratio}_s{seed} ({vm}) and {ref}_{ratio}_s{seed} ({base[1]}) ran on different machines")
             continue
         cmd = f"{collect_cmd} (paired with {prefix}{ref}_{ratio}_s{seed})"
-        rec(f"{m}_{ratio}_s{seed}_{tag}_gain", v - base[0], "mIoU points", cmd)
+        rec(f"{m}_{ratio}_s{seed}_{tag}_gain", v - base[0], "mIoU points", cmd, machines([vm, base[1]]))
         oracle = scores.get(("oracle", ratio, seed))
         if ref == "suponly" and oracle is not None and oracle[0] > base[0] and same_machine(oracle[1], vm):
-            rec(f"{m}_{ratio}_s{seed}_gap_closed", (v - base[0]) / (oracle[0] - base[0]), "fraction", cmd)
+            rec(f"{m}_{ratio}_s{seed}_gap_closed", (v - base[0]) / (oracle[0] - base[0]), "fraction", cmd,
+                machines([vm, base[1], oracle[1]]))
     merge_records(results, recs)
     for r in recs:
         print(f"{r['name']:40s} {r['value']:9.3f} {r['unit']}")

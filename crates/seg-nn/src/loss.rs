@@ -140,6 +140,29 @@ pub fn pixel_nll(logits: &Tensor, target: &Tensor, ignore_index: u32) -> Result<
     picked.neg()? * valid.to_dtype(DType::F32)?
 }
 
+/// Cross-entropy on pseudo-labels with its own normaliser: `Σ_p m_p · NLL_p / n`, where `NLL_p`
+/// is [`pixel_nll`] (0 where the label is `ignore_index`). Semi-supervised methods keep only their
+/// confident pixels (`mask`) but divide by all valid pixels of the unlabeled batch (`n`), so that
+/// fewer confident pixels give a smaller loss, not a louder one (FixMatch/UniMatch, mean teacher).
+///
+/// - `logits`: `[b, C, h, w]`; `labels`: `[b, h, w]` class ids (`u32`);
+/// - `mask`: optional `[b, h, w]` f32 pixel weights (none: every labelled pixel counts);
+/// - `n`: a scalar tensor, the normaliser (e.g. the valid-pixel count, at least 1).
+pub fn pseudo_label_ce(
+    logits: &Tensor,
+    labels: &Tensor,
+    ignore_index: u32,
+    mask: Option<&Tensor>,
+    n: &Tensor,
+) -> Result<Tensor> {
+    let nll = pixel_nll(logits, labels, ignore_index)?; // [b, h, w]
+    let kept = match mask {
+        Some(m) => (nll * m)?,
+        None => nll,
+    };
+    kept.sum_all()?.div(n)
+}
+
 /// `(log softmax(logits)[target] [b, h, w], valid [b, h, w] u8, target with ignored pixels set to
 /// class 0)`; an id ≥ the class count that is not `ignore_index` is an error naming `op`.
 fn target_log_probs(logits: &Tensor, target: &Tensor, ignore_index: u32, op: &str) -> Result<(Tensor, Tensor, Tensor)> {
@@ -476,6 +499,36 @@ mod tests {
         let mean = v.iter().sum::<f32>() / 6.0;
         let ce = cross_entropy(&l, &t, 255, None).unwrap().to_scalar::<f32>().unwrap();
         assert!((mean - ce).abs() < 1e-6, "{mean} vs {ce}");
+    }
+
+    #[test]
+    fn pseudo_label_ce_sums_the_kept_pixels_over_its_normaliser() {
+        let dev = Device::Cpu;
+        let l0: Vec<f32> = (0..2 * 3 * 4).map(|i| ((i * 7 % 11) as f32) * 0.3 - 1.2).collect();
+        let l = Tensor::from_vec(l0, (2, 3, 1, 4), &dev).unwrap();
+        let t = Tensor::new(&[[[0u32, 2, 255, 1]], [[1, 1, 0, 255]]], &dev).unwrap();
+        let v = pixel_nll(&l, &t, 255)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let m = Tensor::new(&[[[1f32, 0.0, 1.0, 1.0]], [[0.0, 1.0, 1.0, 1.0]]], &dev).unwrap();
+        let n = Tensor::new(8f32, &dev).unwrap();
+        let got = pseudo_label_ce(&l, &t, 255, Some(&m), &n)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let want = (v[0] + v[3] + v[5] + v[6]) / 8.0; // masked-out and ignored pixels add nothing
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        // no mask and n = the labelled pixels: the plain cross-entropy
+        let n = Tensor::new(6f32, &dev).unwrap();
+        let all = pseudo_label_ce(&l, &t, 255, None, &n)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let ce = cross_entropy(&l, &t, 255, None).unwrap().to_scalar::<f32>().unwrap();
+        assert!((all - ce).abs() < 1e-6, "{all} vs {ce}");
     }
 
     #[test]

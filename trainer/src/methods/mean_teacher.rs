@@ -168,9 +168,9 @@ impl Method for MeanTeacher {
         let t_logits = self.teacher.forward_t(weak, false)?.logits.detach(); // [b, C, h, w]
         let (target, ratio) = self.targets(&t_logits, valid, ctx.iteration)?; // [b, h, w]
         let s_logits = ctx.model.forward_t(strong, true)?.logits; // [b, C, h, w]
-        let nll = loss::pixel_nll(&s_logits, &target, seg_core::IGNORE as u32)?; // [b, h, w]
         let n_valid = valid.to_dtype(DType::F32)?.sum_all()?.maximum(1.0)?;
-        let unsup = nll.sum_all()?.div(&n_valid)?;
+        // unselected pixels carry the ignore id in `target`: no mask beyond it
+        let unsup = loss::pseudo_label_ce(&s_logits, &target, seg_core::IGNORE as u32, None, &n_valid)?;
         self.stats = vec![("unsup_raw", unsup.to_scalar::<f32>()? as f64), ("mask_ratio", ratio)];
         Ok(vec![("ce", ce), ("unsup", (unsup * self.cfg.weight)?)])
     }

@@ -114,13 +114,6 @@ pub fn channel_dropout(x: &Tensor, p: f32, rng: &mut impl Rng) -> Result<Tensor>
     x.broadcast_mul(&Tensor::from_vec(m, (b, c, 1, 1), x.device())?)
 }
 
-/// `Σ 1{mask} · NLL / n` for logits `[b, C, h, w]`, labels `[b, h, w]` u32 and a `[b, h, w]` f32
-/// 0/1 mask.
-fn masked_ce(logits: &Tensor, labels: &Tensor, mask: &Tensor, n: &Tensor) -> Result<Tensor> {
-    let nll = loss::pixel_nll(logits, labels, seg_core::IGNORE as u32)?; // [b, h, w]
-    (nll * mask)?.sum_all()?.div(n)
-}
-
 impl Method for WeakToStrong {
     fn name(&self) -> &'static str {
         "w2s"
@@ -176,14 +169,14 @@ impl Method for WeakToStrong {
             (strong.clone(), label.clone(), keep.clone())
         };
         let s_logits = ctx.model.forward_t(&x_s, true)?.logits; // [b, C, h, w]
-        let l_s = masked_ce(&s_logits, &y_s, &keep_s, &n_valid)?;
+        let l_s = loss::pseudo_label_ce(&s_logits, &y_s, seg_core::IGNORE as u32, Some(&keep_s), &n_valid)?;
 
         // feature-level stream: Dropout2d on both encoder outputs of the weak view
         let l_fp = if self.cfg.weight_fp > 0.0 {
             let low_d = channel_dropout(&low, self.cfg.fp_dropout, &mut rng)?;
             let high_d = channel_dropout(&high, self.cfg.fp_dropout, &mut rng)?;
             let fp_logits = ctx.model.decode_t(&low_d, &high_d, (h, w), true)?.logits; // [b, C, h, w]
-            masked_ce(&fp_logits, &label, &keep, &n_valid)?
+            loss::pseudo_label_ce(&fp_logits, &label, seg_core::IGNORE as u32, Some(&keep), &n_valid)?
         } else {
             super::zero(&dev)?
         };
