@@ -487,12 +487,18 @@ mod tests {
         .is_ok());
     }
 
+    /// Logits `[2, 3, 1, 4]` and targets `[2, 1, 4]` with one ignored pixel (255) per image.
+    fn small_batch(dev: &Device) -> (Tensor, Tensor) {
+        let l0: Vec<f32> = (0..2 * 3 * 4).map(|i| ((i * 5 % 9) as f32) * 0.4 - 1.5).collect();
+        let l = Tensor::from_vec(l0, (2, 3, 1, 4), dev).unwrap();
+        let t = Tensor::new(&[[[0u32, 2, 255, 1]], [[1, 1, 0, 255]]], dev).unwrap();
+        (l, t)
+    }
+
     #[test]
     fn pixel_nll_averages_to_cross_entropy() {
         let dev = Device::Cpu;
-        let l0: Vec<f32> = (0..2 * 3 * 4).map(|i| ((i * 5 % 9) as f32) * 0.4 - 1.5).collect();
-        let l = Tensor::from_vec(l0, (2, 3, 1, 4), &dev).unwrap();
-        let t = Tensor::new(&[[[0u32, 2, 255, 1]], [[1, 1, 0, 255]]], &dev).unwrap();
+        let (l, t) = small_batch(&dev);
         let nll = pixel_nll(&l, &t, 255).unwrap();
         let v = nll.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!((v[2], v[7]), (0.0, 0.0));
@@ -504,9 +510,7 @@ mod tests {
     #[test]
     fn pseudo_label_ce_sums_the_kept_pixels_over_its_normaliser() {
         let dev = Device::Cpu;
-        let l0: Vec<f32> = (0..2 * 3 * 4).map(|i| ((i * 7 % 11) as f32) * 0.3 - 1.2).collect();
-        let l = Tensor::from_vec(l0, (2, 3, 1, 4), &dev).unwrap();
-        let t = Tensor::new(&[[[0u32, 2, 255, 1]], [[1, 1, 0, 255]]], &dev).unwrap();
+        let (l, t) = small_batch(&dev);
         let v = pixel_nll(&l, &t, 255)
             .unwrap()
             .flatten_all()
