@@ -7,7 +7,8 @@ drive 0006R0), seed 0, the pretrained default net. Writes docs/results/weak.json
 (the same CAC run where the 233 other pool frames also carry tags, through CAC's extension with
 image-level labels, §3.5) and their difference `semi_1_8_tags_gain_xseq`.
 
-  python3 benches/weak/semi_tags.py [--source cam|segmentation|cac] [--no-tags] [--runs runs/xseq-pre] [--weak runs/weak]
+  python3 benches/weak/semi_tags.py [--source cam|segmentation|cac] [--no-tags] [--trusted]
+                                    [--runs runs/xseq-pre] [--weak runs/weak]
 
 Where y_p (the tag-only frames' pseudo-labels) come from:
 - `cam` (default): the SLRNet run's refined CAMs (below);
@@ -24,6 +25,11 @@ Where y_p (the tag-only frames' pseudo-labels) come from:
   self-training, no tag information; records `semi_1_8_selftrain_cac_*`, run
   `cac_tags_cac_notags_1_8_s0`); with both runs done, `semi_1_8_tags_cac_gain_over_selftrain_xseq`
   is what the tags add.
+- `--trusted` (with `--source cac`; records and runs get `_trusted`): y_p labels only the classes
+  the tags can teach (`cam-labels --trusted`: absent from >= 10 % of the 233 tag-only frames, by
+  their tag file, the rule of `derive-tags`); every other pixel is ignored by C_w. The classes
+  in most frames carry no tag information, so their y_p are plain self-training; this keeps only
+  the part the tags decide. With `--no-tags` too: the same classes, y_p without the tags.
 
 Steps (each skipped when done, resumable):
 1. the tags of the 233 tag-only frames (committed: splits/camvid-xseq/1_8/seed0/tags.txt) come
@@ -80,6 +86,15 @@ def all_classes_tags(out):
     return out
 
 
+def teachable_classes(tag_file, min_absent=0.1):
+    """The classes absent from at least `min_absent` of the images of a tag file (names as the
+    file spells them): what `derive-tags` calls teachable."""
+    rows = [ln.split(":", 1)[1].split() for ln in Path(tag_file).read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")]
+    names = sorted({c for r in rows for c in r}, key=lambda c: c.lower())
+    return [c for c in names if sum(c not in r for r in rows) >= min_absent * len(rows)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default="runs/xseq-pre")
@@ -87,10 +102,15 @@ def main():
     ap.add_argument("--source", choices=list(SOURCES), default="cam")
     ap.add_argument("--no-tags", action="store_true",
                     help="the control: the same pseudo-labels made without the tags (every class allowed)")
+    ap.add_argument("--trusted", action="store_true",
+                    help="y_p only for the classes tags can teach (cam-labels --trusted); other pixels ignored")
     a = ap.parse_args()
     src = SOURCES[a.source]
     if a.no_tags and a.source != "cac":
         sys.exit("--no-tags: only with --source cac (the self-training control)")
+    if a.trusted and a.source != "cac":
+        sys.exit("--trusted: only with --source cac")
+    trusted = teachable_classes(f"{LABELED}/tags.txt") if a.trusted else []
     runs, weak = Path(a.runs), Path(a.weak)
     pretrained.PROTOCOL = "xseq"
     base_dir = runs / "cac_1_8_s0"
@@ -102,15 +122,18 @@ def main():
         maker = weak / "slrnet_semi_1_8_s0"
         if not (maker / "done.json").exists():
             train(Path("trainer/configs/xseq_slrnet_semi_1_8.toml"), maker)
-    v = src["suffix"] + ("_notags" if a.no_tags else "")
+    tr = "_trusted" if a.trusted else ""
+    v = src["suffix"] + tr + ("_notags" if a.no_tags else "")
     pseudo = weak / f"pseudo{v}_1_8_s0"
     if not (pseudo / "done.json").exists():
         weak.mkdir(parents=True, exist_ok=True)
         tags = all_classes_tags(weak / "all_classes_tags_1_8_s0.txt") if a.no_tags else Path(f"{LABELED}/tags.txt")
         cmd = [TRAIN, "cam-labels", "--run", str(maker), "--split", f"{LABELED}/unlabeled.txt",
                "--tags", str(tags), "--scales", "1.0", "--no-flip", "--write", str(pseudo),
-               "--name", f"{src['records']}{'_notags' if a.no_tags else ''}_pseudo", "--record", RESULTS,
+               "--name", f"{src['records']}{tr}{'_notags' if a.no_tags else ''}_pseudo", "--record", RESULTS,
                "--from", src["from"], "--no-progress", *src["extra"]]
+        if trusted:
+            cmd += ["--trusted", ",".join(trusted)]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         (pseudo / "done.json").write_text("{}")
@@ -134,22 +157,24 @@ def main():
     base, tags = pretrained.score(base_dir), pretrained.score(run)
     if base is None or tags is None or base[1] != tags[1]:
         sys.exit(f"{base_dir} and {run}: not evaluated at the same last steps ({base} / {tags})")
-    recs, add = recorder(f"python3 benches/weak/semi_tags.py --source {a.source}{' --no-tags' if a.no_tags else ''} "
+    flags = (" --no-tags" if a.no_tags else "") + (" --trusted" if a.trusted else "")
+    recs, add = recorder(f"python3 benches/weak/semi_tags.py --source {a.source}{flags} "
                          f"(mean of the evaluations at steps {tags[1]})", echo=True)
     split = pretrained.PROTOCOLS["xseq"][2]
     add("semi_1_8_xseq_miou", base[0], "mIoU %", split)
     kind = "selftrain" if a.no_tags else "plus_tags"
-    add(f"semi_1_8_{kind}{src['suffix']}_xseq_miou", tags[0], "mIoU %", split)
-    add(f"semi_1_8_{'selftrain' if a.no_tags else 'tags'}{src['suffix']}_gain_xseq", tags[0] - base[0], "mIoU points", split)
-    add(f"semi_1_8_{kind}{src['suffix']}_train_min", (train_seconds(run, discount_pauses=True) or 0.0) / 60.0, "min", split)
+    sfx = src["suffix"] + tr
+    add(f"semi_1_8_{kind}{sfx}_xseq_miou", tags[0], "mIoU %", split)
+    add(f"semi_1_8_{'selftrain' if a.no_tags else 'tags'}{sfx}_gain_xseq", tags[0] - base[0], "mIoU points", split)
+    add(f"semi_1_8_{kind}{sfx}_train_min", (train_seconds(run, discount_pauses=True) or 0.0) / 60.0, "min", split)
     if a.source != "cac":
         add("slrnet_semi_1_8_train_min", (train_seconds(maker) or 0.0) / 60.0, "min", "camvid xseq pool, 1/8 seed 0")
     # tags against the same pipeline without them, when both runs are there
-    other = runs / f"cac_tags{src['suffix'] if a.no_tags else v + '_notags'}_1_8_s0"
+    other = runs / f"cac_tags{src['suffix'] + tr if a.no_tags else v + '_notags'}_1_8_s0"
     o = pretrained.score(other) if (other / "done.json").exists() else None
     if o is not None and o[1] == tags[1]:
         with_tags, without = (o[0], tags[0]) if a.no_tags else (tags[0], o[0])
-        add(f"semi_1_8_tags{src['suffix']}_gain_over_selftrain_xseq", with_tags - without, "mIoU points", split)
+        add(f"semi_1_8_tags{sfx}_gain_over_selftrain_xseq", with_tags - without, "mIoU points", split)
     merge_records(RESULTS, recs)
     print(json.dumps({r["name"]: r["value"] for r in recs}, indent=1))
 

@@ -263,6 +263,11 @@ enum Cmd {
         /// report's refined columns equal the raw ones.
         #[arg(long)]
         no_par: bool,
+        /// Only these classes may label pixels (names, comma-separated; default: the run's
+        /// `cam.trusted_classes`, every class when empty): a pixel whose best tagged class is
+        /// another one stays unlabelled.
+        #[arg(long, value_delimiter = ',')]
+        trusted: Option<Vec<String>>,
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,
@@ -764,6 +769,7 @@ fn run(cli: Cli) -> Result<()> {
             source,
             write,
             no_par,
+            trusted,
             no_progress,
         } => {
             let opts = edge_seg_trainer::weak::CamLabelOptions {
@@ -776,6 +782,7 @@ fn run(cli: Cli) -> Result<()> {
                 need_scores: record.is_some(),
                 source,
                 no_par,
+                trusted,
             };
             let r =
                 edge_seg_trainer::weak::cam_labels(&run, &checkpoint, data.as_deref(), &split, tags.as_deref(), &opts)?;

@@ -124,6 +124,11 @@ pub struct CamLabelOptions {
     /// No affinity refinement: the labels written (and the report's refined columns) are the
     /// thresholded maps themselves.
     pub no_par: bool,
+    /// The classes that may label pixels (names), instead of the run's `cam.trusted_classes`:
+    /// a pixel whose best tagged class is not one of them is left unlabelled (255). For a run
+    /// whose `[cam]` section is the default (every class trusted), e.g. a CAC run's
+    /// segmentation output restricted to the classes tags can teach.
+    pub trusted: Option<Vec<String>>,
 }
 
 impl Default for CamLabelOptions {
@@ -138,6 +143,7 @@ impl Default for CamLabelOptions {
             need_scores: false,
             source: LabelSource::Cam,
             no_par: false,
+            trusted: None,
         }
     }
 }
@@ -266,7 +272,19 @@ pub fn cam_labels(
         "--scales {:?}: give one or more scales in [0.25, 2]",
         opts.scales
     );
-    let cfg = checkpoint::load_config(run)?;
+    let mut cfg = checkpoint::load_config(run)?;
+    if let Some(trusted) = &opts.trusted {
+        let names = &cfg.data.classes.names;
+        anyhow::ensure!(!trusted.is_empty(), "--trusted: give one or more class names");
+        for t in trusted {
+            anyhow::ensure!(
+                names.iter().any(|c| c.eq_ignore_ascii_case(t)),
+                "--trusted: unknown class '{t}' (classes: {})",
+                names.join(", ")
+            );
+        }
+        cfg.cam.trusted_classes = trusted.clone();
+    }
     let dev = Device::Cpu;
     let varmap = VarMap::new();
     let model = SegModel::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;

@@ -1327,6 +1327,51 @@ mod semi {
         }
         seen.remove(&255);
         assert!(seen.len() >= 2 && seen.is_subset(&[0, 3, 8].into()), "{seen:?}");
+        // --trusted: only the named classes label (a CAC run's [cam] trusts every class); the
+        // pixels where an untrusted tagged class is best stay unlabelled
+        let trusted_opts = edge_seg_trainer::weak::CamLabelOptions {
+            trusted: Some(vec!["road".into(), "PEDESTRIAN".into()]),
+            write: Some(dir.path().join("pseudo_trusted")),
+            ..max_opts.clone()
+        };
+        edge_seg_trainer::weak::cam_labels(&run, "last", None, split, Some(&tags), &trusted_opts).unwrap();
+        let (mut kept, mut dropped) = (std::collections::BTreeSet::new(), 0usize);
+        for i in 4..8 {
+            let name = format!("SYN_{i:05}.png");
+            let all = image::open(dir.path().join("pseudo_segmax").join(&name))
+                .unwrap()
+                .to_luma8();
+            let map = image::open(dir.path().join("pseudo_trusted").join(&name))
+                .unwrap()
+                .to_luma8();
+            for (&a, &t) in all.as_raw().iter().zip(map.as_raw()) {
+                // the same maps and thresholds: a trusted label is the unrestricted one
+                assert!(t == 255 || t == a, "{name}: {t} where every class trusted gives {a}");
+                if a != 255 && ![3, 8].contains(&a) {
+                    assert_eq!(t, 255, "{name}: untrusted class {a} kept");
+                }
+                kept.insert(t);
+                dropped += usize::from(a != 255 && t == 255);
+            }
+        }
+        kept.remove(&255);
+        assert!(kept.is_subset(&[3, 8].into()) && !kept.is_empty(), "{kept:?}");
+        // sky (0) labelled somewhere when every class was trusted: those pixels are dropped now
+        assert_eq!(dropped > 0, seen.contains(&0), "{dropped} dropped, {seen:?}");
+        for (bad, what) in [
+            (vec!["Zebra".to_string()], "unknown class 'Zebra'"),
+            (vec![], "one or more"),
+        ] {
+            let o = edge_seg_trainer::weak::CamLabelOptions {
+                trusted: Some(bad),
+                ..trusted_opts.clone()
+            };
+            let e = edge_seg_trainer::weak::cam_labels(&run, "last", None, split, Some(&tags), &o).unwrap_err();
+            assert!(
+                format!("{e:#}").contains(what) && format!("{e:#}").contains("--trusted"),
+                "{e:#}"
+            );
+        }
 
         // errors name the setting or the file
         let mut bad = cfg.clone();
