@@ -1083,22 +1083,30 @@ mod semi {
         path
     }
 
+    /// The shared setup of the tag-trained methods: 8 synthetic frames (4 labeled, 4 unlabeled
+    /// with tags, val's 4 tagged too, `SYN_00000` the only validation frame) and a tiny config
+    /// of `method` that reads the tag file. Returns the temp dir, the data root and the config.
+    fn tagged_setup(method: &str, iterations: u64) -> (tempfile::TempDir, std::path::PathBuf, TrainConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic_camvid(&data, 8);
+        let tags = synthetic_tags(&data, 8);
+        let mut cfg = tiny_config(&data, method, iterations);
+        cfg.data.val_prefixes = vec!["SYN_00000".into()];
+        cfg.data.tag_file = Some(tags);
+        (dir, data, cfg)
+    }
+
     /// Issue #26: the cam method learns from the tags of the unlabeled images and never reads
     /// their masks — they are replaced by bytes that no image decoder accepts, and training
     /// (classification warm-up, then CAM pseudo-labels refined by PAR) runs through.
     #[test]
     fn issue26_cam_trains_from_tags_without_reading_their_masks() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        synthetic_camvid(&data, 8);
-        let tags = synthetic_tags(&data, 8);
+        let (dir, data, mut cfg) = tagged_setup("cam", 4);
         for i in 0..4 {
             std::fs::write(data.join(format!("trainannot/SYN_{:05}.png", 4 + i)), b"not a mask").unwrap();
             std::fs::write(data.join(format!("valannot/SYN_{i:05}.png")), b"not a mask").unwrap();
         }
-        let mut cfg = tiny_config(&data, "cam", 4);
-        cfg.data.val_prefixes = vec!["SYN_00000".into()];
-        cfg.data.tag_file = Some(tags);
         cfg.cam.warmup_iterations = 2;
         cfg.cam.weight_seg = 0.5;
         let run = dir.path().join("run");
@@ -1182,14 +1190,8 @@ mod semi {
     /// state (resumed exactly), not a model weight; bad pseudo-label files are one-line errors.
     #[test]
     fn issue26_cac_with_extra_tags_learns_the_pseudo_labels() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        synthetic_camvid(&data, 8);
-        let tags = synthetic_tags(&data, 8);
         // a CAM head from the tags, then its refined pseudo-labels of the tagged images
-        let mut cam = tiny_config(&data, "cam", 3);
-        cam.data.val_prefixes = vec!["SYN_00000".into()];
-        cam.data.tag_file = Some(tags.clone());
+        let (dir, data, mut cam) = tagged_setup("cam", 3);
         cam.cam.warmup_iterations = 1;
         let cam_run = dir.path().join("cam");
         train::run(&cam, &opts(&cam_run, false, None)).unwrap();
@@ -1409,13 +1411,7 @@ mod semi {
     /// groups of consecutive images.
     #[test]
     fn issue26_group_mining_trains_and_labels_in_groups() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        synthetic_camvid(&data, 8);
-        let tags = synthetic_tags(&data, 8);
-        let mut cfg = tiny_config(&data, "cam", 4);
-        cfg.data.val_prefixes = vec!["SYN_00000".into()];
-        cfg.data.tag_file = Some(tags);
+        let (dir, data, mut cfg) = tagged_setup("cam", 4);
         cfg.cam.warmup_iterations = 2;
         cfg.cam.group.enabled = true;
         cfg.cam.group.key_channels = 8;
@@ -1456,13 +1452,7 @@ mod semi {
     /// (`lowrank = false`) has none, and bad settings are config errors naming the key.
     #[test]
     fn issue26_slrnet_trains_with_its_low_rank_module_and_labels() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        synthetic_camvid(&data, 8);
-        let tags = synthetic_tags(&data, 8);
-        let mut cfg = tiny_config(&data, "slrnet", 4);
-        cfg.data.val_prefixes = vec!["SYN_00000".into()];
-        cfg.data.tag_file = Some(tags);
+        let (dir, data, mut cfg) = tagged_setup("slrnet", 4);
         cfg.cam.warmup_iterations = 2;
         cfg.cam.weight_seg = 0.5;
         cfg.slrnet.rank = 4;
