@@ -254,7 +254,8 @@ impl CamLabelReport {
 /// [`tag_posterior`]; with [`LabelSource::SegmentationMax`], max-normalised like CAMs): CAMs at
 /// `opts.scales` (and mirrored), ReLU'd, resized to stride 4 of the run's input size and summed;
 /// max-normalised per class and restricted to the image's tags (from `tags`, or derived from
-/// its mask); thresholded with the run's `[cam]` rule, then the same after PAR (the run's PAR
+/// its mask); thresholded with the run's `[cam]` rule (its trusted classes replaced by
+/// `opts.trusted` when given), then the same after PAR (the run's PAR
 /// settings, AFA's defaults when the run had PAR off; none with `opts.no_par`). The masks
 /// are read only to score; with a tag file, images without a mask are labelled (and written,
 /// `opts.write`) but not scored.
