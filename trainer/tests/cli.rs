@@ -1406,6 +1406,43 @@ mod semi {
         check(&wrong, "value 17 is neither a class id");
     }
 
+    /// Issue #26, class-balanced classification (`cam.balance_cls`): every synthetic frame is
+    /// tagged sky, road and car, so those classes are present in all of them (p = 1, clamped
+    /// to 0.99) and the others in none (p = 0 → 0.01); each BCE term then carries the weight
+    /// 0.5 / 0.99, and the first step's loss is exactly that multiple of the plain one. SLRNet
+    /// takes the same setting; without a tag file it is an error naming it.
+    #[test]
+    fn issue26_balanced_classification_weighs_classes_by_their_tags() {
+        let (dir, _data, mut cfg) = tagged_setup("cam", 1);
+        let first_bce = |cfg: &TrainConfig, name: &str| {
+            let run = dir.path().join(name);
+            train::run(cfg, &opts(&run, false, None)).unwrap();
+            log_records(&run)[0]["cls_bce"].as_f64().unwrap()
+        };
+        let plain = first_bce(&cfg, "plain");
+        cfg.cam.balance_cls = true;
+        let balanced = first_bce(&cfg, "balanced");
+        let want = plain * 0.5 / 0.99;
+        assert!((balanced - want).abs() < 1e-5 * want, "{balanced} vs {want}");
+        let mut slr = cfg.clone();
+        slr.method = "slrnet".into();
+        slr.slrnet.rank = 4;
+        slr.augment.crop = [64, 64];
+        let plain_slr = {
+            let mut c = slr.clone();
+            c.cam.balance_cls = false;
+            first_bce(&c, "slr-plain")
+        };
+        let balanced_slr = first_bce(&slr, "slr-balanced");
+        assert!(
+            (balanced_slr - plain_slr * 0.5 / 0.99).abs() < 1e-5 * plain_slr,
+            "{balanced_slr} vs {plain_slr}"
+        );
+        cfg.data.tag_file = None;
+        let e = train::run(&cfg, &opts(&dir.path().join("none"), false, None)).unwrap_err();
+        assert!(format!("{e:#}").contains("cam.balance_cls"), "{e:#}");
+    }
+
     /// Issue #26, group-wise mining: the CAM method with `[cam.group]` trains (its module is
     /// method state and learns: γ leaves 0), and `cam-labels` runs the trained module over
     /// groups of consecutive images.

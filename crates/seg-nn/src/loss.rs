@@ -1,7 +1,7 @@
 //! Losses: free functions with an explicit ignore index or mask, shared by the trainer and the
 //! runtime's on-device adaptation. Models never compute losses.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Result, Tensor, D};
 
 /// `log_softmax` along `dim`, built from differentiable primitives (the max shift is detached:
 /// the result does not depend on it).
@@ -298,11 +298,14 @@ pub fn affinity_distillation(student: &Tensor, teacher: &Tensor, max_positions: 
 }
 
 /// Multi-label binary cross-entropy on logits, averaged over images and classes:
-/// `mean(max(x, 0) − x·t + log(1 + exp(−|x|)))` (the numerically stable form).
+/// `mean(w₊·t·softplus(−x) + w₋·(1 − t)·softplus(x))` in the numerically stable form
+/// (`softplus(x) = max(x, 0) + log(1 + exp(−|x|))`); without weights `w₊ = w₋ = 1`, the plain
+/// `mean(max(x, 0) − x·t + log(1 + exp(−|x|)))`.
 ///
 /// - `logits`: `[b, C]` scores (e.g. a CAM head's pooled scores);
-/// - `targets`: `[b, C]` 0/1 (f32) — an image's tags.
-pub fn multilabel_bce(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+/// - `targets`: `[b, C]` 0/1 (f32) — an image's tags;
+/// - `class_weights`: per class `(w₊, w₋)` as two `[C]` tensors, e.g. [`balanced_bce_weights`].
+pub fn multilabel_bce(logits: &Tensor, targets: &Tensor, class_weights: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
     if logits.dims() != targets.dims() {
         candle_core::bail!(
             "multilabel_bce: logits {:?} and targets {:?} differ in shape",
@@ -311,9 +314,35 @@ pub fn multilabel_bce(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         );
     }
     let softplus_neg_abs = logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
-    (logits.relu()? - (logits * targets)?)?
-        .add(&softplus_neg_abs)?
-        .mean_all()
+    let softplus = (logits.relu()? + softplus_neg_abs)?; // softplus(x), [b, C]
+    let Some((pos, neg)) = class_weights else {
+        return (softplus - (logits * targets)?)?.mean_all();
+    };
+    let c = logits.dim(D::Minus1)?;
+    if pos.dims() != [c] || neg.dims() != [c] {
+        candle_core::bail!(
+            "multilabel_bce: class weights {:?} / {:?} for {c} classes",
+            pos.dims(),
+            neg.dims()
+        );
+    }
+    let on = (targets.broadcast_mul(pos)? * (&softplus - logits)?)?; // w₊·t·softplus(−x)
+    let off = (targets.affine(-1.0, 1.0)?.broadcast_mul(neg)? * softplus)?; // w₋·(1−t)·softplus(x)
+    (on + off)?.mean_all()
+}
+
+/// Class-balanced weights for [`multilabel_bce`] from each class's share `p` of images tagged
+/// with it: `w₊ = 1 / (2p)`, `w₋ = 1 / (2(1 − p))`, so positives and negatives of a class weigh
+/// the same in expectation and a class present in almost every image still learns from the few
+/// images without it. `p` is clamped to [0.01, 0.99] (weights at most 50).
+pub fn balanced_bce_weights(presence: &[f64]) -> (Vec<f32>, Vec<f32>) {
+    presence
+        .iter()
+        .map(|&p| {
+            let p = if p.is_finite() { p.clamp(0.01, 0.99) } else { 0.5 };
+            ((0.5 / p) as f32, (0.5 / (1.0 - p)) as f32)
+        })
+        .unzip()
 }
 
 #[cfg(test)]
@@ -770,7 +799,7 @@ mod tests {
                 / x.len() as f64
         };
         let var = Var::new(&x0, &dev).unwrap();
-        let loss = multilabel_bce(&var.as_tensor().reshape((2, 3)).unwrap(), &targets).unwrap();
+        let loss = multilabel_bce(&var.as_tensor().reshape((2, 3)).unwrap(), &targets, None).unwrap();
         let got = loss.to_scalar::<f32>().unwrap() as f64;
         assert!((got - reference(&x0)).abs() < 1e-4, "{got} vs {}", reference(&x0));
         let grads = loss.backward().unwrap();
@@ -785,6 +814,58 @@ mod tests {
         }
         // saturated logits: finite loss and gradient (sigmoid − t) / n
         assert!((g[3] as f64 - (-1.0 / 6.0)).abs() < 1e-5 && (g[4] as f64 - 1.0 / 6.0).abs() < 1e-5);
-        assert!(multilabel_bce(&targets, &targets.reshape((3, 2)).unwrap()).is_err());
+        assert!(multilabel_bce(&targets, &targets.reshape((3, 2)).unwrap(), None).is_err());
+    }
+
+    /// Class weights: the loss equals the weighted reference, its gradient finite differences,
+    /// unit weights give the plain loss, and the balanced weights are as documented.
+    #[test]
+    fn issue26_weighted_multilabel_bce_matches_reference_and_finite_differences() {
+        let dev = Device::Cpu;
+        let x0 = [2.0f32, -1.5, 0.3, -3.0, 2.5, 0.0];
+        let t = [1.0f32, 0.0, 1.0, 1.0, 0.0, 0.0];
+        let (wp, wn) = ([0.6f32, 2.5, 1.0], [3.0f32, 0.7, 1.0]);
+        let targets = Tensor::new(&t, &dev).unwrap().reshape((2, 3)).unwrap();
+        let reference = |x: &[f32]| {
+            let mut sum = 0f64;
+            for (i, (&x, &t)) in x.iter().zip(&t).enumerate() {
+                let p = 1.0 / (1.0 + (-(x as f64)).exp());
+                sum -= wp[i % 3] as f64 * t as f64 * p.ln() + wn[i % 3] as f64 * (1.0 - t as f64) * (1.0 - p).ln();
+            }
+            sum / x.len() as f64
+        };
+        let (pos, neg) = (Tensor::new(&wp, &dev).unwrap(), Tensor::new(&wn, &dev).unwrap());
+        let var = Var::new(&x0, &dev).unwrap();
+        let x = var.as_tensor().reshape((2, 3)).unwrap();
+        let loss = multilabel_bce(&x, &targets, Some((&pos, &neg))).unwrap();
+        let got = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!((got - reference(&x0)).abs() < 1e-5, "{got} vs {}", reference(&x0));
+        let g = loss
+            .backward()
+            .unwrap()
+            .get(var.as_tensor())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for i in 0..6 {
+            let eps = 1e-2f32;
+            let (mut up, mut dn) = (x0, x0);
+            up[i] += eps;
+            dn[i] -= eps;
+            let fd = (reference(&up) - reference(&dn)) / (2.0 * eps as f64);
+            assert!((g[i] as f64 - fd).abs() < 1e-3, "d/dx{i}: {} vs {fd}", g[i]);
+        }
+        let ones = Tensor::ones(3, DType::F32, &dev).unwrap();
+        let unit = multilabel_bce(&x, &targets, Some((&ones, &ones)))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let plain = multilabel_bce(&x, &targets, None).unwrap().to_scalar::<f32>().unwrap();
+        assert!((unit - plain).abs() < 1e-6, "{unit} vs {plain}");
+        assert!(multilabel_bce(&x, &targets, Some((&ones, &Tensor::ones(2, DType::F32, &dev).unwrap()))).is_err());
+        let (p, n) = balanced_bce_weights(&[0.5, 0.9, 1.0, 0.0]);
+        let close = |a: &[f32], b: [f64; 4]| a.iter().zip(b).all(|(&a, b)| (a as f64 - b).abs() < 1e-5 * b);
+        assert!(close(&p, [1.0, 0.5 / 0.9, 0.5 / 0.99, 50.0]), "{p:?}");
+        assert!(close(&n, [1.0, 5.0, 50.0, 0.5 / 0.99]), "{n:?}");
     }
 }

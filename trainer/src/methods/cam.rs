@@ -65,6 +65,11 @@ pub struct CamConfig {
     pub supervised_weight: f64,
     /// Weight of the multi-label classification loss.
     pub weight_cls: f64,
+    /// Class-balanced classification loss: each class's positives weighted `1 / (2p)` and its
+    /// negatives `1 / (2(1 − p))`, `p` the share of the tag file's images tagged with it
+    /// (`seg_nn::loss::balanced_bce_weights`), so a class tagged in almost every frame (CamVid's
+    /// road, sky, building) still learns from the frames without it. Off: plain BCE.
+    pub balance_cls: bool,
     /// Weight of the cross-entropy on the CAM pseudo-labels.
     pub weight_seg: f64,
     /// Steps of classification only before the pseudo-label loss starts.
@@ -96,6 +101,7 @@ impl Default for CamConfig {
             features: CamFeatures::Embedding,
             supervised_weight: 1.0,
             weight_cls: 1.0,
+            balance_cls: false,
             weight_seg: 0.1,
             warmup_iterations: 100,
             high: rule.high,
@@ -171,6 +177,35 @@ impl CamConfig {
                 (0..classes.len()).map(|i| ids.contains(&i)).collect()
             },
         }
+    }
+
+    /// The per-class `(w₊, w₋)` of the classification loss (`[C]` each) with `balance_cls`,
+    /// from the presence of each class in `data.tag_file`; `None` when off.
+    pub fn bce_weights(
+        &self,
+        data: &crate::config::DataConfig,
+        dev: &candle_core::Device,
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        if !self.balance_cls {
+            return Ok(None);
+        }
+        let Some(path) = &data.tag_file else {
+            candle_core::bail!("cam.balance_cls weighs classes by their tags: set data.tag_file");
+        };
+        let tags =
+            seg_core::tags::TagFile::read(path, &data.classes).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        if tags.is_empty() {
+            candle_core::bail!("data.tag_file {}: no tagged image", path.display());
+        }
+        let n = tags.len() as f64;
+        let presence: Vec<f64> = tags
+            .presence(data.classes.len())
+            .iter()
+            .map(|&k| k as f64 / n)
+            .collect();
+        let (pos, neg) = seg_nn::loss::balanced_bce_weights(&presence);
+        let c = pos.len();
+        Ok(Some((Tensor::from_vec(pos, c, dev)?, Tensor::from_vec(neg, c, dev)?)))
     }
 
     /// The refinement, `None` when off.
@@ -363,6 +398,8 @@ pub(super) fn pseudo_label_targets(
 pub struct Cam {
     cfg: CamConfig,
     rule: PseudoLabelRule,
+    /// `(w₊, w₋)` of the classification loss with `cam.balance_cls`.
+    bce_weights: Option<(Tensor, Tensor)>,
     vars: VarMap,
     head: CamHead,
     group: Option<GroupMining>,
@@ -386,6 +423,7 @@ impl Cam {
         init::reseed_with(&vars, init.cfg.schedule.seed ^ 0x0ca3_0ca3, init.cfg.weight_init)?;
         Ok(Box::new(Self {
             rule: cfg.rule(&init.cfg.data.classes.names),
+            bce_weights: cfg.bce_weights(&init.cfg.data, init.device)?,
             cfg,
             vars,
             head,
@@ -446,7 +484,8 @@ impl Method for Cam {
             None => features,
         };
         let (cams, logits) = self.head.forward(features)?; // [b, C, hf, wf], [b, C]
-        let cls = seg_nn::loss::multilabel_bce(&logits, tags)?;
+        let weights = self.bce_weights.as_ref().map(|(p, n)| (p, n));
+        let cls = seg_nn::loss::multilabel_bce(&logits, tags, weights)?;
         self.stats.push(("cls_bce", cls.to_scalar::<f32>()? as f64));
         terms.push(("cls", (cls * self.cfg.weight_cls)?));
         if ctx.iteration < self.cfg.warmup_iterations || self.cfg.weight_seg == 0.0 {

@@ -165,6 +165,8 @@ pub struct Slrnet {
     cam: CamConfig,
     cfg: SlrnetConfig,
     rule: PseudoLabelRule,
+    /// `(w₊, w₋)` of the classification loss with `cam.balance_cls`.
+    bce_weights: Option<(Tensor, Tensor)>,
     vars: VarMap,
     head: CamHead,
     lowrank: Option<LowRankModule>,
@@ -191,6 +193,7 @@ impl Slrnet {
         }
         Ok(Box::new(Self {
             rule: cam.rule(&init.cfg.data.classes.names),
+            bce_weights: cam.bce_weights(&init.cfg.data, init.device)?,
             cam,
             cfg,
             vars,
@@ -259,7 +262,9 @@ impl Method for Slrnet {
         };
         let (cams1, cls1) = self.head.forward(&f1)?; // [b, C, hf, wf], [b, C]
         let (cams2, cls2) = self.head.forward(&f2)?; // [b, C, hf2, wf2], [b, C]
-        let cls = ((seg_nn::loss::multilabel_bce(&cls1, tags)? + seg_nn::loss::multilabel_bce(&cls2, tags)?)? * 0.5)?;
+        let w = self.bce_weights.as_ref().map(|(p, n)| (p, n));
+        let cls =
+            ((seg_nn::loss::multilabel_bce(&cls1, tags, w)? + seg_nn::loss::multilabel_bce(&cls2, tags, w)?)? * 0.5)?;
         self.stats.push(("cls_bce", cls.to_scalar::<f32>()? as f64));
         terms.push(("cls", (cls * self.cam.weight_cls)?));
 
