@@ -29,9 +29,10 @@ the other rows stay as they are in the results file).
 (trainer/configs/xseq_cac_lite2_teacher.toml, trained here into <runs>/teacher_lite2 when not done;
 4.92 GFLOPs at 360x480), and the rows that have a teacher (`kd*`, `imagenet_kd_*`) taught by it
 into <runs>/lite2/student_<row>; records `lite2_teacher_*` and `lite2_student_<row>_*`. Rows
-without a teacher (`scratch`, `imagenet`) are not retrained: their runs in <runs> are scored
-against this teacher (`lite2_student_<row>_retention_<split>`). The student stays at 128x160 (8.4 %
-of this teacher's FLOPs), so each KD row pairs with the same no-teacher row.
+without a teacher (`scratch`, `imagenet`) are the runs in <runs> (trained there first when missing:
+the same run as without --teacher), scored again and recorded under the prefix as well
+(`lite2_student_<row>_*`), so that every `lite2_` pairing of a KD row with its no-teacher row
+comes from one machine. The student stays at 128x160 (8.4 % of this teacher's FLOPs).
 
 Every model's last checkpoint is exported (`edge-seg-train export --checkpoint last`) and scored by
 `edge-seg eval --backend tract` on val and on the 101 frames of 0006R0 (splits/camvid-xseq/eval.txt);
@@ -145,7 +146,7 @@ def main():
         if prefix and not has_teacher(row):
             out = runs / f"student_{row}"
             if not (out / "done.json").exists():
-                sys.exit(f"{out}: not trained yet: python3 benches/distill/report.py --only '^{row}$'")
+                train(row, out, teacher_set)  # no teacher: the same run as without --teacher
             shared.add(f"student_{row}")
         else:
             out = student_dir / f"student_{row}"
@@ -167,10 +168,7 @@ def main():
                              ("xseq", "camvid 0006R0 train frames (xseq eval, 101 frames)")]:
             v = evaluate(onnx, split)
             scores[(name, split)] = v
-            if name not in shared:
-                add(f"{prefix}{name}_{split}_miou", v, "mIoU %", label)
-        if name in shared:
-            continue  # its own records come from the run without prefix
+            add(f"{prefix}{name}_{split}_miou", v, "mIoU %", label)
         i = info(onnx, a.timing, a.threads)
         size = "x".join(str(d) for d in i["input"][2:])
         add(f"{prefix}{name}_gflops", i["gflops"], f"GFLOPs at {size}", "model")

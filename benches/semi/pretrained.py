@@ -56,6 +56,11 @@ pairing stays on one machine:
   python3 benches/semi/pretrained.py --collect --runs runs/xseqt-gpu --prefix gpu_ --machine "..."
 gives `gpu_<name>_xseqt_miou`, `gpu_<method>_<ratio>_s<seed>_xseqt_gain` (paired with the GPU's
 SupOnly) and so on; `--machine` names the machine the runs were trained on.
+
+A set trained here apart from the recorded grid (a pair re-trained on another CPU model, so that
+a run can pair with a SupOnly of its own machine without replacing the recorded one):
+  python3 benches/semi/pretrained.py --runs runs/xseqt-amd --prefix amd_ --only '^(suponly|cps)_1_16_s1$'
+records `amd_<name>_xseqt_miou`, `amd_cps_1_16_s1_xseqt_gain` and so on.
 """
 
 import argparse
@@ -226,7 +231,7 @@ def val_score(run_dir):
     return json.loads(cached.read_text())["miou"]  # already in %
 
 
-def collect(runs_dir, results, prefix="", mach=None):
+def collect(runs_dir, results, prefix="", mach=None, trained_here=False):
     tag, _, split = PROTOCOLS[PROTOCOL]
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     mach = mach or machine()
@@ -262,11 +267,12 @@ def collect(runs_dir, results, prefix="", mach=None):
             continue
         value, steps = s
         scores[(m, ratio, seed)] = (value, mach)
-        if prefix and not WEIGHT_INIT:
+        if prefix and not WEIGHT_INIT and not trained_here:
             cmd = (f"bash benches/gpu/run.sh --parts semi (SEMI_METHODS={m}), then python3 benches/semi/pretrained.py "
                    f"--collect --runs {runs_dir} --prefix {prefix} (mean of the evaluations at steps {steps})")
         else:
-            cmd = (f"python3 benches/semi/pretrained.py {flags()} --only '^{name}$' "
+            here = f" --runs {runs_dir} --prefix {prefix}" if trained_here else ""
+            cmd = (f"python3 benches/semi/pretrained.py {flags()}{here} --only '^{name}$' "
                    f"(mean of the evaluations at steps {steps})")
         rec(f"{name}_{tag}_miou", value, "mIoU %", cmd)
         # xseqt keeps its original record names; other protocols carry their tag
@@ -323,9 +329,11 @@ def main():
     global PROTOCOL, WEIGHT_INIT
     PROTOCOL = a.protocol
     WEIGHT_INIT = a.weight_init
+    runs_given = a.runs is not None
     a.runs = a.runs or ("runs/xseqt" if PROTOCOL == "xseqt" else "runs/xseq-pre") + ("-ti" if WEIGHT_INIT else "")
-    if a.prefix and not a.collect:
-        sys.exit("--prefix: only with --collect (runs trained elsewhere)")
+    if a.prefix and not a.collect and not runs_given:
+        sys.exit("--prefix: with --collect (runs trained elsewhere) or with --runs (a set trained here apart)")
+    trained_here = bool(a.prefix) and not a.collect and not WEIGHT_INIT
     if WEIGHT_INIT and a.prefix:
         sys.exit("--weight-init: its records carry the prefix ti_; no --prefix with it")
     if WEIGHT_INIT:
@@ -353,8 +361,8 @@ def main():
             t0 = time.time()
             train(d, cfg)
             (d / "done.json").write_text(json.dumps({"wall_s": time.time() - t0}))
-            collect(runs_dir, a.results, a.prefix)
-    collect(runs_dir, a.results, a.prefix, a.machine)
+            collect(runs_dir, a.results, a.prefix, trained_here=trained_here)
+    collect(runs_dir, a.results, a.prefix, a.machine, trained_here)
 
 
 if __name__ == "__main__":
