@@ -66,8 +66,9 @@ pub struct CamConfig {
     /// Weight of the multi-label classification loss.
     pub weight_cls: f64,
     /// Class-balanced classification loss: each class's positives weighted `1 / (2p)` and its
-    /// negatives `1 / (2(1 − p))`, `p` the share of the tag file's images tagged with it
-    /// (`seg_nn::loss::balanced_bce_weights`), so a class tagged in almost every frame (CamVid's
+    /// negatives `1 / (2(1 − p))`, `p` the share of the tagged training images (those of
+    /// `data.unlabeled_splits`, which the tag file must list exactly) tagged with it (`seg_nn::loss::balanced_bce_weights`), so a class
+    /// tagged in almost every frame (CamVid's
     /// road, sky, building) still learns from the frames without it. Off: plain BCE.
     pub balance_cls: bool,
     /// Weight of the cross-entropy on the CAM pseudo-labels.
@@ -179,33 +180,44 @@ impl CamConfig {
         }
     }
 
+    /// With `balance_cls`, the tags must come from somewhere: checked when the method is built.
+    pub fn check_balance(&self, data: &crate::config::DataConfig) -> Result<()> {
+        if self.balance_cls && data.tag_file.is_none() {
+            candle_core::bail!("cam.balance_cls weighs classes by their tags: set data.tag_file");
+        }
+        Ok(())
+    }
+
     /// The per-class `(w₊, w₋)` of the classification loss (`[C]` each) with `balance_cls`,
-    /// from the presence of each class in `data.tag_file`; `None` when off.
+    /// from the presence of each class among the tagged training images (`tags`: class ids
+    /// per image, as loaded); `None` when off.
     pub fn bce_weights(
         &self,
-        data: &crate::config::DataConfig,
+        tags: &[Vec<u8>],
+        num_classes: usize,
         dev: &candle_core::Device,
     ) -> Result<Option<(Tensor, Tensor)>> {
         if !self.balance_cls {
             return Ok(None);
         }
-        let Some(path) = &data.tag_file else {
-            candle_core::bail!("cam.balance_cls weighs classes by their tags: set data.tag_file");
-        };
-        let tags =
-            seg_core::tags::TagFile::read(path, &data.classes).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         if tags.is_empty() {
-            candle_core::bail!("data.tag_file {}: no tagged image", path.display());
+            candle_core::bail!("cam.balance_cls: no tagged image among data.unlabeled_splits");
+        }
+        let mut count = vec![0usize; num_classes];
+        for image in tags {
+            for &c in image {
+                if let Some(k) = count.get_mut(c as usize) {
+                    *k += 1;
+                }
+            }
         }
         let n = tags.len() as f64;
-        let presence: Vec<f64> = tags
-            .presence(data.classes.len())
-            .iter()
-            .map(|&k| k as f64 / n)
-            .collect();
+        let presence: Vec<f64> = count.iter().map(|&k| k as f64 / n).collect();
         let (pos, neg) = seg_nn::loss::balanced_bce_weights(&presence);
-        let c = pos.len();
-        Ok(Some((Tensor::from_vec(pos, c, dev)?, Tensor::from_vec(neg, c, dev)?)))
+        Ok(Some((
+            Tensor::from_vec(pos, num_classes, dev)?,
+            Tensor::from_vec(neg, num_classes, dev)?,
+        )))
     }
 
     /// The refinement, `None` when off.
@@ -398,8 +410,10 @@ pub(super) fn pseudo_label_targets(
 pub struct Cam {
     cfg: CamConfig,
     rule: PseudoLabelRule,
-    /// `(w₊, w₋)` of the classification loss with `cam.balance_cls`.
+    /// `(w₊, w₋)` of the classification loss with `cam.balance_cls` (set in `prepare`).
     bce_weights: Option<(Tensor, Tensor)>,
+    num_classes: usize,
+    device: candle_core::Device,
     vars: VarMap,
     head: CamHead,
     group: Option<GroupMining>,
@@ -421,9 +435,12 @@ impl Cam {
             None
         };
         init::reseed_with(&vars, init.cfg.schedule.seed ^ 0x0ca3_0ca3, init.cfg.weight_init)?;
+        cfg.check_balance(&init.cfg.data)?;
         Ok(Box::new(Self {
             rule: cfg.rule(&init.cfg.data.classes.names),
-            bce_weights: cfg.bce_weights(&init.cfg.data, init.device)?,
+            bce_weights: None,
+            num_classes: init.cfg.model.num_classes,
+            device: init.device.clone(),
             cfg,
             vars,
             head,
@@ -437,6 +454,11 @@ impl Cam {
 impl Method for Cam {
     fn name(&self) -> &'static str {
         "cam"
+    }
+
+    fn prepare(&mut self, _labeled: &crate::data::Samples, unlabeled: &crate::data::Samples) -> Result<()> {
+        self.bce_weights = self.cfg.bce_weights(&unlabeled.tags, self.num_classes, &self.device)?;
+        Ok(())
     }
 
     fn unlabeled_view(&self) -> UnlabeledView {

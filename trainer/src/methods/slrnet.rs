@@ -165,8 +165,10 @@ pub struct Slrnet {
     cam: CamConfig,
     cfg: SlrnetConfig,
     rule: PseudoLabelRule,
-    /// `(w₊, w₋)` of the classification loss with `cam.balance_cls`.
+    /// `(w₊, w₋)` of the classification loss with `cam.balance_cls` (set in `prepare`).
     bce_weights: Option<(Tensor, Tensor)>,
+    num_classes: usize,
+    device: candle_core::Device,
     vars: VarMap,
     head: CamHead,
     lowrank: Option<LowRankModule>,
@@ -191,9 +193,12 @@ impl Slrnet {
         if let Some(var) = vars.data().lock().expect("varmap lock").get("lr.proj.weight") {
             var.set(&var.zeros_like()?)?; // the module starts as the identity
         }
+        cam.check_balance(&init.cfg.data)?;
         Ok(Box::new(Self {
             rule: cam.rule(&init.cfg.data.classes.names),
-            bce_weights: cam.bce_weights(&init.cfg.data, init.device)?,
+            bce_weights: None,
+            num_classes: init.cfg.model.num_classes,
+            device: init.device.clone(),
             cam,
             cfg,
             vars,
@@ -217,6 +222,11 @@ fn normalized(cams: &Tensor, tags: &Tensor) -> Result<Tensor> {
 impl Method for Slrnet {
     fn name(&self) -> &'static str {
         "slrnet"
+    }
+
+    fn prepare(&mut self, _labeled: &crate::data::Samples, unlabeled: &crate::data::Samples) -> Result<()> {
+        self.bce_weights = self.cam.bce_weights(&unlabeled.tags, self.num_classes, &self.device)?;
+        Ok(())
     }
 
     fn unlabeled_view(&self) -> UnlabeledView {
