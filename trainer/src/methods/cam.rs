@@ -67,8 +67,8 @@ pub struct CamConfig {
     pub weight_cls: f64,
     /// Class-balanced classification loss: each class's positives weighted `1 / (2p)` and its
     /// negatives `1 / (2(1 − p))`, `p` the share of the tagged training images (those of
-    /// `data.unlabeled_splits`, which the tag file must list exactly) tagged with it (`seg_nn::loss::balanced_bce_weights`), so a class
-    /// tagged in almost every frame (CamVid's
+    /// `data.unlabeled_splits`, which the tag file must list exactly) tagged with it
+    /// (`seg_nn::loss::balanced_bce_weights`), so a class tagged in almost every frame (CamVid's
     /// road, sky, building) still learns from the frames without it. Off: plain BCE.
     pub balance_cls: bool,
     /// Weight of the cross-entropy on the CAM pseudo-labels.
