@@ -293,16 +293,22 @@ impl TagFile {
 
     /// In how many images each class `0..num_classes` is tagged.
     pub fn presence(&self, num_classes: usize) -> Vec<usize> {
-        let mut p = vec![0; num_classes];
-        for (_, ids) in &self.entries {
-            for &id in ids {
-                if (id as usize) < num_classes {
-                    p[id as usize] += 1;
-                }
+        presence(self.entries.iter().map(|(_, ids)| ids.as_slice()), num_classes)
+    }
+}
+
+/// In how many of the images (each given by its class ids) each class `0..num_classes` is
+/// tagged; ids outside the range are not counted.
+pub fn presence<'a>(images: impl IntoIterator<Item = &'a [u8]>, num_classes: usize) -> Vec<usize> {
+    let mut p = vec![0; num_classes];
+    for ids in images {
+        for &id in ids {
+            if let Some(k) = p.get_mut(id as usize) {
+                *k += 1;
             }
         }
-        p
     }
+    p
 }
 
 /// `[num_classes]` multi-hot vector of `ids` (1 for a tagged class).

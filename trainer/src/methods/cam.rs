@@ -203,16 +203,11 @@ impl CamConfig {
         if tags.is_empty() {
             candle_core::bail!("cam.balance_cls: no tagged image among data.unlabeled_splits");
         }
-        let mut count = vec![0usize; num_classes];
-        for image in tags {
-            for &c in image {
-                if let Some(k) = count.get_mut(c as usize) {
-                    *k += 1;
-                }
-            }
-        }
         let n = tags.len() as f64;
-        let presence: Vec<f64> = count.iter().map(|&k| k as f64 / n).collect();
+        let presence: Vec<f64> = seg_core::tags::presence(tags.iter().map(Vec::as_slice), num_classes)
+            .iter()
+            .map(|&k| k as f64 / n)
+            .collect();
         let (pos, neg) = seg_nn::loss::balanced_bce_weights(&presence);
         Ok(Some((
             Tensor::from_vec(pos, num_classes, dev)?,
