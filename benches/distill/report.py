@@ -174,7 +174,7 @@ def main():
         add(f"{prefix}{name}_gflops", i["gflops"], f"GFLOPs at {size}", "model")
         add(f"{prefix}{name}_params", i["params"] / 1e6, "M parameters", "model")
         if name != "teacher" or prefix:
-            add(f"{prefix}{name}_train_min", (train_seconds(run) or 0.0) / 60.0, "min", "camvid xseq pool, 1/8 seed 0")
+            add(f"{prefix}{name}_train_min", (train_seconds(run, discount_pauses=True) or 0.0) / 60.0, "min", "camvid xseq pool, 1/8 seed 0")
         if a.timing:
             ms = i["latency_median_ms"]
             add(f"{prefix}{name}_latency_ms", ms, f"ms (tract, {a.threads} threads, median of 30)", "model")

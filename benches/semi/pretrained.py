@@ -22,7 +22,7 @@ Score of a run: the mean of its last three evaluations on the 51 evaluation fram
 (splits/camvid-xseq-target/eval.txt; steps 400, 500, 600 of the 600-step schedule), because
 single checkpoints are noisy at short schedules. Records (name, value, unit, split, command,
 date, machine): per run `<method>_<ratio>_s<seed>_xseqt_miou` and `..._train_min` (the trainer's
-own clock; `..._xseq_train_min` for the xseq protocol); per method and ratio the mean over the seeds done, `<method>_<ratio>_xseqt_miou`
+own clock, a SIGSTOP pause counted as one typical log interval; `..._xseq_train_min` for the xseq protocol); per method and ratio the mean over the seeds done, `<method>_<ratio>_xseqt_miou`
 (oracle rows: `oracle_<ratio>_xseqt_miou`), and for each method the paired gain over SupOnly on
 the same split and seed, `<method>_<ratio>_s<seed>_xseqt_gain`, and the fraction of the
 SupOnly-to-oracle gap it closes, `<method>_<ratio>_s<seed>_gap_closed`. A run whose folder is gone
@@ -276,7 +276,7 @@ def collect(runs_dir, results, prefix="", mach=None, trained_here=False):
                    f"(mean of the evaluations at steps {steps})")
         rec(f"{name}_{tag}_miou", value, "mIoU %", cmd)
         # xseqt keeps its original record names; other protocols carry their tag
-        rec(f"{name}_{'' if tag == 'xseqt' else tag + '_'}train_min", (train_seconds(d) or 0.0) / 60.0, "min", cmd)
+        rec(f"{name}_{'' if tag == 'xseqt' else tag + '_'}train_min", (train_seconds(d, discount_pauses=True) or 0.0) / 60.0, "min", cmd)
         v = val_score(d)
         if v is not None:
             vals[(m, ratio, seed)] = v
