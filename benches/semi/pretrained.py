@@ -41,7 +41,8 @@ reference).
 
 Val: each finished run's last checkpoint is exported and scored on CamVid val with `edge-seg eval
 --backend tract` (cached in <run>/val.json): `<name>_val_miou` and per method and ratio the mean
-over the seeds, `<method>_<ratio>_val_miou` (`..._xseq_val_miou` on the xseq protocol). Both
+over the seeds that have a val record for it and for its reference run (SupOnly, or the full-CAC
+reference of the ablations; the command names the seeds), `<method>_<ratio>_val_miou` (`..._xseq_val_miou` on the xseq protocol). Both
 protocols give the val frames to the semi-supervised methods as unlabeled inputs, so their val
 figures are transductive (SupOnly's and the oracle's are not).
 
@@ -201,14 +202,23 @@ def score(run_dir):
     return 100.0 * sum(last) / len(last), [i for i, _ in e[-LAST_EVALS:]]
 
 
-def recorded_scores(results, prefix):
-    """Per-run scores already in the results file: {(method, ratio, seed): (mIoU, machine)}."""
+def val_record(name):
+    """The record name of a run's (or a method and ratio's) val mIoU: xseqt keeps its original
+    names, other protocols carry their tag."""
+    tag = PROTOCOLS[PROTOCOL][0]
+    return f"{name}_{'' if tag == 'xseqt' else tag + '_'}val_miou"
+
+
+def recorded_scores(results, prefix, val=False):
+    """Per-run scores already in the results file: {(method, ratio, seed): (mIoU, machine)};
+    with `val`, the runs' CamVid val scores instead."""
     out = {}
     if not Path(results).exists():
         return out
     by_name = {r["name"]: (r["value"], r["machine"]) for r in json.loads(Path(results).read_text())}
     for m, ratio, seed in plan():
-        v = by_name.get(f"{prefix}{run_name(m, ratio, seed)}_{PROTOCOLS[PROTOCOL][0]}_miou")
+        name = run_name(m, ratio, seed)
+        v = by_name.get(prefix + (val_record(name) if val else f"{name}_{PROTOCOLS[PROTOCOL][0]}_miou"))
         if v is not None:
             out[(m, ratio, seed)] = v
     return out
@@ -256,7 +266,8 @@ def collect(runs_dir, results, prefix="", mach=None, trained_here=False):
         return " + ".join(sorted(set(ms)))
 
     scores = recorded_scores(results, prefix)
-    vals = {}
+    # val means cover every seed with a val record, not only the run folders on this machine
+    vals = recorded_scores(results, prefix, val=True)
     for m, ratio, seed in plan():
         name = run_name(m, ratio, seed)
         d = runs_dir / name
@@ -279,8 +290,8 @@ def collect(runs_dir, results, prefix="", mach=None, trained_here=False):
         rec(f"{name}_{'' if tag == 'xseqt' else tag + '_'}train_min", (train_seconds(d, discount_pauses=True) or 0.0) / 60.0, "min", cmd)
         v = val_score(d)
         if v is not None:
-            vals[(m, ratio, seed)] = v
-            rec(f"{name}_{'' if tag == 'xseqt' else tag + '_'}val_miou", v, "mIoU % (camvid val, 101 frames)", cmd)
+            vals[(m, ratio, seed)] = (v, mach)
+            rec(val_record(name), v, "mIoU % (camvid val, 101 frames)", cmd)
     collect_cmd = (f"python3 benches/semi/pretrained.py {flags()} --collect --runs {runs_dir}"
                    f"{' --prefix ' + prefix if prefix and not WEIGHT_INIT else ''}")
     methods = METHODS + [f"cac_ablation_{v}" for v in ABLATIONS if v != "none"]
@@ -290,10 +301,17 @@ def collect(runs_dir, results, prefix="", mach=None, trained_here=False):
             if got:
                 rec(f"{m}_{ratio}_{tag}_miou", sum(v for v, _ in got) / len(got), "mIoU %",
                     f"{collect_cmd} (mean over {len(got)} seed(s))", machines(vm for _, vm in got))
-            got = [v for (mm, r, _), v in vals.items() if mm == m and r == ratio]
+            # only the seeds its reference run also has a val record for, so that the means of
+            # one ratio compare like for like
+            ref = "cac_ablation_none" if m.startswith("cac_ablation_") else "suponly"
+            ref_seeds = {seed for (mm, r, seed) in vals if mm == ref and r == ratio}
+            got = sorted((seed, v, vm) for (mm, r, seed), (v, vm) in vals.items()
+                         if mm == m and r == ratio and seed in ref_seeds)
             if got:
-                rec(f"{m}_{ratio}_{'' if tag == 'xseqt' else tag + '_'}val_miou", sum(got) / len(got),
-                    "mIoU % (camvid val, 101 frames)", f"{collect_cmd} (mean over {len(got)} seed(s) with a run folder here)")
+                seeds = ", ".join(str(seed) for seed, _, _ in got)
+                rec(val_record(f"{m}_{ratio}"), sum(v for _, v, _ in got) / len(got),
+                    "mIoU % (camvid val, 101 frames)", f"{collect_cmd} (mean over seed(s) {seeds})",
+                    machines(vm for _, _, vm in got))
     for (m, ratio, seed), (v, vm) in scores.items():
         ref = "cac_ablation_none" if m.startswith("cac_ablation_") else "suponly"
         base = scores.get((ref, ratio, seed))
