@@ -118,6 +118,11 @@ def plan():
     return runs
 
 
+def reference(method):
+    """The run a method is paired with: the ablations' own full-CAC run, otherwise SupOnly."""
+    return "cac_ablation_none" if method.startswith("cac_ablation_") else "suponly"
+
+
 def same_machine(a, b):
     """Whether two records' `machine` name the same CPU model (the part before the first comma:
     the suffixes changed format over time)."""
@@ -303,7 +308,7 @@ def collect(runs_dir, results, prefix="", mach=None, trained_here=False):
                     f"{collect_cmd} (mean over {len(got)} seed(s))", machines(vm for _, vm in got))
             # only the seeds its reference run also has a val record for, so that the means of
             # one ratio compare like for like
-            ref = "cac_ablation_none" if m.startswith("cac_ablation_") else "suponly"
+            ref = reference(m)
             ref_seeds = {seed for (mm, r, seed) in vals if mm == ref and r == ratio}
             got = sorted((seed, v, vm) for (mm, r, seed), (v, vm) in vals.items()
                          if mm == m and r == ratio and seed in ref_seeds)
@@ -313,7 +318,7 @@ def collect(runs_dir, results, prefix="", mach=None, trained_here=False):
                     "mIoU % (camvid val, 101 frames)", f"{collect_cmd} (mean over seed(s) {seeds})",
                     machines(vm for _, _, vm in got))
     for (m, ratio, seed), (v, vm) in scores.items():
-        ref = "cac_ablation_none" if m.startswith("cac_ablation_") else "suponly"
+        ref = reference(m)
         base = scores.get((ref, ratio, seed))
         if m in ("suponly", "oracle", "cac_ablation_none") or base is None:
             continue
